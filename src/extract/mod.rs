@@ -1,0 +1,4 @@
+//! Extract: which rules apply to an event, and the field values they read.
+pub mod matcher;
+pub mod prefilter;
+pub mod value;

@@ -1,0 +1,8 @@
+//! logmill turns log events into Prometheus metrics, trace correlations and less log volume.
+//!
+//! The crate is the pipeline, one module per stage, in data-flow order:
+//! `source → decode → extract → derive → reduce → sink`, with `rules` compiling the rule
+//! files every stage is driven by. See `ARCHITECTURE.md` for the map.
+pub mod decode;
+pub mod extract;
+pub mod rules;

@@ -1,0 +1,247 @@
+//! The compiled form of a rule set: what `extract` and `derive` execute.
+//!
+//! A `Program` is immutable once built and shared (`Arc`) between workers; swapping rules is
+//! swapping the `Arc` between batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::decode::Format;
+use crate::extract::matcher::Matcher;
+use crate::extract::prefilter::Prefilter;
+
+#[derive(Debug)]
+pub struct Program {
+    pub rules: Vec<Rule>,
+    pub families: Vec<Family>,
+    /// Event fields some rule reads; decode fills exactly these slots and no others.
+    pub event_fields: Vec<FieldPath>,
+    pub prefilter: Prefilter,
+    /// Hash of every source text, to tell which rules are loaded.
+    pub hash: u64,
+    pub files: Vec<Arc<str>>,
+}
+
+impl Program {
+    pub fn empty() -> Program {
+        Program {
+            rules: Vec::new(),
+            families: Vec::new(),
+            event_fields: Vec::new(),
+            prefilter: Prefilter::new(&[], &[]),
+            hash: 0,
+            files: Vec::new(),
+        }
+    }
+
+    pub fn family_by_name(&self, name: &str) -> Option<usize> {
+        self.families.iter().position(|f| f.name == name)
+    }
+}
+
+/// A field path like `http.status` or `tags[0]`. For logfmt events the whole name is the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    pub name: String,
+    pub segments: Vec<PathSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    Key(String),
+    Index(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldRef {
+    /// The whole event as received.
+    Line,
+    /// The Kafka topic (or the file name in replay).
+    Topic,
+    /// A decoded event field: an index into `Program::event_fields`.
+    Event(u32),
+    /// A value captured by this rule's `extract` steps.
+    Capture(u32),
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub team: String,
+    pub file: Arc<str>,
+    pub format: Option<Format>,
+    pub topics: Vec<String>,
+    /// `Prefilter` literal ids that must all occur in the event.
+    pub literals: Vec<u32>,
+    /// Conditions on event fields, checked before extraction.
+    pub pre: Vec<Condition>,
+    pub steps: Vec<Step>,
+    /// Conditions on captured fields, checked after extraction.
+    pub post: Vec<Condition>,
+    pub n_captures: usize,
+    pub updates: Vec<Update>,
+    pub then: Then,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Not said: the event is kept unless another matching rule drops it.
+    Default,
+    /// Said explicitly: kept even if another matching rule drops it.
+    Keep,
+    Drop,
+}
+
+#[derive(Debug)]
+pub struct Condition {
+    pub field: FieldRef,
+    pub test: Test,
+}
+
+#[derive(Debug)]
+pub enum Test {
+    Exists(bool),
+    Equals(String),
+    In(Vec<String>),
+    Regex(regex::Regex),
+    Contains(memchr::memmem::Finder<'static>),
+}
+
+#[derive(Debug)]
+pub enum Step {
+    /// A regex or grok pattern run over `from`; `groups[i]` is the capture slot of group `i + 1`.
+    Pattern { from: FieldRef, matcher: Box<Matcher>, groups: Vec<Option<u32>> },
+    /// `json:` / `logfmt:` steps: name an event field; fail when the event has another format.
+    Alias { format: Format, from: u32, to: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// Any number; the default.
+    Float,
+    Int,
+    /// `250ms`, `1.5s`, `2m`: converted to seconds. A bare number is taken as seconds.
+    Duration,
+    Bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ValueSource {
+    pub field: FieldRef,
+    pub ty: ValueType,
+}
+
+#[derive(Debug)]
+pub struct Update {
+    pub family: u32,
+    /// In the family's label order.
+    pub labels: Vec<LabelSource>,
+    pub value: Option<ValueSource>,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    CounterAdd,
+    GaugeSet,
+    GaugeAdd,
+    GaugeSub,
+    Observe,
+}
+
+#[derive(Debug)]
+pub enum LabelSource {
+    Static(String),
+    Field { field: FieldRef, map: Option<Arc<ValueMap>> },
+}
+
+/// `map:` on a label: exact keys first, then `?`/`*` globs in file order, then `default`.
+#[derive(Debug, Default)]
+pub struct ValueMap {
+    pub exact: HashMap<String, String>,
+    pub globs: Vec<(String, String)>,
+    pub default: Option<String>,
+}
+
+impl ValueMap {
+    pub fn apply<'a>(&'a self, value: &'a str) -> &'a str {
+        if let Some(v) = self.exact.get(value) {
+            return v;
+        }
+        for (glob, v) in &self.globs {
+            if glob_match(glob.as_bytes(), value.as_bytes()) {
+                return v;
+            }
+        }
+        self.default.as_deref().unwrap_or(value)
+    }
+}
+
+fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+    match pat.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && glob_match(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && glob_match(rest, &s[1..]),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+            MetricKind::Summary => "summary",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub unit: Option<String>,
+    pub kind: MetricKind,
+    /// Sorted, so the same label set written in another order is the same family.
+    pub label_names: Vec<String>,
+    pub buckets: Vec<f64>,
+    pub quantiles: Vec<f64>,
+    pub max_age: Duration,
+    pub age_buckets: usize,
+    pub max_series: usize,
+    pub expire_after: Option<Duration>,
+}
+
+pub const DEFAULT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DEFAULT_QUANTILES: &[f64] = &[0.5, 0.9, 0.99];
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+pub const MAX_LABELS: usize = 16;
+/// The label value every label of the overflow series carries.
+pub const OVERFLOW_VALUE: &str = "__overflow__";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_map_precedence() {
+        let mut m = ValueMap::default();
+        m.exact.insert("503".into(), "unavailable".into());
+        m.globs.push(("5??".into(), "5xx".into()));
+        m.globs.push(("*".into(), "other".into()));
+        assert_eq!(m.apply("503"), "unavailable");
+        assert_eq!(m.apply("500"), "5xx");
+        assert_eq!(m.apply("5000"), "other");
+    }
+}
