@@ -4,5 +4,10 @@
 //! `source → decode → extract → derive → reduce → sink`, with `rules` compiling the rule
 //! files every stage is driven by. See `ARCHITECTURE.md` for the map.
 pub mod decode;
+pub mod derive;
+pub mod engine;
 pub mod extract;
+pub mod reduce;
 pub mod rules;
+pub mod sink;
+pub mod telemetry;

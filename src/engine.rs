@@ -1,0 +1,339 @@
+//! The sans-IO core: a batch of records in, fates out, metric updates pre-aggregated.
+//!
+//! `Engine` runs `decode → extract → derive → reduce` for one worker. It owns only scratch
+//! space and worker-local aggregates; it does no I/O, takes the time as an argument and never
+//! blocks, so the same code runs under `replay`, the tests and the benchmarks.
+
+use std::sync::Arc;
+
+use crate::decode::{Decoded, Decoder, InputFormat, Limits, Span};
+use crate::derive::{Aggregates, push_label};
+use crate::extract::prefilter;
+use crate::extract::value::{ValueError, convert};
+use crate::reduce::{Decision, Fate, Reason};
+use crate::rules::program::{FieldRef, LabelSource, Op, Program, Rule, Step, Test};
+
+/// One record as the source hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub payload: &'a [u8],
+    /// The Kafka topic, or the input file's name in replay.
+    pub topic: &'a str,
+    /// Orders events for gauge `set`: later events have larger numbers (a byte offset or a
+    /// Kafka offset within one partition).
+    pub seq: u64,
+}
+
+/// Per-record counters, Quickwit-style: plain integers on the hot path, published to the
+/// `metrics` facade once per batch by `telemetry::publish`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub events_in: u64,
+    pub kept: u64,
+    pub dropped: u64,
+    pub dead_lettered: u64,
+    pub unmatched: u64,
+    /// By `DecodeError` as index.
+    pub decode_errors: [u64; 6],
+    pub by_format: [u64; 3],
+    /// By rule index.
+    pub rule_matches: Vec<u64>,
+    /// `(rule, reason)` counts of values that could not be used.
+    pub value_errors: Vec<(u32, ValueError, u64)>,
+    pub missing_values: u64,
+    pub eval_nanos: u64,
+}
+
+impl Counters {
+    fn value_error(&mut self, rule: u32, err: ValueError) {
+        match self.value_errors.iter_mut().find(|(r, e, _)| *r == rule && *e == err) {
+            Some((_, _, n)) => *n += 1,
+            None => self.value_errors.push((rule, err, 1)),
+        }
+    }
+}
+
+pub struct Engine {
+    program: Arc<Program>,
+    decoder: Decoder,
+    decoded: Decoded,
+    prefilter: prefilter::Scratch,
+    candidates: Vec<u32>,
+    captures: Vec<Option<Span>>,
+    groups: Vec<crate::extract::matcher::Span>,
+    /// General-engine scratch per pattern step: `step_base[rule] + step`.
+    locs: Vec<Option<regex::CaptureLocations>>,
+    step_base: Vec<usize>,
+    key: Vec<u8>,
+    pub local: Aggregates,
+    pub counters: Counters,
+}
+
+impl Engine {
+    pub fn new(program: Arc<Program>, input: InputFormat, limits: Limits) -> Engine {
+        let mut step_base = Vec::with_capacity(program.rules.len());
+        let mut n = 0;
+        for r in &program.rules {
+            step_base.push(n);
+            n += r.steps.len();
+        }
+        Engine {
+            decoder: Decoder::new(&program.event_fields, input, limits),
+            decoded: Decoded::default(),
+            prefilter: prefilter::Scratch::default(),
+            candidates: Vec::new(),
+            captures: Vec::new(),
+            groups: Vec::new(),
+            locs: (0..n).map(|_| None).collect(),
+            step_base,
+            key: Vec::new(),
+            local: Aggregates::new(&program),
+            counters: Counters { rule_matches: vec![0; program.rules.len()], ..Counters::default() },
+            program,
+        }
+    }
+
+    pub fn program(&self) -> &Arc<Program> {
+        &self.program
+    }
+
+    /// Processes a batch; `fates[i]` is the fate of `batch[i]`.
+    pub fn process(&mut self, batch: &[Record<'_>], now_ms: u64, fates: &mut Vec<Fate>) {
+        let started = std::time::Instant::now();
+        fates.clear();
+        for rec in batch {
+            let fate = self.event(rec, now_ms);
+            match fate {
+                Fate::Keep => self.counters.kept += 1,
+                Fate::Drop => self.counters.dropped += 1,
+                Fate::DeadLetter(_) => self.counters.dead_lettered += 1,
+            }
+            fates.push(fate);
+        }
+        self.counters.events_in += batch.len() as u64;
+        self.counters.eval_nanos += started.elapsed().as_nanos() as u64;
+    }
+
+    fn event(&mut self, rec: &Record<'_>, now_ms: u64) -> Fate {
+        let program = Arc::clone(&self.program);
+        let line = match self.decoder.decode(rec.payload, &mut self.decoded) {
+            Ok(line) => line,
+            Err(e) => {
+                self.counters.decode_errors[e as usize] += 1;
+                return Fate::DeadLetter(Reason::Decode(e));
+            }
+        };
+        let format = self.decoded.format.expect("set by a successful decode");
+        self.counters.by_format[format as usize] += 1;
+        program.prefilter.candidates(line.as_bytes(), &mut self.prefilter, &mut self.candidates);
+        let mut decision = Decision::default();
+        let mut matched = false;
+        let mut failure = None;
+        for i in 0..self.candidates.len() {
+            let r = self.candidates[i];
+            let rule = &program.rules[r as usize];
+            if rule.format.is_some_and(|f| f != format) || (!rule.topics.is_empty() && !rule.topics.iter().any(|t| t == rec.topic)) {
+                continue;
+            }
+            if !self.applies(rule, r as usize, line, rec.topic) {
+                continue;
+            }
+            matched = true;
+            self.counters.rule_matches[r as usize] += 1;
+            if let Err(e) = self.derive(rule, &program, line, rec, now_ms) {
+                self.counters.value_error(r, e);
+                failure.get_or_insert(e);
+            }
+            decision.add(rule.then);
+        }
+        if !matched {
+            self.counters.unmatched += 1;
+        }
+        match failure {
+            // The event's other metrics were counted; the event itself goes where a person can
+            // see what was wrong with it, whatever `then:` said.
+            Some(e) => Fate::DeadLetter(Reason::Value(e)),
+            None => decision.fate(),
+        }
+    }
+
+    fn text<'a>(&'a self, field: FieldRef, line: &'a str, topic: &'a str) -> Option<&'a str> {
+        let scratch = self.decoded.scratch.as_str();
+        match field {
+            FieldRef::Line => Some(line),
+            FieldRef::Topic => Some(topic),
+            FieldRef::Event(i) => self.decoded.slots[i as usize].map(|s| s.get(line, scratch)),
+            FieldRef::Capture(i) => self.captures[i as usize].map(|s| s.get(line, scratch)),
+        }
+    }
+
+    fn span(&self, field: FieldRef, line: &str) -> Option<Span> {
+        match field {
+            FieldRef::Line => Some(Span::raw(0, line.len())),
+            FieldRef::Topic => None,
+            FieldRef::Event(i) => self.decoded.slots[i as usize],
+            FieldRef::Capture(i) => self.captures[i as usize],
+        }
+    }
+
+    fn check(&self, conds: &[crate::rules::program::Condition], line: &str, topic: &str) -> bool {
+        conds.iter().all(|c| {
+            let v = self.text(c.field, line, topic);
+            match (&c.test, v) {
+                (Test::Exists(want), v) => v.is_some() == *want,
+                (_, None) => false,
+                (Test::Equals(s), Some(v)) => v == s,
+                (Test::In(set), Some(v)) => set.iter().any(|s| s == v),
+                (Test::Regex(re), Some(v)) => re.is_match(v),
+                (Test::Contains(f), Some(v)) => f.find(v.as_bytes()).is_some(),
+            }
+        })
+    }
+
+    /// Match conditions and extraction; on success `self.captures` holds the rule's fields.
+    fn applies(&mut self, rule: &Rule, r: usize, line: &str, topic: &str) -> bool {
+        if !self.check(&rule.pre, line, topic) {
+            return false;
+        }
+        self.captures.clear();
+        self.captures.resize(rule.n_captures, None);
+        for (s, step) in rule.steps.iter().enumerate() {
+            match step {
+                Step::Alias { format, from, to } => {
+                    if self.decoded.format != Some(*format) {
+                        return false;
+                    }
+                    self.captures[*to as usize] = self.decoded.slots[*from as usize];
+                }
+                Step::Pattern { from, matcher, groups } => {
+                    let Some(base) = (match *from {
+                        FieldRef::Topic => None,
+                        f => self.span(f, line),
+                    }) else {
+                        return false;
+                    };
+                    let text = base.get(line, &self.decoded.scratch);
+                    self.groups.resize(matcher.group_count(), None);
+                    let locs = &mut self.locs[self.step_base[r] + s];
+                    if !matcher.captures(text, &mut self.groups, locs) {
+                        return false;
+                    }
+                    for (g, slot) in groups.iter().enumerate() {
+                        if let (Some(slot), Some((a, b))) = (slot, self.groups[g + 1]) {
+                            self.captures[*slot as usize] = Some(Span {
+                                start: base.start + a as u32,
+                                end: base.start + b as u32,
+                                scratch: base.scratch,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.check(&rule.post, line, topic)
+    }
+
+    fn derive(&mut self, rule: &Rule, program: &Program, line: &str, rec: &Record<'_>, now_ms: u64) -> Result<(), ValueError> {
+        let mut failure = Ok(());
+        for u in &rule.updates {
+            let v = match u.value {
+                None => 1.0,
+                Some(src) => match self.text(src.field, line, rec.topic) {
+                    None => {
+                        self.counters.missing_values += 1;
+                        continue;
+                    }
+                    Some(text) => match convert(text, src.ty) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            failure = Err(e);
+                            continue;
+                        }
+                    },
+                },
+            };
+            if u.op == Op::CounterAdd && v < 0.0 {
+                failure = Err(ValueError::NegativeCounter);
+                continue;
+            }
+            let mut key = std::mem::take(&mut self.key);
+            key.clear();
+            for l in &u.labels {
+                match l {
+                    LabelSource::Static(s) => push_label(&mut key, s),
+                    LabelSource::Field { field, map } => {
+                        let text = self.text(*field, line, rec.topic).unwrap_or("");
+                        push_label(&mut key, map.as_ref().map_or(text, |m| m.apply(text)));
+                    }
+                }
+            }
+            let fid = u.family as usize;
+            self.local.update(fid, &program.families[fid], &key, u.op, v, rec.seq, now_ms);
+            self.key = key;
+        }
+        failure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{SourceFile, compile};
+    use crate::sink::exposition::{ExpositionFormat, render};
+
+    pub(crate) fn run(rules: &str, lines: &[&str]) -> (String, Vec<Fate>) {
+        let (program, diags) = compile(&[SourceFile { name: "t.yaml".into(), text: rules.into() }]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let program = Arc::new(program);
+        let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
+        let batch: Vec<Record> =
+            lines.iter().enumerate().map(|(i, l)| Record { payload: l.as_bytes(), topic: "t", seq: i as u64 }).collect();
+        let mut fates = Vec::new();
+        engine.process(&batch, 0, &mut fates);
+        let mut global = Aggregates::new(&program);
+        global.merge_from(&mut engine.local, &program, 0);
+        (render(&program, &global, ExpositionFormat::Text, 0), fates)
+    }
+
+    #[test]
+    fn counts_with_value_maps_and_drops() {
+        let rules = r#"
+team: t
+rules:
+  - name: r
+    extract:
+      - regex: '^(?P<method>[A-Z]+) (?P<status>\d+)'
+    metrics:
+      - name: reqs_total
+        type: counter
+        labels:
+          method: method
+          class: {from: status, map: {"5??": 5xx, "4??": 4xx}, default: ok}
+    then: drop
+"#;
+        let (out, fates) = run(rules, &["GET 503", "GET 200", "PUT 404", "nothing here"]);
+        assert!(out.contains(r#"reqs_total{class="5xx",method="GET"} 1"#), "{out}");
+        assert!(out.contains(r#"reqs_total{class="ok",method="GET"} 1"#), "{out}");
+        assert!(out.contains(r#"reqs_total{class="4xx",method="PUT"} 1"#), "{out}");
+        assert_eq!(fates, vec![Fate::Drop, Fate::Drop, Fate::Drop, Fate::Keep]);
+    }
+
+    #[test]
+    fn bad_values_dead_letter_but_other_metrics_count() {
+        let rules = r#"
+team: t
+rules:
+  - name: r
+    format: json
+    metrics:
+      - {name: lines_total, type: counter}
+      - {name: d, type: histogram, value: d, buckets: [1]}
+"#;
+        let (out, fates) = run(rules, &[r#"{"d":"x"}"#, r#"{"d":0.5}"#, r#"{"e":1}"#]);
+        assert!(out.contains("lines_total 3"), "{out}");
+        assert!(out.contains("d_count 1"), "{out}");
+        assert_eq!(fates[0], Fate::DeadLetter(Reason::Value(ValueError::NotANumber)));
+        assert_eq!(fates[1], Fate::Keep);
+        assert_eq!(fates[2], Fate::Keep, "a missing value is not an error");
+    }
+}

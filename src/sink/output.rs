@@ -1,0 +1,63 @@
+//! Writers for what leaves replay besides metrics: kept events and dead letters.
+
+use std::fmt::Write;
+
+use base64::Engine as _;
+
+use crate::reduce::Reason;
+
+/// One dead letter as a JSON line: why, where from, and the record itself (base64 when it is
+/// not UTF-8, so nothing is lost).
+pub fn dead_letter_json(out: &mut String, reason: Reason, source: &str, offset: u64, raw: &[u8]) {
+    out.push_str("{\"reason\":\"");
+    out.push_str(reason.as_str());
+    out.push_str("\",\"source\":");
+    json_string(out, source);
+    let _ = write!(out, ",\"offset\":{offset},");
+    match std::str::from_utf8(raw) {
+        Ok(s) => {
+            out.push_str("\"raw\":");
+            json_string(out, s);
+        }
+        Err(_) => {
+            out.push_str("\"raw_base64\":\"");
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(raw));
+            out.push('"');
+        }
+    }
+    out.push_str("}\n");
+}
+
+pub fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::DecodeError;
+
+    #[test]
+    fn dead_letters_keep_the_bytes() {
+        let mut s = String::new();
+        dead_letter_json(&mut s, Reason::Decode(DecodeError::InvalidUtf8), "f.log", 7, b"\xff\x00");
+        assert_eq!(s, "{\"reason\":\"invalid_utf8\",\"source\":\"f.log\",\"offset\":7,\"raw_base64\":\"/wA=\"}\n");
+        s.clear();
+        dead_letter_json(&mut s, Reason::Decode(DecodeError::MalformedJson), "f", 0, b"{\"a\"\t");
+        assert!(s.contains(r#""raw":"{\"a\"\t""#), "{s}");
+    }
+}

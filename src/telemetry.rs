@@ -1,0 +1,83 @@
+//! Self-telemetry: every metric logmill reports about itself, named in one place.
+//!
+//! The hot path counts in plain integers (`engine::Counters`); these functions publish them to
+//! the `metrics` facade. Label values come from bounded sets: rule names (bounded by the rule
+//! files), metric names, and the reason enums.
+
+use metrics::{counter, gauge};
+
+use crate::decode::DecodeError;
+use crate::engine::Counters;
+use crate::rules::Program;
+
+pub const EVENTS_IN: &str = "logmill_events_total";
+pub const EVENTS_DECODED: &str = "logmill_events_decoded_total";
+pub const DECODE_ERRORS: &str = "logmill_decode_errors_total";
+pub const EVENTS_KEPT: &str = "logmill_events_kept_total";
+pub const EVENTS_DROPPED: &str = "logmill_events_dropped_total";
+pub const EVENTS_DEAD_LETTERED: &str = "logmill_events_dead_lettered_total";
+pub const EVENTS_UNMATCHED: &str = "logmill_events_unmatched_total";
+pub const RULE_MATCHES: &str = "logmill_rule_matches_total";
+pub const VALUE_ERRORS: &str = "logmill_value_errors_total";
+pub const MISSING_VALUES: &str = "logmill_missing_values_total";
+pub const SERIES_OVERFLOW: &str = "logmill_series_overflow_total";
+pub const SERIES: &str = "logmill_series";
+pub const EVAL_SECONDS: &str = "logmill_rule_eval_seconds_total";
+
+/// Publishes cumulative totals (replay publishes once, at the end).
+pub fn publish_totals(program: &Program, c: &Counters, overflowed: &[u64], series: usize) {
+    counter!(EVENTS_IN).absolute(c.events_in);
+    for (i, f) in ["json", "logfmt", "text"].iter().enumerate() {
+        counter!(EVENTS_DECODED, "format" => *f).absolute(c.by_format[i]);
+    }
+    for e in DecodeError::ALL {
+        counter!(DECODE_ERRORS, "reason" => e.as_str()).absolute(c.decode_errors[e as usize]);
+    }
+    counter!(EVENTS_KEPT).absolute(c.kept);
+    counter!(EVENTS_DROPPED).absolute(c.dropped);
+    counter!(EVENTS_DEAD_LETTERED).absolute(c.dead_lettered);
+    counter!(EVENTS_UNMATCHED).absolute(c.unmatched);
+    counter!(MISSING_VALUES).absolute(c.missing_values);
+    for (r, n) in c.rule_matches.iter().enumerate() {
+        let rule = &program.rules[r];
+        counter!(RULE_MATCHES, "team" => rule.team.clone(), "rule" => rule.name.clone()).absolute(*n);
+    }
+    for (r, e, n) in &c.value_errors {
+        let rule = &program.rules[*r as usize];
+        counter!(VALUE_ERRORS, "rule" => rule.name.clone(), "reason" => e.as_str()).absolute(*n);
+    }
+    for (fid, n) in overflowed.iter().enumerate() {
+        counter!(SERIES_OVERFLOW, "metric" => program.families[fid].name.clone()).absolute(*n);
+    }
+    gauge!(SERIES).set(series as f64);
+    gauge!(EVAL_SECONDS).set(c.eval_nanos as f64 / 1e9);
+}
+
+impl Counters {
+    /// Adds another worker's counts.
+    pub fn absorb(&mut self, o: &Counters) {
+        self.events_in += o.events_in;
+        self.kept += o.kept;
+        self.dropped += o.dropped;
+        self.dead_lettered += o.dead_lettered;
+        self.unmatched += o.unmatched;
+        self.missing_values += o.missing_values;
+        self.eval_nanos += o.eval_nanos;
+        self.decode_errors.iter_mut().zip(o.decode_errors).for_each(|(a, b)| *a += b);
+        self.by_format.iter_mut().zip(o.by_format).for_each(|(a, b)| *a += b);
+        if self.rule_matches.len() < o.rule_matches.len() {
+            self.rule_matches.resize(o.rule_matches.len(), 0);
+        }
+        self.rule_matches.iter_mut().zip(&o.rule_matches).for_each(|(a, b)| *a += b);
+        for (r, e, n) in &o.value_errors {
+            match self.value_errors.iter_mut().find(|(r2, e2, _)| r2 == r && e2 == e) {
+                Some((_, _, m)) => *m += n,
+                None => self.value_errors.push((*r, *e, *n)),
+            }
+        }
+    }
+
+    pub fn matched(&self) -> u64 {
+        self.events_in - self.unmatched - self.decode_errors.iter().sum::<u64>()
+    }
+}
