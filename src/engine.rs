@@ -244,7 +244,7 @@ impl Engine {
                         continue;
                     }
                     Some(text) => match convert(text, src.ty) {
-                        Ok(v) => v,
+                        Ok(v) => v * u.scale,
                         Err(e) => {
                             failure = Err(e);
                             continue;

@@ -10,4 +10,5 @@ pub mod extract;
 pub mod reduce;
 pub mod rules;
 pub mod sink;
+pub mod source;
 pub mod telemetry;

@@ -1,3 +1,192 @@
-fn main() {
-    println!("Hello, world!");
+//! The `logmill` binary: argument parsing and the commands. Errors become `anyhow` here and
+//! are printed once, with their chain.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use logmill::decode::{InputFormat, Limits};
+use logmill::sink::exposition::ExpositionFormat;
+
+#[derive(Parser)]
+#[command(name = "logmill", version, about = "Derive Prometheus metrics from logs, and keep only the logs worth keeping")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run rules over log files or stdin and print the resulting metrics.
+    #[command(after_help = "Examples:
+  logmill replay --rules rules/ access.log
+  zcat app.log.gz | logmill replay --rules rules/app.yaml --logs-out kept.log -
+  logmill replay --rules rules/ --openmetrics --metrics-out out.prom a.log b.log")]
+    Replay {
+        /// Rule files or directories of them.
+        #[arg(long = "rules", required = true)]
+        rules: Vec<PathBuf>,
+        /// How to decode events: auto (per event), json, logfmt or text.
+        #[arg(long, default_value = "auto")]
+        format: InputFormat,
+        /// Write the exposition here instead of stdout.
+        #[arg(long)]
+        metrics_out: Option<PathBuf>,
+        /// Write the events that were kept here, in input order.
+        #[arg(long)]
+        logs_out: Option<PathBuf>,
+        /// Write undecodable or unprocessable events here, as JSON lines with the reason.
+        #[arg(long)]
+        dead_letter_out: Option<PathBuf>,
+        /// Write logmill's own metrics (events, errors, matches per rule) here.
+        #[arg(long)]
+        telemetry_out: Option<PathBuf>,
+        /// OpenMetrics instead of the Prometheus text format.
+        #[arg(long)]
+        openmetrics: bool,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Events larger than this are dead-lettered.
+        #[arg(long, default_value_t = 64 * 1024)]
+        max_event_bytes: usize,
+        /// JSON nested deeper than this is dead-lettered.
+        #[arg(long, default_value_t = 32)]
+        max_json_depth: usize,
+        /// No summary or progress on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Input files; `-` is stdin.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Validate rule files; print every problem with its file:line:col.
+    #[command(after_help = "Examples:\n  logmill check rules/\n  logmill check rules/nginx.yaml rules/app.yaml")]
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run the rule unit tests (`*.test.yaml`) in these files or directories.
+    #[command(after_help = "Examples:\n  logmill test rules/\n  logmill test rules/nginx.test.yaml")]
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Generate the reference workload: nginx access lines or JSON service logs.
+    #[command(after_help = "Examples:\n  logmill gen nginx 2000000 > nginx.log\n  logmill gen json 1000 --seed 7")]
+    Gen {
+        /// nginx or json
+        kind: String,
+        /// Number of lines.
+        n: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_rules(paths: &[PathBuf]) -> Result<(logmill::rules::Program, usize)> {
+    let (files, mut diags) = logmill::rules::load_paths(paths);
+    let (program, more) = logmill::rules::compile(&files);
+    diags.extend(more);
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    Ok((program, errors))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Replay {
+            rules,
+            format,
+            metrics_out,
+            logs_out,
+            dead_letter_out,
+            telemetry_out,
+            openmetrics,
+            threads,
+            max_event_bytes,
+            max_json_depth,
+            quiet,
+            inputs,
+        } => {
+            let (program, errors) = load_rules(&rules)?;
+            if errors > 0 {
+                bail!("{errors} error(s) in the rules; nothing was run");
+            }
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            cmd::replay::run(
+                Arc::new(program),
+                cmd::replay::Options {
+                    inputs,
+                    format,
+                    limits: Limits { max_event_bytes, max_json_depth },
+                    exposition: if openmetrics { ExpositionFormat::OpenMetrics } else { ExpositionFormat::Text },
+                    metrics_out,
+                    logs_out,
+                    dead_letter_out,
+                    telemetry_out,
+                    threads,
+                    quiet,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { paths } => {
+            let (program, errors) = load_rules(&paths)?;
+            if errors > 0 {
+                eprintln!("{errors} error(s)");
+                return Ok(ExitCode::from(1));
+            }
+            println!(
+                "ok: {} rule(s), {} metric(s) in {} file(s)",
+                program.rules.len(),
+                program.families.len(),
+                program.files.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { paths } => {
+            let files = cmd::ruletest::find(&paths);
+            if files.is_empty() {
+                bail!("no test files (*.test.yaml) found");
+            }
+            let (mut passed, mut failed) = (0, 0);
+            for f in files {
+                match cmd::ruletest::run_file(&f) {
+                    Ok((p, fl)) => {
+                        passed += p;
+                        failed += fl;
+                    }
+                    Err(e) => {
+                        println!("FAIL {e:#}");
+                        failed += 1;
+                    }
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Gen { kind, n, seed } => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            cmd::workload::run(&kind, n, seed, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

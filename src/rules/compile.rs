@@ -274,7 +274,7 @@ const TEST_KEYS: &[&str] = &["equals", "in", "exists", "regex", "contains"];
 const STEP_KEYS: &[&str] = &["grok", "regex", "json", "logfmt", "from"];
 const METRIC_KEYS: &[&str] = &[
     "name", "type", "help", "unit", "value", "op", "labels", "static_labels", "buckets",
-    "quantiles", "max_age", "age_buckets", "max_series", "expire_after",
+    "quantiles", "max_age", "age_buckets", "max_series", "expire_after", "scale",
 ];
 const TYPES: &[&str] = &["int", "float", "duration", "bool"];
 
@@ -787,6 +787,17 @@ impl Builder {
             }),
             None => None,
         };
+        let scale = match m.get("scale") {
+            Some(n) => match n.as_f64().filter(|v| v.is_finite() && *v != 0.0) {
+                Some(v) => v,
+                None => {
+                    sink.error(n.pos, Code::WrongType, "`scale` must be a non-zero number")
+                        .hint("e.g. `scale: 0.001` turns milliseconds into seconds");
+                    1.0
+                }
+            },
+            None => 1.0,
+        };
         let needs_value = matches!(kind, Some(MetricKind::Histogram | MetricKind::Summary)) || op == Some(Op::GaugeSet);
         if needs_value && value_node.is_none() {
             sink.error(node.pos, Code::MissingKey, format!("{} `{}` needs a `value`", kind.map_or("metric", MetricKind::as_str), name.as_deref().unwrap_or("?")))
@@ -961,7 +972,7 @@ impl Builder {
                 _ => entry.gauge_sets = Some(sets),
             }
         }
-        Some(Update { family: id as u32, labels: labels.into_iter().map(|(_, s)| s).collect(), value, op })
+        Some(Update { family: id as u32, labels: labels.into_iter().map(|(_, s)| s).collect(), value, op, scale })
     }
 
     fn label_name_ok(&self, label: &str, pos: Pos, kind: Option<MetricKind>, sink: &mut Sink) -> bool {

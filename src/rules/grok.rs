@@ -91,7 +91,7 @@ pub fn expand(text: &str, custom: &HashMap<String, String>) -> Result<Expanded, 
         .collect();
     let mut out = Expanded { regex: String::with_capacity(text.len() * 4), fields: Vec::new() };
     let mut errors = Vec::new();
-    expand_into(text, &lib, &mut out, &mut errors, 0, true);
+    expand_into(text, &lib, &mut out, &mut errors, 0, None);
     if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
@@ -101,13 +101,15 @@ fn expand_into(
     out: &mut Expanded,
     errors: &mut Vec<GrokError>,
     depth: usize,
-    top: bool,
+    // Where the top-level reference being expanded starts; `None` at the top level.
+    parent: Option<usize>,
 ) {
+    let top = parent.is_none();
     let mut rest = text;
     let mut consumed = 0usize;
     while let Some(start) = rest.find("%{") {
         out.regex.push_str(&rest[..start]);
-        let offset = text[..consumed + start].chars().count();
+        let offset = parent.unwrap_or_else(|| text[..consumed + start].chars().count());
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
             if top {
@@ -146,7 +148,8 @@ fn expand_into(
             }
             Some(def) => {
                 let def = *def;
-                match field.filter(|f| top && !f.is_empty()) {
+                // Named fields inside a file's own patterns are captured too, as in Logstash.
+                match field.filter(|f| !f.is_empty()) {
                     Some(f) if !valid_field_name(f) => {
                         errors.push(GrokError {
                             offset,
@@ -154,7 +157,7 @@ fn expand_into(
                             hint: Some("field names match [A-Za-z_][A-Za-z0-9_]*".into()),
                         });
                         out.regex.push_str("(?:");
-                        expand_into(def, lib, out, errors, depth + 1, false);
+                        expand_into(def, lib, out, errors, depth + 1, Some(offset));
                         out.regex.push(')');
                     }
                     Some(f) => {
@@ -166,12 +169,12 @@ fn expand_into(
                         out.regex.push_str("(?P<");
                         out.regex.push_str(f);
                         out.regex.push('>');
-                        expand_into(def, lib, out, errors, depth + 1, false);
+                        expand_into(def, lib, out, errors, depth + 1, Some(offset));
                         out.regex.push(')');
                     }
                     None => {
                         out.regex.push_str("(?:");
-                        expand_into(def, lib, out, errors, depth + 1, false);
+                        expand_into(def, lib, out, errors, depth + 1, Some(offset));
                         out.regex.push(')');
                     }
                 }

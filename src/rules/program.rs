@@ -140,6 +140,8 @@ pub struct Update {
     pub labels: Vec<LabelSource>,
     pub value: Option<ValueSource>,
     pub op: Op,
+    /// Multiplies the value, e.g. 0.001 to turn milliseconds into seconds.
+    pub scale: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,4 @@
+//! The commands of the binary; each is the edge where library errors become `anyhow`.
+pub mod workload;
+pub mod replay;
+pub mod ruletest;

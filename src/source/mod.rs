@@ -1,0 +1,3 @@
+//! Sources: where records come from. `file` reads files and stdin for replay, cut into chunks
+//! at line boundaries so workers can run in parallel and outputs can be put back in order.
+pub mod file;
