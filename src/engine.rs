@@ -46,7 +46,11 @@ pub struct Counters {
 
 impl Counters {
     fn value_error(&mut self, rule: u32, err: ValueError) {
-        match self.value_errors.iter_mut().find(|(r, e, _)| *r == rule && *e == err) {
+        match self
+            .value_errors
+            .iter_mut()
+            .find(|(r, e, _)| *r == rule && *e == err)
+        {
             Some((_, _, n)) => *n += 1,
             None => self.value_errors.push((rule, err, 1)),
         }
@@ -88,7 +92,10 @@ impl Engine {
             step_base,
             key: Vec::new(),
             local: Aggregates::new(&program),
-            counters: Counters { rule_matches: vec![0; program.rules.len()], ..Counters::default() },
+            counters: Counters {
+                rule_matches: vec![0; program.rules.len()],
+                ..Counters::default()
+            },
             program,
         }
     }
@@ -125,14 +132,18 @@ impl Engine {
         };
         let format = self.decoded.format.expect("set by a successful decode");
         self.counters.by_format[format as usize] += 1;
-        program.prefilter.candidates(line.as_bytes(), &mut self.prefilter, &mut self.candidates);
+        program
+            .prefilter
+            .candidates(line.as_bytes(), &mut self.prefilter, &mut self.candidates);
         let mut decision = Decision::default();
         let mut matched = false;
         let mut failure = None;
         for i in 0..self.candidates.len() {
             let r = self.candidates[i];
             let rule = &program.rules[r as usize];
-            if rule.format.is_some_and(|f| f != format) || (!rule.topics.is_empty() && !rule.topics.iter().any(|t| t == rec.topic)) {
+            if rule.format.is_some_and(|f| f != format)
+                || (!rule.topics.is_empty() && !rule.topics.iter().any(|t| t == rec.topic))
+            {
                 continue;
             }
             if !self.applies(rule, r as usize, line, rec.topic) {
@@ -205,7 +216,11 @@ impl Engine {
                     }
                     self.captures[*to as usize] = self.decoded.slots[*from as usize];
                 }
-                Step::Pattern { from, matcher, groups } => {
+                Step::Pattern {
+                    from,
+                    matcher,
+                    groups,
+                } => {
                     let Some(base) = (match *from {
                         FieldRef::Topic => None,
                         f => self.span(f, line),
@@ -233,7 +248,14 @@ impl Engine {
         self.check(&rule.post, line, topic)
     }
 
-    fn derive(&mut self, rule: &Rule, program: &Program, line: &str, rec: &Record<'_>, now_ms: u64) -> Result<(), ValueError> {
+    fn derive(
+        &mut self,
+        rule: &Rule,
+        program: &Program,
+        line: &str,
+        rec: &Record<'_>,
+        now_ms: u64,
+    ) -> Result<(), ValueError> {
         let mut failure = Ok(());
         for u in &rule.updates {
             let v = match u.value {
@@ -268,7 +290,8 @@ impl Engine {
                 }
             }
             let fid = u.family as usize;
-            self.local.update(fid, &program.families[fid], &key, u.op, v, rec.seq, now_ms);
+            self.local
+                .update(fid, &program.families[fid], &key, u.op, v, rec.seq, now_ms);
             self.key = key;
         }
         failure
@@ -282,12 +305,22 @@ mod tests {
     use crate::sink::exposition::{ExpositionFormat, render};
 
     pub(crate) fn run(rules: &str, lines: &[&str]) -> (String, Vec<Fate>) {
-        let (program, diags) = compile(&[SourceFile { name: "t.yaml".into(), text: rules.into() }]);
+        let (program, diags) = compile(&[SourceFile {
+            name: "t.yaml".into(),
+            text: rules.into(),
+        }]);
         assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
         let program = Arc::new(program);
         let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
-        let batch: Vec<Record> =
-            lines.iter().enumerate().map(|(i, l)| Record { payload: l.as_bytes(), topic: "t", seq: i as u64 }).collect();
+        let batch: Vec<Record> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Record {
+                payload: l.as_bytes(),
+                topic: "t",
+                seq: i as u64,
+            })
+            .collect();
         let mut fates = Vec::new();
         engine.process(&batch, 0, &mut fates);
         let mut global = Aggregates::new(&program);
@@ -312,9 +345,18 @@ rules:
     then: drop
 "#;
         let (out, fates) = run(rules, &["GET 503", "GET 200", "PUT 404", "nothing here"]);
-        assert!(out.contains(r#"reqs_total{class="5xx",method="GET"} 1"#), "{out}");
-        assert!(out.contains(r#"reqs_total{class="ok",method="GET"} 1"#), "{out}");
-        assert!(out.contains(r#"reqs_total{class="4xx",method="PUT"} 1"#), "{out}");
+        assert!(
+            out.contains(r#"reqs_total{class="5xx",method="GET"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"reqs_total{class="ok",method="GET"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"reqs_total{class="4xx",method="PUT"} 1"#),
+            "{out}"
+        );
         assert_eq!(fates, vec![Fate::Drop, Fate::Drop, Fate::Drop, Fate::Keep]);
     }
 
@@ -332,7 +374,10 @@ rules:
         let (out, fates) = run(rules, &[r#"{"d":"x"}"#, r#"{"d":0.5}"#, r#"{"e":1}"#]);
         assert!(out.contains("lines_total 3"), "{out}");
         assert!(out.contains("d_count 1"), "{out}");
-        assert_eq!(fates[0], Fate::DeadLetter(Reason::Value(ValueError::NotANumber)));
+        assert_eq!(
+            fates[0],
+            Fate::DeadLetter(Reason::Value(ValueError::NotANumber))
+        );
         assert_eq!(fates[1], Fate::Keep);
         assert_eq!(fates[2], Fate::Keep, "a missing value is not an error");
     }

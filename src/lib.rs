@@ -12,3 +12,4 @@ pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod workload;

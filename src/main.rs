@@ -13,7 +13,11 @@ use logmill::decode::{InputFormat, Limits};
 use logmill::sink::exposition::ExpositionFormat;
 
 #[derive(Parser)]
-#[command(name = "logmill", version, about = "Derive Prometheus metrics from logs, and keep only the logs worth keeping")]
+#[command(
+    name = "logmill",
+    version,
+    about = "Derive Prometheus metrics from logs, and keep only the logs worth keeping"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,22 +69,28 @@ enum Command {
         inputs: Vec<PathBuf>,
     },
     /// Validate rule files; print every problem with its file:line:col.
-    #[command(after_help = "Examples:\n  logmill check rules/\n  logmill check rules/nginx.yaml rules/app.yaml")]
+    #[command(
+        after_help = "Examples:\n  logmill check rules/\n  logmill check rules/nginx.yaml rules/app.yaml"
+    )]
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Run the rule unit tests (`*.test.yaml`) in these files or directories.
-    #[command(after_help = "Examples:\n  logmill test rules/\n  logmill test rules/nginx.test.yaml")]
+    #[command(
+        after_help = "Examples:\n  logmill test rules/\n  logmill test rules/nginx.test.yaml"
+    )]
     Test {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Generate the reference workload: nginx access lines or JSON service logs.
-    #[command(after_help = "Examples:\n  logmill gen nginx 2000000 > nginx.log\n  logmill gen json 1000 --seed 7")]
+    /// Generate the reference workload: nginx access lines, JSON service logs, or a mix.
+    #[command(
+        after_help = "Examples:\n  logmill gen nginx 2000000 > nginx.log\n  logmill gen json 1000 --seed 7\n  logmill gen mixed 2000 > examples/mixed.log"
+    )]
     Gen {
-        /// nginx or json
-        kind: String,
+        /// nginx, json or mixed (both plus logfmt, noise and malformed records)
+        kind: logmill::workload::Kind,
         /// Number of lines.
         n: u64,
         #[arg(long, default_value_t = 42)]
@@ -129,14 +139,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if errors > 0 {
                 bail!("{errors} error(s) in the rules; nothing was run");
             }
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1);
             cmd::replay::run(
                 Arc::new(program),
                 cmd::replay::Options {
                     inputs,
                     format,
-                    limits: Limits { max_event_bytes, max_json_depth },
-                    exposition: if openmetrics { ExpositionFormat::OpenMetrics } else { ExpositionFormat::Text },
+                    limits: Limits {
+                        max_event_bytes,
+                        max_json_depth,
+                    },
+                    exposition: if openmetrics {
+                        ExpositionFormat::OpenMetrics
+                    } else {
+                        ExpositionFormat::Text
+                    },
                     metrics_out,
                     logs_out,
                     dead_letter_out,
@@ -180,12 +199,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             println!("{passed} passed, {failed} failed");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Gen { kind, n, seed } => {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            cmd::workload::run(&kind, n, seed, &mut out)?;
+            logmill::workload::write(kind, n, seed, &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -40,7 +40,8 @@ pub fn publish_totals(program: &Program, c: &Counters, overflowed: &[u64], serie
     counter!(MISSING_VALUES).absolute(c.missing_values);
     for (r, n) in c.rule_matches.iter().enumerate() {
         let rule = &program.rules[r];
-        counter!(RULE_MATCHES, "team" => rule.team.clone(), "rule" => rule.name.clone()).absolute(*n);
+        counter!(RULE_MATCHES, "team" => rule.team.clone(), "rule" => rule.name.clone())
+            .absolute(*n);
     }
     for (r, e, n) in &c.value_errors {
         let rule = &program.rules[*r as usize];
@@ -63,14 +64,27 @@ impl Counters {
         self.unmatched += o.unmatched;
         self.missing_values += o.missing_values;
         self.eval_nanos += o.eval_nanos;
-        self.decode_errors.iter_mut().zip(o.decode_errors).for_each(|(a, b)| *a += b);
-        self.by_format.iter_mut().zip(o.by_format).for_each(|(a, b)| *a += b);
+        self.decode_errors
+            .iter_mut()
+            .zip(o.decode_errors)
+            .for_each(|(a, b)| *a += b);
+        self.by_format
+            .iter_mut()
+            .zip(o.by_format)
+            .for_each(|(a, b)| *a += b);
         if self.rule_matches.len() < o.rule_matches.len() {
             self.rule_matches.resize(o.rule_matches.len(), 0);
         }
-        self.rule_matches.iter_mut().zip(&o.rule_matches).for_each(|(a, b)| *a += b);
+        self.rule_matches
+            .iter_mut()
+            .zip(&o.rule_matches)
+            .for_each(|(a, b)| *a += b);
         for (r, e, n) in &o.value_errors {
-            match self.value_errors.iter_mut().find(|(r2, e2, _)| r2 == r && e2 == e) {
+            match self
+                .value_errors
+                .iter_mut()
+                .find(|(r2, e2, _)| r2 == r && e2 == e)
+            {
                 Some((_, _, m)) => *m += n,
                 None => self.value_errors.push((*r, *e, *n)),
             }

@@ -1,4 +1,3 @@
 //! The commands of the binary; each is the edge where library errors become `anyhow`.
-pub mod workload;
 pub mod replay;
 pub mod ruletest;

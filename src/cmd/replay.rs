@@ -31,7 +31,9 @@ pub struct Options {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 const BATCH: usize = 1024;
@@ -49,17 +51,33 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     let names: Vec<String> = opts
         .inputs
         .iter()
-        .map(|p| if p.as_os_str() == "-" { "stdin".to_string() } else { p.display().to_string() })
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                "stdin".to_string()
+            } else {
+                p.display().to_string()
+            }
+        })
         .collect();
-    let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
-    let bar = (!opts.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) && total_bytes > 16 << 20).then(|| {
-        let bar = indicatif::ProgressBar::new(total_bytes);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    let total_bytes: u64 = opts
+        .inputs
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = (!opts.quiet
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && total_bytes > 16 << 20)
+        .then(|| {
+            let bar = indicatif::ProgressBar::new(total_bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
                 .expect("valid template"),
-        );
-        bar
-    });
+            );
+            bar
+        });
 
     let mut kept_file = open_out(&opts.logs_out)?;
     let mut dead_file = open_out(&opts.dead_letter_out)?;
@@ -93,12 +111,20 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                     };
                     let topic = names[chunk.input].as_str();
                     let base = ((chunk.input as u64) << 40) + chunk.offset;
-                    let mut out = ChunkOutput { id: chunk.id, kept: Vec::new(), dead: String::new() };
+                    let mut out = ChunkOutput {
+                        id: chunk.id,
+                        kept: Vec::new(),
+                        dead: String::new(),
+                    };
                     let all: Vec<(usize, &[u8])> = lines(&chunk.data).collect();
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
                     for group in all.chunks(BATCH) {
                         batch.clear();
-                        batch.extend(group.iter().map(|(off, l)| Record { payload: l, topic, seq: base + *off as u64 }));
+                        batch.extend(group.iter().map(|(off, l)| Record {
+                            payload: l,
+                            topic,
+                            seq: base + *off as u64,
+                        }));
                         engine.process(&batch, now_ms(), &mut fates);
                         if want_kept || want_dead {
                             for ((off, line), fate) in group.iter().zip(&fates) {
@@ -107,9 +133,13 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                                         out.kept.extend_from_slice(line);
                                         out.kept.push(b'\n');
                                     }
-                                    Fate::DeadLetter(reason) if want_dead => {
-                                        dead_letter_json(&mut out.dead, *reason, topic, chunk.offset + *off as u64, line)
-                                    }
+                                    Fate::DeadLetter(reason) if want_dead => dead_letter_json(
+                                        &mut out.dead,
+                                        *reason,
+                                        topic,
+                                        chunk.offset + *off as u64,
+                                        line,
+                                    ),
                                     _ => {}
                                 }
                             }
@@ -138,14 +168,23 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                 next += 1;
             }
         }
-        let results = workers.into_iter().map(|w| w.join().expect("worker panicked")).collect();
-        let read = reader.join().expect("reader panicked").context("reading input")?;
+        let results = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .collect();
+        let read = reader
+            .join()
+            .expect("reader panicked")
+            .context("reading input")?;
         Ok((results, read))
     })?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    for f in [kept_file.as_mut(), dead_file.as_mut()].into_iter().flatten() {
+    for f in [kept_file.as_mut(), dead_file.as_mut()]
+        .into_iter()
+        .flatten()
+    {
         f.flush()?;
     }
 
@@ -158,7 +197,9 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     }
     let exposition = render(&program, &global, opts.exposition, now);
     match &opts.metrics_out {
-        Some(p) => std::fs::write(p, &exposition).with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => {
+            std::fs::write(p, &exposition).with_context(|| format!("writing {}", p.display()))?
+        }
         None => std::io::stdout().lock().write_all(exposition.as_bytes())?,
     }
     if let Some(p) = &opts.telemetry_out {
@@ -166,7 +207,12 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             let overflowed: Vec<u64> = global.families.iter().map(|f| f.overflowed).collect();
-            logmill::telemetry::publish_totals(&program, &counters, &overflowed, global.series_count());
+            logmill::telemetry::publish_totals(
+                &program,
+                &counters,
+                &overflowed,
+                global.series_count(),
+            );
         });
         std::fs::write(p, handle.render()).with_context(|| format!("writing {}", p.display()))?;
     }

@@ -21,8 +21,8 @@ use logmill::decode::{InputFormat, Limits};
 use logmill::derive::Aggregates;
 use logmill::engine::{Engine, Record};
 use logmill::reduce::Fate;
-use logmill::rules::yaml::{self, Node};
 use logmill::rules::compile;
+use logmill::rules::yaml::{self, Node};
 use logmill::sink::exposition::{ExpositionFormat, render};
 
 /// Finds test files: given files as they are, directories' `*.test.yaml` files.
@@ -47,16 +47,36 @@ pub fn find(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Runs every test in `file`; returns (passed, failed) and prints failures.
 pub fn run_file(file: &Path) -> Result<(usize, usize)> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let root = yaml::parse(&text).map_err(|e| anyhow!("{}:{}:{}: {}", file.display(), e.pos.line, e.pos.col, e.message))?;
-    let map = root.as_map().ok_or_else(|| anyhow!("{}: a test file is a mapping with `tests:`", file.display()))?;
-    let get = |k: &str| map.iter().find(|(key, _)| key.as_scalar() == Some(k)).map(|(_, v)| v);
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let root = yaml::parse(&text).map_err(|e| {
+        anyhow!(
+            "{}:{}:{}: {}",
+            file.display(),
+            e.pos.line,
+            e.pos.col,
+            e.message
+        )
+    })?;
+    let map = root
+        .as_map()
+        .ok_or_else(|| anyhow!("{}: a test file is a mapping with `tests:`", file.display()))?;
+    let get = |k: &str| {
+        map.iter()
+            .find(|(key, _)| key.as_scalar() == Some(k))
+            .map(|(_, v)| v)
+    };
     let dir = file.parent().unwrap_or(Path::new("."));
     let rule_files: Vec<PathBuf> = match get("rules") {
         Some(n) => scalars(n).into_iter().map(|s| dir.join(s)).collect(),
         None => {
-            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let stem = name.trim_end_matches(".test.yaml").trim_end_matches(".test.yml");
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let stem = name
+                .trim_end_matches(".test.yaml")
+                .trim_end_matches(".test.yml");
             vec![dir.join(format!("{stem}.yaml"))]
         }
     };
@@ -70,10 +90,15 @@ pub fn run_file(file: &Path) -> Result<(usize, usize)> {
         bail!("{}: its rules do not compile", file.display());
     }
     let program = Arc::new(program);
-    let tests = get("tests").and_then(Node::as_seq).ok_or_else(|| anyhow!("{}: missing `tests:` list", file.display()))?;
+    let tests = get("tests")
+        .and_then(Node::as_seq)
+        .ok_or_else(|| anyhow!("{}: missing `tests:` list", file.display()))?;
     let (mut passed, mut failed) = (0, 0);
     for t in tests {
-        let name = field(t, "name").and_then(Node::as_scalar).unwrap_or("unnamed").to_string();
+        let name = field(t, "name")
+            .and_then(Node::as_scalar)
+            .unwrap_or("unnamed")
+            .to_string();
         let where_ = format!("{}:{}:{}", file.display(), t.pos.line, t.pos.col);
         match run_test(&program, t) {
             Ok(()) => passed += 1,
@@ -87,24 +112,41 @@ pub fn run_file(file: &Path) -> Result<(usize, usize)> {
 }
 
 fn field<'a>(n: &'a Node, key: &str) -> Option<&'a Node> {
-    n.as_map()?.iter().find(|(k, _)| k.as_scalar() == Some(key)).map(|(_, v)| v)
+    n.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_scalar() == Some(key))
+        .map(|(_, v)| v)
 }
 
 fn scalars(n: &Node) -> Vec<String> {
     match n.as_seq() {
-        Some(items) => items.iter().filter_map(|i| i.as_scalar().map(str::to_string)).collect(),
-        None => n.as_scalar().map(|s| vec![s.to_string()]).unwrap_or_default(),
+        Some(items) => items
+            .iter()
+            .filter_map(|i| i.as_scalar().map(str::to_string))
+            .collect(),
+        None => n
+            .as_scalar()
+            .map(|s| vec![s.to_string()])
+            .unwrap_or_default(),
     }
 }
 
 fn run_test(program: &Arc<logmill::rules::Program>, t: &Node) -> Result<(), String> {
-    let input = field(t, "input").and_then(Node::as_scalar).ok_or("test has no `input`")?;
-    let topic = field(t, "topic").and_then(Node::as_scalar).unwrap_or("test");
+    let input = field(t, "input")
+        .and_then(Node::as_scalar)
+        .ok_or("test has no `input`")?;
+    let topic = field(t, "topic")
+        .and_then(Node::as_scalar)
+        .unwrap_or("test");
     let mut engine = Engine::new(Arc::clone(program), InputFormat::Auto, Limits::default());
     let records: Vec<Record> = input
         .lines()
         .enumerate()
-        .map(|(i, l)| Record { payload: l.as_bytes(), topic, seq: i as u64 })
+        .map(|(i, l)| Record {
+            payload: l.as_bytes(),
+            topic,
+            seq: i as u64,
+        })
         .collect();
     let mut fates = Vec::new();
     engine.process(&records, 0, &mut fates);
@@ -127,10 +169,16 @@ fn run_test(program: &Arc<logmill::rules::Program>, t: &Node) -> Result<(), Stri
             })
             .collect();
         if want != got {
-            problems.push_str(&format!("  fates: expected {want:?}\n          got      {got:?}\n"));
+            problems.push_str(&format!(
+                "  fates: expected {want:?}\n          got      {got:?}\n"
+            ));
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 /// One sample line, normalised: labels sorted, value parsed.
@@ -187,7 +235,11 @@ fn parse_sample(line: &str) -> Option<(String, String, f64)> {
 }
 
 fn show(s: &(String, String, f64)) -> String {
-    if s.1.is_empty() { format!("{} {}", s.0, s.2) } else { format!("{}{{{}}} {}", s.0, s.1, s.2) }
+    if s.1.is_empty() {
+        format!("{} {}", s.0, s.2)
+    } else {
+        format!("{}{{{}}} {}", s.0, s.1, s.2)
+    }
 }
 
 /// For each sample name the expectation mentions, the actual samples must be exactly these.
@@ -195,10 +247,15 @@ pub fn diff_samples(expected: &str, actual: &str) -> String {
     let want: Vec<_> = expected.lines().filter_map(parse_sample).collect();
     let got: Vec<_> = actual.lines().filter_map(parse_sample).collect();
     let names: std::collections::BTreeSet<&str> = want.iter().map(|s| s.0.as_str()).collect();
-    let close = |a: f64, b: f64| a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) || (a.is_nan() && b.is_nan());
+    let close = |a: f64, b: f64| {
+        a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) || (a.is_nan() && b.is_nan())
+    };
     let mut out = String::new();
     for w in &want {
-        if !got.iter().any(|g| g.0 == w.0 && g.1 == w.1 && close(g.2, w.2)) {
+        if !got
+            .iter()
+            .any(|g| g.0 == w.0 && g.1 == w.1 && close(g.2, w.2))
+        {
             let actual = got.iter().find(|g| g.0 == w.0 && g.1 == w.1);
             match actual {
                 Some(a) => out.push_str(&format!("  - {}\n  + {}\n", show(w), show(a))),
@@ -221,9 +278,15 @@ mod tests {
     #[test]
     fn diff_reports_missing_wrong_and_unexpected() {
         let actual = "a{x=\"1\",y=\"2\"} 3\na{x=\"2\"} 1\nb 5\n";
-        assert_eq!(diff_samples("a{y=\"2\",x=\"1\"} 3\na{x=\"2\"} 1", actual), "");
+        assert_eq!(
+            diff_samples("a{y=\"2\",x=\"1\"} 3\na{x=\"2\"} 1", actual),
+            ""
+        );
         let d = diff_samples("a{x=\"1\",y=\"2\"} 4\nc 1", actual);
-        assert!(d.contains("- a{x=\"1\",y=\"2\"} 4") && d.contains("+ a{x=\"1\",y=\"2\"} 3"), "{d}");
+        assert!(
+            d.contains("- a{x=\"1\",y=\"2\"} 4") && d.contains("+ a{x=\"1\",y=\"2\"} 3"),
+            "{d}"
+        );
         assert!(d.contains("+ a{x=\"2\"} 1   (unexpected)"), "{d}");
         assert!(d.contains("- c 1   (missing)"), "{d}");
     }

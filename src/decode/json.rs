@@ -21,7 +21,9 @@ struct TrieNode {
 
 impl PathTrie {
     pub fn new(fields: &[FieldPath]) -> PathTrie {
-        let mut trie = PathTrie { nodes: vec![TrieNode::default()] };
+        let mut trie = PathTrie {
+            nodes: vec![TrieNode::default()],
+        };
         for (slot, field) in fields.iter().enumerate() {
             let mut node = 0usize;
             for seg in &field.segments {
@@ -31,9 +33,11 @@ impl PathTrie {
                         .iter()
                         .find(|(key, _)| **key == *k.as_bytes())
                         .map(|(_, c)| *c),
-                    PathSegment::Index(i) => {
-                        trie.nodes[node].indices.iter().find(|(j, _)| j == i).map(|(_, c)| *c)
-                    }
+                    PathSegment::Index(i) => trie.nodes[node]
+                        .indices
+                        .iter()
+                        .find(|(j, _)| j == i)
+                        .map(|(_, c)| *c),
                 };
                 node = match existing {
                     Some(c) => c as usize,
@@ -62,7 +66,14 @@ pub fn scan(
     max_depth: usize,
     out: &mut Decoded,
 ) -> Result<(), DecodeError> {
-    let mut s = Scanner { b: line.as_bytes(), line, i: 0, trie, max_depth, key_buf: String::new() };
+    let mut s = Scanner {
+        b: line.as_bytes(),
+        line,
+        i: 0,
+        trie,
+        max_depth,
+        key_buf: String::new(),
+    };
     s.value(Some(0), 1, out)?;
     s.ws();
     if s.i != s.b.len() {
@@ -95,7 +106,12 @@ impl Scanner<'_> {
         self.b.get(self.i).copied().ok_or(BAD)
     }
 
-    fn value(&mut self, node: Option<u32>, depth: usize, out: &mut Decoded) -> Result<(), DecodeError> {
+    fn value(
+        &mut self,
+        node: Option<u32>,
+        depth: usize,
+        out: &mut Decoded,
+    ) -> Result<(), DecodeError> {
         self.ws();
         let start = self.i;
         let slot = node.and_then(|n| self.trie.nodes[n as usize].slot);
@@ -174,7 +190,11 @@ impl Scanner<'_> {
                     let span = if escaped {
                         let at = out.scratch.len();
                         super::unescape_json_into(&self.line[s..e], &mut out.scratch);
-                        Span { start: at as u32, end: out.scratch.len() as u32, scratch: true }
+                        Span {
+                            start: at as u32,
+                            end: out.scratch.len() as u32,
+                            scratch: true,
+                        }
                     } else {
                         Span::raw(s, e)
                     };
@@ -302,9 +322,16 @@ mod tests {
     fn fields(line: &str, names: &[&str]) -> Result<Vec<Option<String>>, DecodeError> {
         let paths: Vec<FieldPath> = names.iter().map(|n| path(n)).collect();
         let trie = PathTrie::new(&paths);
-        let mut out = Decoded { slots: vec![None; names.len()], ..Default::default() };
+        let mut out = Decoded {
+            slots: vec![None; names.len()],
+            ..Default::default()
+        };
         scan(line, &trie, 32, &mut out)?;
-        Ok(out.slots.iter().map(|s| s.map(|s| s.get(line, &out.scratch).to_string())).collect())
+        Ok(out
+            .slots
+            .iter()
+            .map(|s| s.map(|s| s.get(line, &out.scratch).to_string()))
+            .collect())
     }
 
     #[test]
@@ -335,10 +362,26 @@ mod tests {
     #[test]
     fn agrees_with_simd_json_on_validity() {
         let cases = [
-            r#"{}"#, r#"[]"#, r#"{"a":1,}"#, r#"{"a" 1}"#, r#"{"a":01}"#, r#"{"a":1.}"#,
-            r#"{"a":-}"#, r#"{"a":"\x"}"#, r#"{"a":"\u12"}"#, r#"{"a":tru}"#, r#"{"a":[1,2]"#,
-            r#"{"a":"b"} x"#, r#"  {"a" : [ 1 , { "b" : null } ] }  "#, r#"{"a":1e5,"b":-0.0E-2}"#,
-            "{\"a\":\"\u{1}\"}", r#"{"a":"é😀"}"#, r#"[1,[2,[3]]]"#, r#"{"a":}"#, r#""s""#, "1",
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":-}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12"}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":[1,2]"#,
+            r#"{"a":"b"} x"#,
+            r#"  {"a" : [ 1 , { "b" : null } ] }  "#,
+            r#"{"a":1e5,"b":-0.0E-2}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":"é😀"}"#,
+            r#"[1,[2,[3]]]"#,
+            r#"{"a":}"#,
+            r#""s""#,
+            "1",
         ];
         for case in cases {
             let ours = fields(case, &[]).is_ok();

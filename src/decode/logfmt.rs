@@ -42,7 +42,11 @@ pub fn scan(line: &str, keys: &[(Box<[u8]>, u32)], out: &mut Decoded) -> Result<
                 if i < b.len() && !b[i].is_ascii_whitespace() {
                     return Err(DecodeError::MalformedLogfmt);
                 }
-                Value::Quoted { start, end, escaped }
+                Value::Quoted {
+                    start,
+                    end,
+                    escaped,
+                }
             } else {
                 let start = i;
                 while i < b.len() && !b[i].is_ascii_whitespace() {
@@ -56,16 +60,32 @@ pub fn scan(line: &str, keys: &[(Box<[u8]>, u32)], out: &mut Decoded) -> Result<
         if let Some((_, slot)) = keys.iter().find(|(k, _)| **k == *key) {
             let span = match value {
                 Value::Plain(s, e) => Span::raw(s, e),
-                Value::Quoted { start, end, escaped: false } => Span::raw(start, end),
-                Value::Quoted { start, end, escaped: true } => {
+                Value::Quoted {
+                    start,
+                    end,
+                    escaped: false,
+                } => Span::raw(start, end),
+                Value::Quoted {
+                    start,
+                    end,
+                    escaped: true,
+                } => {
                     let s = out.scratch.len();
                     super::unescape_json_into(&line[start..end], &mut out.scratch);
-                    Span { start: s as u32, end: out.scratch.len() as u32, scratch: true }
+                    Span {
+                        start: s as u32,
+                        end: out.scratch.len() as u32,
+                        scratch: true,
+                    }
                 }
                 Value::Bare => {
                     let s = out.scratch.len();
                     out.scratch.push_str("true");
-                    Span { start: s as u32, end: out.scratch.len() as u32, scratch: true }
+                    Span {
+                        start: s as u32,
+                        end: out.scratch.len() as u32,
+                        scratch: true,
+                    }
                 }
             };
             out.slots[*slot as usize] = Some(span);
@@ -76,7 +96,11 @@ pub fn scan(line: &str, keys: &[(Box<[u8]>, u32)], out: &mut Decoded) -> Result<
 
 enum Value {
     Plain(usize, usize),
-    Quoted { start: usize, end: usize, escaped: bool },
+    Quoted {
+        start: usize,
+        end: usize,
+        escaped: bool,
+    },
     Bare,
 }
 
@@ -86,9 +110,15 @@ mod tests {
 
     #[test]
     fn pairs_quotes_and_flags() {
-        let keys: Vec<(Box<[u8]>, u32)> =
-            vec![(b"level".as_slice().into(), 0), (b"msg".as_slice().into(), 1), (b"tls".as_slice().into(), 2)];
-        let mut out = Decoded { slots: vec![None; 3], ..Default::default() };
+        let keys: Vec<(Box<[u8]>, u32)> = vec![
+            (b"level".as_slice().into(), 0),
+            (b"msg".as_slice().into(), 1),
+            (b"tls".as_slice().into(), 2),
+        ];
+        let mut out = Decoded {
+            slots: vec![None; 3],
+            ..Default::default()
+        };
         let line = r#"level=warn msg="slow \"db\" call" tls dur=1.5s"#;
         scan(line, &keys, &mut out).unwrap();
         let get = |i: usize| out.slots[i].map(|s| s.get(line, &out.scratch).to_string());

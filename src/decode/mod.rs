@@ -45,7 +45,9 @@ impl FromStr for InputFormat {
             "json" => Ok(InputFormat::Fixed(Format::Json)),
             "logfmt" => Ok(InputFormat::Fixed(Format::Logfmt)),
             "text" => Ok(InputFormat::Fixed(Format::Text)),
-            _ => Err(format!("unknown format `{s}` (expected auto, json, logfmt or text)")),
+            _ => Err(format!(
+                "unknown format `{s}` (expected auto, json, logfmt or text)"
+            )),
         }
     }
 }
@@ -97,7 +99,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_event_bytes: 64 * 1024, max_json_depth: 32 }
+        Limits {
+            max_event_bytes: 64 * 1024,
+            max_json_depth: 32,
+        }
     }
 }
 
@@ -111,7 +116,11 @@ pub struct Span {
 
 impl Span {
     pub fn raw(start: usize, end: usize) -> Span {
-        Span { start: start as u32, end: end as u32, scratch: false }
+        Span {
+            start: start as u32,
+            end: end as u32,
+            scratch: false,
+        }
     }
 
     pub fn get<'a>(self, line: &'a str, scratch: &'a str) -> &'a str {
@@ -188,8 +197,7 @@ fn detect(b: &[u8]) -> Format {
         .iter()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'/'))
         .count();
-    if key_len > 0 && b[0].is_ascii_alphabetic() | (b[0] == b'_') && b.get(key_len) == Some(&b'=')
-    {
+    if key_len > 0 && b[0].is_ascii_alphabetic() | (b[0] == b'_') && b.get(key_len) == Some(&b'=') {
         Format::Logfmt
     } else {
         Format::Text
@@ -252,15 +260,37 @@ mod tests {
 
     #[test]
     fn bad_input_is_reported_by_reason() {
-        let d = Decoder::new(&[], InputFormat::Auto, Limits { max_event_bytes: 16, max_json_depth: 2 });
+        let d = Decoder::new(
+            &[],
+            InputFormat::Auto,
+            Limits {
+                max_event_bytes: 16,
+                max_json_depth: 2,
+            },
+        );
         let mut out = Decoded::default();
         assert_eq!(d.decode(b"", &mut out), Err(DecodeError::Empty));
         assert_eq!(d.decode(b"   ", &mut out), Err(DecodeError::Empty));
-        assert_eq!(d.decode(b"01234567890123456", &mut out), Err(DecodeError::TooLarge));
-        assert_eq!(d.decode(b"\xff\xfe", &mut out), Err(DecodeError::InvalidUtf8));
-        assert_eq!(d.decode(b"{\"a\":", &mut out), Err(DecodeError::MalformedJson));
-        assert_eq!(d.decode(b"{\"a\":[[1]]}", &mut out), Err(DecodeError::JsonTooDeep));
-        assert_eq!(d.decode(b"a=\"open", &mut out), Err(DecodeError::MalformedLogfmt));
+        assert_eq!(
+            d.decode(b"01234567890123456", &mut out),
+            Err(DecodeError::TooLarge)
+        );
+        assert_eq!(
+            d.decode(b"\xff\xfe", &mut out),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            d.decode(b"{\"a\":", &mut out),
+            Err(DecodeError::MalformedJson)
+        );
+        assert_eq!(
+            d.decode(b"{\"a\":[[1]]}", &mut out),
+            Err(DecodeError::JsonTooDeep)
+        );
+        assert_eq!(
+            d.decode(b"a=\"open", &mut out),
+            Err(DecodeError::MalformedLogfmt)
+        );
     }
 
     #[test]

@@ -20,8 +20,15 @@ pub type Key = Box<[u8]>;
 pub enum Value {
     Counter(f64),
     /// `seq` orders `set`s from different workers: the latest event wins.
-    Gauge { value: f64, seq: u64 },
-    Histogram { counts: Box<[u64]>, sum: f64, count: u64 },
+    Gauge {
+        value: f64,
+        seq: u64,
+    },
+    Histogram {
+        counts: Box<[u64]>,
+        sum: f64,
+        count: u64,
+    },
     Summary(Box<Summary>),
 }
 
@@ -73,12 +80,15 @@ fn overflow_key(family: &Family) -> Key {
 
 impl Aggregates {
     pub fn new(program: &Program) -> Aggregates {
-        Aggregates { families: vec![FamilyState::default(); program.families.len()] }
+        Aggregates {
+            families: vec![FamilyState::default(); program.families.len()],
+        }
     }
 
     /// Makes room for a program with more families (after a reload).
     pub fn resize(&mut self, program: &Program) {
-        self.families.resize(program.families.len(), FamilyState::default());
+        self.families
+            .resize(program.families.len(), FamilyState::default());
     }
 
     pub fn series_count(&self) -> usize {
@@ -87,7 +97,12 @@ impl Aggregates {
 
     /// The series for `key`, created if the cap allows, else the overflow series; the flag
     /// says whether the update was redirected to the overflow series.
-    fn entry<'s>(state: &'s mut FamilyState, family: &Family, key: &[u8], now_ms: u64) -> (&'s mut Series, bool) {
+    fn entry<'s>(
+        state: &'s mut FamilyState,
+        family: &Family,
+        key: &[u8],
+        now_ms: u64,
+    ) -> (&'s mut Series, bool) {
         // Two lookups on the rare create path keep the common path to one hash and no clone.
         if state.series.contains_key(key) {
             return (state.series.get_mut(key).expect("checked above"), false);
@@ -102,13 +117,26 @@ impl Aggregates {
         } else {
             key.into()
         };
-        let series = state.series.entry(key).or_insert_with(|| Series { value: empty(family), last_update_ms: now_ms, updates: 0 });
+        let series = state.series.entry(key).or_insert_with(|| Series {
+            value: empty(family),
+            last_update_ms: now_ms,
+            updates: 0,
+        });
         (series, redirect)
     }
 
     /// Applies one update. `v` is the converted value (1 where the rule gives none).
     #[inline]
-    pub fn update(&mut self, fid: usize, family: &Family, key: &[u8], op: Op, v: f64, seq: u64, now_ms: u64) {
+    pub fn update(
+        &mut self,
+        fid: usize,
+        family: &Family,
+        key: &[u8],
+        op: Op,
+        v: f64,
+        seq: u64,
+        now_ms: u64,
+    ) {
         let state = &mut self.families[fid];
         let (series, redirected) = Self::entry(state, family, key, now_ms);
         series.last_update_ms = now_ms;
@@ -121,7 +149,9 @@ impl Aggregates {
     pub fn merge_from(&mut self, other: &mut Aggregates, program: &Program, now_ms: u64) {
         self.resize(program);
         for (fid, theirs) in other.families.iter_mut().enumerate() {
-            let Some(family) = program.families.get(fid) else { continue };
+            let Some(family) = program.families.get(fid) else {
+                continue;
+            };
             let ours = &mut self.families[fid];
             ours.overflowed += std::mem::take(&mut theirs.overflowed);
             theirs.has_overflow = false;
@@ -143,7 +173,9 @@ impl Aggregates {
     pub fn expire(&mut self, program: &Program, now_ms: u64) -> usize {
         let mut removed = 0;
         for (fid, state) in self.families.iter_mut().enumerate() {
-            let Some(ttl) = program.families.get(fid).and_then(|f| f.expire_after) else { continue };
+            let Some(ttl) = program.families.get(fid).and_then(|f| f.expire_after) else {
+                continue;
+            };
             let ttl = ttl.as_millis() as u64;
             let before = state.series.len();
             state.series.retain(|_, s| s.last_update_ms + ttl >= now_ms);
@@ -159,8 +191,14 @@ fn empty(family: &Family) -> Value {
     match family.kind {
         MetricKind::Counter => Value::Counter(0.0),
         MetricKind::Gauge => Value::Gauge { value: 0.0, seq: 0 },
-        MetricKind::Histogram => Value::Histogram { counts: vec![0; family.buckets.len() + 1].into(), sum: 0.0, count: 0 },
-        MetricKind::Summary => Value::Summary(Box::new(Summary::new(family.max_age, family.age_buckets))),
+        MetricKind::Histogram => Value::Histogram {
+            counts: vec![0; family.buckets.len() + 1].into(),
+            sum: 0.0,
+            count: 0,
+        },
+        MetricKind::Summary => {
+            Value::Summary(Box::new(Summary::new(family.max_age, family.age_buckets)))
+        }
     }
 }
 
@@ -200,7 +238,14 @@ fn merge_value(into: &mut Value, from: Value, now_ms: u64) {
                 *seq = s;
             }
         }
-        (Value::Histogram { counts, sum, count }, Value::Histogram { counts: c, sum: s, count: n }) => {
+        (
+            Value::Histogram { counts, sum, count },
+            Value::Histogram {
+                counts: c,
+                sum: s,
+                count: n,
+            },
+        ) => {
             counts.iter_mut().zip(c.iter()).for_each(|(a, b)| *a += b);
             *sum += s;
             *count += n;
@@ -240,11 +285,17 @@ mod tests {
     #[test]
     fn histogram_bucket_boundaries_are_inclusive() {
         let f = family(MetricKind::Histogram, 10);
-        let mut agg = Aggregates { families: vec![FamilyState::default()] };
+        let mut agg = Aggregates {
+            families: vec![FamilyState::default()],
+        };
         for v in [0.0, 0.1, 0.10001, 1.0, 7.0] {
             agg.update(0, &f, &key("x"), Op::Observe, v, 0, 0);
         }
-        let Value::Histogram { counts, count, .. } = &agg.families[0].series[key("x").as_slice()].value else { panic!() };
+        let Value::Histogram { counts, count, .. } =
+            &agg.families[0].series[key("x").as_slice()].value
+        else {
+            panic!()
+        };
         assert_eq!(&counts[..], &[2, 2, 1]);
         assert_eq!(*count, 5);
     }
@@ -252,12 +303,23 @@ mod tests {
     #[test]
     fn overflow_keeps_totals_across_merges() {
         let f = family(MetricKind::Counter, 2);
-        let program = Program { families: vec![f.clone()], ..Program::empty() };
+        let program = Program {
+            families: vec![f.clone()],
+            ..Program::empty()
+        };
         let mut global = Aggregates::new(&program);
         for round in 0..3 {
             let mut local = Aggregates::new(&program);
             for i in 0..5 {
-                local.update(0, &f, &key(&format!("v{round}{i}")), Op::CounterAdd, 1.0, 0, 0);
+                local.update(
+                    0,
+                    &f,
+                    &key(&format!("v{round}{i}")),
+                    Op::CounterAdd,
+                    1.0,
+                    0,
+                    0,
+                );
             }
             global.merge_from(&mut local, &program, 0);
         }
@@ -270,26 +332,43 @@ mod tests {
             })
             .sum();
         assert_eq!(total, 15.0);
-        assert_eq!(global.families[0].series.len(), 3, "two series and the overflow one");
+        assert_eq!(
+            global.families[0].series.len(),
+            3,
+            "two series and the overflow one"
+        );
         assert_eq!(global.families[0].overflowed, 13);
     }
 
     #[test]
     fn gauge_set_latest_event_wins_across_workers() {
         let f = family(MetricKind::Gauge, 10);
-        let program = Program { families: vec![f.clone()], ..Program::empty() };
-        let (mut a, mut b, mut g) = (Aggregates::new(&program), Aggregates::new(&program), Aggregates::new(&program));
+        let program = Program {
+            families: vec![f.clone()],
+            ..Program::empty()
+        };
+        let (mut a, mut b, mut g) = (
+            Aggregates::new(&program),
+            Aggregates::new(&program),
+            Aggregates::new(&program),
+        );
         a.update(0, &f, &key("x"), Op::GaugeSet, 5.0, 10, 0);
         b.update(0, &f, &key("x"), Op::GaugeSet, 7.0, 3, 0);
         g.merge_from(&mut a, &program, 0);
         g.merge_from(&mut b, &program, 0);
-        assert!(matches!(g.families[0].series[key("x").as_slice()].value, Value::Gauge { value: 5.0, .. }));
+        assert!(matches!(
+            g.families[0].series[key("x").as_slice()].value,
+            Value::Gauge { value: 5.0, .. }
+        ));
     }
 
     #[test]
     fn idle_series_expire() {
         let f = family(MetricKind::Gauge, 10);
-        let program = Program { families: vec![f.clone()], ..Program::empty() };
+        let program = Program {
+            families: vec![f.clone()],
+            ..Program::empty()
+        };
         let mut g = Aggregates::new(&program);
         g.update(0, &f, &key("old"), Op::GaugeAdd, 1.0, 0, 1_000);
         g.update(0, &f, &key("new"), Op::GaugeAdd, 1.0, 0, 9_000);

@@ -77,7 +77,10 @@ impl Summary {
         }
         match all.filter(|h| !h.is_empty()) {
             None => vec![f64::NAN; qs.len()],
-            Some(h) => qs.iter().map(|q| h.median_equivalent(h.value_at_quantile(*q)) as f64 / SCALE).collect(),
+            Some(h) => qs
+                .iter()
+                .map(|q| h.median_equivalent(h.value_at_quantile(*q)) as f64 / SCALE)
+                .collect(),
         }
     }
 }
@@ -107,6 +110,9 @@ mod tests {
         s.observe(1.0, 70_000);
         assert!((s.quantiles(&[0.99], 70_000)[0] - 1.0).abs() < 0.01);
         assert!(s.quantiles(&[0.5], 500_000)[0].is_nan());
-        assert_eq!(s.count, 2, "sum and count are cumulative, as Prometheus expects");
+        assert_eq!(
+            s.count, 2,
+            "sum and count are cumulative, as Prometheus expects"
+        );
     }
 }

@@ -53,22 +53,33 @@ enum FieldGroups {
     Whole(usize),
     /// Nested or several groups: captured by `sub` (an anchored regex of the field alone);
     /// `sub` group `i + 1` is original group `map[i]`.
-    Nested { sub: regex::Regex, map: Vec<usize> },
+    Nested {
+        sub: regex::Regex,
+        map: Vec<usize>,
+    },
     /// The last field of a pattern without `$`: its end is not forced, so `sub` (anchored at
     /// the start only) finds it, leftmost-first as the whole regex would.
-    Tail { sub: regex::Regex, map: Vec<usize> },
+    Tail {
+        sub: regex::Regex,
+        map: Vec<usize>,
+    },
 }
 
 #[derive(Debug)]
 enum Validator {
     /// `class{min,max}`: ASCII members in a table; spans with other bytes go to `full`.
-    Class { ascii: Box<[bool; 128]>, min: usize, max: Option<usize>, full: Box<Check> },
+    Class {
+        ascii: Box<[bool; 128]>,
+        min: usize,
+        max: Option<usize>,
+        full: Box<Check>,
+    },
     Check(Box<Check>),
 }
 
 #[derive(Debug)]
 enum Check {
-    Dfa(dense::DFA<Vec<u32>>),
+    Dfa(Box<dense::DFA<Vec<u32>>>),
     Regex(regex::Regex),
 }
 
@@ -83,7 +94,7 @@ impl Check {
             )
             .build(&pattern);
         match dfa {
-            Ok(dfa) => Check::Dfa(dfa),
+            Ok(dfa) => Check::Dfa(Box::new(dfa)),
             Err(_) => Check::Regex(regex::Regex::new(&pattern).expect("a part of a valid regex")),
         }
     }
@@ -104,7 +115,12 @@ impl Check {
 impl Validator {
     fn is_valid(&self, text: &str) -> bool {
         match self {
-            Validator::Class { ascii, min, max, full } => {
+            Validator::Class {
+                ascii,
+                min,
+                max,
+                full,
+            } => {
                 let b = text.as_bytes();
                 if b.len() < *min || max.is_some_and(|m| b.len() > m) {
                     return false;
@@ -143,7 +159,11 @@ impl Matcher {
             })
             .max_by_key(Vec::len);
         let plan = Plan::build(&items);
-        Ok(Matcher { regex, plan, required })
+        Ok(Matcher {
+            regex,
+            plan,
+            required,
+        })
     }
 
     /// Whether the fast split path is used; exposed for tests and `logmill check --explain`.
@@ -220,7 +240,7 @@ impl Plan {
                 },
             }
         }
-        if raw.is_empty() || (!anchored && !matches!(raw[0], Ok(_))) {
+        if raw.is_empty() || (!anchored && raw[0].is_err()) {
             return None;
         }
         let mut pieces = Vec::with_capacity(raw.len());
@@ -246,7 +266,11 @@ impl Plan {
             Piece::Literal(l) if !anchored => Some(memmem::Finder::new(l).into_owned()),
             _ => None,
         };
-        Some(Plan { anchored_end, pieces, first_literal })
+        Some(Plan {
+            anchored_end,
+            pieces,
+            first_literal,
+        })
     }
 
     fn captures(&self, hay: &str, slots: &mut [Span]) -> bool {
@@ -318,12 +342,18 @@ impl Field {
         if trailing {
             let sub = regex::Regex::new(&format!("^(?:{whole})")).ok()?;
             let validator = Validator::Check(Box::new(Check::Regex(sub.clone())));
-            return Some(Field { validator, groups: FieldGroups::Tail { sub, map: groups } });
+            return Some(Field {
+                validator,
+                groups: FieldGroups::Tail { sub, map: groups },
+            });
         }
         let (inner, field_groups) = match (hirs, groups.as_slice()) {
             (_, []) => (whole.clone(), FieldGroups::None),
-            ([single], [g]) if matches!(single.kind(), HirKind::Capture(c) if c.index as usize == *g) => {
-                let HirKind::Capture(c) = single.kind() else { unreachable!() };
+            ([single], [g]) if matches!(single.kind(), HirKind::Capture(c) if c.index as usize == *g) =>
+            {
+                let HirKind::Capture(c) = single.kind() else {
+                    unreachable!()
+                };
                 ((*c.sub).clone(), FieldGroups::Whole(*g))
             }
             _ => {
@@ -333,7 +363,9 @@ impl Field {
         };
         let validator = match inner.kind() {
             HirKind::Repetition(rep) if matches!(rep.sub.kind(), HirKind::Class(_)) => {
-                let HirKind::Class(class) = rep.sub.kind() else { unreachable!() };
+                let HirKind::Class(class) = rep.sub.kind() else {
+                    unreachable!()
+                };
                 let mut ascii = Box::new([false; 128]);
                 for (b, slot) in ascii.iter_mut().enumerate() {
                     *slot = class_contains(class, b as u8);
@@ -347,7 +379,10 @@ impl Field {
             }
             _ => Validator::Check(Box::new(Check::new(&inner.to_string()))),
         };
-        Some(Field { validator, groups: field_groups })
+        Some(Field {
+            validator,
+            groups: field_groups,
+        })
     }
 
     fn capture(&self, hay: &str, start: usize, end: usize, slots: &mut [Span]) -> bool {
@@ -366,7 +401,9 @@ impl Field {
                 None => false,
                 Some(caps) => {
                     for (i, g) in map.iter().enumerate() {
-                        slots[*g] = caps.get(i + 1).map(|m| (start + m.start(), start + m.end()));
+                        slots[*g] = caps
+                            .get(i + 1)
+                            .map(|m| (start + m.start(), start + m.end()));
                     }
                     true
                 }
@@ -381,7 +418,9 @@ impl Field {
         };
         let caps = sub.captures(&hay[start..])?;
         for (i, g) in map.iter().enumerate() {
-            slots[*g] = caps.get(i + 1).map(|m| (start + m.start(), start + m.end()));
+            slots[*g] = caps
+                .get(i + 1)
+                .map(|m| (start + m.start(), start + m.end()));
         }
         Some(start + caps.get(0).map_or(0, |m| m.end()))
     }
@@ -449,7 +488,9 @@ mod tests {
         let mut locs = None;
         let ok = m.captures(hay, &mut fast, &mut locs);
         let slow: Vec<Span> = match m.regex.captures(hay) {
-            Some(c) => (0..m.group_count()).map(|g| c.get(g).map(|x| (x.start(), x.end()))).collect(),
+            Some(c) => (0..m.group_count())
+                .map(|g| c.get(g).map(|x| (x.start(), x.end())))
+                .collect(),
             None => vec![None; m.group_count()],
         };
         assert_eq!(ok, slow[0].is_some(), "{pattern} on {hay:?}");
@@ -469,7 +510,11 @@ mod tests {
     fn unanchored_literal_first_patterns_are_split() {
         let p = r#""level":"(?P<level>[a-z]+)""#;
         assert!(Matcher::new(p).unwrap().is_split());
-        for hay in [r#"{"x":"level","level":"info"}"#, r#""level":"INFO" "level":"warn""#, "none"] {
+        for hay in [
+            r#"{"x":"level","level":"info"}"#,
+            r#""level":"INFO" "level":"warn""#,
+            "none",
+        ] {
             let (fast, slow) = both(p, hay);
             assert_eq!(fast, slow, "{hay}");
         }
@@ -506,8 +551,9 @@ mod tests {
             let m = Matcher::new(p).unwrap();
             for _ in 0..3000 {
                 let len = (next() % 40) as usize;
-                let hay: String =
-                    (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+                let hay: String = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
                 let (fast, slow) = both_with(&m, &hay);
                 assert_eq!(fast, slow, "{p} on {hay:?}");
             }

@@ -43,7 +43,11 @@ impl Prefilter {
                 .match_kind(MatchKind::Standard)
                 .kind(Some(AhoCorasickKind::DFA))
                 .build(literals)
-                .or_else(|_| AhoCorasick::builder().match_kind(MatchKind::Standard).build(literals))
+                .or_else(|_| {
+                    AhoCorasick::builder()
+                        .match_kind(MatchKind::Standard)
+                        .build(literals)
+                })
                 .expect("literal sets always build")
         });
         Prefilter {

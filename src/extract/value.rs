@@ -57,13 +57,17 @@ pub fn parse_duration_secs(text: &str) -> Option<f64> {
         return None;
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -87,15 +91,24 @@ mod tests {
     #[test]
     fn conversions() {
         assert_eq!(convert("12", ValueType::Int), Ok(12.0));
-        assert_eq!(convert("1.5", ValueType::Int), Err(ValueError::NotAnInteger));
+        assert_eq!(
+            convert("1.5", ValueType::Int),
+            Err(ValueError::NotAnInteger)
+        );
         assert_eq!(convert("0.029", ValueType::Float), Ok(0.029));
         assert_eq!(convert("x", ValueType::Float), Err(ValueError::NotANumber));
-        assert_eq!(convert("NaN", ValueType::Float), Err(ValueError::NotANumber));
+        assert_eq!(
+            convert("NaN", ValueType::Float),
+            Err(ValueError::NotANumber)
+        );
         assert_eq!(convert("250ms", ValueType::Duration), Ok(0.25));
         assert_eq!(convert("1m30s", ValueType::Duration), Ok(90.0));
         assert_eq!(convert("1.2s", ValueType::Duration), Ok(1.2));
         assert_eq!(convert("12", ValueType::Duration), Ok(12.0));
-        assert_eq!(convert("5 parsecs", ValueType::Duration), Err(ValueError::NotADuration));
+        assert_eq!(
+            convert("5 parsecs", ValueType::Duration),
+            Err(ValueError::NotADuration)
+        );
         assert_eq!(convert("yes", ValueType::Bool), Ok(1.0));
     }
 }

@@ -47,7 +47,11 @@ impl Decision {
     }
 
     pub fn fate(self) -> Fate {
-        if self.drop && !self.keep { Fate::Drop } else { Fate::Keep }
+        if self.drop && !self.keep {
+            Fate::Drop
+        } else {
+            Fate::Keep
+        }
     }
 }
 

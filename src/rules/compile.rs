@@ -38,9 +38,11 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
         if path.is_dir() {
             match std::fs::read_dir(path) {
                 Ok(entries) => {
-                    found.extend(entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| {
-                        is_yaml(p) && !is_test_file(p)
-                    }));
+                    found.extend(
+                        entries
+                            .filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| is_yaml(p) && !is_test_file(p)),
+                    );
                     found.sort();
                 }
                 Err(e) => diags.push(io_diag(path, &e)),
@@ -50,7 +52,10 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
         }
         for p in found {
             match std::fs::read_to_string(&p) {
-                Ok(text) => files.push(SourceFile { name: p.display().to_string().into(), text }),
+                Ok(text) => files.push(SourceFile {
+                    name: p.display().to_string().into(),
+                    text,
+                }),
                 Err(e) => diags.push(io_diag(&p, &e)),
             }
         }
@@ -70,7 +75,11 @@ pub fn is_test_file(p: &Path) -> bool {
 
 fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
     let mut sink = Sink::new(path.display().to_string().into());
-    sink.error(Pos { line: 1, col: 1 }, Code::Io, format!("cannot read rule file: {e}"));
+    sink.error(
+        Pos { line: 1, col: 1 },
+        Code::Io,
+        format!("cannot read rule file: {e}"),
+    );
     sink.diags.pop().expect("just pushed")
 }
 
@@ -86,7 +95,11 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
         match yaml::parse(&file.text) {
             Ok(root) => b.file(&root, &mut sink),
             Err(e) => {
-                sink.error(e.pos, Code::YamlSyntax, format!("invalid yaml: {}", e.message));
+                sink.error(
+                    e.pos,
+                    Code::YamlSyntax,
+                    format!("invalid yaml: {}", e.message),
+                );
             }
         }
         diags.extend(sink.diags);
@@ -128,7 +141,10 @@ pub fn parse_path(name: &str) -> Option<FieldPath> {
             }
         }
     }
-    Some(FieldPath { name: name.to_string(), segments })
+    Some(FieldPath {
+        name: name.to_string(),
+        segments,
+    })
 }
 
 struct FamilyEntry {
@@ -166,16 +182,26 @@ struct MapView<'a> {
 impl<'a> MapView<'a> {
     fn new(node: &'a Node, what: &str, sink: &mut Sink) -> Option<MapView<'a>> {
         match node.as_map() {
-            Some(entries) => Some(MapView { entries, used: vec![false; entries.len()] }),
+            Some(entries) => Some(MapView {
+                entries,
+                used: vec![false; entries.len()],
+            }),
             None => {
-                sink.error(node.pos, Code::WrongType, format!("{what} must be a mapping, found {}", node.describe()));
+                sink.error(
+                    node.pos,
+                    Code::WrongType,
+                    format!("{what} must be a mapping, found {}", node.describe()),
+                );
                 None
             }
         }
     }
 
     fn get(&mut self, key: &str) -> Option<&'a Node> {
-        let i = self.entries.iter().position(|(k, _)| k.as_scalar() == Some(key))?;
+        let i = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.as_scalar() == Some(key))?;
         self.used[i] = true;
         Some(&self.entries[i].1)
     }
@@ -184,8 +210,12 @@ impl<'a> MapView<'a> {
         for (i, (k, _)) in self.entries.iter().enumerate() {
             if !self.used[i] {
                 let name = k.as_scalar().unwrap_or("?");
-                sink.error(k.pos, Code::UnknownKey, format!("unknown key `{name}` in {what}"))
-                    .hint(did_you_mean(name, known));
+                sink.error(
+                    k.pos,
+                    Code::UnknownKey,
+                    format!("unknown key `{name}` in {what}"),
+                )
+                .hint(did_you_mean(name, known));
             }
         }
     }
@@ -195,7 +225,11 @@ fn scalar(node: &Node, what: &str, sink: &mut Sink) -> Option<String> {
     match node.as_scalar() {
         Some(s) => Some(s.to_string()),
         None => {
-            sink.error(node.pos, Code::WrongType, format!("{what} must be a string, found {}", node.describe()));
+            sink.error(
+                node.pos,
+                Code::WrongType,
+                format!("{what} must be a string, found {}", node.describe()),
+            );
             None
         }
     }
@@ -204,8 +238,13 @@ fn scalar(node: &Node, what: &str, sink: &mut Sink) -> Option<String> {
 /// A string, or a list of strings.
 fn strings(node: &Node, what: &str, sink: &mut Sink) -> Vec<(String, Pos)> {
     match node.as_seq() {
-        Some(items) => items.iter().filter_map(|n| scalar(n, what, sink).map(|s| (s, n.pos))).collect(),
-        None => scalar(node, what, sink).map(|s| vec![(s, node.pos)]).unwrap_or_default(),
+        Some(items) => items
+            .iter()
+            .filter_map(|n| scalar(n, what, sink).map(|s| (s, n.pos)))
+            .collect(),
+        None => scalar(node, what, sink)
+            .map(|s| vec![(s, node.pos)])
+            .unwrap_or_default(),
     }
 }
 
@@ -214,8 +253,12 @@ fn duration(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
     match parse_duration_secs(&text).filter(|s| *s > 0.0) {
         Some(secs) => Some(Duration::from_secs_f64(secs)),
         None => {
-            sink.error(node.pos, Code::BadDuration, format!("invalid duration `{text}` for {what}"))
-                .hint("write a positive duration like `90s`, `10m` or `1h30m`");
+            sink.error(
+                node.pos,
+                Code::BadDuration,
+                format!("invalid duration `{text}` for {what}"),
+            )
+            .hint("write a positive duration like `90s`, `10m` or `1h30m`");
             None
         }
     }
@@ -225,7 +268,11 @@ fn limit(node: &Node, what: &str, sink: &mut Sink) -> Option<usize> {
     match node.as_u64().filter(|n| *n > 0) {
         Some(n) => Some(n as usize),
         None => {
-            sink.error(node.pos, Code::BadLimit, format!("{what} must be a positive whole number"));
+            sink.error(
+                node.pos,
+                Code::BadLimit,
+                format!("{what} must be a positive whole number"),
+            );
             None
         }
     }
@@ -239,8 +286,12 @@ fn format_of(node: &Node, sink: &mut Sink) -> Option<Format> {
         "text" => Some(Format::Text),
         "auto" => None,
         other => {
-            sink.error(node.pos, Code::UnknownVariant, format!("unknown format `{other}`"))
-                .hint(did_you_mean(other, &["json", "logfmt", "text", "auto"]));
+            sink.error(
+                node.pos,
+                Code::UnknownVariant,
+                format!("unknown format `{other}`"),
+            )
+            .hint(did_you_mean(other, &["json", "logfmt", "text", "auto"]));
             None
         }
     }
@@ -252,15 +303,26 @@ pub fn valid_metric_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
 }
 
-fn check_name(name: &str, pos: Pos, what: &str, sink: &mut Sink, valid: fn(&str) -> bool, shape: &str) -> bool {
+fn check_name(
+    name: &str,
+    pos: Pos,
+    what: &str,
+    sink: &mut Sink,
+    valid: fn(&str) -> bool,
+    shape: &str,
+) -> bool {
     if !valid(name) {
         sink.error(pos, Code::InvalidName, format!("invalid {what} `{name}`"))
             .hint(format!("{what}s match {shape}"));
         return false;
     }
     if name.starts_with("__") {
-        sink.error(pos, Code::ReservedName, format!("{what} `{name}` uses the reserved `__` prefix"))
-            .hint("names starting with `__` are reserved for Prometheus internals");
+        sink.error(
+            pos,
+            Code::ReservedName,
+            format!("{what} `{name}` uses the reserved `__` prefix"),
+        )
+        .hint("names starting with `__` are reserved for Prometheus internals");
         return false;
     }
     true
@@ -268,13 +330,35 @@ fn check_name(name: &str, pos: Pos, what: &str, sink: &mut Sink, valid: fn(&str)
 
 const FILE_KEYS: &[&str] = &["team", "defaults", "patterns", "rules"];
 const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format"];
-const RULE_KEYS: &[&str] = &["name", "format", "match", "extract", "types", "metrics", "then", "max_series"];
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "format",
+    "match",
+    "extract",
+    "types",
+    "metrics",
+    "then",
+    "max_series",
+];
 const MATCH_KEYS: &[&str] = &["topic", "contains", "fields"];
 const TEST_KEYS: &[&str] = &["equals", "in", "exists", "regex", "contains"];
 const STEP_KEYS: &[&str] = &["grok", "regex", "json", "logfmt", "from"];
 const METRIC_KEYS: &[&str] = &[
-    "name", "type", "help", "unit", "value", "op", "labels", "static_labels", "buckets",
-    "quantiles", "max_age", "age_buckets", "max_series", "expire_after", "scale",
+    "name",
+    "type",
+    "help",
+    "unit",
+    "value",
+    "op",
+    "labels",
+    "static_labels",
+    "buckets",
+    "quantiles",
+    "max_age",
+    "age_buckets",
+    "max_series",
+    "expire_after",
+    "scale",
 ];
 const TYPES: &[&str] = &["int", "float", "duration", "bool"];
 
@@ -300,13 +384,19 @@ impl RuleScope {
 impl Builder {
     fn file(&mut self, root: &Node, sink: &mut Sink) {
         if root.is_null() {
-            sink.error(root.pos, Code::MissingKey, "empty rule file").hint("a rule file has `team:` and `rules:`");
+            sink.error(root.pos, Code::MissingKey, "empty rule file")
+                .hint("a rule file has `team:` and `rules:`");
             return;
         }
-        let Some(mut top) = MapView::new(root, "a rule file", sink) else { return };
+        let Some(mut top) = MapView::new(root, "a rule file", sink) else {
+            return;
+        };
         let team = match top.get("team") {
             Some(n) => scalar(n, "`team`", sink).filter(|t| {
-                let ok = !t.is_empty() && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                let ok = !t.is_empty()
+                    && t.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                    });
                 if !ok {
                     sink.error(n.pos, Code::InvalidName, format!("invalid team `{t}`"))
                         .hint("teams match [a-z0-9_-]+");
@@ -319,8 +409,15 @@ impl Builder {
                 None
             }
         };
-        let mut defaults = Defaults { max_series: DEFAULT_MAX_SERIES, expire_after: None, format: None };
-        if let Some(d) = top.get("defaults").and_then(|n| MapView::new(n, "`defaults`", sink)) {
+        let mut defaults = Defaults {
+            max_series: DEFAULT_MAX_SERIES,
+            expire_after: None,
+            format: None,
+        };
+        if let Some(d) = top
+            .get("defaults")
+            .and_then(|n| MapView::new(n, "`defaults`", sink))
+        {
             let mut d = d;
             if let Some(n) = d.get("max_series") {
                 defaults.max_series = limit(n, "`max_series`", sink).unwrap_or(DEFAULT_MAX_SERIES);
@@ -334,7 +431,10 @@ impl Builder {
             d.finish(DEFAULT_KEYS, "`defaults`", sink);
         }
         let mut patterns = std::collections::HashMap::new();
-        if let Some(mut p) = top.get("patterns").and_then(|n| MapView::new(n, "`patterns`", sink)) {
+        if let Some(mut p) = top
+            .get("patterns")
+            .and_then(|n| MapView::new(n, "`patterns`", sink))
+        {
             for (k, v) in p.entries {
                 // A pattern may use others, so it is checked where a grok expression uses it.
                 if let (Some(k), Some(v)) = (k.as_scalar(), scalar(v, "a pattern", sink)) {
@@ -346,25 +446,39 @@ impl Builder {
         }
         let rules = top.get("rules");
         top.finish(FILE_KEYS, "a rule file", sink);
-        let Some(team) = team else { return };
+        // Without a valid team the rules are still checked, to report everything at once, but
+        // none of them is kept.
+        let team_ok = team.is_some();
+        let team = team.unwrap_or_default();
         let Some(rules) = rules else {
-            sink.error(root.pos, Code::MissingKey, "missing `rules`").hint("add `rules:` with a list of rules");
+            sink.error(root.pos, Code::MissingKey, "missing `rules`")
+                .hint("add `rules:` with a list of rules");
             return;
         };
         let Some(items) = rules.as_seq() else {
-            sink.error(rules.pos, Code::WrongType, format!("`rules` must be a list, found {}", rules.describe()));
+            sink.error(
+                rules.pos,
+                Code::WrongType,
+                format!("`rules` must be a list, found {}", rules.describe()),
+            );
             return;
         };
         let mut names: HashMap<String, Pos> = HashMap::new();
         for item in items {
             if let Some(rule) = self.rule(item, &team, &defaults, &patterns, sink) {
                 if let Some(first) = names.get(&rule.name) {
-                    sink.error(item.pos, Code::DuplicateRule, format!("rule `{}` is defined twice", rule.name))
-                        .hint(format!("the first definition is at line {}", first.line));
+                    sink.error(
+                        item.pos,
+                        Code::DuplicateRule,
+                        format!("rule `{}` is defined twice", rule.name),
+                    )
+                    .hint(format!("the first definition is at line {}", first.line));
                     continue;
                 }
                 names.insert(rule.name.clone(), item.pos);
-                self.rules.push(rule);
+                if team_ok {
+                    self.rules.push(rule);
+                }
             }
         }
     }
@@ -381,7 +495,9 @@ impl Builder {
         let mut m = MapView::new(node, "a rule", sink)?;
         let name = match m.get("name") {
             Some(n) => scalar(n, "`name`", sink).filter(|s| {
-                let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                let ok = !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
                 if !ok {
                     sink.error(n.pos, Code::InvalidName, format!("invalid rule name `{s}`"))
                         .hint("rule names match [A-Za-z0-9_.-]+");
@@ -389,7 +505,8 @@ impl Builder {
                 ok
             }),
             None => {
-                sink.error(node.pos, Code::MissingKey, "rule has no `name`").hint("add `name: <what it counts>`");
+                sink.error(node.pos, Code::MissingKey, "rule has no `name`")
+                    .hint("add `name: <what it counts>`");
                 None
             }
         };
@@ -397,10 +514,19 @@ impl Builder {
             Some(n) => format_of(n, sink),
             None => defaults.format,
         };
-        let mut scope = RuleScope { format, captures: Vec::new(), types: HashMap::new() };
-        if let Some(mut t) = m.get("types").and_then(|n| MapView::new(n, "`types`", sink)) {
+        let mut scope = RuleScope {
+            format,
+            captures: Vec::new(),
+            types: HashMap::new(),
+        };
+        if let Some(mut t) = m
+            .get("types")
+            .and_then(|n| MapView::new(n, "`types`", sink))
+        {
             for (k, v) in t.entries {
-                let (Some(k), Some(ty)) = (k.as_scalar(), scalar(v, "a type", sink)) else { continue };
+                let (Some(k), Some(ty)) = (k.as_scalar(), scalar(v, "a type", sink)) else {
+                    continue;
+                };
                 if let Some(ty) = value_type(&ty, v.pos, sink) {
                     scope.types.insert(k.to_string(), ty);
                 }
@@ -431,9 +557,15 @@ impl Builder {
         let mut topics = Vec::new();
         let mut pre = Vec::new();
         let mut post = Vec::new();
-        if let Some(mut mm) = m.get("match").and_then(|n| MapView::new(n, "`match`", sink)) {
+        if let Some(mut mm) = m
+            .get("match")
+            .and_then(|n| MapView::new(n, "`match`", sink))
+        {
             if let Some(n) = mm.get("topic") {
-                topics = strings(n, "`topic`", sink).into_iter().map(|(s, _)| s).collect();
+                topics = strings(n, "`topic`", sink)
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect();
             }
             if let Some(n) = mm.get("contains") {
                 for (lit, pos) in strings(n, "`contains`", sink) {
@@ -444,13 +576,26 @@ impl Builder {
                     literals.push(self.literal(lit.into_bytes()));
                 }
             }
-            if let Some(mut f) = mm.get("fields").and_then(|n| MapView::new(n, "`match.fields`", sink)) {
+            if let Some(mut f) = mm
+                .get("fields")
+                .and_then(|n| MapView::new(n, "`match.fields`", sink))
+            {
                 for (k, v) in f.entries {
-                    let Some(field_name) = scalar(k, "a field name", sink) else { continue };
-                    let Some(field) = self.field_ref(&field_name, k.pos, &scope, sink) else { continue };
-                    let Some(test) = self.test(v, sink) else { continue };
+                    let Some(field_name) = scalar(k, "a field name", sink) else {
+                        continue;
+                    };
+                    let Some(field) = self.field_ref(&field_name, k.pos, &scope, sink) else {
+                        continue;
+                    };
+                    let Some(test) = self.test(v, sink) else {
+                        continue;
+                    };
                     let cond = Condition { field, test };
-                    if matches!(field, FieldRef::Capture(_)) { post.push(cond) } else { pre.push(cond) }
+                    if matches!(field, FieldRef::Capture(_)) {
+                        post.push(cond)
+                    } else {
+                        pre.push(cond)
+                    }
                 }
                 f.used.iter_mut().for_each(|u| *u = true);
                 f.finish(&[], "`match.fields`", sink);
@@ -463,23 +608,38 @@ impl Builder {
             }
         }
 
-        let rule_max = m.get("max_series").and_then(|n| limit(n, "`max_series`", sink));
+        let rule_max = m
+            .get("max_series")
+            .and_then(|n| limit(n, "`max_series`", sink));
         let mut updates = Vec::new();
-        match m.get("metrics") {
-            Some(ms) => match ms.as_seq() {
+        if let Some(ms) = m.get("metrics") {
+            match ms.as_seq() {
                 Some(items) => {
                     for item in items {
-                        let rule_defaults = Defaults { max_series: rule_max.unwrap_or(defaults.max_series), ..defaults.clone() };
-                        if let Some(u) = self.metric(item, team, name.as_deref().unwrap_or("?"), &rule_defaults, &scope, sink) {
+                        let rule_defaults = Defaults {
+                            max_series: rule_max.unwrap_or(defaults.max_series),
+                            ..defaults.clone()
+                        };
+                        if let Some(u) = self.metric(
+                            item,
+                            team,
+                            name.as_deref().unwrap_or("?"),
+                            &rule_defaults,
+                            &scope,
+                            sink,
+                        ) {
                             updates.push(u);
                         }
                     }
                 }
                 None => {
-                    sink.error(ms.pos, Code::WrongType, format!("`metrics` must be a list, found {}", ms.describe()));
+                    sink.error(
+                        ms.pos,
+                        Code::WrongType,
+                        format!("`metrics` must be a list, found {}", ms.describe()),
+                    );
                 }
-            },
-            None => {}
+            }
         }
         let then = match m.get("then") {
             None => Then::Default,
@@ -487,16 +647,24 @@ impl Builder {
                 Some("keep") => Then::Keep,
                 Some("drop") => Then::Drop,
                 Some(other) => {
-                    sink.error(n.pos, Code::UnknownVariant, format!("unknown `then` action `{other}`"))
-                        .hint(did_you_mean(other, &["keep", "drop"]));
+                    sink.error(
+                        n.pos,
+                        Code::UnknownVariant,
+                        format!("unknown `then` action `{other}`"),
+                    )
+                    .hint(did_you_mean(other, &["keep", "drop"]));
                     Then::Default
                 }
                 None => Then::Default,
             },
         };
         if updates.is_empty() && then != Then::Drop && m.get("metrics").is_none() {
-            sink.warning(node.pos, Code::MissingKey, "rule has no `metrics` and does not drop: it has no effect")
-                .hint("add `metrics:` or `then: drop`");
+            sink.warning(
+                node.pos,
+                Code::MissingKey,
+                "rule has no `metrics` and does not drop: it has no effect",
+            )
+            .hint("add `metrics:` or `then: drop`");
         }
         m.finish(RULE_KEYS, "a rule", sink);
         let errors_after = sink.diags.iter().filter(|d| d.is_error()).count();
@@ -529,14 +697,23 @@ impl Builder {
 
     fn event_field(&mut self, path: FieldPath) -> u32 {
         let next = self.event_fields.len() as u32;
-        *self.field_index.entry(path.name.clone()).or_insert_with(|| {
-            self.event_fields.push(path);
-            next
-        })
+        *self
+            .field_index
+            .entry(path.name.clone())
+            .or_insert_with(|| {
+                self.event_fields.push(path);
+                next
+            })
     }
 
     /// Resolves a name used in a rule: a capture of this rule, a built-in, or an event field.
-    fn field_ref(&mut self, name: &str, pos: Pos, scope: &RuleScope, sink: &mut Sink) -> Option<FieldRef> {
+    fn field_ref(
+        &mut self,
+        name: &str,
+        pos: Pos,
+        scope: &RuleScope,
+        sink: &mut Sink,
+    ) -> Option<FieldRef> {
         if let Some(i) = scope.captures.iter().position(|c| c == name) {
             return Some(FieldRef::Capture(i as u32));
         }
@@ -550,20 +727,37 @@ impl Builder {
             let hint = if names.is_empty() {
                 "text events have no fields of their own: capture it with `extract` (`regex` or `grok`)".to_string()
             } else {
-                format!("the rule's extract defines {}; {}", names.join(", "), did_you_mean(name, &names))
+                format!(
+                    "the rule's extract defines {}; {}",
+                    names.join(", "),
+                    did_you_mean(name, &names)
+                )
             };
-            sink.error(pos, Code::UndefinedField, format!("`{name}` is not captured by this rule's extract")).hint(hint);
+            sink.error(
+                pos,
+                Code::UndefinedField,
+                format!("`{name}` is not captured by this rule's extract"),
+            )
+            .hint(hint);
             return None;
         }
         if let Some(c) = super::suggest::closest(name, names.iter().copied()) {
-            sink.warning(pos, Code::UndefinedField, format!("`{name}` is not a capture; it is read as an event field"))
-                .hint(format!("did you mean the capture `{c}`?"));
+            sink.warning(
+                pos,
+                Code::UndefinedField,
+                format!("`{name}` is not a capture; it is read as an event field"),
+            )
+            .hint(format!("did you mean the capture `{c}`?"));
         }
         match parse_path(name) {
             Some(path) => Some(FieldRef::Event(self.event_field(path))),
             None => {
-                sink.error(pos, Code::BadJsonPath, format!("invalid field path `{name}`"))
-                    .hint("paths look like `level`, `http.status` or `tags[0]`");
+                sink.error(
+                    pos,
+                    Code::BadJsonPath,
+                    format!("invalid field path `{name}`"),
+                )
+                .hint("paths look like `level`, `http.status` or `tags[0]`");
                 None
             }
         }
@@ -582,7 +776,12 @@ impl Builder {
         }
         if let Some(n) = t.get("in") {
             count += 1;
-            out = Some(Test::In(strings(n, "`in`", sink).into_iter().map(|(s, _)| s).collect()));
+            out = Some(Test::In(
+                strings(n, "`in`", sink)
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect(),
+            ));
         }
         if let Some(n) = t.get("exists") {
             count += 1;
@@ -596,17 +795,24 @@ impl Builder {
         if let Some(n) = t.get("regex") {
             count += 1;
             if let Some(p) = scalar(n, "`regex`", sink) {
-                out = compile_regex(&p, n, sink).map(Test::Regex);
+                out = compile_regex(&p, n, sink).map(|r| Test::Regex(Box::new(r)));
             }
         }
         if let Some(n) = t.get("contains") {
             count += 1;
-            out = scalar(n, "`contains`", sink)
-                .map(|s| Test::Contains(memchr::memmem::Finder::new(s.as_bytes()).into_owned()));
+            out = scalar(n, "`contains`", sink).map(|s| {
+                Test::Contains(Box::new(
+                    memchr::memmem::Finder::new(s.as_bytes()).into_owned(),
+                ))
+            });
         }
         if count != 1 {
-            sink.error(node.pos, Code::WrongType, "a field condition needs exactly one test")
-                .hint(format!("use one of: {}", TEST_KEYS.join(", ")));
+            sink.error(
+                node.pos,
+                Code::WrongType,
+                "a field condition needs exactly one test",
+            )
+            .hint(format!("use one of: {}", TEST_KEYS.join(", ")));
         }
         t.finish(TEST_KEYS, "a field condition", sink);
         out
@@ -633,36 +839,65 @@ impl Builder {
         let json_node = s.get("json");
         let logfmt_node = s.get("logfmt");
         s.finish(STEP_KEYS, "an extract step", sink);
-        let kinds = [grok_node, regex_node, json_node, logfmt_node].iter().filter(|n| n.is_some()).count();
+        let kinds = [grok_node, regex_node, json_node, logfmt_node]
+            .iter()
+            .filter(|n| n.is_some())
+            .count();
         if kinds != 1 {
-            sink.error(node.pos, Code::WrongType, "an extract step needs exactly one of `grok`, `regex`, `json`, `logfmt`");
+            sink.error(
+                node.pos,
+                Code::WrongType,
+                "an extract step needs exactly one of `grok`, `regex`, `json`, `logfmt`",
+            );
             return None;
         }
         if let Some(n) = json_node.or(logfmt_node) {
-            let format = if json_node.is_some() { Format::Json } else { Format::Logfmt };
+            let format = if json_node.is_some() {
+                Format::Json
+            } else {
+                Format::Logfmt
+            };
             let mut a = MapView::new(n, "a field list", sink)?;
             let mut aliases = Vec::new();
             for (k, v) in a.entries {
-                let (Some(alias), Some(path)) = (k.as_scalar(), scalar(v, "a field path", sink)) else { continue };
+                let (Some(alias), Some(path)) = (k.as_scalar(), scalar(v, "a field path", sink))
+                else {
+                    continue;
+                };
                 if !grok::valid_field_name(alias) {
-                    sink.error(k.pos, Code::InvalidName, format!("invalid field name `{alias}`"))
-                        .hint("field names match [A-Za-z_][A-Za-z0-9_]*");
+                    sink.error(
+                        k.pos,
+                        Code::InvalidName,
+                        format!("invalid field name `{alias}`"),
+                    )
+                    .hint("field names match [A-Za-z_][A-Za-z0-9_]*");
                     continue;
                 }
                 let field = if format == Format::Logfmt {
-                    FieldPath { name: path.clone(), segments: vec![PathSegment::Key(path.clone())] }
+                    FieldPath {
+                        name: path.clone(),
+                        segments: vec![PathSegment::Key(path.clone())],
+                    }
                 } else {
                     match parse_path(&path) {
                         Some(p) => p,
                         None => {
-                            sink.error(v.text_pos, Code::BadJsonPath, format!("invalid field path `{path}`"))
-                                .hint("paths look like `level`, `http.status` or `tags[0]`");
+                            sink.error(
+                                v.text_pos,
+                                Code::BadJsonPath,
+                                format!("invalid field path `{path}`"),
+                            )
+                            .hint("paths look like `level`, `http.status` or `tags[0]`");
                             continue;
                         }
                     }
                 };
                 let from = self.event_field(field);
-                aliases.push(Step::Alias { format, from, to: scope.capture_slot(alias) });
+                aliases.push(Step::Alias {
+                    format,
+                    from,
+                    to: scope.capture_slot(alias),
+                });
             }
             a.used.iter_mut().for_each(|u| *u = true);
             return Some((aliases, None));
@@ -673,7 +908,12 @@ impl Builder {
                 Ok(e) => (e.regex, n, e.fields),
                 Err(errors) => {
                     for e in errors {
-                        sink.error(n.text_pos.shifted(e.offset), Code::UnknownPattern, e.message).maybe_hint(e.hint);
+                        sink.error(
+                            n.text_pos.shifted(e.offset),
+                            Code::UnknownPattern,
+                            e.message,
+                        )
+                        .maybe_hint(e.hint);
                     }
                     return None;
                 }
@@ -703,8 +943,17 @@ impl Builder {
             .skip(1)
             .map(|name| name.map(|n| scope.capture_slot(n)))
             .collect();
-        let lit = (from == FieldRef::Line).then(|| matcher.required_literal().map(<[u8]>::to_vec)).flatten();
-        Some((vec![Step::Pattern { from, matcher: Box::new(matcher), groups }], lit))
+        let lit = (from == FieldRef::Line)
+            .then(|| matcher.required_literal().map(<[u8]>::to_vec))
+            .flatten();
+        Some((
+            vec![Step::Pattern {
+                from,
+                matcher: Box::new(matcher),
+                groups,
+            }],
+            lit,
+        ))
     }
 
     fn metric(
@@ -725,34 +974,70 @@ impl Builder {
                 Some("histogram") => Some(MetricKind::Histogram),
                 Some("summary") => Some(MetricKind::Summary),
                 Some(other) => {
-                    sink.error(n.pos, Code::UnknownVariant, format!("unknown metric type `{other}`"))
-                        .hint(did_you_mean(other, &["counter", "gauge", "histogram", "summary"]));
+                    sink.error(
+                        n.pos,
+                        Code::UnknownVariant,
+                        format!("unknown metric type `{other}`"),
+                    )
+                    .hint(did_you_mean(
+                        other,
+                        &["counter", "gauge", "histogram", "summary"],
+                    ));
                     None
                 }
                 None => None,
             },
             None => {
-                sink.error(node.pos, Code::MissingKey, "metric has no `type`").hint("add `type: counter`, `gauge`, `histogram` or `summary`");
+                sink.error(node.pos, Code::MissingKey, "metric has no `type`")
+                    .hint("add `type: counter`, `gauge`, `histogram` or `summary`");
                 None
             }
         };
         let name_node = m.get("name");
         let name = match name_node {
-            Some(n) => scalar(n, "`name`", sink).filter(|s| check_name(s, n.pos, "metric name", sink, valid_metric_name, "[a-zA-Z_:][a-zA-Z0-9_:]*")),
+            Some(n) => scalar(n, "`name`", sink).filter(|s| {
+                check_name(
+                    s,
+                    n.pos,
+                    "metric name",
+                    sink,
+                    valid_metric_name,
+                    "[a-zA-Z_:][a-zA-Z0-9_:]*",
+                )
+            }),
             None => {
                 sink.error(node.pos, Code::MissingKey, "metric has no `name`");
                 None
             }
         };
-        let help = m.get("help").and_then(|n| scalar(n, "`help`", sink)).unwrap_or_else(|| format!("Derived by logmill rule {team}/{rule}."));
+        let help = m
+            .get("help")
+            .and_then(|n| scalar(n, "`help`", sink))
+            .unwrap_or_else(|| format!("Derived by logmill rule {team}/{rule}."));
         let unit = m.get("unit").and_then(|n| {
             let u = scalar(n, "`unit`", sink)?;
             if let (Some(name), Some(kind)) = (&name, kind) {
-                let base = if kind == MetricKind::Counter { name.strip_suffix("_total").unwrap_or(name) } else { name };
+                let base = if kind == MetricKind::Counter {
+                    name.strip_suffix("_total").unwrap_or(name)
+                } else {
+                    name
+                };
                 if !base.ends_with(&format!("_{u}")) {
-                    let suggestion = if kind == MetricKind::Counter { format!("{base}_{u}_total") } else { format!("{base}_{u}") };
-                    sink.error(n.pos, Code::UnitMismatch, format!("metric `{name}` has unit `{u}` but its name does not end in `_{u}`"))
-                        .hint(format!("OpenMetrics requires the unit as a suffix: name it `{suggestion}`"));
+                    let suggestion = if kind == MetricKind::Counter {
+                        format!("{base}_{u}_total")
+                    } else {
+                        format!("{base}_{u}")
+                    };
+                    sink.error(
+                        n.pos,
+                        Code::UnitMismatch,
+                        format!(
+                            "metric `{name}` has unit `{u}` but its name does not end in `_{u}`"
+                        ),
+                    )
+                    .hint(format!(
+                        "OpenMetrics requires the unit as a suffix: name it `{suggestion}`"
+                    ));
                 }
             }
             Some(u)
@@ -763,14 +1048,19 @@ impl Builder {
                 Some("add") | Some("inc") => Some(Op::GaugeAdd),
                 Some("sub") | Some("dec") => Some(Op::GaugeSub),
                 Some(other) => {
-                    sink.error(n.pos, Code::UnknownVariant, format!("unknown gauge op `{other}`"))
-                        .hint(did_you_mean(other, &["set", "add", "sub", "inc", "dec"]));
+                    sink.error(
+                        n.pos,
+                        Code::UnknownVariant,
+                        format!("unknown gauge op `{other}`"),
+                    )
+                    .hint(did_you_mean(other, &["set", "add", "sub", "inc", "dec"]));
                     None
                 }
                 None => None,
             },
             (Some(_), Some(n)) => {
-                sink.error(n.pos, Code::UnknownKey, "`op` applies to gauges only").hint("counters only add; histograms and summaries observe");
+                sink.error(n.pos, Code::UnknownKey, "`op` applies to gauges only")
+                    .hint("counters only add; histograms and summaries observe");
                 None
             }
             (Some(MetricKind::Gauge), None) => Some(Op::GaugeSet),
@@ -798,35 +1088,67 @@ impl Builder {
             },
             None => 1.0,
         };
-        let needs_value = matches!(kind, Some(MetricKind::Histogram | MetricKind::Summary)) || op == Some(Op::GaugeSet);
+        let needs_value = matches!(kind, Some(MetricKind::Histogram | MetricKind::Summary))
+            || op == Some(Op::GaugeSet);
         if needs_value && value_node.is_none() {
-            sink.error(node.pos, Code::MissingKey, format!("{} `{}` needs a `value`", kind.map_or("metric", MetricKind::as_str), name.as_deref().unwrap_or("?")))
-                .hint("name the field to observe, e.g. `value: request_time`");
+            sink.error(
+                node.pos,
+                Code::MissingKey,
+                format!(
+                    "{} `{}` needs a `value`",
+                    kind.map_or("metric", MetricKind::as_str),
+                    name.as_deref().unwrap_or("?")
+                ),
+            )
+            .hint("name the field to observe, e.g. `value: request_time`");
         }
 
         let mut labels: Vec<(String, LabelSource)> = Vec::new();
-        if let Some(mut l) = m.get("labels").and_then(|n| MapView::new(n, "`labels`", sink)) {
+        if let Some(mut l) = m
+            .get("labels")
+            .and_then(|n| MapView::new(n, "`labels`", sink))
+        {
             for (k, v) in l.entries {
-                let Some(label) = scalar(k, "a label name", sink) else { continue };
+                let Some(label) = scalar(k, "a label name", sink) else {
+                    continue;
+                };
                 if !self.label_name_ok(&label, k.pos, kind, sink) {
                     continue;
                 }
                 let source = if v.as_map().is_some() {
-                    let Some(mut lm) = MapView::new(v, "a label", sink) else { continue };
+                    let Some(mut lm) = MapView::new(v, "a label", sink) else {
+                        continue;
+                    };
                     let from = lm.get("from");
                     let map_node = lm.get("map");
                     let default = lm.get("default").and_then(|n| scalar(n, "`default`", sink));
                     lm.finish(&["from", "map", "default"], "a label", sink);
                     let Some(from) = from else {
-                        sink.error(v.pos, Code::MissingKey, format!("label `{label}` has no `from`")).hint("name the field the label comes from");
+                        sink.error(
+                            v.pos,
+                            Code::MissingKey,
+                            format!("label `{label}` has no `from`"),
+                        )
+                        .hint("name the field the label comes from");
                         continue;
                     };
-                    let Some(fname) = scalar(from, "`from`", sink) else { continue };
-                    let Some(field) = self.field_ref(&fname, from.pos, scope, sink) else { continue };
-                    let mut vm = ValueMap { default, ..ValueMap::default() };
+                    let Some(fname) = scalar(from, "`from`", sink) else {
+                        continue;
+                    };
+                    let Some(field) = self.field_ref(&fname, from.pos, scope, sink) else {
+                        continue;
+                    };
+                    let mut vm = ValueMap {
+                        default,
+                        ..ValueMap::default()
+                    };
                     if let Some(mut mm) = map_node.and_then(|n| MapView::new(n, "`map`", sink)) {
                         for (mk, mv) in mm.entries {
-                            let (Some(mk), Some(mv)) = (mk.as_scalar(), scalar(mv, "a mapped value", sink)) else { continue };
+                            let (Some(mk), Some(mv)) =
+                                (mk.as_scalar(), scalar(mv, "a mapped value", sink))
+                            else {
+                                continue;
+                            };
                             if mk.contains(['*', '?']) {
                                 vm.globs.push((mk.to_string(), mv));
                             } else {
@@ -836,10 +1158,17 @@ impl Builder {
                         mm.used.iter_mut().for_each(|u| *u = true);
                         mm.finish(&[], "`map`", sink);
                     }
-                    LabelSource::Field { field, map: Some(Arc::new(vm)) }
+                    LabelSource::Field {
+                        field,
+                        map: Some(Arc::new(vm)),
+                    }
                 } else {
-                    let Some(fname) = scalar(v, "a label source", sink) else { continue };
-                    let Some(field) = self.field_ref(&fname, v.pos, scope, sink) else { continue };
+                    let Some(fname) = scalar(v, "a label source", sink) else {
+                        continue;
+                    };
+                    let Some(field) = self.field_ref(&fname, v.pos, scope, sink) else {
+                        continue;
+                    };
                     LabelSource::Field { field, map: None }
                 };
                 labels.push((label, source));
@@ -847,9 +1176,17 @@ impl Builder {
             l.used.iter_mut().for_each(|u| *u = true);
             l.finish(&[], "`labels`", sink);
         }
-        if let Some(mut sl) = m.get("static_labels").and_then(|n| MapView::new(n, "`static_labels`", sink)) {
+        if let Some(mut sl) = m
+            .get("static_labels")
+            .and_then(|n| MapView::new(n, "`static_labels`", sink))
+        {
             for (k, v) in sl.entries {
-                let (Some(label), Some(value)) = (scalar(k, "a label name", sink), scalar(v, "a label value", sink)) else { continue };
+                let (Some(label), Some(value)) = (
+                    scalar(k, "a label name", sink),
+                    scalar(v, "a label value", sink),
+                ) else {
+                    continue;
+                };
                 if self.label_name_ok(&label, k.pos, kind, sink) {
                     labels.push((label, LabelSource::Static(value)));
                 }
@@ -858,67 +1195,114 @@ impl Builder {
             sl.finish(&[], "`static_labels`", sink);
         }
         if labels.len() > MAX_LABELS {
-            sink.error(node.pos, Code::TooManyLabels, format!("metric has {} labels, over the limit of {MAX_LABELS}", labels.len()))
-                .hint("every label multiplies the series count; drop the ones nobody aggregates by");
+            sink.error(
+                node.pos,
+                Code::TooManyLabels,
+                format!(
+                    "metric has {} labels, over the limit of {MAX_LABELS}",
+                    labels.len()
+                ),
+            )
+            .hint("every label multiplies the series count; drop the ones nobody aggregates by");
         }
         let mut seen = std::collections::HashSet::new();
         for (l, _) in &labels {
             if !seen.insert(l.clone()) {
-                sink.error(node.pos, Code::InvalidName, format!("label `{l}` is defined twice"));
+                sink.error(
+                    node.pos,
+                    Code::InvalidName,
+                    format!("label `{l}` is defined twice"),
+                );
             }
         }
 
         let buckets = match (kind, m.get("buckets")) {
-            (Some(MetricKind::Histogram), Some(n)) => numbers(n, "`buckets`", sink).and_then(|bs| {
-                for (i, (b, pos)) in bs.iter().enumerate() {
-                    if b.is_infinite() {
-                        sink.error(*pos, Code::BadBuckets, "`+Inf` bucket is implicit").hint("remove it: every histogram has a +Inf bucket");
-                        return None;
-                    }
-                    if i > 0 && *b <= bs[i - 1].0 {
-                        sink.error(*pos, Code::BadBuckets, format!("bucket {b} is not greater than the one before it ({})", bs[i - 1].0))
+            (Some(MetricKind::Histogram), Some(n)) => {
+                numbers(n, "`buckets`", sink).and_then(|bs| {
+                    for (i, (b, pos)) in bs.iter().enumerate() {
+                        if b.is_infinite() {
+                            sink.error(*pos, Code::BadBuckets, "`+Inf` bucket is implicit")
+                                .hint("remove it: every histogram has a +Inf bucket");
+                            return None;
+                        }
+                        if i > 0 && *b <= bs[i - 1].0 {
+                            sink.error(
+                                *pos,
+                                Code::BadBuckets,
+                                format!(
+                                    "bucket {b} is not greater than the one before it ({})",
+                                    bs[i - 1].0
+                                ),
+                            )
                             .hint("bucket upper bounds must be strictly increasing");
+                            return None;
+                        }
+                    }
+                    if bs.is_empty() {
+                        sink.error(n.pos, Code::BadBuckets, "`buckets` is empty")
+                            .hint("list upper bounds, or leave `buckets` out for the default ones");
                         return None;
                     }
-                }
-                if bs.is_empty() {
-                    sink.error(n.pos, Code::BadBuckets, "`buckets` is empty").hint("list upper bounds, or leave `buckets` out for the default ones");
-                    return None;
-                }
-                Some(bs.into_iter().map(|(b, _)| b).collect())
-            }),
+                    Some(bs.into_iter().map(|(b, _)| b).collect())
+                })
+            }
             (Some(MetricKind::Histogram), None) => Some(DEFAULT_BUCKETS.to_vec()),
             (Some(_), Some(n)) => {
-                sink.error(n.pos, Code::UnknownKey, "`buckets` applies to histograms only");
+                sink.error(
+                    n.pos,
+                    Code::UnknownKey,
+                    "`buckets` applies to histograms only",
+                );
                 None
             }
             _ => None,
         }
         .unwrap_or_default();
         let quantiles = match (kind, m.get("quantiles")) {
-            (Some(MetricKind::Summary), Some(n)) => numbers(n, "`quantiles`", sink).and_then(|qs| {
-                for (q, pos) in &qs {
-                    if !(0.0..=1.0).contains(q) {
-                        sink.error(*pos, Code::BadQuantile, format!("quantile {q} is outside [0, 1]")).hint("write quantiles as fractions: 0.99, not 99");
-                        return None;
+            (Some(MetricKind::Summary), Some(n)) => {
+                numbers(n, "`quantiles`", sink).and_then(|qs| {
+                    for (q, pos) in &qs {
+                        if !(0.0..=1.0).contains(q) {
+                            sink.error(
+                                *pos,
+                                Code::BadQuantile,
+                                format!("quantile {q} is outside [0, 1]"),
+                            )
+                            .hint("write quantiles as fractions: 0.99, not 99");
+                            return None;
+                        }
                     }
-                }
-                let mut qs: Vec<f64> = qs.into_iter().map(|(q, _)| q).collect();
-                qs.sort_by(f64::total_cmp);
-                qs.dedup();
-                Some(qs)
-            }),
+                    let mut qs: Vec<f64> = qs.into_iter().map(|(q, _)| q).collect();
+                    qs.sort_by(f64::total_cmp);
+                    qs.dedup();
+                    Some(qs)
+                })
+            }
             (Some(MetricKind::Summary), None) => Some(DEFAULT_QUANTILES.to_vec()),
             (Some(_), Some(n)) => {
-                sink.error(n.pos, Code::UnknownKey, "`quantiles` applies to summaries only");
+                sink.error(
+                    n.pos,
+                    Code::UnknownKey,
+                    "`quantiles` applies to summaries only",
+                );
                 None
             }
             _ => None,
         }
         .unwrap_or_default();
-        let max_age = m.get("max_age").and_then(|n| duration(n, "`max_age`", sink)).unwrap_or(Duration::from_secs(600));
-        let age_buckets = m.get("age_buckets").and_then(|n| limit(n, "`age_buckets`", sink)).unwrap_or(5).min(60);
-        let max_series = m.get("max_series").and_then(|n| limit(n, "`max_series`", sink)).unwrap_or(defaults.max_series);
+        let max_age = m
+            .get("max_age")
+            .and_then(|n| duration(n, "`max_age`", sink))
+            .unwrap_or(Duration::from_secs(600));
+        let age_buckets = m
+            .get("age_buckets")
+            .and_then(|n| limit(n, "`age_buckets`", sink))
+            .unwrap_or(5)
+            .min(60);
+        let max_series = m
+            .get("max_series")
+            .and_then(|n| limit(n, "`max_series`", sink))
+            .unwrap_or(defaults.max_series);
         let expire_after = match m.get("expire_after") {
             Some(n) => duration(n, "`expire_after`", sink),
             None if kind == Some(MetricKind::Counter) => None,
@@ -932,31 +1316,63 @@ impl Builder {
 
         labels.sort_by(|a, b| a.0.cmp(&b.0));
         let label_names: Vec<String> = labels.iter().map(|(l, _)| l.clone()).collect();
-        let family = Family { name: name.clone(), help, unit, kind, label_names, buckets, quantiles, max_age, age_buckets, max_series, expire_after };
+        let family = Family {
+            name: name.clone(),
+            help,
+            unit,
+            kind,
+            label_names,
+            buckets,
+            quantiles,
+            max_age,
+            age_buckets,
+            max_series,
+            expire_after,
+        };
         let name_pos = name_node.map_or(node.pos, |n| n.pos);
         let id = match self.family_index.get(&name) {
             Some(&id) => {
                 let existing = &self.families[id];
                 let f = &existing.family;
                 let conflict = if f.kind != family.kind {
-                    Some(format!("it is a {} there and a {} here", f.kind.as_str(), family.kind.as_str()))
+                    Some(format!(
+                        "it is a {} there and a {} here",
+                        f.kind.as_str(),
+                        family.kind.as_str()
+                    ))
                 } else if f.label_names != family.label_names {
-                    Some(format!("its labels are [{}] there and [{}] here", f.label_names.join(", "), family.label_names.join(", ")))
+                    Some(format!(
+                        "its labels are [{}] there and [{}] here",
+                        f.label_names.join(", "),
+                        family.label_names.join(", ")
+                    ))
                 } else if f.buckets != family.buckets || f.quantiles != family.quantiles {
                     Some("its buckets or quantiles differ".to_string())
                 } else {
                     None
                 };
                 if let Some(why) = conflict {
-                    sink.error(name_pos, Code::MetricConflict, format!("metric `{name}` is defined differently elsewhere: {why}"))
-                        .hint(format!("first defined at {}; give one of them another name", existing.origin));
+                    sink.error(
+                        name_pos,
+                        Code::MetricConflict,
+                        format!("metric `{name}` is defined differently elsewhere: {why}"),
+                    )
+                    .hint(format!(
+                        "first defined at {}; give one of them another name",
+                        existing.origin
+                    ));
                     return None;
                 }
                 id
             }
             None => {
-                self.families.push(FamilyEntry { family, origin: format!("{}:{}:{}", sink.file(), name_pos.line, name_pos.col), gauge_sets: None });
-                self.family_index.insert(name.clone(), self.families.len() - 1);
+                self.families.push(FamilyEntry {
+                    family,
+                    origin: format!("{}:{}:{}", sink.file(), name_pos.line, name_pos.col),
+                    gauge_sets: None,
+                });
+                self.family_index
+                    .insert(name.clone(), self.families.len() - 1);
                 self.families.len() - 1
             }
         };
@@ -972,11 +1388,30 @@ impl Builder {
                 _ => entry.gauge_sets = Some(sets),
             }
         }
-        Some(Update { family: id as u32, labels: labels.into_iter().map(|(_, s)| s).collect(), value, op, scale })
+        Some(Update {
+            family: id as u32,
+            labels: labels.into_iter().map(|(_, s)| s).collect(),
+            value,
+            op,
+            scale,
+        })
     }
 
-    fn label_name_ok(&self, label: &str, pos: Pos, kind: Option<MetricKind>, sink: &mut Sink) -> bool {
-        if !check_name(label, pos, "label name", sink, grok::valid_field_name, "[a-zA-Z_][a-zA-Z0-9_]*") {
+    fn label_name_ok(
+        &self,
+        label: &str,
+        pos: Pos,
+        kind: Option<MetricKind>,
+        sink: &mut Sink,
+    ) -> bool {
+        if !check_name(
+            label,
+            pos,
+            "label name",
+            sink,
+            grok::valid_field_name,
+            "[a-zA-Z_][a-zA-Z0-9_]*",
+        ) {
             return false;
         }
         let reserved = match kind {
@@ -985,7 +1420,12 @@ impl Builder {
             _ => false,
         };
         if reserved {
-            sink.error(pos, Code::ReservedName, format!("label `{label}` is reserved for this metric type")).hint("rename the label");
+            sink.error(
+                pos,
+                Code::ReservedName,
+                format!("label `{label}` is reserved for this metric type"),
+            )
+            .hint("rename the label");
         }
         !reserved
     }
@@ -993,7 +1433,14 @@ impl Builder {
 
 fn numbers(node: &Node, what: &str, sink: &mut Sink) -> Option<Vec<(f64, Pos)>> {
     let Some(items) = node.as_seq() else {
-        sink.error(node.pos, Code::WrongType, format!("{what} must be a list of numbers, found {}", node.describe()));
+        sink.error(
+            node.pos,
+            Code::WrongType,
+            format!(
+                "{what} must be a list of numbers, found {}",
+                node.describe()
+            ),
+        );
         return None;
     };
     let mut out = Vec::new();
@@ -1001,7 +1448,14 @@ fn numbers(node: &Node, what: &str, sink: &mut Sink) -> Option<Vec<(f64, Pos)>> 
         match n.as_f64() {
             Some(v) => out.push((v, n.pos)),
             None => {
-                sink.error(n.pos, Code::WrongType, format!("{what} must be numbers, found `{}`", n.as_scalar().unwrap_or("?")));
+                sink.error(
+                    n.pos,
+                    Code::WrongType,
+                    format!(
+                        "{what} must be numbers, found `{}`",
+                        n.as_scalar().unwrap_or("?")
+                    ),
+                );
                 return None;
             }
         }
@@ -1016,7 +1470,8 @@ fn value_type(ty: &str, pos: Pos, sink: &mut Sink) -> Option<ValueType> {
         "duration" => Some(ValueType::Duration),
         "bool" => Some(ValueType::Bool),
         other => {
-            sink.error(pos, Code::UnknownVariant, format!("unknown type `{other}`")).hint(did_you_mean(other, TYPES));
+            sink.error(pos, Code::UnknownVariant, format!("unknown type `{other}`"))
+                .hint(did_you_mean(other, TYPES));
             None
         }
     }
@@ -1032,9 +1487,18 @@ fn compile_regex(pattern: &str, node: &Node, sink: &mut Sink) -> Option<regex::R
         };
         // Inside a single-line scalar the offset maps to a column; grok output does not.
         let single_line = !pattern.contains('\n') && node.as_scalar() == Some(pattern);
-        let pos = if single_line { node.text_pos.shifted(pattern[..offset.min(pattern.len())].chars().count()) } else { node.pos };
+        let pos = if single_line {
+            node.text_pos
+                .shifted(pattern[..offset.min(pattern.len())].chars().count())
+        } else {
+            node.pos
+        };
         sink.error(pos, Code::BadRegex, format!("invalid regex: {msg}"))
-            .hint(if single_line { format!("in `{pattern}`") } else { "in the regex this grok expression expands to".to_string() });
+            .hint(if single_line {
+                format!("in `{pattern}`")
+            } else {
+                "in the regex this grok expression expands to".to_string()
+            });
         return None;
     }
     match regex::Regex::new(pattern) {

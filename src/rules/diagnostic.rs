@@ -115,7 +115,10 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(file: Arc<str>) -> Sink {
-        Sink { file, diags: Vec::new() }
+        Sink {
+            file,
+            diags: Vec::new(),
+        }
     }
 
     pub fn file(&self) -> &Arc<str> {

@@ -24,27 +24,54 @@ const LIBRARY: &[(&str, &str)] = &[
     ("DATA", r".*?"),
     ("GREEDYDATA", r".*"),
     ("QUOTEDSTRING", r#""(?:[^"\\]|\\.)*""#),
-    ("UUID", r"[A-Fa-f0-9]{8}-(?:[A-Fa-f0-9]{4}-){3}[A-Fa-f0-9]{12}"),
-    ("IPV4", r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"),
-    ("IPV6", r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:%{IPV4}|[0-9A-Fa-f]{1,4})?(?:%[0-9A-Za-z]+)?"),
+    (
+        "UUID",
+        r"[A-Fa-f0-9]{8}-(?:[A-Fa-f0-9]{4}-){3}[A-Fa-f0-9]{12}",
+    ),
+    (
+        "IPV4",
+        r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    ),
+    (
+        "IPV6",
+        r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:%{IPV4}|[0-9A-Fa-f]{1,4})?(?:%[0-9A-Za-z]+)?",
+    ),
     ("IP", r"(?:%{IPV6}|%{IPV4})"),
-    ("HOSTNAME", r"[0-9A-Za-z][0-9A-Za-z-]{0,62}(?:\.[0-9A-Za-z][0-9A-Za-z-]{0,62})*\.?"),
+    (
+        "HOSTNAME",
+        r"[0-9A-Za-z][0-9A-Za-z-]{0,62}(?:\.[0-9A-Za-z][0-9A-Za-z-]{0,62})*\.?",
+    ),
     ("IPORHOST", r"(?:%{IP}|%{HOSTNAME})"),
     ("HOSTPORT", r"%{IPORHOST}:%{POSINT}"),
-    ("MONTH", r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|Sep(?:tember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"),
+    (
+        "MONTH",
+        r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|Sep(?:tember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)",
+    ),
     ("MONTHNUM", r"(?:0?[1-9]|1[0-2])"),
     ("MONTHDAY", r"(?:0[1-9]|[12][0-9]|3[01]|[1-9])"),
-    ("DAY", r"(?:Mon(?:day)?|Tue(?:sday)?|Wed(?:nesday)?|Thu(?:rsday)?|Fri(?:day)?|Sat(?:urday)?|Sun(?:day)?)"),
+    (
+        "DAY",
+        r"(?:Mon(?:day)?|Tue(?:sday)?|Wed(?:nesday)?|Thu(?:rsday)?|Fri(?:day)?|Sat(?:urday)?|Sun(?:day)?)",
+    ),
     ("YEAR", r"[0-9]{4}"),
     ("HOUR", r"(?:2[0-3]|[01]?[0-9])"),
     ("MINUTE", r"[0-5][0-9]"),
     ("SECOND", r"(?:[0-5]?[0-9]|60)(?:[.,][0-9]+)?"),
     ("TIME", r"%{HOUR}:%{MINUTE}:%{SECOND}"),
     ("ISO8601_TIMEZONE", r"(?:Z|[+-]%{HOUR}(?::?%{MINUTE}))"),
-    ("TIMESTAMP_ISO8601", r"%{YEAR}-%{MONTHNUM}-%{MONTHDAY}[T ]%{HOUR}:?%{MINUTE}(?::?%{SECOND})?%{ISO8601_TIMEZONE}?"),
-    ("HTTPDATE", r"%{MONTHDAY}/%{MONTH}/%{YEAR}:%{TIME} [+-][0-9]{4}"),
+    (
+        "TIMESTAMP_ISO8601",
+        r"%{YEAR}-%{MONTHNUM}-%{MONTHDAY}[T ]%{HOUR}:?%{MINUTE}(?::?%{SECOND})?%{ISO8601_TIMEZONE}?",
+    ),
+    (
+        "HTTPDATE",
+        r"%{MONTHDAY}/%{MONTH}/%{YEAR}:%{TIME} [+-][0-9]{4}",
+    ),
     ("SYSLOGTIMESTAMP", r"%{MONTH} +%{MONTHDAY} %{TIME}"),
-    ("LOGLEVEL", r"(?i:trace|debug|info|notice|warn(?:ing)?|err(?:or)?|crit(?:ical)?|fatal|severe|emerg(?:ency)?|alert)"),
+    (
+        "LOGLEVEL",
+        r"(?i:trace|debug|info|notice|warn(?:ing)?|err(?:or)?|crit(?:ical)?|fatal|severe|emerg(?:ency)?|alert)",
+    ),
     ("URIPATH", r"(?:/[A-Za-z0-9$.+!*'(){},~:;=@#%&_\-]*)+"),
     ("URIPARAM", r"\?[A-Za-z0-9$.+!*'|(){},~@#%&/=:;_?\-\[\]<>]*"),
     ("URIPATHPARAM", r"%{URIPATH}(?:%{URIPARAM})?"),
@@ -89,10 +116,17 @@ pub fn expand(text: &str, custom: &HashMap<String, String>) -> Result<Expanded, 
         .copied()
         .chain(custom.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .collect();
-    let mut out = Expanded { regex: String::with_capacity(text.len() * 4), fields: Vec::new() };
+    let mut out = Expanded {
+        regex: String::with_capacity(text.len() * 4),
+        fields: Vec::new(),
+    };
     let mut errors = Vec::new();
     expand_into(text, &lib, &mut out, &mut errors, 0, None);
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn expand_into(
@@ -133,10 +167,12 @@ fn expand_into(
                 errors.push(GrokError {
                     offset,
                     message: format!("unknown grok pattern `{pattern}`"),
-                    hint: Some(match super::suggest::closest(pattern, names.iter().copied()) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => "define it under `patterns:` at the top of the file".into(),
-                    }),
+                    hint: Some(
+                        match super::suggest::closest(pattern, names.iter().copied()) {
+                            Some(c) => format!("did you mean `{c}`?"),
+                            None => "define it under `patterns:` at the top of the file".into(),
+                        },
+                    ),
                 });
             }
             Some(_) if depth > 16 => {
@@ -198,7 +234,11 @@ mod tests {
     use super::*;
 
     fn grok(text: &str) -> regex::Regex {
-        regex::Regex::new(&format!("^{}$", expand(text, &HashMap::new()).unwrap().regex)).unwrap()
+        regex::Regex::new(&format!(
+            "^{}$",
+            expand(text, &HashMap::new()).unwrap().regex
+        ))
+        .unwrap()
     }
 
     #[test]

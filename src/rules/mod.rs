@@ -1,10 +1,10 @@
 //! The rule language: YAML rule files, their compilation and diagnostics.
-pub mod yaml;
 pub mod compile;
 pub mod diagnostic;
 pub mod grok;
 pub mod program;
 pub mod suggest;
+pub mod yaml;
 
 pub use compile::{SourceFile, compile, load_paths};
 pub use diagnostic::Diagnostic;

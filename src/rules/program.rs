@@ -105,14 +105,18 @@ pub enum Test {
     Exists(bool),
     Equals(String),
     In(Vec<String>),
-    Regex(regex::Regex),
-    Contains(memchr::memmem::Finder<'static>),
+    Regex(Box<regex::Regex>),
+    Contains(Box<memchr::memmem::Finder<'static>>),
 }
 
 #[derive(Debug)]
 pub enum Step {
     /// A regex or grok pattern run over `from`; `groups[i]` is the capture slot of group `i + 1`.
-    Pattern { from: FieldRef, matcher: Box<Matcher>, groups: Vec<Option<u32>> },
+    Pattern {
+        from: FieldRef,
+        matcher: Box<Matcher>,
+        groups: Vec<Option<u32>>,
+    },
     /// `json:` / `logfmt:` steps: name an event field; fail when the event has another format.
     Alias { format: Format, from: u32, to: u32 },
 }
@@ -156,7 +160,10 @@ pub enum Op {
 #[derive(Debug)]
 pub enum LabelSource {
     Static(String),
-    Field { field: FieldRef, map: Option<Arc<ValueMap>> },
+    Field {
+        field: FieldRef,
+        map: Option<Arc<ValueMap>>,
+    },
 }
 
 /// `map:` on a label: exact keys first, then `?`/`*` globs in file order, then `default`.
@@ -225,7 +232,9 @@ pub struct Family {
     pub expire_after: Option<Duration>,
 }
 
-pub const DEFAULT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 pub const DEFAULT_QUANTILES: &[f64] = &[0.5, 0.9, 0.99];
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 pub const MAX_LABELS: usize = 16;

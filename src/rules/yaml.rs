@@ -19,19 +19,28 @@ pub struct Pos {
 impl Pos {
     fn from_marker(m: Marker) -> Pos {
         // yaml-rust2 markers count lines from 1 and columns from 0.
-        Pos { line: m.line() as u32, col: m.col() as u32 + 1 }
+        Pos {
+            line: m.line() as u32,
+            col: m.col() as u32 + 1,
+        }
     }
 
     /// The position `n` characters to the right, for pointing inside a single-line scalar.
     pub fn shifted(self, n: usize) -> Pos {
-        Pos { line: self.line, col: self.col + n as u32 }
+        Pos {
+            line: self.line,
+            col: self.col + n as u32,
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     /// A scalar with its text and whether it was written as a plain (unquoted) scalar.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -130,7 +139,10 @@ pub fn parse(src: &str) -> Result<Node, SyntaxError> {
         return Err(err);
     }
     Ok(builder.root.unwrap_or(Node {
-        kind: Kind::Scalar { text: String::new(), plain: true },
+        kind: Kind::Scalar {
+            text: String::new(),
+            plain: true,
+        },
         pos: Pos { line: 1, col: 1 },
         text_pos: Pos { line: 1, col: 1 },
         quoted: false,
@@ -175,18 +187,35 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let plain = matches!(style, TScalarStyle::Plain);
-                let quoted =
-                    matches!(style, TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted);
+                let quoted = matches!(
+                    style,
+                    TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
+                );
                 let text_pos = if quoted { pos.shifted(1) } else { pos };
-                let node = Node { kind: Kind::Scalar { text, plain }, pos, text_pos, quoted };
+                let node = Node {
+                    kind: Kind::Scalar { text, plain },
+                    pos,
+                    text_pos,
+                    quoted,
+                };
                 self.push_value(node, anchor);
             }
             Event::SequenceStart(anchor, _) => {
-                let node = Node { kind: Kind::Seq(Vec::new()), pos, text_pos: pos, quoted: false };
+                let node = Node {
+                    kind: Kind::Seq(Vec::new()),
+                    pos,
+                    text_pos: pos,
+                    quoted: false,
+                };
                 self.stack.push((node, anchor));
             }
             Event::MappingStart(anchor, _) => {
-                let node = Node { kind: Kind::Map(Vec::new()), pos, text_pos: pos, quoted: false };
+                let node = Node {
+                    kind: Kind::Map(Vec::new()),
+                    pos,
+                    text_pos: pos,
+                    quoted: false,
+                };
                 self.stack.push((node, anchor));
                 self.keys.push(None);
             }

@@ -18,7 +18,9 @@ impl ExpositionFormat {
     pub fn content_type(self) -> &'static str {
         match self {
             ExpositionFormat::Text => "text/plain; version=0.0.4; charset=utf-8",
-            ExpositionFormat::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ExpositionFormat::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
         }
     }
 
@@ -32,13 +34,20 @@ impl ExpositionFormat {
     }
 }
 
-pub fn render(program: &Program, aggs: &Aggregates, format: ExpositionFormat, now_ms: u64) -> String {
+pub fn render(
+    program: &Program,
+    aggs: &Aggregates,
+    format: ExpositionFormat,
+    now_ms: u64,
+) -> String {
     let mut out = String::new();
     let mut order: Vec<usize> = (0..program.families.len()).collect();
     order.sort_by(|a, b| program.families[*a].name.cmp(&program.families[*b].name));
     for fid in order {
         let family = &program.families[fid];
-        let Some(state) = aggs.families.get(fid) else { continue };
+        let Some(state) = aggs.families.get(fid) else {
+            continue;
+        };
         if state.series.is_empty() {
             continue;
         }
@@ -53,14 +62,21 @@ pub fn render(program: &Program, aggs: &Aggregates, format: ExpositionFormat, no
         if let (true, Some(unit)) = (om, &family.unit) {
             let _ = writeln!(out, "# UNIT {base} {unit}");
         }
-        let mut series: Vec<(Vec<&str>, &Value)> =
-            state.series.iter().map(|(k, s)| (key_values(k), &s.value)).collect();
+        let mut series: Vec<(Vec<&str>, &Value)> = state
+            .series
+            .iter()
+            .map(|(k, s)| (key_values(k), &s.value))
+            .collect();
         series.sort_by(|a, b| a.0.cmp(&b.0));
         for (values, value) in series {
             let labels = labels(family, &values);
             match value {
                 Value::Counter(c) => {
-                    let name = if om { format!("{base}_total") } else { family.name.clone() };
+                    let name = if om {
+                        format!("{base}_total")
+                    } else {
+                        family.name.clone()
+                    };
                     sample(&mut out, &name, &labels, None, *c);
                 }
                 Value::Gauge { value, .. } => sample(&mut out, base, &labels, None, *value),
@@ -68,18 +84,43 @@ pub fn render(program: &Program, aggs: &Aggregates, format: ExpositionFormat, no
                     let mut cumulative = 0;
                     for (i, n) in counts.iter().enumerate() {
                         cumulative += n;
-                        let le = family.buckets.get(i).map_or("+Inf".to_string(), |b| float(*b));
-                        sample(&mut out, &format!("{base}_bucket"), &labels, Some(("le", &le)), cumulative as f64);
+                        let le = family
+                            .buckets
+                            .get(i)
+                            .map_or("+Inf".to_string(), |b| float(*b));
+                        sample(
+                            &mut out,
+                            &format!("{base}_bucket"),
+                            &labels,
+                            Some(("le", &le)),
+                            cumulative as f64,
+                        );
                     }
                     sample(&mut out, &format!("{base}_sum"), &labels, None, *sum);
-                    sample(&mut out, &format!("{base}_count"), &labels, None, *count as f64);
+                    sample(
+                        &mut out,
+                        &format!("{base}_count"),
+                        &labels,
+                        None,
+                        *count as f64,
+                    );
                 }
                 Value::Summary(s) => {
-                    for (q, v) in family.quantiles.iter().zip(s.quantiles(&family.quantiles, now_ms)) {
+                    for (q, v) in family
+                        .quantiles
+                        .iter()
+                        .zip(s.quantiles(&family.quantiles, now_ms))
+                    {
                         sample(&mut out, base, &labels, Some(("quantile", &float(*q))), v);
                     }
                     sample(&mut out, &format!("{base}_sum"), &labels, None, s.sum);
-                    sample(&mut out, &format!("{base}_count"), &labels, None, s.count as f64);
+                    sample(
+                        &mut out,
+                        &format!("{base}_count"),
+                        &labels,
+                        None,
+                        s.count as f64,
+                    );
                 }
             }
         }

@@ -54,10 +54,25 @@ mod tests {
     #[test]
     fn dead_letters_keep_the_bytes() {
         let mut s = String::new();
-        dead_letter_json(&mut s, Reason::Decode(DecodeError::InvalidUtf8), "f.log", 7, b"\xff\x00");
-        assert_eq!(s, "{\"reason\":\"invalid_utf8\",\"source\":\"f.log\",\"offset\":7,\"raw_base64\":\"/wA=\"}\n");
+        dead_letter_json(
+            &mut s,
+            Reason::Decode(DecodeError::InvalidUtf8),
+            "f.log",
+            7,
+            b"\xff\x00",
+        );
+        assert_eq!(
+            s,
+            "{\"reason\":\"invalid_utf8\",\"source\":\"f.log\",\"offset\":7,\"raw_base64\":\"/wA=\"}\n"
+        );
         s.clear();
-        dead_letter_json(&mut s, Reason::Decode(DecodeError::MalformedJson), "f", 0, b"{\"a\"\t");
+        dead_letter_json(
+            &mut s,
+            Reason::Decode(DecodeError::MalformedJson),
+            "f",
+            0,
+            b"{\"a\"\t",
+        );
         assert!(s.contains(r#""raw":"{\"a\"\t""#), "{s}");
     }
 }

@@ -63,7 +63,15 @@ pub fn read_chunks(
             }
             if !buf.is_empty() {
                 let len = buf.len() as u64;
-                if tx.send(Chunk { id, input, offset, data: buf }).is_err() {
+                if tx
+                    .send(Chunk {
+                        id,
+                        input,
+                        offset,
+                        data: buf,
+                    })
+                    .is_err()
+                {
                     return Ok(total);
                 }
                 id += 1;

@@ -1,0 +1,171 @@
+//! The commands as a user runs them: exit codes, stdin, output order, self-telemetry.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::support::*;
+
+#[test]
+fn check_passes_on_shipped_rules_and_fails_with_every_error() {
+    let o = logmill()
+        .current_dir(repo())
+        .args(["check", "rules/"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = logmill()
+        .current_dir(repo())
+        .args(["check", "tests/data/diag-many-errors-collected/rules.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).matches("error[").count(), 4, "{}", stderr(&o));
+}
+
+#[test]
+fn unreadable_rule_file_is_an_io_diagnostic() {
+    let o = run(&["check", "/nonexistent/rules.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent/rules.yaml:1:1: error[io]: cannot read rule file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn shipped_rule_tests_pass_and_a_failing_test_shows_a_diff() {
+    let o = logmill()
+        .current_dir(repo())
+        .args(["test", "rules/"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(" passed, 0 failed"));
+
+    let tmp = TempDir::new("failing-test");
+    std::fs::write(
+        tmp.path("r.yaml"),
+        "team: t\nrules:\n  - name: r\n    metrics: [{name: lines_total, type: counter}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path("r.test.yaml"),
+        "tests:\n  - name: wrong count\n    input: |\n      a\n      b\n    expect:\n      metrics: |\n        lines_total 3\n      fates: [drop, keep]\n",
+    )
+    .unwrap();
+    let o = run(&["test", tmp.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("- lines_total 3") && out.contains("+ lines_total 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fates: expected [\"drop\", \"keep\"]"),
+        "{out}"
+    );
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+}
+
+/// Many chunks over several threads: kept lines come out in input order, counts are exact.
+#[test]
+fn replay_is_parallel_and_ordered() {
+    let tmp = TempDir::new("parallel");
+    let input = tmp.path("in.log");
+    let mut f = std::fs::File::create(&input).unwrap();
+    for i in 0..300_000 {
+        writeln!(
+            f,
+            "level={} n={i}",
+            if i % 3 == 0 { "debug" } else { "info" }
+        )
+        .unwrap();
+    }
+    drop(f);
+    std::fs::write(
+        tmp.path("r.yaml"),
+        "team: t\nrules:\n  - name: all\n    format: logfmt\n    metrics: [{name: lines_total, type: counter, labels: {level: level}}]\n  - name: debug\n    format: logfmt\n    match: {fields: {level: debug}}\n    then: drop\n",
+    )
+    .unwrap();
+    let kept = tmp.path("kept.log");
+    let o = run(&[
+        "replay",
+        "--threads",
+        "4",
+        "--rules",
+        tmp.path("r.yaml").to_str().unwrap(),
+        "--logs-out",
+        kept.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("lines_total{level=\"debug\"} 100000"), "{out}");
+    assert!(out.contains("lines_total{level=\"info\"} 200000"), "{out}");
+    let kept = std::fs::read_to_string(kept).unwrap();
+    let ns: Vec<u64> = kept
+        .lines()
+        .map(|l| l.rsplit('=').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ns.len(), 200_000);
+    assert!(
+        ns.windows(2).all(|w| w[0] < w[1]),
+        "kept lines are in input order"
+    );
+    assert!(stderr(&o).contains("reduction 33.3%"), "{}", stderr(&o));
+}
+
+#[test]
+fn replay_reads_stdin_and_reports_self_telemetry() {
+    let tmp = TempDir::new("stdin");
+    let telemetry = tmp.path("self.prom");
+    let mut child = logmill()
+        .current_dir(repo())
+        .args([
+            "replay",
+            "--rules",
+            "rules/service.yaml",
+            "--telemetry-out",
+            telemetry.to_str().unwrap(),
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"level\":\"error\",\"service\":\"a\",\"status\":502}\n{\"level\":\n\xff\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("service_errors_total{code_class=\"5xx\",service=\"a\"} 1"),
+        "{}",
+        stdout(&o)
+    );
+    let t = std::fs::read_to_string(telemetry).unwrap();
+    for line in [
+        "logmill_events_total 3",
+        "logmill_decode_errors_total{reason=\"malformed_json\"} 1",
+        "logmill_decode_errors_total{reason=\"invalid_utf8\"} 1",
+        "logmill_events_dead_lettered_total 2",
+        "logmill_rule_matches_total{team=\"payments\",rule=\"errors\"} 1",
+    ] {
+        assert!(t.contains(line), "{line} in\n{t}");
+    }
+}
+
+#[test]
+fn gen_is_deterministic() {
+    let a = run(&["gen", "nginx", "100", "--seed", "3"]);
+    let b = run(&["gen", "nginx", "100", "--seed", "3"]);
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(stdout(&a).lines().count(), 100);
+    let j = run(&["gen", "json", "50"]);
+    assert_eq!(stdout(&j).lines().count(), 50);
+}

@@ -1,0 +1,6 @@
+//! The one integration test binary: every test here runs the real `logmill` binary.
+mod cases;
+mod cli;
+mod loghub;
+mod peers;
+mod support;
