@@ -107,9 +107,11 @@ impl Engine {
     /// Processes a batch; `fates[i]` is the fate of `batch[i]`.
     pub fn process(&mut self, batch: &[Record<'_>], now_ms: u64, fates: &mut Vec<Fate>) {
         let started = std::time::Instant::now();
+        // One reference count per batch, not per event.
+        let program = Arc::clone(&self.program);
         fates.clear();
         for rec in batch {
-            let fate = self.event(rec, now_ms);
+            let fate = self.event(&program, rec, now_ms);
             match fate {
                 Fate::Keep => self.counters.kept += 1,
                 Fate::Drop => self.counters.dropped += 1,
@@ -118,11 +120,12 @@ impl Engine {
             fates.push(fate);
         }
         self.counters.events_in += batch.len() as u64;
-        self.counters.eval_nanos += started.elapsed().as_nanos() as u64;
+        let elapsed = started.elapsed();
+        self.counters.eval_nanos += elapsed.as_nanos() as u64;
+        crate::telemetry::batch_evaluated(elapsed);
     }
 
-    fn event(&mut self, rec: &Record<'_>, now_ms: u64) -> Fate {
-        let program = Arc::clone(&self.program);
+    fn event(&mut self, program: &Program, rec: &Record<'_>, now_ms: u64) -> Fate {
         let line = match self.decoder.decode(rec.payload, &mut self.decoded) {
             Ok(line) => line,
             Err(e) => {
@@ -151,7 +154,7 @@ impl Engine {
             }
             matched = true;
             self.counters.rule_matches[r as usize] += 1;
-            if let Err(e) = self.derive(rule, &program, line, rec, now_ms) {
+            if let Err(e) = self.derive(rule, program, line, rec, now_ms) {
                 self.counters.value_error(r, e);
                 failure.get_or_insert(e);
             }

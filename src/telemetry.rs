@@ -4,7 +4,9 @@
 //! the `metrics` facade. Label values come from bounded sets: rule names (bounded by the rule
 //! files), metric names, and the reason enums.
 
-use metrics::{counter, gauge};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
 
 use crate::decode::DecodeError;
 use crate::engine::Counters;
@@ -22,7 +24,12 @@ pub const VALUE_ERRORS: &str = "logmill_value_errors_total";
 pub const MISSING_VALUES: &str = "logmill_missing_values_total";
 pub const SERIES_OVERFLOW: &str = "logmill_series_overflow_total";
 pub const SERIES: &str = "logmill_series";
-pub const EVAL_SECONDS: &str = "logmill_rule_eval_seconds_total";
+pub const BATCH_EVAL_SECONDS: &str = "logmill_batch_eval_seconds";
+
+/// Called once per batch by the engine; a no-op until a recorder is installed.
+pub fn batch_evaluated(elapsed: Duration) {
+    histogram!(BATCH_EVAL_SECONDS).record(elapsed.as_secs_f64());
+}
 
 /// Publishes cumulative totals (replay publishes once, at the end).
 pub fn publish_totals(program: &Program, c: &Counters, overflowed: &[u64], series: usize) {
@@ -51,7 +58,6 @@ pub fn publish_totals(program: &Program, c: &Counters, overflowed: &[u64], serie
         counter!(SERIES_OVERFLOW, "metric" => program.families[fid].name.clone()).absolute(*n);
     }
     gauge!(SERIES).set(series as f64);
-    gauge!(EVAL_SECONDS).set(c.eval_nanos as f64 / 1e9);
 }
 
 impl Counters {

@@ -46,6 +46,14 @@ struct ChunkOutput {
 
 pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     let started = Instant::now();
+    let telemetry = match &opts.telemetry_out {
+        Some(_) => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .context("installing the self-telemetry recorder")?,
+        ),
+        None => None,
+    };
     let want_kept = opts.logs_out.is_some();
     let want_dead = opts.dead_letter_out.is_some();
     let names: Vec<String> = opts
@@ -202,18 +210,9 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         }
         None => std::io::stdout().lock().write_all(exposition.as_bytes())?,
     }
-    if let Some(p) = &opts.telemetry_out {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            let overflowed: Vec<u64> = global.families.iter().map(|f| f.overflowed).collect();
-            logmill::telemetry::publish_totals(
-                &program,
-                &counters,
-                &overflowed,
-                global.series_count(),
-            );
-        });
+    if let (Some(p), Some(handle)) = (&opts.telemetry_out, telemetry) {
+        let overflowed: Vec<u64> = global.families.iter().map(|f| f.overflowed).collect();
+        logmill::telemetry::publish_totals(&program, &counters, &overflowed, global.series_count());
         std::fs::write(p, handle.render()).with_context(|| format!("writing {}", p.display()))?;
     }
     if !opts.quiet {

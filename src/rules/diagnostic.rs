@@ -35,7 +35,6 @@ pub enum Code {
     BadLimit,
     GaugeModeConflict,
     BadJsonPath,
-    BadTest,
 }
 
 impl Code {
@@ -62,7 +61,6 @@ impl Code {
             Code::BadLimit => "bad-limit",
             Code::GaugeModeConflict => "gauge-mode-conflict",
             Code::BadJsonPath => "bad-json-path",
-            Code::BadTest => "bad-test",
         }
     }
 }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# End to end against the baseline: generate the reference workload, run `logmill replay` and
+# `mtail --one_shot` on the same files, check that every series has the same value, and print
+# lines per CPU-second (user + sys, median of RUNS) and the ratio.
+#
+#   benches/e2e.sh                 # 2,000,000 lines of each workload
+#   N=200000 RUNS=1 benches/e2e.sh
+#
+# Needs GNU time (/usr/bin/time), python3, and mtail for the comparison (Debian package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-2000000}
+RUNS=${RUNS:-3}
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+cargo build --release -q
+bin=target/release/logmill
+
+cpu() { # prints user+sys seconds of a command, discarding its output
+  /usr/bin/time -f "%U %S" -o "$OUT/time" "$@" >/dev/null 2>&1
+  awk '{printf "%.3f\n", $1 + $2}' "$OUT/time"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+printf "%-6s %12s %14s %14s %8s\n" workload lines "logmill l/cs" "mtail l/cs" ratio
+for kind in nginx json; do
+  log="$OUT/$kind.log"
+  [ -s "$log" ] && [ "$(wc -l <"$log")" -eq "$N" ] || "$bin" gen "$kind" "$N" >"$log"
+  ours=$(for _ in $(seq "$RUNS"); do cpu "$bin" replay -q --rules "benches/rules/$kind.yaml" --metrics-out "$OUT/$kind.logmill.prom" "$log"; done | median)
+  "$bin" replay -q --rules "benches/rules/$kind.yaml" --metrics-out "$OUT/$kind.logmill.prom" "$log"
+  theirs="-"
+  ratio="-"
+  if command -v mtail >/dev/null; then
+    rm -rf "$OUT/progs" && mkdir -p "$OUT/progs"
+    if [ -f "../shared/bench/mtail/$kind.mtail" ]; then
+      cp "../shared/bench/mtail/$kind.mtail" "$OUT/progs/"
+      mt=(mtail --one_shot --one_shot_format prometheus --logtostderr --port 0 --progs "$OUT/progs" --logs "$log")
+      "${mt[@]}" >"$OUT/$kind.mtail.prom" 2>/dev/null
+      python3 benches/compare.py "$OUT/$kind.logmill.prom" "$OUT/$kind.mtail.prom" >&2
+      theirs=$(for _ in $(seq "$RUNS"); do cpu "${mt[@]}"; done | median)
+    fi
+  fi
+  rate() { awk -v n="$N" -v s="$1" 'BEGIN {printf "%.0f k", n / s / 1000}'; }
+  [ "$theirs" != "-" ] && ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.1fx", b / a}')
+  printf "%-6s %12s %14s %14s %8s\n" "$kind" "$N" "$(rate "$ours")" "$([ "$theirs" = - ] && echo - || rate "$theirs")" "$ratio"
+done
