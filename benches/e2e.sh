@@ -44,3 +44,14 @@ for kind in nginx json; do
   [ "$theirs" != "-" ] && ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN {printf "%.1fx", b / a}')
   printf "%-6s %12s %14s %14s %8s\n" "$kind" "$N" "$(rate "$ours")" "$([ "$theirs" = - ] && echo - || rate "$theirs")" "$ratio"
 done
+
+# Memory with 100,000 live series: one counter per (route, service), capped at 100,000.
+/usr/bin/time -f "%M" -o "$OUT/time" "$bin" replay -q --rules benches/rules/cardinality.yaml \
+  --metrics-out "$OUT/cardinality.prom" "$OUT/json.log"
+series=$(grep -c '^route_requests_total' "$OUT/cardinality.prom")
+echo "memory: $series series, max resident $(awk '{printf "%.1f MiB", $1 / 1024}' "$OUT/time")"
+
+# GNU grep with the nginx regex and no captures, as a yardstick for a plain regex scan.
+re='^(\S+) \S+ \S+ \[([^]]+)\] "([A-Z]+) (\S+) ([^"]+)" ([0-9]{3}) ([0-9]+) "([^"]*)" "([^"]*)" ([0-9]+\.[0-9]+)$'
+g=$(for _ in $(seq "$RUNS"); do LC_ALL=C cpu grep -cE "$re" "$OUT/nginx.log"; done | median)
+echo "grep -cE (LC_ALL=C) on nginx: $(awk -v n="$N" -v s="$g" 'BEGIN {printf "%.0f k", n / s / 1000}') lines per CPU-second"
