@@ -224,11 +224,21 @@ impl Engine {
                     matcher,
                     groups,
                 } => {
-                    let Some(base) = (match *from {
-                        FieldRef::Topic => None,
-                        f => self.span(f, line),
-                    }) else {
-                        return false;
+                    let base = match *from {
+                        // The topic is not in the event: copy it where spans can point.
+                        FieldRef::Topic => {
+                            let at = self.decoded.scratch.len();
+                            self.decoded.scratch.push_str(topic);
+                            Span {
+                                start: at as u32,
+                                end: self.decoded.scratch.len() as u32,
+                                scratch: true,
+                            }
+                        }
+                        f => match self.span(f, line) {
+                            Some(s) => s,
+                            None => return false,
+                        },
                     };
                     let text = base.get(line, &self.decoded.scratch);
                     self.groups.resize(matcher.group_count(), None);

@@ -24,6 +24,9 @@ pub struct Matcher {
 
 pub type Span = Option<(usize, usize)>;
 
+/// Candidate starts an unanchored split plan tries before the general engine takes over.
+const MAX_STARTS: usize = 4;
+
 #[derive(Debug)]
 struct Plan {
     /// Does it end with `$`?
@@ -99,8 +102,7 @@ impl Check {
         }
     }
 
-    /// Matches only the whole of `text`; the check may use `prefix` and `suffix` context free
-    /// regexes only, so the span alone decides.
+    /// Matches only the whole of `text`. Fields have no look-around, so the span alone decides.
     fn is_full_match(&self, text: &str) -> bool {
         match self {
             Check::Dfa(dfa) => {
@@ -195,24 +197,34 @@ impl Matcher {
     ) -> bool {
         slots.iter_mut().for_each(|s| *s = None);
         match &self.plan {
-            Some(plan) => {
-                let ok = plan.captures(hay, slots);
-                if !ok {
-                    slots.iter_mut().for_each(|s| *s = None);
+            Some(plan) => match plan.captures(hay, slots) {
+                Some(ok) => {
+                    if !ok {
+                        slots.iter_mut().for_each(|s| *s = None);
+                    }
+                    ok
                 }
-                ok
-            }
-            None => {
-                let locs = locs.get_or_insert_with(|| self.regex.capture_locations());
-                if self.regex.captures_read(locs, hay).is_none() {
-                    return false;
-                }
-                for (g, slot) in slots.iter_mut().enumerate() {
-                    *slot = locs.get(g);
-                }
-                true
-            }
+                None => self.general(hay, slots, locs),
+            },
+            None => self.general(hay, slots, locs),
         }
+    }
+
+    fn general(
+        &self,
+        hay: &str,
+        slots: &mut [Span],
+        locs: &mut Option<regex::CaptureLocations>,
+    ) -> bool {
+        slots.iter_mut().for_each(|s| *s = None);
+        let locs = locs.get_or_insert_with(|| self.regex.capture_locations());
+        if self.regex.captures_read(locs, hay).is_none() {
+            return false;
+        }
+        for (g, slot) in slots.iter_mut().enumerate() {
+            *slot = locs.get(g);
+        }
+        true
     }
 }
 
@@ -273,17 +285,23 @@ impl Plan {
         })
     }
 
-    fn captures(&self, hay: &str, slots: &mut [Span]) -> bool {
+    /// `None` when the plan gives up and the general engine must decide.
+    fn captures(&self, hay: &str, slots: &mut [Span]) -> Option<bool> {
         match &self.first_literal {
-            None => self.captures_at(hay, 0, slots),
+            None => Some(self.captures_at(hay, 0, slots)),
             Some(finder) => {
-                for start in finder.find_iter(hay.as_bytes()) {
+                for (attempt, start) in finder.find_iter(hay.as_bytes()).enumerate() {
+                    // Each attempt may scan to the end of the line; after a few, hand over to
+                    // the regex crate so that a line full of candidate starts stays linear.
+                    if attempt == MAX_STARTS {
+                        return None;
+                    }
                     if self.captures_at(hay, start, slots) {
-                        return true;
+                        return Some(true);
                     }
                     slots.iter_mut().for_each(|s| *s = None);
                 }
-                false
+                Some(false)
             }
         }
     }
@@ -517,6 +535,23 @@ mod tests {
         ] {
             let (fast, slow) = both(p, hay);
             assert_eq!(fast, slow, "{hay}");
+        }
+    }
+
+    /// A line full of candidate starts must not make the split path quadratic: after a few
+    /// failed starts the general engine decides, with the same answer.
+    #[test]
+    fn many_candidate_starts_hand_over_to_the_regex() {
+        let p = r"x(?P<a>[^y]*)y";
+        let m = Matcher::new(p).unwrap();
+        assert!(m.is_split());
+        for hay in [
+            "x".repeat(10_000),
+            format!("{}y", "x".repeat(10_000)),
+            "axbxcy".to_string(),
+        ] {
+            let (fast, slow) = both_with(&m, &hay);
+            assert_eq!(fast, slow);
         }
     }
 
