@@ -15,11 +15,11 @@ use super::diagnostic::{Code, Diagnostic, Sink};
 use super::grok;
 use super::program::*;
 use super::suggest::did_you_mean;
+use super::read::{MapView, duration, limit, scalar, strings};
 use super::yaml::{self, Node, Pos};
 use crate::decode::Format;
 use crate::extract::matcher::Matcher;
 use crate::extract::prefilter::Prefilter;
-use crate::extract::value::parse_duration_secs;
 
 /// A rule file's name (as printed in diagnostics) and text.
 #[derive(Debug, Clone)]
@@ -171,111 +171,6 @@ struct Defaults {
     max_series: usize,
     expire_after: Option<Duration>,
     format: Option<Format>,
-}
-
-/// Reads a mapping key by key; unknown keys are reported at `finish`.
-struct MapView<'a> {
-    entries: &'a [(Node, Node)],
-    used: Vec<bool>,
-}
-
-impl<'a> MapView<'a> {
-    fn new(node: &'a Node, what: &str, sink: &mut Sink) -> Option<MapView<'a>> {
-        match node.as_map() {
-            Some(entries) => Some(MapView {
-                entries,
-                used: vec![false; entries.len()],
-            }),
-            None => {
-                sink.error(
-                    node.pos,
-                    Code::WrongType,
-                    format!("{what} must be a mapping, found {}", node.describe()),
-                );
-                None
-            }
-        }
-    }
-
-    fn get(&mut self, key: &str) -> Option<&'a Node> {
-        let i = self
-            .entries
-            .iter()
-            .position(|(k, _)| k.as_scalar() == Some(key))?;
-        self.used[i] = true;
-        Some(&self.entries[i].1)
-    }
-
-    fn finish(self, known: &[&str], what: &str, sink: &mut Sink) {
-        for (i, (k, _)) in self.entries.iter().enumerate() {
-            if !self.used[i] {
-                let name = k.as_scalar().unwrap_or("?");
-                sink.error(
-                    k.pos,
-                    Code::UnknownKey,
-                    format!("unknown key `{name}` in {what}"),
-                )
-                .hint(did_you_mean(name, known));
-            }
-        }
-    }
-}
-
-fn scalar(node: &Node, what: &str, sink: &mut Sink) -> Option<String> {
-    match node.as_scalar() {
-        Some(s) => Some(s.to_string()),
-        None => {
-            sink.error(
-                node.pos,
-                Code::WrongType,
-                format!("{what} must be a string, found {}", node.describe()),
-            );
-            None
-        }
-    }
-}
-
-/// A string, or a list of strings.
-fn strings(node: &Node, what: &str, sink: &mut Sink) -> Vec<(String, Pos)> {
-    match node.as_seq() {
-        Some(items) => items
-            .iter()
-            .filter_map(|n| scalar(n, what, sink).map(|s| (s, n.pos)))
-            .collect(),
-        None => scalar(node, what, sink)
-            .map(|s| vec![(s, node.pos)])
-            .unwrap_or_default(),
-    }
-}
-
-fn duration(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
-    let text = scalar(node, what, sink)?;
-    match parse_duration_secs(&text).filter(|s| *s > 0.0) {
-        Some(secs) => Some(Duration::from_secs_f64(secs)),
-        None => {
-            sink.error(
-                node.pos,
-                Code::BadDuration,
-                format!("invalid duration `{text}` for {what}"),
-            )
-            .hint("write a positive duration like `90s`, `10m` or `1h30m`");
-            None
-        }
-    }
-}
-
-fn limit(node: &Node, what: &str, sink: &mut Sink) -> Option<usize> {
-    match node.as_u64().filter(|n| *n > 0) {
-        Some(n) => Some(n as usize),
-        None => {
-            sink.error(
-                node.pos,
-                Code::BadLimit,
-                format!("{what} must be a positive whole number"),
-            );
-            None
-        }
-    }
 }
 
 fn format_of(node: &Node, sink: &mut Sink) -> Option<Format> {
@@ -441,7 +336,7 @@ impl Builder {
                     patterns.insert(k.to_string(), v);
                 }
             }
-            p.used.iter_mut().for_each(|u| *u = true);
+            p.accept_all();
             p.finish(&[], "`patterns`", sink);
         }
         let rules = top.get("rules");
@@ -531,7 +426,7 @@ impl Builder {
                     scope.types.insert(k.to_string(), ty);
                 }
             }
-            t.used.iter_mut().for_each(|u| *u = true);
+            t.accept_all();
             t.finish(&[], "`types`", sink);
         }
 
@@ -597,7 +492,7 @@ impl Builder {
                         pre.push(cond)
                     }
                 }
-                f.used.iter_mut().for_each(|u| *u = true);
+                f.accept_all();
                 f.finish(&[], "`match.fields`", sink);
             }
             mm.finish(MATCH_KEYS, "`match`", sink);
@@ -899,7 +794,7 @@ impl Builder {
                     to: scope.capture_slot(alias),
                 });
             }
-            a.used.iter_mut().for_each(|u| *u = true);
+            a.accept_all();
             return Some((aliases, None));
         }
         let (pattern, node, fields) = if let Some(n) = grok_node {
@@ -1155,7 +1050,7 @@ impl Builder {
                                 vm.exact.insert(mk.to_string(), mv);
                             }
                         }
-                        mm.used.iter_mut().for_each(|u| *u = true);
+                        mm.accept_all();
                         mm.finish(&[], "`map`", sink);
                     }
                     LabelSource::Field {
@@ -1173,7 +1068,7 @@ impl Builder {
                 };
                 labels.push((label, source));
             }
-            l.used.iter_mut().for_each(|u| *u = true);
+            l.accept_all();
             l.finish(&[], "`labels`", sink);
         }
         if let Some(mut sl) = m
@@ -1191,7 +1086,7 @@ impl Builder {
                     labels.push((label, LabelSource::Static(value)));
                 }
             }
-            sl.used.iter_mut().for_each(|u| *u = true);
+            sl.accept_all();
             sl.finish(&[], "`static_labels`", sink);
         }
         if labels.len() > MAX_LABELS {

@@ -3,6 +3,7 @@ pub mod compile;
 pub mod diagnostic;
 pub mod grok;
 pub mod program;
+pub mod read;
 pub mod suggest;
 pub mod yaml;
 

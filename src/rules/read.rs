@@ -1,0 +1,122 @@
+//! Typed reading of the spanned YAML tree, reporting what does not fit as diagnostics.
+//! Shared by rule files and the service configuration.
+
+use std::time::Duration;
+
+use super::diagnostic::{Code, Sink};
+use super::suggest::did_you_mean;
+use super::yaml::{Node, Pos};
+use crate::extract::value::parse_duration_secs;
+
+/// Reads a mapping key by key; unknown keys are reported at `finish`.
+pub struct MapView<'a> {
+    pub entries: &'a [(Node, Node)],
+    pub used: Vec<bool>,
+}
+
+impl<'a> MapView<'a> {
+    pub fn new(node: &'a Node, what: &str, sink: &mut Sink) -> Option<MapView<'a>> {
+        match node.as_map() {
+            Some(entries) => Some(MapView {
+                entries,
+                used: vec![false; entries.len()],
+            }),
+            None => {
+                sink.error(
+                    node.pos,
+                    Code::WrongType,
+                    format!("{what} must be a mapping, found {}", node.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn get(&mut self, key: &str) -> Option<&'a Node> {
+        let i = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.as_scalar() == Some(key))?;
+        self.used[i] = true;
+        Some(&self.entries[i].1)
+    }
+
+    pub fn finish(self, known: &[&str], what: &str, sink: &mut Sink) {
+        for (i, (k, _)) in self.entries.iter().enumerate() {
+            if !self.used[i] {
+                let name = k.as_scalar().unwrap_or("?");
+                sink.error(
+                    k.pos,
+                    Code::UnknownKey,
+                    format!("unknown key `{name}` in {what}"),
+                )
+                .hint(did_you_mean(name, known));
+            }
+        }
+    }
+}
+
+pub fn scalar(node: &Node, what: &str, sink: &mut Sink) -> Option<String> {
+    match node.as_scalar() {
+        Some(s) => Some(s.to_string()),
+        None => {
+            sink.error(
+                node.pos,
+                Code::WrongType,
+                format!("{what} must be a string, found {}", node.describe()),
+            );
+            None
+        }
+    }
+}
+
+/// A string, or a list of strings.
+pub fn strings(node: &Node, what: &str, sink: &mut Sink) -> Vec<(String, Pos)> {
+    match node.as_seq() {
+        Some(items) => items
+            .iter()
+            .filter_map(|n| scalar(n, what, sink).map(|s| (s, n.pos)))
+            .collect(),
+        None => scalar(node, what, sink)
+            .map(|s| vec![(s, node.pos)])
+            .unwrap_or_default(),
+    }
+}
+
+pub fn duration(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
+    let text = scalar(node, what, sink)?;
+    match parse_duration_secs(&text).filter(|s| *s > 0.0) {
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => {
+            sink.error(
+                node.pos,
+                Code::BadDuration,
+                format!("invalid duration `{text}` for {what}"),
+            )
+            .hint("write a positive duration like `90s`, `10m` or `1h30m`");
+            None
+        }
+    }
+}
+
+pub fn limit(node: &Node, what: &str, sink: &mut Sink) -> Option<usize> {
+    match node.as_u64().filter(|n| *n > 0) {
+        Some(n) => Some(n as usize),
+        None => {
+            sink.error(
+                node.pos,
+                Code::BadLimit,
+                format!("{what} must be a positive whole number"),
+            );
+            None
+        }
+    }
+}
+
+
+impl MapView<'_> {
+    /// Accepts every key: for maps whose keys are names the user chooses.
+    pub fn accept_all(&mut self) {
+        self.used.iter_mut().for_each(|u| *u = true);
+    }
+}
