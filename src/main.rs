@@ -68,12 +68,17 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
-    /// Validate rule files; print every problem with its file:line:col.
-    #[command(
-        after_help = "Examples:\n  logmill check rules/\n  logmill check rules/nginx.yaml rules/app.yaml"
-    )]
+    /// Validate rule files, or a service config and the rules it names; print every problem
+    /// with its file:line:col.
+    #[command(after_help = "Examples:
+  logmill check rules/
+  logmill check rules/nginx.yaml rules/app.yaml
+  logmill check --config deploy/demo.yaml")]
     Check {
-        #[arg(required = true)]
+        /// A service config (`logmill run --config`) to validate, with its rules.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(required_unless_present = "config")]
         paths: Vec<PathBuf>,
     },
     /// Run the rule unit tests (`*.test.yaml`) in these files or directories.
@@ -166,7 +171,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { paths } => {
+        Command::Check { config, mut paths } => {
+            if let Some(config) = config {
+                match logmill::config::load(&config) {
+                    Ok((c, warnings)) => {
+                        warnings.iter().for_each(|d| eprintln!("{d}"));
+                        paths.extend(c.rules);
+                    }
+                    Err(diags) => {
+                        diags.iter().for_each(|d| eprintln!("{d}"));
+                        let errors = diags.iter().filter(|d| d.is_error()).count();
+                        eprintln!("{errors} error(s)");
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+            }
             let (program, errors) = load_rules(&paths)?;
             if errors > 0 {
                 eprintln!("{errors} error(s)");

@@ -6,6 +6,7 @@
 //! `max_series` goes to the family's overflow series (every label `__overflow__`) and is counted
 //! in `overflowed`, so `sum()` over a family never loses an event.
 
+pub mod snapshot;
 pub mod summary;
 
 use hashbrown::HashMap;
@@ -37,7 +38,7 @@ pub struct Series {
     pub value: Value,
     pub last_update_ms: u64,
     /// Updates since the last merge, so overflow is counted in events, not series.
-    updates: u64,
+    pub(crate) updates: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -46,7 +47,7 @@ pub struct FamilyState {
     /// Updates that went to the overflow series because the family was at its cap.
     pub overflowed: u64,
     /// Whether `series` holds the overflow series, which does not count against the cap.
-    has_overflow: bool,
+    pub(crate) has_overflow: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -70,7 +71,7 @@ pub fn key_values(key: &[u8]) -> Vec<&str> {
     out
 }
 
-fn overflow_key(family: &Family) -> Key {
+pub(crate) fn overflow_key(family: &Family) -> Key {
     let mut key = Vec::new();
     for _ in &family.label_names {
         push_label(&mut key, OVERFLOW_VALUE);

@@ -12,9 +12,9 @@ const SCALE: f64 = 1e6;
 
 #[derive(Debug, Clone)]
 pub struct Summary {
-    slot_ms: u64,
+    pub(super) slot_ms: u64,
     /// `(epoch, histogram)`; slot `i` holds the epoch `e` with `e % len == i`.
-    slots: Vec<(u64, Option<Histogram<u64>>)>,
+    pub(super) slots: Vec<(u64, Option<Histogram<u64>>)>,
     pub sum: f64,
     pub count: u64,
 }

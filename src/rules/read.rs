@@ -113,7 +113,6 @@ pub fn limit(node: &Node, what: &str, sink: &mut Sink) -> Option<usize> {
     }
 }
 
-
 impl MapView<'_> {
     /// Accepts every key: for maps whose keys are names the user chooses.
     pub fn accept_all(&mut self) {

@@ -169,3 +169,33 @@ fn gen_is_deterministic() {
     let j = run(&["gen", "json", "50"]);
     assert_eq!(stdout(&j).lines().count(), 50);
 }
+
+#[test]
+fn check_config_validates_the_config_and_its_rules() {
+    let o = logmill()
+        .current_dir(repo())
+        .args(["check", "--config", "deploy/demo.yaml"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tmp = TempDir::new("config");
+    let bad = tmp.path("bad.yaml");
+    std::fs::write(
+        &bad,
+        "kafka: {brokers: b, topics: [t], grup_id: g}\nrules: [r.yaml]\nworkers: 0\n",
+    )
+    .unwrap();
+    let o = run(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.yaml:1:8: error[missing-key]: `kafka.group_id` is required"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown key `grup_id` in `kafka`")
+            && err.contains("did you mean `group_id`?"),
+        "{err}"
+    );
+    assert!(err.contains("bad.yaml:3:10: error[bad-limit]"), "{err}");
+}

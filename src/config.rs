@@ -1,0 +1,470 @@
+//! The service configuration (`logmill run --config`), read like rule files: every problem is
+//! a diagnostic with `file:line:col`, all of them at once.
+//!
+//! `${NAME}` in a string is replaced by the environment variable `NAME` (Kubernetes passes
+//! the pod name that way, for static membership).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::decode::{InputFormat, Limits};
+use crate::rules::diagnostic::{Code, Diagnostic, Sink};
+use crate::rules::read::{MapView, duration, limit, scalar, strings};
+use crate::rules::suggest::did_you_mean;
+use crate::rules::yaml::{self, Node};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Exported values cover exactly the events of durable checkpoints.
+    ExactlyOnce,
+    /// Exported values are live; a crash can count the events since the last checkpoint twice.
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub brokers: String,
+    pub group_id: String,
+    /// Static membership: the same id after a restart resumes the same exported values.
+    pub instance_id: Option<String>,
+    pub topics: Vec<String>,
+    pub topic_regex: Option<String>,
+    /// Passed to librdkafka as they are.
+    pub properties: BTreeMap<String, String>,
+    /// Rule files or directories, resolved against the config file's directory.
+    pub rules: Vec<PathBuf>,
+    pub input: InputFormat,
+    pub limits: Limits,
+    pub kept_topic: Option<String>,
+    pub dead_letter_topic: Option<String>,
+    pub delivery: Delivery,
+    pub state_topic: String,
+    pub checkpoint_interval: Duration,
+    /// How long `/metrics` keeps serving after a graceful stop.
+    pub linger: Duration,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub batch_max_events: usize,
+    pub batch_max_wait: Duration,
+    /// Events read but not yet checkpointed before partitions are paused.
+    pub max_in_flight: usize,
+    pub shutdown_deadline: Duration,
+    pub log_json: bool,
+}
+
+const TOP: &[&str] = &[
+    "kafka",
+    "rules",
+    "input",
+    "output",
+    "delivery",
+    "http",
+    "workers",
+    "batch",
+    "max_in_flight",
+    "shutdown_deadline",
+    "log",
+];
+const KAFKA: &[&str] = &[
+    "brokers",
+    "group_id",
+    "instance_id",
+    "topics",
+    "topic_regex",
+    "properties",
+];
+const INPUT: &[&str] = &["format", "max_event_bytes", "max_json_depth"];
+const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic"];
+const DELIVERY: &[&str] = &["mode", "state_topic", "checkpoint_interval", "linger"];
+const HTTP: &[&str] = &["listen"];
+const BATCH: &[&str] = &["max_events", "max_wait"];
+const LOG: &[&str] = &["format"];
+
+/// Expands `${NAME}` from the environment; an unset variable is an error.
+fn expand_env(s: &str) -> Result<String, String> {
+    expand_with(s, |name| std::env::var(name).ok())
+}
+
+fn expand_with(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let end = rest[i..]
+            .find('}')
+            .ok_or_else(|| "unterminated `${`".to_string())?
+            + i;
+        let name = &rest[i + 2..end];
+        out.push_str(
+            &env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?,
+        );
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn text(node: &Node, what: &str, sink: &mut Sink) -> Option<String> {
+    let raw = scalar(node, what, sink)?;
+    match expand_env(&raw) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            sink.error(node.pos, Code::WrongType, format!("{what}: {e}"))
+                .hint("set it, or write the value itself");
+            None
+        }
+    }
+}
+
+/// Reads and validates a config file. `Err` holds every diagnostic (errors and warnings).
+pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let name: Arc<str> = path.display().to_string().into();
+    let mut sink = Sink::new(name);
+    let src = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            sink.error(
+                Default::default(),
+                Code::Io,
+                format!("cannot read config: {e}"),
+            );
+            return Err(sink.diags);
+        }
+    };
+    let root = match yaml::parse(&src) {
+        Ok(r) => r,
+        Err(e) => {
+            sink.error(
+                e.pos,
+                Code::YamlSyntax,
+                format!("invalid yaml: {}", e.message),
+            );
+            return Err(sink.diags);
+        }
+    };
+    let config = parse(&root, path, &mut sink);
+    match config {
+        Some(c) if !sink.has_errors() => Ok((c, sink.diags)),
+        _ => Err(sink.diags),
+    }
+}
+
+fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
+    let mut top = MapView::new(root, "the config", sink)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut brokers = None;
+    let mut group_id = None;
+    let mut instance_id = None;
+    let mut topics = Vec::new();
+    let mut topic_regex = None;
+    let mut properties = BTreeMap::new();
+    let kafka_node = top.get("kafka");
+    match kafka_node.and_then(|n| MapView::new(n, "`kafka`", sink)) {
+        Some(mut k) => {
+            let kafka_pos = kafka_node.map_or(root.pos, |n| n.pos);
+            brokers = k.get("brokers").and_then(|n| text(n, "`brokers`", sink));
+            group_id = k.get("group_id").and_then(|n| text(n, "`group_id`", sink));
+            instance_id = k
+                .get("instance_id")
+                .and_then(|n| text(n, "`instance_id`", sink));
+            if let Some(n) = k.get("topics") {
+                topics = strings(n, "`topics`", sink)
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect();
+            }
+            if let Some(n) = k.get("topic_regex") {
+                if let Some(re) = scalar(n, "`topic_regex`", sink) {
+                    if let Err(e) = regex::Regex::new(&re) {
+                        sink.error(n.text_pos, Code::BadRegex, format!("invalid regex: {e}"));
+                    }
+                    topic_regex = Some(re);
+                }
+            }
+            if let Some(mut p) = k
+                .get("properties")
+                .and_then(|n| MapView::new(n, "`properties`", sink))
+            {
+                for (key, value) in p.entries {
+                    if let (Some(key), Some(value)) =
+                        (key.as_scalar(), text(value, "a property", sink))
+                    {
+                        properties.insert(key.to_string(), value);
+                    }
+                }
+                p.accept_all();
+                p.finish(&[], "`properties`", sink);
+            }
+            for (key, name) in [(&brokers, "brokers"), (&group_id, "group_id")] {
+                if key.is_none() && k.get(name).is_none() {
+                    sink.error(
+                        kafka_pos,
+                        Code::MissingKey,
+                        format!("`kafka.{name}` is required"),
+                    );
+                }
+            }
+            if topics.is_empty() && topic_regex.is_none() {
+                sink.error(
+                    kafka_pos,
+                    Code::MissingKey,
+                    "`kafka` needs `topics` or `topic_regex`",
+                )
+                .hint("name the topics to consume, e.g. `topics: [logs]`");
+            }
+            k.finish(KAFKA, "`kafka`", sink);
+        }
+        None => {
+            sink.error(root.pos, Code::MissingKey, "missing `kafka`")
+                .hint("add `kafka:` with `brokers`, `group_id` and `topics`");
+        }
+    }
+    let rules: Vec<PathBuf> = match top.get("rules") {
+        Some(n) => strings(n, "`rules`", sink)
+            .into_iter()
+            .map(|(s, _)| dir.join(s))
+            .collect(),
+        None => {
+            sink.error(root.pos, Code::MissingKey, "missing `rules`")
+                .hint("list rule files or directories, e.g. `rules: [rules/]`");
+            Vec::new()
+        }
+    };
+    let mut input = InputFormat::Auto;
+    let mut limits = Limits::default();
+    if let Some(mut i) = top
+        .get("input")
+        .and_then(|n| MapView::new(n, "`input`", sink))
+    {
+        if let Some(n) = i.get("format") {
+            if let Some(f) = scalar(n, "`format`", sink) {
+                match f.parse() {
+                    Ok(f) => input = f,
+                    Err(e) => {
+                        sink.error(n.pos, Code::UnknownVariant, e)
+                            .hint(did_you_mean(&f, &["auto", "json", "logfmt", "text"]));
+                    }
+                }
+            }
+        }
+        if let Some(n) = i.get("max_event_bytes") {
+            limits.max_event_bytes =
+                limit(n, "`max_event_bytes`", sink).unwrap_or(limits.max_event_bytes);
+        }
+        if let Some(n) = i.get("max_json_depth") {
+            limits.max_json_depth =
+                limit(n, "`max_json_depth`", sink).unwrap_or(limits.max_json_depth);
+        }
+        i.finish(INPUT, "`input`", sink);
+    }
+    let (mut kept_topic, mut dead_letter_topic) = (None, None);
+    if let Some(mut o) = top
+        .get("output")
+        .and_then(|n| MapView::new(n, "`output`", sink))
+    {
+        kept_topic = o
+            .get("kept_topic")
+            .and_then(|n| text(n, "`kept_topic`", sink));
+        dead_letter_topic = o
+            .get("dead_letter_topic")
+            .and_then(|n| text(n, "`dead_letter_topic`", sink));
+        o.finish(OUTPUT, "`output`", sink);
+    }
+    let mut delivery = Delivery::ExactlyOnce;
+    let mut state_topic = None;
+    let mut checkpoint_interval = Duration::from_secs(5);
+    let mut linger = Duration::from_secs(15);
+    if let Some(mut d) = top
+        .get("delivery")
+        .and_then(|n| MapView::new(n, "`delivery`", sink))
+    {
+        if let Some(n) = d.get("mode") {
+            match scalar(n, "`mode`", sink).as_deref() {
+                Some("exactly_once") => delivery = Delivery::ExactlyOnce,
+                Some("at_least_once") => delivery = Delivery::AtLeastOnce,
+                Some(other) => {
+                    sink.error(
+                        n.pos,
+                        Code::UnknownVariant,
+                        format!("unknown delivery mode `{other}`"),
+                    )
+                    .hint(did_you_mean(other, &["exactly_once", "at_least_once"]));
+                }
+                None => {}
+            }
+        }
+        state_topic = d
+            .get("state_topic")
+            .and_then(|n| text(n, "`state_topic`", sink));
+        if let Some(n) = d.get("checkpoint_interval") {
+            checkpoint_interval =
+                duration(n, "`checkpoint_interval`", sink).unwrap_or(checkpoint_interval);
+        }
+        if let Some(n) = d.get("linger") {
+            linger = duration(n, "`linger`", sink).unwrap_or(linger);
+        }
+        d.finish(DELIVERY, "`delivery`", sink);
+    }
+    let mut listen: SocketAddr = "0.0.0.0:9898".parse().expect("a valid address");
+    if let Some(mut h) = top
+        .get("http")
+        .and_then(|n| MapView::new(n, "`http`", sink))
+    {
+        if let Some(n) = h.get("listen") {
+            if let Some(s) = text(n, "`listen`", sink) {
+                match s.parse() {
+                    Ok(a) => listen = a,
+                    Err(_) => {
+                        sink.error(
+                            n.pos,
+                            Code::WrongType,
+                            format!("invalid listen address `{s}`"),
+                        )
+                        .hint("write HOST:PORT, e.g. `0.0.0.0:9898`");
+                    }
+                }
+            }
+        }
+        h.finish(HTTP, "`http`", sink);
+    }
+    let workers = top
+        .get("workers")
+        .and_then(|n| limit(n, "`workers`", sink))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (mut batch_max_events, mut batch_max_wait) = (4096, Duration::from_millis(50));
+    if let Some(mut b) = top
+        .get("batch")
+        .and_then(|n| MapView::new(n, "`batch`", sink))
+    {
+        if let Some(n) = b.get("max_events") {
+            batch_max_events = limit(n, "`max_events`", sink).unwrap_or(batch_max_events);
+        }
+        if let Some(n) = b.get("max_wait") {
+            batch_max_wait = duration(n, "`max_wait`", sink).unwrap_or(batch_max_wait);
+        }
+        b.finish(BATCH, "`batch`", sink);
+    }
+    let max_in_flight = top
+        .get("max_in_flight")
+        .and_then(|n| limit(n, "`max_in_flight`", sink))
+        .unwrap_or(200_000);
+    let shutdown_deadline = top
+        .get("shutdown_deadline")
+        .and_then(|n| duration(n, "`shutdown_deadline`", sink))
+        .unwrap_or(Duration::from_secs(30));
+    let mut log_json = false;
+    if let Some(mut l) = top.get("log").and_then(|n| MapView::new(n, "`log`", sink)) {
+        if let Some(n) = l.get("format") {
+            match scalar(n, "`format`", sink).as_deref() {
+                Some("json") => log_json = true,
+                Some("text") => log_json = false,
+                Some(other) => {
+                    sink.error(
+                        n.pos,
+                        Code::UnknownVariant,
+                        format!("unknown log format `{other}`"),
+                    )
+                    .hint(did_you_mean(other, &["text", "json"]));
+                }
+                None => {}
+            }
+        }
+        l.finish(LOG, "`log`", sink);
+    }
+    top.finish(TOP, "the config", sink);
+    let group_id = group_id?;
+    Some(Config {
+        file: path.to_path_buf(),
+        brokers: brokers?,
+        state_topic: state_topic.unwrap_or_else(|| format!("{group_id}-state")),
+        group_id,
+        instance_id,
+        topics,
+        topic_regex,
+        properties,
+        rules,
+        input,
+        limits,
+        kept_topic,
+        dead_letter_topic,
+        delivery,
+        checkpoint_interval,
+        linger,
+        listen,
+        workers,
+        batch_max_events,
+        batch_max_wait,
+        max_in_flight,
+        shutdown_deadline,
+        log_json,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, Vec<String>> {
+        let dir = std::env::temp_dir().join(format!(
+            "logmill-config-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(&path, text).unwrap();
+        let r = load(&path)
+            .map(|(c, _)| c)
+            .map_err(|d| d.iter().map(|d| d.to_string()).collect());
+        std::fs::remove_dir_all(dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c =
+            load_str("kafka: {brokers: 'b:9092', group_id: g, topics: [logs]}\nrules: [rules/]\n")
+                .unwrap();
+        assert_eq!(c.state_topic, "g-state");
+        assert_eq!(c.delivery, Delivery::ExactlyOnce);
+        assert!(c.rules[0].ends_with("rules/"));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let errs = load_str(
+            "kafka: {brokers: b, grup_id: g}\nrules: [r]\ndelivery: {mode: twice, linger: soon}\nhttp: {listen: nowhere}\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for want in [
+            "unknown key `grup_id`",
+            "did you mean `group_id`",
+            "needs `topics`",
+            "unknown delivery mode `twice`",
+            "invalid duration `soon`",
+            "invalid listen address",
+        ] {
+            assert!(all.contains(want), "{want} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn environment_is_expanded() {
+        let env = |n: &str| (n == "POD_NAME").then(|| "pod-3".to_string());
+        assert_eq!(
+            expand_with("logmill-${POD_NAME}", env).as_deref(),
+            Ok("logmill-pod-3")
+        );
+        assert!(expand_with("${POD_NAME", env).is_err());
+        let errs = load_str("kafka: {brokers: b, group_id: g, topics: [t], instance_id: '${LOGMILL_NOT_SET_X}'}\nrules: [r]\n").unwrap_err();
+        assert!(
+            errs[0].contains("`LOGMILL_NOT_SET_X` is not set"),
+            "{errs:?}"
+        );
+    }
+}
