@@ -3,6 +3,7 @@
 //! The crate is the pipeline, one module per stage, in data-flow order:
 //! `source → decode → extract → derive → reduce → sink`, with `rules` compiling the rule
 //! files every stage is driven by. See `ARCHITECTURE.md` for the map.
+pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod derive;

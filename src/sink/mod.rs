@@ -1,4 +1,5 @@
 //! Sinks: where results leave the core. The exposition renders the registry; the writers in
 //! `output` write kept events and dead letters.
 pub mod exposition;
+pub mod http;
 pub mod output;
