@@ -11,6 +11,7 @@ pub mod engine;
 pub mod extract;
 pub mod reduce;
 pub mod rules;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

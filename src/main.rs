@@ -89,6 +89,38 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Run the service: a consumer group member that serves derived metrics over HTTP.
+    #[command(
+        after_help = "Examples:\n  logmill run --config deploy/demo.yaml\n  logmill check --config deploy/demo.yaml   # validate first"
+    )]
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The whole service on an embedded Kafka (librdkafka's mock cluster) with generated logs.
+    #[command(
+        after_help = "Examples:\n  logmill demo\n  logmill demo --rate 20000 --metrics-addr 127.0.0.1:9898"
+    )]
+    Demo {
+        /// Events per second the built-in generator produces.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        #[arg(long, default_value = "127.0.0.1:9898")]
+        metrics_addr: std::net::SocketAddr,
+        #[arg(long = "rules", default_value = "rules/")]
+        rules: Vec<PathBuf>,
+    },
+    /// An embedded Kafka broker for trying rules locally with kcat and `logmill run`; for
+    /// development only, it keeps nothing.
+    #[command(
+        after_help = "Examples:\n  logmill broker --partitions 4 --topic logs --topic logs-kept"
+    )]
+    Broker {
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long = "topic", default_values = ["logs"])]
+        topics: Vec<String>,
+    },
     /// Generate the reference workload: nginx access lines, JSON service logs, or a mix.
     #[command(
         after_help = "Examples:\n  logmill gen nginx 2000000 > nginx.log\n  logmill gen json 1000 --seed 7\n  logmill gen mixed 2000 > examples/mixed.log"
@@ -223,6 +255,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Run { config } => {
+            cmd::service::run(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            rate,
+            metrics_addr,
+            rules,
+        } => {
+            cmd::service::demo(rate, metrics_addr, &rules)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Broker { partitions, topics } => {
+            cmd::service::broker(partitions, &topics)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Gen { kind, n, seed } => {
             let stdout = std::io::stdout();

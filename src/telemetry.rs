@@ -25,6 +25,50 @@ pub const MISSING_VALUES: &str = "logmill_missing_values_total";
 pub const SERIES_OVERFLOW: &str = "logmill_series_overflow_total";
 pub const SERIES: &str = "logmill_series";
 pub const BATCH_EVAL_SECONDS: &str = "logmill_batch_eval_seconds";
+pub const CHECKPOINTS: &str = "logmill_checkpoints_total";
+pub const CHECKPOINT_SECONDS: &str = "logmill_checkpoint_seconds";
+pub const CHECKPOINT_BYTES: &str = "logmill_checkpoint_bytes";
+pub const REBALANCES: &str = "logmill_rebalances_total";
+
+/// A durable checkpoint was written.
+pub fn checkpointed(took: Duration, bytes: usize) {
+    counter!(CHECKPOINTS).increment(1);
+    histogram!(CHECKPOINT_SECONDS).record(took.as_secs_f64());
+    gauge!(CHECKPOINT_BYTES).set(bytes as f64);
+}
+
+/// `kind` is `assign` or `revoke`.
+pub fn rebalanced(kind: &'static str) {
+    counter!(REBALANCES, "kind" => kind).increment(1);
+}
+
+/// Adds one batch's counts (the service publishes as it goes).
+pub fn publish_increments(program: &Program, c: &Counters) {
+    counter!(EVENTS_IN).increment(c.events_in);
+    for (i, f) in ["json", "logfmt", "text"].iter().enumerate() {
+        counter!(EVENTS_DECODED, "format" => *f).increment(c.by_format[i]);
+    }
+    for e in DecodeError::ALL {
+        counter!(DECODE_ERRORS, "reason" => e.as_str()).increment(c.decode_errors[e as usize]);
+    }
+    counter!(EVENTS_KEPT).increment(c.kept);
+    counter!(EVENTS_DROPPED).increment(c.dropped);
+    counter!(EVENTS_DEAD_LETTERED).increment(c.dead_lettered);
+    counter!(EVENTS_UNMATCHED).increment(c.unmatched);
+    counter!(MISSING_VALUES).increment(c.missing_values);
+    for (r, n) in c.rule_matches.iter().enumerate().filter(|(_, n)| **n > 0) {
+        if let Some(rule) = program.rules.get(r) {
+            counter!(RULE_MATCHES, "team" => rule.team.clone(), "rule" => rule.name.clone())
+                .increment(*n);
+        }
+    }
+    for (r, e, n) in &c.value_errors {
+        if let Some(rule) = program.rules.get(*r as usize) {
+            counter!(VALUE_ERRORS, "rule" => rule.name.clone(), "reason" => e.as_str())
+                .increment(*n);
+        }
+    }
+}
 
 /// Called once per batch by the engine; a no-op until a recorder is installed.
 pub fn batch_evaluated(elapsed: Duration) {

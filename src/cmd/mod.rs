@@ -1,3 +1,4 @@
 //! The commands of the binary; each is the edge where library errors become `anyhow`.
 pub mod replay;
 pub mod ruletest;
+pub mod service;

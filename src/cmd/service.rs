@@ -1,0 +1,299 @@
+//! `logmill run`, `logmill demo` and `logmill broker`: the service and its embedded broker.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use logmill::config::{Config, Delivery};
+use logmill::decode::{InputFormat, Limits};
+use logmill::derive::Aggregates;
+use logmill::service::now_ms;
+use logmill::sink::http::{Exported, serve};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+fn load_program(paths: &[PathBuf]) -> Result<logmill::rules::Program> {
+    let (files, mut diags) = logmill::rules::load_paths(paths);
+    let (program, more) = logmill::rules::compile(&files);
+    diags.extend(more);
+    diags.iter().for_each(|d| eprintln!("{d}"));
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        bail!("{errors} error(s) in the rules; not starting");
+    }
+    Ok(program)
+}
+
+/// Creates the state topic (compacted: one record per identity is all that matters) if missing.
+fn ensure_state_topic(rt: &tokio::runtime::Runtime, cfg: &Config) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create()
+        .context("creating the admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(&cfg.state_topic), Duration::from_secs(10))?;
+    if metadata
+        .topics()
+        .iter()
+        .any(|t| t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
+    let topic = NewTopic::new(&cfg.state_topic, 1, TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "compact");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                admin.create_topics([&topic], &options),
+            )
+            .await
+        })
+        .context("timed out creating the state topic")?
+        .context("creating the state topic")?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("creating state topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the HTTP endpoint and the signal watcher; returns the bound address.
+fn start_edges(
+    rt: &tokio::runtime::Runtime,
+    listen: SocketAddr,
+    exported: Arc<Exported>,
+    stop: Arc<AtomicBool>,
+    stop_http: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr> {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    rt.spawn(serve(listener, exported, stop_http));
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    Ok(addr)
+}
+
+fn instance_of(cfg: &Config) -> String {
+    cfg.instance_id
+        .clone()
+        .unwrap_or_else(|| format!("anonymous-{}-{}", std::process::id(), now_ms()))
+}
+
+pub fn run(config: &Path) -> Result<()> {
+    let (cfg, warnings) = match logmill::config::load(config) {
+        Ok(c) => c,
+        Err(diags) => {
+            diags.iter().for_each(|d| eprintln!("{d}"));
+            bail!("the config has errors; not starting");
+        }
+    };
+    warnings.iter().for_each(|d| eprintln!("{d}"));
+    let program = Arc::new(load_program(&cfg.rules)?);
+    serve_until_stopped(cfg, program, None)
+}
+
+/// Prints a live status line from the exported state.
+type StatusLine = Box<dyn Fn(&Exported) + Send>;
+
+/// Runs the service with its edges; `status` is called every second while it runs.
+fn serve_until_stopped(
+    cfg: Config,
+    program: Arc<logmill::rules::Program>,
+    status: Option<StatusLine>,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    ensure_state_topic(&rt, &cfg)?;
+    let telemetry = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing self-telemetry")?;
+    let exported = Arc::new(Exported::new(
+        Arc::clone(&program),
+        Aggregates::new(&program),
+        Some(telemetry),
+        now_ms,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
+    let addr = start_edges(
+        &rt,
+        cfg.listen,
+        Arc::clone(&exported),
+        Arc::clone(&stop),
+        stop_http_rx,
+    )?;
+    let instance = instance_of(&cfg);
+    eprintln!(
+        "logmill: instance {instance}, group {}, serving http://{addr}/metrics",
+        cfg.group_id
+    );
+    let status_thread = status.map(|f| {
+        let (exported, stop) = (Arc::clone(&exported), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                f(&exported);
+            }
+        })
+    });
+    let linger = cfg.linger;
+    let result = logmill::service::run(
+        cfg,
+        instance,
+        program,
+        Arc::clone(&exported),
+        Arc::clone(&stop),
+    );
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = status_thread {
+        let _ = t.join();
+    }
+    let counters = result.context("the service stopped")?;
+    eprintln!(
+        "logmill: stopped after {} events; serving the last checkpoint for {linger:?}",
+        counters.events_in
+    );
+    std::thread::sleep(linger);
+    let _ = stop_http_tx.send(true);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
+    let cluster = MockCluster::new(1).context("starting the mock cluster")?;
+    for t in topics {
+        cluster
+            .create_topic(t, partitions, 1)
+            .with_context(|| format!("creating topic {t}"))?;
+    }
+    println!("{}", cluster.bootstrap_servers());
+    eprintln!(
+        "logmill broker: librdkafka's mock cluster at {} with topics {} ({partitions} partitions); for development only, nothing is persisted. Ctrl-C stops it.",
+        cluster.bootstrap_servers(),
+        topics.join(", ")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(tokio::signal::ctrl_c())?;
+    Ok(())
+}
+
+pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()> {
+    let program = Arc::new(load_program(rules)?);
+    let cluster = MockCluster::new(3).context("starting the mock cluster")?;
+    let bootstrap = cluster.bootstrap_servers();
+    for (t, p) in [
+        ("logs", 4),
+        ("logs-kept", 4),
+        ("logs-dead-letter", 1),
+        ("logmill-demo-state", 1),
+    ] {
+        cluster.create_topic(t, p, 1)?;
+    }
+    eprintln!(
+        "logmill demo: kafka at {bootstrap} (e.g. `kcat -b {bootstrap} -C -t logs-kept`), metrics at http://{metrics_addr}/metrics"
+    );
+    let cfg = Config {
+        file: PathBuf::from("(demo)"),
+        brokers: bootstrap.clone(),
+        group_id: "logmill-demo".into(),
+        instance_id: Some("demo-0".into()),
+        topics: vec!["logs".into()],
+        topic_regex: None,
+        properties: [("session.timeout.ms".to_string(), "6000".to_string())]
+            .into_iter()
+            .collect(),
+        rules: rules.to_vec(),
+        input: InputFormat::Auto,
+        limits: Limits::default(),
+        kept_topic: Some("logs-kept".into()),
+        dead_letter_topic: Some("logs-dead-letter".into()),
+        delivery: Delivery::ExactlyOnce,
+        state_topic: "logmill-demo-state".into(),
+        checkpoint_interval: Duration::from_secs(1),
+        linger: Duration::ZERO,
+        listen: metrics_addr,
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        batch_max_events: 4096,
+        batch_max_wait: Duration::from_millis(50),
+        max_in_flight: 200_000,
+        shutdown_deadline: Duration::from_secs(10),
+        log_json: false,
+    };
+    let produced = Arc::new(AtomicU64::new(0));
+    let generating = Arc::new(AtomicBool::new(true));
+    let generator = {
+        let (produced, generating) = (Arc::clone(&produced), Arc::clone(&generating));
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "10")
+            .create()?;
+        std::thread::spawn(move || {
+            let mut rng = logmill::workload::Rng::new(7);
+            let mut line = Vec::new();
+            let started = Instant::now();
+            let mut i = 0u64;
+            while generating.load(Ordering::Relaxed) {
+                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                if i >= due {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                line.clear();
+                logmill::workload::line(logmill::workload::Kind::Mixed, &mut rng, i, &mut line);
+                let payload = line.strip_suffix(b"\n").unwrap_or(&line);
+                if producer
+                    .send(BaseRecord::<(), [u8]>::to("logs").payload(payload))
+                    .is_ok()
+                {
+                    i += 1;
+                    produced.store(i, Ordering::Relaxed);
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let _ = producer.flush(Duration::from_secs(5));
+        })
+    };
+    let last = Arc::new(AtomicU64::new(0));
+    let status: StatusLine = Box::new(move |exported: &Exported| {
+        let text = exported.render(logmill::sink::exposition::ExpositionFormat::Text);
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        let produced_now = produced.load(Ordering::Relaxed);
+        let per_sec = produced_now - last.swap(produced_now, Ordering::Relaxed);
+        eprint!(
+            "\rproduced {produced_now} ({per_sec}/s), exported series {series}, ready {}    ",
+            exported.ready.load(Ordering::Relaxed)
+        );
+    });
+    let result = serve_until_stopped(cfg, program, Some(status));
+    generating.store(false, Ordering::Relaxed);
+    let _ = generator.join();
+    eprintln!();
+    drop(cluster);
+    result
+}

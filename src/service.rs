@@ -1,0 +1,656 @@
+//! The service: a consumer group in, metrics, kept logs and dead letters out, checkpoints in
+//! between. This is the edge where threads and I/O live; the per-record work is `Engine`.
+//!
+//! One coordinator thread polls the consumer, cuts batches and hands them to worker threads,
+//! merges their results in dispatch order, produces kept and dead-lettered records, and
+//! checkpoints. Rebalance callbacks run on the same thread (inside `poll`), so they see a
+//! consistent state without locks of their own. See ARCHITECTURE.md, "Delivery".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message};
+
+use crate::checkpoint::{Checkpoint, Latest, PartitionKey};
+use crate::config::{Config, Delivery};
+use crate::decode::InputFormat;
+use crate::derive::{Aggregates, snapshot};
+use crate::engine::{Counters, Engine, Record};
+use crate::reduce::Fate;
+use crate::rules::Program;
+use crate::sink::http::Exported;
+use crate::source::kafka::{OwnedRecord, consumer_config, producer_config};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("checkpoint of {instance} could not be decoded: {reason}")]
+    BadCheckpoint { instance: String, reason: String },
+    #[error("timed out reading the state topic `{0}`")]
+    StateTimeout(String),
+}
+
+/// Header names on kept and dead-lettered records: where the record came from, so readers can
+/// drop replays after a crash, and why a record was dead-lettered.
+pub const HEADER_TOPIC: &str = "logmill.source.topic";
+pub const HEADER_PARTITION: &str = "logmill.source.partition";
+pub const HEADER_OFFSET: &str = "logmill.source.offset";
+pub const HEADER_REASON: &str = "logmill.reason";
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads the state topic: the latest checkpoint of every identity.
+struct StateReader {
+    consumer: BaseConsumer,
+    topic: String,
+    latest: Latest,
+}
+
+impl StateReader {
+    fn new(cfg: &Config, instance: &str) -> Result<StateReader, ServiceError> {
+        let consumer: BaseConsumer = consumer_config(cfg, instance)
+            .set("group.id", format!("{}-state-reader", cfg.group_id))
+            .remove("group.instance.id")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&cfg.state_topic), Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(&cfg.state_topic, p.id(), Offset::Beginning)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        Ok(StateReader {
+            consumer,
+            topic: cfg.state_topic.clone(),
+            latest: Latest::default(),
+        })
+    }
+
+    /// Reads every checkpoint written so far.
+    fn catch_up(&mut self, timeout: Duration) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + timeout;
+        let assignment = self.consumer.assignment()?;
+        let mut targets = HashMap::new();
+        for e in assignment.elements() {
+            let (_, high) = self.consumer.fetch_watermarks(
+                &self.topic,
+                e.partition(),
+                Duration::from_secs(5),
+            )?;
+            targets.insert(e.partition(), high);
+        }
+        let mut positions: HashMap<i32, i64> = HashMap::new();
+        loop {
+            let done = targets
+                .iter()
+                .all(|(p, high)| positions.get(p).copied().unwrap_or(0) >= *high || *high == 0);
+            if done {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ServiceError::StateTimeout(self.topic.clone()));
+            }
+            if let Some(m) = self.consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                positions.insert(m.partition(), m.offset() + 1);
+                if let Some(payload) = m.payload() {
+                    match Checkpoint::decode(payload) {
+                        Ok(cp) => self.latest.observe(cp),
+                        Err(e) => {
+                            tracing_warn(&format!("skipping an unreadable checkpoint record: {e}"))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tracing_warn(msg: &str) {
+    eprintln!("logmill: warning: {msg}");
+}
+
+struct Job {
+    id: u64,
+    program: Arc<Program>,
+    records: Vec<OwnedRecord>,
+}
+
+struct Done {
+    id: u64,
+    delta: Aggregates,
+    counters: Counters,
+    fates: Vec<Fate>,
+    records: Vec<OwnedRecord>,
+}
+
+fn worker(
+    jobs: Arc<Mutex<Receiver<Job>>>,
+    done: Sender<Done>,
+    input: InputFormat,
+    limits: crate::decode::Limits,
+) {
+    let mut engine: Option<Engine> = None;
+    loop {
+        let job = match jobs
+            .lock()
+            .expect("no worker panics holding the queue")
+            .recv()
+        {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let e = match &mut engine {
+            Some(e) if Arc::ptr_eq(e.program(), &job.program) => e,
+            _ => engine.insert(Engine::new(Arc::clone(&job.program), input, limits)),
+        };
+        let records: Vec<Record> = job
+            .records
+            .iter()
+            .map(|r| Record {
+                payload: &r.payload,
+                topic: &r.topic,
+                seq: r.offset as u64,
+            })
+            .collect();
+        let mut fates = Vec::with_capacity(records.len());
+        e.process(&records, now_ms(), &mut fates);
+        drop(records);
+        let delta = std::mem::replace(&mut e.local, Aggregates::new(&job.program));
+        let counters = std::mem::take(&mut e.counters);
+        e.counters.rule_matches = vec![0; job.program.rules.len()];
+        if done
+            .send(Done {
+                id: job.id,
+                delta,
+                counters,
+                fates,
+                records: job.records,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Everything the coordinator thread owns. Rebalance callbacks reach it through the consumer
+/// context's mutex, which only ever has this one thread contending for it.
+pub struct Coordinator {
+    cfg: Config,
+    instance: String,
+    program: Arc<Program>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    state: StateReader,
+    seq: u64,
+    /// This identity's state including what is not checkpointed yet.
+    pending: Aggregates,
+    /// Next offset to read for each owned partition, as far as merged results go.
+    next: BTreeMap<PartitionKey, i64>,
+    batch: Vec<OwnedRecord>,
+    batch_started: Instant,
+    next_job: u64,
+    next_merge: u64,
+    in_flight: u64,
+    reorder: BTreeMap<u64, Done>,
+    jobs: Option<Sender<Job>>,
+    results: Receiver<Done>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    last_checkpoint: Instant,
+    last_publish: Instant,
+    paused: bool,
+    topics: HashMap<String, Arc<str>>,
+    pub exported: Arc<Exported>,
+    pub counters: Counters,
+}
+
+impl Coordinator {
+    pub fn new(
+        cfg: Config,
+        instance: String,
+        program: Arc<Program>,
+        exported: Arc<Exported>,
+    ) -> Result<Coordinator, ServiceError> {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            producer_config(&cfg, &instance).create()?;
+        let mut state = StateReader::new(&cfg, &instance)?;
+        state.catch_up(Duration::from_secs(30))?;
+        let mut pending = Aggregates::new(&program);
+        let mut seq = 0;
+        if let Some(cp) = state.latest.of(&instance) {
+            seq = cp.seq;
+            snapshot::decode(&program, &cp.metrics, &mut pending).map_err(|e| {
+                ServiceError::BadCheckpoint {
+                    instance: instance.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        exported.publish(Arc::clone(&program), pending.clone());
+        let (job_tx, job_rx) = channel::<Job>();
+        let (done_tx, done_rx) = channel::<Done>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let workers = (0..cfg.workers)
+            .map(|i| {
+                let (jobs, done) = (Arc::clone(&job_rx), done_tx.clone());
+                let (input, limits) = (cfg.input, cfg.limits);
+                std::thread::Builder::new()
+                    .name(format!("logmill-worker-{i}"))
+                    .spawn(move || worker(jobs, done, input, limits))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Ok(Coordinator {
+            counters: Counters {
+                rule_matches: vec![0; program.rules.len()],
+                ..Counters::default()
+            },
+            cfg,
+            instance,
+            program,
+            producer,
+            state,
+            seq,
+            pending,
+            next: BTreeMap::new(),
+            batch: Vec::new(),
+            batch_started: Instant::now(),
+            next_job: 0,
+            next_merge: 0,
+            in_flight: 0,
+            reorder: BTreeMap::new(),
+            jobs: Some(job_tx),
+            results: done_rx,
+            workers,
+            last_checkpoint: Instant::now(),
+            last_publish: Instant::now(),
+            paused: false,
+            topics: HashMap::new(),
+            exported,
+        })
+    }
+
+    fn add(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let topic = match self.topics.get(m.topic()) {
+            Some(t) => Arc::clone(t),
+            None => {
+                let t: Arc<str> = m.topic().into();
+                self.topics.insert(m.topic().to_string(), Arc::clone(&t));
+                t
+            }
+        };
+        if self.batch.is_empty() {
+            self.batch_started = Instant::now();
+        }
+        self.batch.push(OwnedRecord::from_message(m, topic));
+        if self.batch.len() >= self.cfg.batch_max_events {
+            self.dispatch();
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.batch);
+        self.in_flight += records.len() as u64;
+        let job = Job {
+            id: self.next_job,
+            program: Arc::clone(&self.program),
+            records,
+        };
+        self.next_job += 1;
+        self.jobs
+            .as_ref()
+            .expect("workers run until shutdown")
+            .send(job)
+            .expect("workers outlive the coordinator");
+    }
+
+    /// Merges finished batches in dispatch order; `wait` blocks until none is in flight.
+    fn collect(&mut self, wait: bool) -> Result<(), ServiceError> {
+        loop {
+            let done = if wait && self.next_merge < self.next_job {
+                Some(
+                    self.results
+                        .recv()
+                        .expect("workers outlive the coordinator"),
+                )
+            } else {
+                self.results.try_recv().ok()
+            };
+            match done {
+                Some(d) => {
+                    self.reorder.insert(d.id, d);
+                }
+                None if !wait || self.next_merge == self.next_job => return Ok(()),
+                None => {}
+            }
+            while let Some(d) = self.reorder.remove(&self.next_merge) {
+                self.next_merge += 1;
+                self.merge(d)?;
+            }
+        }
+    }
+
+    fn merge(&mut self, mut d: Done) -> Result<(), ServiceError> {
+        let now = now_ms();
+        self.pending.merge_from(&mut d.delta, &self.program, now);
+        crate::telemetry::publish_increments(&self.program, &d.counters);
+        self.counters.absorb(&d.counters);
+        self.in_flight -= d.records.len() as u64;
+        for (rec, fate) in d.records.iter().zip(&d.fates) {
+            let key = PartitionKey {
+                topic: rec.topic.to_string(),
+                partition: rec.partition,
+            };
+            let next = self.next.entry(key).or_insert(0);
+            *next = (*next).max(rec.offset + 1);
+            let (topic, reason) = match fate {
+                Fate::Keep => (self.cfg.kept_topic.as_deref(), None),
+                Fate::Drop => (None, None),
+                Fate::DeadLetter(r) => (self.cfg.dead_letter_topic.as_deref(), Some(r.as_str())),
+            };
+            if let Some(topic) = topic {
+                let partition = rec.partition.to_string();
+                let offset = rec.offset.to_string();
+                let mut headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: HEADER_TOPIC,
+                        value: Some(rec.topic.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: HEADER_PARTITION,
+                        value: Some(partition.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: HEADER_OFFSET,
+                        value: Some(offset.as_bytes()),
+                    });
+                if let Some(reason) = reason {
+                    headers = headers.insert(Header {
+                        key: HEADER_REASON,
+                        value: Some(reason.as_bytes()),
+                    });
+                }
+                let mut record = BaseRecord::<(), [u8]>::to(topic)
+                    .payload(&rec.payload)
+                    .headers(headers);
+                loop {
+                    match self.producer.send(record) {
+                        Ok(()) => break,
+                        Err((
+                            KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull,
+                            ),
+                            r,
+                        )) => {
+                            record = r;
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err((e, _)) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        if self.cfg.delivery == Delivery::AtLeastOnce
+            && self.last_publish.elapsed() > Duration::from_millis(500)
+        {
+            self.exported
+                .publish(Arc::clone(&self.program), self.pending.clone());
+            self.last_publish = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Makes everything processed so far durable, then exports it. Any failure leaves the
+    /// exported values as they were: they never show what a checkpoint does not hold.
+    pub fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        self.dispatch();
+        self.collect(true)?;
+        self.producer.flush(Duration::from_secs(30))?;
+        // Committing first fences a zombie: a member that lost its partitions fails here and
+        // writes no checkpoint for them.
+        let mut tpl = TopicPartitionList::new();
+        for (k, off) in &self.next {
+            tpl.add_partition_offset(&k.topic, k.partition, Offset::Offset(*off))?;
+        }
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+        }
+        self.seq += 1;
+        let cp = Checkpoint {
+            instance: self.instance.clone(),
+            seq: self.seq,
+            at_ms: now_ms(),
+            offsets: self.next.iter().map(|(k, o)| (k.clone(), *o)).collect(),
+            metrics: snapshot::encode(&self.program, &self.pending),
+        };
+        let bytes = cp.encode();
+        let size = bytes.len();
+        self.producer
+            .send(
+                BaseRecord::<str, [u8]>::to(&self.cfg.state_topic)
+                    .key(&self.instance)
+                    .payload(&bytes),
+            )
+            .map_err(|(e, _)| e)?;
+        self.producer.flush(Duration::from_secs(30))?;
+        self.state.latest.observe(cp);
+        self.exported
+            .publish(Arc::clone(&self.program), self.pending.clone());
+        self.last_checkpoint = Instant::now();
+        crate::telemetry::checkpointed(started.elapsed(), size);
+        Ok(())
+    }
+
+    fn assigned(&mut self, tpl: &mut TopicPartitionList) -> Result<(), ServiceError> {
+        self.state.catch_up(Duration::from_secs(30))?;
+        let elements: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in elements {
+            let key = PartitionKey {
+                topic: topic.clone(),
+                partition,
+            };
+            if let Some(off) = self.state.latest.resume_offset(&key) {
+                tpl.set_partition_offset(&topic, partition, Offset::Offset(off))?;
+                self.next.insert(key, off);
+            }
+        }
+        crate::telemetry::rebalanced("assign");
+        Ok(())
+    }
+
+    fn revoked(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), ServiceError> {
+        self.checkpoint(consumer)?;
+        for e in tpl.elements() {
+            self.next.remove(&PartitionKey {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+            });
+        }
+        crate::telemetry::rebalanced("revoke");
+        Ok(())
+    }
+
+    /// Pauses fetching while too much is read but not checkpointed, so memory stays bounded.
+    fn backpressure(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
+        let over = self.in_flight as usize + self.batch.len() > self.cfg.max_in_flight;
+        if over != self.paused {
+            let assignment = consumer.assignment()?;
+            if over {
+                consumer.pause(&assignment)?;
+            } else {
+                consumer.resume(&assignment)?;
+            }
+            self.paused = over;
+        }
+        Ok(())
+    }
+
+    fn shutdown_workers(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The consumer context: rebalances checkpoint revoked partitions and restore assigned ones.
+pub struct Ctx {
+    pub coordinator: Mutex<Option<Coordinator>>,
+    pub errors: Mutex<Vec<String>>,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing_warn(&format!("kafka: {error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut guard = self
+            .coordinator
+            .lock()
+            .expect("the coordinator never panics holding its lock");
+        let Some(c) = guard.as_mut() else {
+            // Shutting down: the final checkpoint is written; just follow the protocol.
+            let _ = match err {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                    consumer.incremental_assign(tpl)
+                }
+                _ => consumer.incremental_unassign(tpl),
+            };
+            return;
+        };
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                c.assigned(tpl).and_then(|()| {
+                    consumer.incremental_assign(tpl)?;
+                    c.exported.ready.store(true, Ordering::Relaxed);
+                    Ok(())
+                })
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let r = c.revoked(consumer, tpl);
+                // Unassign whatever happened: keeping revoked partitions would stall the group.
+                let _ = consumer.incremental_unassign(tpl);
+                r
+            }
+            other => Err(ServiceError::Kafka(KafkaError::Rebalance(other.into()))),
+        };
+        if let Err(e) = result {
+            self.errors
+                .lock()
+                .expect("never poisoned")
+                .push(e.to_string());
+        }
+    }
+}
+
+/// Runs the service until `stop` is set, then checkpoints, leaves the group and returns.
+pub fn run(
+    cfg: Config,
+    instance: String,
+    program: Arc<Program>,
+    exported: Arc<Exported>,
+    stop: Arc<AtomicBool>,
+) -> Result<Counters, ServiceError> {
+    let coordinator = Coordinator::new(
+        cfg.clone(),
+        instance.clone(),
+        program,
+        Arc::clone(&exported),
+    )?;
+    let ctx = Ctx {
+        coordinator: Mutex::new(Some(coordinator)),
+        errors: Mutex::new(Vec::new()),
+    };
+    let consumer: BaseConsumer<Ctx> = consumer_config(&cfg, &instance).create_with_context(ctx)?;
+    match &cfg.topic_regex {
+        Some(re) => consumer.subscribe(&[&format!("^{}", re.trim_start_matches('^'))])?,
+        None => consumer.subscribe(&cfg.topics.iter().map(String::as_str).collect::<Vec<_>>())?,
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let polled = consumer.poll(Duration::from_millis(20));
+        let mut guard = consumer
+            .context()
+            .coordinator
+            .lock()
+            .expect("never poisoned");
+        let c = guard.as_mut().expect("set until shutdown");
+        match polled {
+            Some(Ok(m)) => c.add(&m),
+            Some(Err(e)) => tracing_warn(&format!("consumer: {e}")),
+            None => {}
+        }
+        if c.batch_started.elapsed() >= cfg.batch_max_wait {
+            c.dispatch();
+        }
+        c.collect(false)?;
+        c.backpressure(&consumer)?;
+        if c.last_checkpoint.elapsed() >= cfg.checkpoint_interval {
+            match c.checkpoint(&consumer) {
+                Ok(()) => c.exported.ready.store(
+                    !consumer
+                        .assignment()
+                        .map(|a| a.count() == 0)
+                        .unwrap_or(true),
+                    Ordering::Relaxed,
+                ),
+                Err(e) => {
+                    c.exported.ready.store(false, Ordering::Relaxed);
+                    tracing_warn(&format!("checkpoint failed, will retry: {e}"));
+                    c.last_checkpoint = Instant::now();
+                }
+            }
+        }
+        let errors: Vec<String> =
+            std::mem::take(&mut *consumer.context().errors.lock().expect("never poisoned"));
+        for e in errors {
+            tracing_warn(&format!("rebalance: {e}"));
+        }
+    }
+    let mut guard = consumer
+        .context()
+        .coordinator
+        .lock()
+        .expect("never poisoned");
+    let mut c = guard.take().expect("set until shutdown");
+    drop(guard);
+    c.checkpoint(&consumer)?;
+    c.exported.ready.store(false, Ordering::Relaxed);
+    c.shutdown_workers();
+    consumer.unsubscribe();
+    Ok(c.counters)
+}
