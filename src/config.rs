@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::decode::{InputFormat, Limits};
 use crate::rules::diagnostic::{Code, Diagnostic, Sink};
-use crate::rules::read::{MapView, duration, limit, scalar, strings};
+use crate::rules::read::{MapView, duration, duration_or_zero, limit, scalar, strings};
 use crate::rules::suggest::did_you_mean;
 use crate::rules::yaml::{self, Node};
 
@@ -305,7 +305,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
                 duration(n, "`checkpoint_interval`", sink).unwrap_or(checkpoint_interval);
         }
         if let Some(n) = d.get("linger") {
-            linger = duration(n, "`linger`", sink).unwrap_or(linger);
+            linger = duration_or_zero(n, "`linger`", sink).unwrap_or(linger);
         }
         d.finish(DELIVERY, "`delivery`", sink);
     }

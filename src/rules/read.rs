@@ -84,8 +84,17 @@ pub fn strings(node: &Node, what: &str, sink: &mut Sink) -> Vec<(String, Pos)> {
 }
 
 pub fn duration(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
+    duration_from(node, what, sink, false)
+}
+
+/// Like `duration`, where zero means "none" (a linger of `0s`).
+pub fn duration_or_zero(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
+    duration_from(node, what, sink, true)
+}
+
+fn duration_from(node: &Node, what: &str, sink: &mut Sink, zero_ok: bool) -> Option<Duration> {
     let text = scalar(node, what, sink)?;
-    match parse_duration_secs(&text).filter(|s| *s > 0.0) {
+    match parse_duration_secs(&text).filter(|s| *s > 0.0 || (zero_ok && *s == 0.0)) {
         Some(secs) => Some(Duration::from_secs_f64(secs)),
         None => {
             sink.error(
@@ -93,7 +102,11 @@ pub fn duration(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
                 Code::BadDuration,
                 format!("invalid duration `{text}` for {what}"),
             )
-            .hint("write a positive duration like `90s`, `10m` or `1h30m`");
+            .hint(if zero_ok {
+                "write a duration like `0s`, `30s` or `2m`"
+            } else {
+                "write a positive duration like `90s`, `10m` or `1h30m`"
+            });
             None
         }
     }

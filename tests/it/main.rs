@@ -3,4 +3,5 @@ mod cases;
 mod cli;
 mod loghub;
 mod peers;
+mod service;
 mod support;
