@@ -47,6 +47,10 @@ pub const HEADER_PARTITION: &str = "logmill.source.partition";
 pub const HEADER_OFFSET: &str = "logmill.source.offset";
 pub const HEADER_REASON: &str = "logmill.reason";
 
+/// How long a checkpoint waits for outputs to be acknowledged before it gives up and retries
+/// later; the coordinator is blocked meanwhile, so this stays short.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -200,6 +204,9 @@ pub struct Coordinator {
     seq: u64,
     /// This identity's state including what is not checkpointed yet.
     pending: Aggregates,
+    /// The state and offsets of the last durable checkpoint, to roll back to.
+    committed: Aggregates,
+    committed_next: BTreeMap<PartitionKey, i64>,
     /// Next offset to read for each owned partition, as far as merged results go.
     next: BTreeMap<PartitionKey, i64>,
     batch: Vec<OwnedRecord>,
@@ -266,6 +273,8 @@ impl Coordinator {
             producer,
             state,
             seq,
+            committed: pending.clone(),
+            committed_next: BTreeMap::new(),
             pending,
             next: BTreeMap::new(),
             batch: Vec::new(),
@@ -424,7 +433,7 @@ impl Coordinator {
         let started = Instant::now();
         self.dispatch();
         self.collect(true)?;
-        self.producer.flush(Duration::from_secs(30))?;
+        self.producer.flush(FLUSH_TIMEOUT)?;
         // Committing first fences a zombie: a member that lost its partitions fails here and
         // writes no checkpoint for them.
         let mut tpl = TopicPartitionList::new();
@@ -451,17 +460,33 @@ impl Coordinator {
                     .payload(&bytes),
             )
             .map_err(|(e, _)| e)?;
-        self.producer.flush(Duration::from_secs(30))?;
+        self.producer.flush(FLUSH_TIMEOUT)?;
         self.state.latest.observe(cp);
         self.exported
             .publish(Arc::clone(&self.program), self.pending.clone());
+        self.exported
+            .last_checkpoint_ms
+            .store(now_ms(), Ordering::Relaxed);
         self.last_checkpoint = Instant::now();
         crate::telemetry::checkpointed(started.elapsed(), size);
         Ok(())
     }
 
     fn assigned(&mut self, tpl: &mut TopicPartitionList) -> Result<(), ServiceError> {
-        self.state.catch_up(Duration::from_secs(30))?;
+        // Without the latest checkpoints a partition could resume behind what another
+        // instance exported: wait for the state topic rather than guess.
+        let mut attempt = 0;
+        while let Err(e) = self.state.catch_up(Duration::from_secs(10)) {
+            attempt += 1;
+            tracing_warn(&format!(
+                "reading checkpoints before resuming partitions (attempt {attempt}): {e}"
+            ));
+            if attempt >= 30 {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        eprintln!("logmill: assigned {} partition(s)", tpl.count());
         let elements: Vec<(String, i32)> = tpl
             .elements()
             .iter()
@@ -486,7 +511,13 @@ impl Coordinator {
         consumer: &BaseConsumer<Ctx>,
         tpl: &TopicPartitionList,
     ) -> Result<(), ServiceError> {
-        self.checkpoint(consumer)?;
+        eprintln!("logmill: revoking {} partition(s)", tpl.count());
+        let result = self.checkpoint(consumer);
+        if result.is_err() {
+            // What was processed since the last checkpoint will be replayed by the partitions'
+            // next owners, so it must not be exported here, ever: go back to the checkpoint.
+            self.rollback(consumer);
+        }
         for e in tpl.elements() {
             self.next.remove(&PartitionKey {
                 topic: e.topic().to_string(),
@@ -494,7 +525,29 @@ impl Coordinator {
             });
         }
         crate::telemetry::rebalanced("revoke");
-        Ok(())
+        result
+    }
+
+    /// Returns to the last checkpoint: its values, and its offsets for the partitions kept
+    /// (they are read again from there). Used when a checkpoint cannot be written before
+    /// partitions move on.
+    fn rollback(&mut self, consumer: &BaseConsumer<Ctx>) {
+        self.batch.clear();
+        self.pending = self.committed.clone();
+        for (key, off) in self.committed_next.clone() {
+            if self.next.contains_key(&key) {
+                let _ = consumer.seek(
+                    &key.topic,
+                    key.partition,
+                    Offset::Offset(off),
+                    Duration::from_secs(5),
+                );
+                self.next.insert(key, off);
+            }
+        }
+        tracing_warn(
+            "a checkpoint failed while partitions were revoked: rolled back to the last checkpoint",
+        );
     }
 
     /// Pauses fetching while too much is read but not checkpointed, so memory stays bounded.
@@ -510,6 +563,33 @@ impl Coordinator {
             self.paused = over;
         }
         Ok(())
+    }
+
+    /// Swaps in a new rule set between batches. Series of families that did not change keep
+    /// their values (they move over by name through a snapshot); the swap is checkpointed at
+    /// once so that what is exported is always described by the rules in force.
+    pub fn swap_program(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        program: Arc<Program>,
+    ) -> Result<(), ServiceError> {
+        self.dispatch();
+        self.collect(true)?;
+        let remap = |from: &Aggregates| -> Result<Aggregates, ServiceError> {
+            let mut to = Aggregates::new(&program);
+            snapshot::decode(&program, &snapshot::encode(&self.program, from), &mut to).map_err(
+                |e| ServiceError::BadCheckpoint {
+                    instance: self.instance.clone(),
+                    reason: e.to_string(),
+                },
+            )?;
+            Ok(to)
+        };
+        self.pending = remap(&self.pending)?;
+        self.committed = remap(&self.committed)?;
+        self.program = program;
+        self.counters.rule_matches = vec![0; self.program.rules.len()];
+        self.checkpoint(consumer)
     }
 
     fn shutdown_workers(&mut self) {
@@ -578,14 +658,69 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// The rule files' names, sizes and modification times, to notice edits.
+type Fingerprint = Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn fingerprint(paths: &[std::path::PathBuf]) -> Fingerprint {
+    let mut files = Vec::new();
+    for p in paths {
+        let entries: Vec<std::path::PathBuf> = if p.is_dir() {
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| crate::rules::compile::is_yaml(p))
+                .collect()
+        } else {
+            vec![p.clone()]
+        };
+        for f in entries {
+            let md = std::fs::metadata(&f).ok();
+            files.push((
+                f,
+                md.as_ref().map_or(0, |m| m.len()),
+                md.and_then(|m| m.modified().ok()),
+            ));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Recompiles the rules; `None` (and the diagnostics reported) when they have errors.
+fn recompile(cfg: &Config) -> Option<Arc<Program>> {
+    let (files, mut diags) = crate::rules::load_paths(&cfg.rules);
+    let (program, more) = crate::rules::compile(&files);
+    diags.extend(more);
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    if diags.iter().any(|d| d.is_error()) {
+        crate::telemetry::reload_failed();
+        tracing_warn("the changed rules have errors: still running the previous rules");
+        return None;
+    }
+    Some(Arc::new(program))
+}
+
 /// Runs the service until `stop` is set, then checkpoints, leaves the group and returns.
+/// `reload` asks for the rules to be read again (SIGHUP); edits to the rule files are noticed
+/// on their own.
 pub fn run(
     cfg: Config,
     instance: String,
     program: Arc<Program>,
     exported: Arc<Exported>,
     stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
 ) -> Result<Counters, ServiceError> {
+    crate::telemetry::rules_loaded(program.hash, None);
+    let window = (cfg.checkpoint_interval * 3).max(Duration::from_secs(5));
+    exported
+        .ready_window_ms
+        .store(window.as_millis() as u64, Ordering::Relaxed);
+    let mut rules_seen = fingerprint(&cfg.rules);
+    let mut last_rules_check = Instant::now();
     let coordinator = Coordinator::new(
         cfg.clone(),
         instance.clone(),
@@ -620,18 +755,26 @@ pub fn run(
         c.collect(false)?;
         c.backpressure(&consumer)?;
         if c.last_checkpoint.elapsed() >= cfg.checkpoint_interval {
-            match c.checkpoint(&consumer) {
-                Ok(()) => c.exported.ready.store(
-                    !consumer
-                        .assignment()
-                        .map(|a| a.count() == 0)
-                        .unwrap_or(true),
-                    Ordering::Relaxed,
-                ),
-                Err(e) => {
-                    c.exported.ready.store(false, Ordering::Relaxed);
-                    tracing_warn(&format!("checkpoint failed, will retry: {e}"));
-                    c.last_checkpoint = Instant::now();
+            // Readiness follows from the checkpoint's age (`Exported::is_ready`): a failure
+            // needs no bookkeeping here beyond retrying.
+            if let Err(e) = c.checkpoint(&consumer) {
+                tracing_warn(&format!("checkpoint failed, will retry: {e}"));
+                c.last_checkpoint = Instant::now();
+            }
+        }
+        if last_rules_check.elapsed() >= Duration::from_secs(1) || reload.load(Ordering::Relaxed) {
+            last_rules_check = Instant::now();
+            let now_seen = fingerprint(&cfg.rules);
+            if reload.swap(false, Ordering::Relaxed) || now_seen != rules_seen {
+                rules_seen = now_seen;
+                if let Some(new) = recompile(&cfg) {
+                    let old_hash = c.program.hash;
+                    if new.hash != old_hash {
+                        let new_hash = new.hash;
+                        c.swap_program(&consumer, new)?;
+                        crate::telemetry::rules_loaded(new_hash, Some(old_hash));
+                        eprintln!("logmill: rules reloaded ({} rules)", c.program.rules.len());
+                    }
                 }
             }
         }

@@ -29,6 +29,21 @@ pub const CHECKPOINTS: &str = "logmill_checkpoints_total";
 pub const CHECKPOINT_SECONDS: &str = "logmill_checkpoint_seconds";
 pub const CHECKPOINT_BYTES: &str = "logmill_checkpoint_bytes";
 pub const REBALANCES: &str = "logmill_rebalances_total";
+pub const RULES_INFO: &str = "logmill_rules_info";
+pub const RULES_RELOAD_FAILURES: &str = "logmill_rules_reload_failures_total";
+
+/// The loaded rule set, as an info gauge: 1 for the hash in force, 0 for the one it replaced.
+pub fn rules_loaded(hash: u64, previous: Option<u64>) {
+    if let Some(old) = previous {
+        gauge!(RULES_INFO, "hash" => format!("{old:016x}")).set(0.0);
+    }
+    gauge!(RULES_INFO, "hash" => format!("{hash:016x}")).set(1.0);
+}
+
+/// A reload found errors and kept the previous rules.
+pub fn reload_failed() {
+    counter!(RULES_RELOAD_FAILURES).increment(1);
+}
 
 /// A durable checkpoint was written.
 pub fn checkpointed(took: Duration, bytes: usize) {

@@ -74,6 +74,7 @@ fn start_edges(
     listen: SocketAddr,
     exported: Arc<Exported>,
     stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
     stop_http: tokio::sync::watch::Receiver<bool>,
 ) -> Result<SocketAddr> {
     let listener = rt
@@ -81,6 +82,13 @@ fn start_edges(
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     rt.spawn(serve(listener, exported, stop_http));
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+        while hup.recv().await.is_some() {
+            reload.store(true, Ordering::Relaxed);
+        }
+    });
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
@@ -137,12 +145,14 @@ fn serve_until_stopped(
         now_ms,
     ));
     let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
     let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
     let addr = start_edges(
         &rt,
         cfg.listen,
         Arc::clone(&exported),
         Arc::clone(&stop),
+        Arc::clone(&reload),
         stop_http_rx,
     )?;
     let instance = instance_of(&cfg);
@@ -166,6 +176,7 @@ fn serve_until_stopped(
         program,
         Arc::clone(&exported),
         Arc::clone(&stop),
+        reload,
     );
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = status_thread {

@@ -4,7 +4,7 @@
 //! A deliberately small HTTP/1.1 server: GET only, one request per connection, bounded request
 //! size and read time. Rendering happens under a short lock on the exported state.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,8 +18,12 @@ use crate::sink::exposition::{ExpositionFormat, render};
 /// What `/metrics` shows. In exactly-once mode it is replaced only after a durable checkpoint.
 pub struct Exported {
     state: Mutex<(Arc<Program>, Aggregates)>,
-    /// The consumer has its assignment and checkpoints succeed.
+    /// The consumer has its assignment; with `last_checkpoint_ms` this makes `/-/ready`.
     pub ready: AtomicBool,
+    /// When the last checkpoint succeeded; ready only while it is recent (`ready_window_ms`),
+    /// so a stalled broker shows as not ready even while a checkpoint is blocked.
+    pub last_checkpoint_ms: AtomicU64,
+    pub ready_window_ms: AtomicU64,
     /// The processing loop is alive.
     pub healthy: AtomicBool,
     telemetry: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -36,6 +40,8 @@ impl Exported {
         Exported {
             state: Mutex::new((program, aggs)),
             ready: AtomicBool::new(false),
+            last_checkpoint_ms: AtomicU64::new(0),
+            ready_window_ms: AtomicU64::new(u64::MAX),
             healthy: AtomicBool::new(true),
             telemetry,
             now_ms,
@@ -57,6 +63,11 @@ impl Exported {
         render(&state.0, &state.1, format, (self.now_ms)())
     }
 
+    pub fn is_ready(&self) -> bool {
+        let age = (self.now_ms)().saturating_sub(self.last_checkpoint_ms.load(Ordering::Relaxed));
+        self.ready.load(Ordering::Relaxed) && age <= self.ready_window_ms.load(Ordering::Relaxed)
+    }
+
     fn respond(&self, path: &str, accept: &str) -> (u16, &'static str, String) {
         match path {
             "/metrics" => {
@@ -71,9 +82,7 @@ impl Exported {
                 (200, "text/plain", "healthy\n".into())
             }
             "/-/healthy" => (503, "text/plain", "unhealthy\n".into()),
-            "/-/ready" if self.ready.load(Ordering::Relaxed) => {
-                (200, "text/plain", "ready\n".into())
-            }
+            "/-/ready" if self.is_ready() => (200, "text/plain", "ready\n".into()),
             "/-/ready" => (503, "text/plain", "not ready\n".into()),
             _ => (404, "text/plain", "not found\n".into()),
         }

@@ -143,12 +143,26 @@ fn free_port() -> u16 {
 }
 
 fn config(dir: &Path, bootstrap: &str, instance: &str, port: u16) -> PathBuf {
-    std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
+    config_with(dir, bootstrap, instance, port, "0s", "")
+}
+
+/// A config for one instance; `extra` is appended as top-level YAML.
+fn config_with(
+    dir: &Path,
+    bootstrap: &str,
+    instance: &str,
+    port: u16,
+    linger: &str,
+    extra: &str,
+) -> PathBuf {
+    if !dir.join("rules.yaml").exists() {
+        std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
+    }
     let path = dir.join(format!("{instance}.yaml"));
     std::fs::write(
         &path,
         format!(
-            "kafka:\n  brokers: \"{bootstrap}\"\n  group_id: it\n  instance_id: {instance}\n  topics: [logs]\n  properties: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}\nrules: [rules.yaml]\noutput: {{kept_topic: kept, dead_letter_topic: dead}}\ndelivery: {{state_topic: it-state, checkpoint_interval: 300ms, linger: 0s}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\nbatch: {{max_events: 2000, max_wait: 20ms}}\n"
+            "kafka:\n  brokers: \"{bootstrap}\"\n  group_id: it\n  instance_id: {instance}\n  topics: [logs]\n  properties: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}\nrules: [rules.yaml]\noutput: {{kept_topic: kept, dead_letter_topic: dead}}\ndelivery: {{state_topic: it-state, checkpoint_interval: 300ms, linger: {linger}}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\nbatch: {{max_events: 2000, max_wait: 20ms}}\n{extra}"
         ),
     )
     .unwrap();
@@ -350,4 +364,244 @@ fn crash_safety_under_sigkill() {
         &kept,
         "kept topic, replays removed by their source headers",
     );
+}
+
+fn telemetry(port: u16) -> String {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    logmill::sink::http::get(addr, "/-/metrics", "text/plain")
+        .map(|r| r.1)
+        .unwrap_or_default()
+}
+
+fn ready(port: u16) -> u16 {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    logmill::sink::http::get(addr, "/-/ready", "").map_or(0, |r| r.0)
+}
+
+/// Sums the exported series of several instances.
+fn sum(ports: &[u16]) -> Option<BTreeMap<String, f64>> {
+    let mut total = BTreeMap::new();
+    for p in ports {
+        for (k, v) in scrape(*p)? {
+            *total.entry(k).or_insert(0.0) += v;
+        }
+    }
+    Some(total)
+}
+
+/// Oversized records go to the dead-letter topic with their reason, and the stream goes on.
+#[test]
+fn poison_input_is_dead_lettered_and_the_stream_continues() {
+    let c = cluster(2);
+    let big = vec![b'x'; 5000];
+    produce(
+        &c.bootstrap,
+        (0..300u64).map(|i| {
+            if i % 50 == 7 {
+                big.clone()
+            } else {
+                event(i, false)
+            }
+        }),
+    );
+    let tmp = TempDir::new("svc-poison");
+    let port = free_port();
+    let cfg = config_with(
+        &tmp.0,
+        &c.bootstrap,
+        "poison-0",
+        port,
+        "0s",
+        "input: {max_event_bytes: 1024}\n",
+    );
+    let _child = start(&cfg);
+    let mut reasons = BTreeMap::new();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            reasons = BTreeMap::new();
+            for r in consume_all(&c.bootstrap, "dead") {
+                *reasons.entry(r.2).or_insert(0) += 1;
+            }
+            reasons.values().sum::<usize>() == 3 + 6 + 3
+        }),
+        "dead letters by reason: {reasons:?}\n{}",
+        log_of(&cfg)
+    );
+    // 0..300: every 97th malformed (0, 97, 194, 291), every 101st invalid (101, 202), every
+    // 50th from 7 too large (6 of them); 0 is malformed, not too large.
+    let want = BTreeMap::from([
+        ("invalid_utf8".to_string(), 2),
+        ("malformed_json".to_string(), 4),
+        ("too_large".to_string(), 6),
+    ]);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            reasons = BTreeMap::new();
+            for r in consume_all(&c.bootstrap, "dead") {
+                *reasons.entry(r.2).or_insert(0) += 1;
+            }
+            reasons == want
+        }),
+        "{reasons:?}"
+    );
+}
+
+/// A valid change applies (series of unchanged rules keep their values); an invalid one is
+/// rejected, counted, and the old rules keep counting.
+#[test]
+fn hot_reload_applies_valid_rules_and_keeps_old_ones_on_error() {
+    let c = cluster(2);
+    let tmp = TempDir::new("svc-reload");
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "reload-0", port);
+    let _child = start(&cfg);
+    let events_total = |m: &BTreeMap<String, f64>| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("it_events_total"))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    let counted =
+        |range: std::ops::Range<u64>| range.filter(|i| i % 97 != 0 && i % 101 != 0).count() as f64;
+    produce(&c.bootstrap, (0..1000).map(|i| event(i, false)));
+    assert!(
+        wait_for(Duration::from_secs(30), || scrape(port)
+            .is_some_and(|m| events_total(&m) == counted(0..1000))),
+        "{}",
+        log_of(&cfg)
+    );
+
+    std::fs::write(
+        tmp.0.join("rules.yaml"),
+        "team: it\nrules:\n  - name: [broken\n",
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || telemetry(port)
+            .contains("logmill_rules_reload_failures_total 1")),
+        "{}",
+        log_of(&cfg)
+    );
+    produce(&c.bootstrap, (1000..2000).map(|i| event(i, false)));
+    assert!(
+        wait_for(Duration::from_secs(30), || scrape(port)
+            .is_some_and(|m| events_total(&m) == counted(0..2000))),
+        "old rules keep counting"
+    );
+
+    let hash_before = telemetry(port)
+        .lines()
+        .filter(|l| l.starts_with("logmill_rules_info") && l.ends_with(" 1"))
+        .count();
+    assert_eq!(hash_before, 1);
+    std::fs::write(
+        tmp.0.join("rules.yaml"),
+        format!("{RULES}  - name: v2\n    format: logfmt\n    metrics:\n      - {{name: it_v2_total, type: counter, help: Added by a reload.}}\n"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || scrape(port).is_some_and(|m| m
+            .contains_key("it_v2_total")
+            || telemetry(port).matches("logmill_rules_info{").count() >= 2)),
+        "{}",
+        log_of(&cfg)
+    );
+    produce(&c.bootstrap, (2000..3000).map(|i| event(i, false)));
+    assert!(
+        wait_for(Duration::from_secs(30), || scrape(port)
+            .is_some_and(|m| events_total(&m) == counted(0..3000)
+                && m.get("it_v2_total") == Some(&counted(2000..3000)))),
+        "{:?}\n{}",
+        scrape(port),
+        log_of(&cfg)
+    );
+}
+
+/// The broker goes down and comes back, then requests fail for a while: nothing is lost or
+/// counted twice, and `/-/ready` says so while it lasts.
+#[test]
+fn broker_faults_recover_without_loss() {
+    let c = cluster(2);
+    let n = 20_000;
+    produce(&c.bootstrap, (0..n).map(|i| event(i, false)));
+    let tmp = TempDir::new("svc-faults");
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "faults-0", port);
+    let _child = start(&cfg);
+    assert!(
+        wait_for(Duration::from_secs(30), || ready(port) == 200),
+        "{}",
+        log_of(&cfg)
+    );
+    c._mock.broker_down(1).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || ready(port) == 503),
+        "not ready while the broker is down\n{}",
+        log_of(&cfg)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    c._mock.broker_up(1).unwrap();
+    c._mock.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5],
+    );
+    produce(&c.bootstrap, (n..n + 1000).map(|i| event(i, false)));
+    let (want, _, _) = truth(n + 1000, false);
+    let mut got = None;
+    assert!(
+        wait_for(Duration::from_secs(90), || {
+            got = scrape(port);
+            got.as_ref() == Some(&want) && ready(port) == 200
+        }),
+        "exported {got:?}, want {want:?}\n{}",
+        log_of(&cfg)
+    );
+}
+
+/// Three instances join and one leaves during a run: the sum of what they export (the leaver
+/// scraped during its linger) equals the ground truth exactly.
+#[test]
+fn rebalance_three_instances_sum_exactly() {
+    let c = cluster(6);
+    let n = 60_000;
+    produce(&c.bootstrap, (0..n).map(|i| event(i, false)));
+    let tmp = TempDir::new("svc-rebalance");
+    let ports = [free_port(), free_port(), free_port()];
+    let cfgs: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .zip(ports)
+        .map(|(id, p)| config_with(&tmp.0, &c.bootstrap, id, p, "120s", ""))
+        .collect();
+    let a = start(&cfgs[0]);
+    std::thread::sleep(Duration::from_millis(700));
+    let mut b = start(&cfgs[1]);
+    std::thread::sleep(Duration::from_millis(700));
+    let c3 = start(&cfgs[2]);
+    std::thread::sleep(Duration::from_millis(1500));
+    // A graceful leave: B checkpoints, stops consuming, and keeps serving during its linger.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &b.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (want, _, _) = truth(n, false);
+    let mut got = None;
+    assert!(
+        wait_for(Duration::from_secs(90), || {
+            got = sum(&ports);
+            got.as_ref() == Some(&want)
+        }),
+        "sum {got:?}, want {want:?}\n{}\n{}\n{}",
+        log_of(&cfgs[0]),
+        log_of(&cfgs[1]),
+        log_of(&cfgs[2])
+    );
+    assert!(
+        b.0.try_wait().unwrap().is_none(),
+        "the leaver still lingers"
+    );
+    b.0.kill().unwrap();
+    drop((a, c3));
 }
