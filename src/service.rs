@@ -534,15 +534,15 @@ impl Coordinator {
     fn rollback(&mut self, consumer: &BaseConsumer<Ctx>) {
         self.batch.clear();
         self.pending = self.committed.clone();
-        for (key, off) in self.committed_next.clone() {
-            if self.next.contains_key(&key) {
+        for (key, off) in &self.committed_next {
+            if let Some(next) = self.next.get_mut(key) {
                 let _ = consumer.seek(
                     &key.topic,
                     key.partition,
-                    Offset::Offset(off),
+                    Offset::Offset(*off),
                     Duration::from_secs(5),
                 );
-                self.next.insert(key, off);
+                *next = *off;
             }
         }
         tracing_warn(
