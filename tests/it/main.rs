@@ -1,6 +1,7 @@
 //! The one integration test binary: every test here runs the real `logmill` binary.
 mod cases;
 mod cli;
+mod deploy;
 mod loghub;
 mod peers;
 mod service;
