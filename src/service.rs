@@ -126,7 +126,7 @@ impl StateReader {
 }
 
 fn tracing_warn(msg: &str) {
-    eprintln!("logmill: warning: {msg}");
+    tracing::warn!("{msg}");
 }
 
 struct Job {
@@ -222,6 +222,10 @@ pub struct Coordinator {
     last_publish: Instant,
     paused: bool,
     topics: HashMap<String, Arc<str>>,
+    /// Kafka timestamps of the events merged since the last checkpoint: their metrics become
+    /// visible at the next checkpoint, which is when their latency is measured.
+    timestamps: Vec<i64>,
+    latency: crate::telemetry::Latency,
     pub exported: Arc<Exported>,
     pub counters: Counters,
 }
@@ -290,6 +294,8 @@ impl Coordinator {
             last_publish: Instant::now(),
             paused: false,
             topics: HashMap::new(),
+            timestamps: Vec::new(),
+            latency: crate::telemetry::Latency::new(),
             exported,
         })
     }
@@ -363,6 +369,11 @@ impl Coordinator {
         crate::telemetry::publish_increments(&self.program, &d.counters);
         self.counters.absorb(&d.counters);
         self.in_flight -= d.records.len() as u64;
+        crate::telemetry::batch_merged();
+        if self.timestamps.len() < self.cfg.max_in_flight {
+            self.timestamps
+                .extend(d.records.iter().filter_map(|r| r.timestamp_ms));
+        }
         for (rec, fate) in d.records.iter().zip(&d.fates) {
             let key = PartitionKey {
                 topic: rec.topic.to_string(),
@@ -462,12 +473,17 @@ impl Coordinator {
             .map_err(|(e, _)| e)?;
         self.producer.flush(FLUSH_TIMEOUT)?;
         self.state.latest.observe(cp);
+        self.committed = self.pending.clone();
+        self.committed_next = self.next.clone();
         self.exported
-            .publish(Arc::clone(&self.program), self.pending.clone());
+            .publish(Arc::clone(&self.program), self.committed.clone());
+        let now = now_ms();
         self.exported
             .last_checkpoint_ms
-            .store(now_ms(), Ordering::Relaxed);
+            .store(now, Ordering::Relaxed);
         self.last_checkpoint = Instant::now();
+        self.latency.record(now, self.timestamps.drain(..));
+        crate::telemetry::process_memory();
         crate::telemetry::checkpointed(started.elapsed(), size);
         Ok(())
     }
@@ -486,7 +502,7 @@ impl Coordinator {
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-        eprintln!("logmill: assigned {} partition(s)", tpl.count());
+        tracing::info!(partitions = tpl.count(), "assigned");
         let elements: Vec<(String, i32)> = tpl
             .elements()
             .iter()
@@ -511,7 +527,7 @@ impl Coordinator {
         consumer: &BaseConsumer<Ctx>,
         tpl: &TopicPartitionList,
     ) -> Result<(), ServiceError> {
-        eprintln!("logmill: revoking {} partition(s)", tpl.count());
+        tracing::info!(partitions = tpl.count(), "revoking");
         let result = self.checkpoint(consumer);
         if result.is_err() {
             // What was processed since the last checkpoint will be replayed by the partitions'
@@ -610,6 +626,17 @@ impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing_warn(&format!("kafka: {error}: {reason}"));
     }
+
+    /// librdkafka's statistics carry the consumer lag of every assigned partition.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    crate::telemetry::lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
 }
 
 impl ConsumerContext for Ctx {
@@ -693,7 +720,7 @@ fn recompile(cfg: &Config) -> Option<Arc<Program>> {
     let (program, more) = crate::rules::compile(&files);
     diags.extend(more);
     for d in &diags {
-        eprintln!("{d}");
+        tracing::warn!(diagnostic = %d, "rule reload");
     }
     if diags.iter().any(|d| d.is_error()) {
         crate::telemetry::reload_failed();
@@ -773,7 +800,11 @@ pub fn run(
                         let new_hash = new.hash;
                         c.swap_program(&consumer, new)?;
                         crate::telemetry::rules_loaded(new_hash, Some(old_hash));
-                        eprintln!("logmill: rules reloaded ({} rules)", c.program.rules.len());
+                        tracing::info!(
+                            rules = c.program.rules.len(),
+                            hash = format!("{:016x}", c.program.hash),
+                            "rules reloaded"
+                        );
                     }
                 }
             }

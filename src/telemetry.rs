@@ -45,6 +45,74 @@ pub fn reload_failed() {
     counter!(RULES_RELOAD_FAILURES).increment(1);
 }
 
+pub const BATCHES: &str = "logmill_batches_total";
+pub const CONSUMER_LAG: &str = "logmill_consumer_lag";
+pub const EVENT_TO_METRIC_SECONDS: &str = "logmill_event_to_metric_latency_seconds";
+pub const RESIDENT_BYTES: &str = "logmill_process_resident_memory_bytes";
+
+pub fn batch_merged() {
+    counter!(BATCHES).increment(1);
+}
+
+/// Records behind the high watermark, per owned partition.
+pub fn lag(topic: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+/// Resident memory from /proc (Linux); nothing elsewhere.
+pub fn process_memory() {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<f64>().ok())
+        });
+    if let Some(pages) = pages {
+        gauge!(RESIDENT_BYTES).set(pages * 4096.0);
+    }
+}
+
+/// Event-to-metric latency: from an event's Kafka timestamp to the checkpoint that makes its
+/// metrics visible. An `hdrhistogram` over the last minute, exported as quantile gauges (one
+/// record per event would be too many for the facade).
+pub struct Latency {
+    hist: hdrhistogram::Histogram<u64>,
+    since: std::time::Instant,
+}
+
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency::new()
+    }
+}
+
+impl Latency {
+    pub fn new() -> Latency {
+        Latency {
+            hist: hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    pub fn record(&mut self, now_ms: u64, timestamps: impl Iterator<Item = i64>) {
+        if self.since.elapsed() > Duration::from_secs(60) {
+            self.hist.reset();
+            self.since = std::time::Instant::now();
+        }
+        for ts in timestamps {
+            let _ = self.hist.record((now_ms as i64 - ts).max(0) as u64);
+        }
+        if !self.hist.is_empty() {
+            for q in [0.5, 0.9, 0.99] {
+                gauge!(EVENT_TO_METRIC_SECONDS, "quantile" => q.to_string())
+                    .set(self.hist.value_at_quantile(q) as f64 / 1000.0);
+            }
+        }
+    }
+}
+
 /// A durable checkpoint was written.
 pub fn checkpointed(took: Duration, bytes: usize) {
     counter!(CHECKPOINTS).increment(1);

@@ -108,6 +108,27 @@ fn instance_of(cfg: &Config) -> String {
         .unwrap_or_else(|| format!("anonymous-{}-{}", std::process::id(), now_ms()))
 }
 
+fn init_logs_filtered(level: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Structured logs on stderr: JSON lines or text, filtered by `RUST_LOG` (default `info`).
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 pub fn run(config: &Path) -> Result<()> {
     let (cfg, warnings) = match logmill::config::load(config) {
         Ok(c) => c,
@@ -117,6 +138,7 @@ pub fn run(config: &Path) -> Result<()> {
         }
     };
     warnings.iter().for_each(|d| eprintln!("{d}"));
+    init_logs(cfg.log_json);
     let program = Arc::new(load_program(&cfg.rules)?);
     serve_until_stopped(cfg, program, None)
 }
@@ -156,10 +178,26 @@ fn serve_until_stopped(
         stop_http_rx,
     )?;
     let instance = instance_of(&cfg);
-    eprintln!(
-        "logmill: instance {instance}, group {}, serving http://{addr}/metrics",
-        cfg.group_id
-    );
+    tracing::info!(instance = %instance, group = %cfg.group_id, "serving http://{addr}/metrics");
+    // If stopping takes longer than the deadline (a broker that never answers), leave anyway:
+    // what is not checkpointed is replayed after the restart, so nothing is counted twice.
+    let deadline = cfg.shutdown_deadline;
+    let finished = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, finished) = (Arc::clone(&stop), Arc::clone(&finished));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(deadline);
+            if !finished.load(Ordering::Relaxed) {
+                tracing::error!(
+                    "shutdown took longer than {deadline:?}; exiting without a final checkpoint"
+                );
+                std::process::exit(1);
+            }
+        });
+    }
     let status_thread = status.map(|f| {
         let (exported, stop) = (Arc::clone(&exported), Arc::clone(&stop));
         std::thread::spawn(move || {
@@ -182,10 +220,11 @@ fn serve_until_stopped(
     if let Some(t) = status_thread {
         let _ = t.join();
     }
+    finished.store(true, Ordering::Relaxed);
     let counters = result.context("the service stopped")?;
-    eprintln!(
-        "logmill: stopped after {} events; serving the last checkpoint for {linger:?}",
-        counters.events_in
+    tracing::info!(
+        events = counters.events_in,
+        "stopped; serving the last checkpoint for {linger:?}"
     );
     std::thread::sleep(linger);
     let _ = stop_http_tx.send(true);
@@ -214,6 +253,10 @@ pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
 }
 
 pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()> {
+    // The status line owns the terminal; only warnings are logged.
+    if std::env::var_os("RUST_LOG").is_none() {
+        init_logs_filtered("warn");
+    }
     let program = Arc::new(load_program(rules)?);
     let cluster = MockCluster::new(3).context("starting the mock cluster")?;
     let bootstrap = cluster.bootstrap_servers();
