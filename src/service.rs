@@ -764,6 +764,7 @@ pub fn run(
         None => consumer.subscribe(&cfg.topics.iter().map(String::as_str).collect::<Vec<_>>())?,
     }
     while !stop.load(Ordering::Relaxed) {
+        exported.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         let polled = consumer.poll(Duration::from_millis(20));
         let mut guard = consumer
             .context()

@@ -24,8 +24,9 @@ pub struct Exported {
     /// so a stalled broker shows as not ready even while a checkpoint is blocked.
     pub last_checkpoint_ms: AtomicU64,
     pub ready_window_ms: AtomicU64,
-    /// The processing loop is alive.
-    pub healthy: AtomicBool,
+    /// The processing loop is alive: it stamps `heartbeat_ms` every turn. Zero means no loop
+    /// watches this state (replay, tests): healthy.
+    pub heartbeat_ms: AtomicU64,
     telemetry: Option<metrics_exporter_prometheus::PrometheusHandle>,
     now_ms: fn() -> u64,
 }
@@ -42,7 +43,7 @@ impl Exported {
             ready: AtomicBool::new(false),
             last_checkpoint_ms: AtomicU64::new(0),
             ready_window_ms: AtomicU64::new(u64::MAX),
-            healthy: AtomicBool::new(true),
+            heartbeat_ms: AtomicU64::new(0),
             telemetry,
             now_ms,
         }
@@ -63,6 +64,12 @@ impl Exported {
         render(&state.0, &state.1, format, (self.now_ms)())
     }
 
+    /// A loop that has not turned for 30 s is stuck: restart it.
+    pub fn is_healthy(&self) -> bool {
+        let beat = self.heartbeat_ms.load(Ordering::Relaxed);
+        beat == 0 || (self.now_ms)().saturating_sub(beat) < 30_000
+    }
+
     pub fn is_ready(&self) -> bool {
         let age = (self.now_ms)().saturating_sub(self.last_checkpoint_ms.load(Ordering::Relaxed));
         self.ready.load(Ordering::Relaxed) && age <= self.ready_window_ms.load(Ordering::Relaxed)
@@ -78,9 +85,7 @@ impl Exported {
                 Some(h) => (200, ExpositionFormat::Text.content_type(), h.render()),
                 None => (404, "text/plain", "self-telemetry is off\n".into()),
             },
-            "/-/healthy" if self.healthy.load(Ordering::Relaxed) => {
-                (200, "text/plain", "healthy\n".into())
-            }
+            "/-/healthy" if self.is_healthy() => (200, "text/plain", "healthy\n".into()),
             "/-/healthy" => (503, "text/plain", "unhealthy\n".into()),
             "/-/ready" if self.is_ready() => (200, "text/plain", "ready\n".into()),
             "/-/ready" => (503, "text/plain", "not ready\n".into()),

@@ -657,7 +657,12 @@ fn prometheus_scrapes_and_queries() {
     let cfg = config(&tmp.0, &c.bootstrap, "prom-0", port);
     let _child = start(&cfg);
     let (want, _, _) = truth(n, false);
-    assert!(wait_for(Duration::from_secs(60), || scrape(port).as_ref() == Some(&want)), "{}", log_of(&cfg));
+    assert!(
+        wait_for(Duration::from_secs(60), || scrape(port).as_ref()
+            == Some(&want)),
+        "{}",
+        log_of(&cfg)
+    );
 
     let prom_port = free_port();
     std::fs::write(
@@ -667,22 +672,36 @@ fn prometheus_scrapes_and_queries() {
     .unwrap();
     let prometheus = Running(
         std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", tmp.path("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.path("tsdb").display()))
+            .arg(format!(
+                "--config.file={}",
+                tmp.path("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let expected = want.iter().filter(|(k, _)| k.starts_with("it_events_total")).map(|(_, v)| v).sum::<f64>();
+    let expected = want
+        .iter()
+        .filter(|(k, _)| k.starts_with("it_events_total"))
+        .map(|(_, v)| v)
+        .sum::<f64>();
     let addr = format!("127.0.0.1:{prom_port}").parse().unwrap();
     let mut last = String::new();
     assert!(
         wait_for(Duration::from_secs(60), || {
-            last = logmill::sink::http::get(addr, "/api/v1/query?query=sum(it_events_total)", "application/json")
-                .map(|r| r.1)
-                .unwrap_or_default();
+            last = logmill::sink::http::get(
+                addr,
+                "/api/v1/query?query=sum(it_events_total)",
+                "application/json",
+            )
+            .map(|r| r.1)
+            .unwrap_or_default();
             last.contains(&format!("\"{expected}\"]"))
         }),
         "prometheus answered {last}, want {expected}"
