@@ -19,8 +19,8 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
     /// The Kafka topic, or the input file's name in replay.
     pub topic: &'a str,
-    /// Orders events for gauge `set`: later events have larger numbers (a byte offset or a
-    /// Kafka offset within one partition).
+    /// Orders events for gauge `set`: later events have larger numbers (a byte offset in
+    /// replay, the Kafka timestamp in the service).
     pub seq: u64,
 }
 

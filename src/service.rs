@@ -166,10 +166,12 @@ fn worker(
         let records: Vec<Record> = job
             .records
             .iter()
+            // Offsets of different partitions do not compare; Kafka timestamps do, so a gauge
+            // `set` keeps the value of the latest event across partitions.
             .map(|r| Record {
                 payload: &r.payload,
                 topic: &r.topic,
-                seq: r.offset as u64,
+                seq: r.timestamp_ms.map_or(r.offset as u64, |t| t as u64),
             })
             .collect();
         let mut fates = Vec::with_capacity(records.len());
