@@ -225,7 +225,7 @@ fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// The level of event `i`: info, warn, debug in turn; with `mostly_debug`, only every tenth
-/// event is kept (the mock cluster keeps at most 5 MiB per partition, which a crash test's
+/// event is kept (the mock cluster keeps only a few MiB of a topic, which a crash test's
 /// kept topic with replays would pass otherwise).
 fn level(i: u64, mostly_debug: bool) -> &'static str {
     match (mostly_debug, i % 10) {
