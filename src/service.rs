@@ -368,7 +368,7 @@ impl Coordinator {
     fn merge(&mut self, mut d: Done) -> Result<(), ServiceError> {
         let now = now_ms();
         self.pending.merge_from(&mut d.delta, &self.program, now);
-        crate::telemetry::publish_increments(&self.program, &d.counters);
+        crate::telemetry::publish(&self.program, &d.counters, crate::telemetry::Publish::Add);
         self.counters.absorb(&d.counters);
         self.in_flight -= d.records.len() as u64;
         crate::telemetry::batch_merged();
@@ -485,6 +485,7 @@ impl Coordinator {
             .store(now, Ordering::Relaxed);
         self.last_checkpoint = Instant::now();
         self.latency.record(now, self.timestamps.drain(..));
+        crate::telemetry::publish_registry(&self.program, &self.committed);
         crate::telemetry::process_memory();
         crate::telemetry::checkpointed(started.elapsed(), size);
         Ok(())

@@ -125,30 +125,63 @@ pub fn rebalanced(kind: &'static str) {
     counter!(REBALANCES, "kind" => kind).increment(1);
 }
 
-/// Adds one batch's counts (the service publishes as it goes).
-pub fn publish_increments(program: &Program, c: &Counters) {
-    counter!(EVENTS_IN).increment(c.events_in);
+/// How counts reach the facade: the service adds each batch's counts as it goes, replay sets
+/// the totals once at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    Add,
+    Set,
+}
+
+fn put(c: metrics::Counter, how: Publish, v: u64) {
+    match how {
+        Publish::Add => c.increment(v),
+        Publish::Set => c.absolute(v),
+    }
+}
+
+/// Publishes the per-record counters.
+pub fn publish(program: &Program, c: &Counters, how: Publish) {
+    put(counter!(EVENTS_IN), how, c.events_in);
     for (i, f) in ["json", "logfmt", "text"].iter().enumerate() {
-        counter!(EVENTS_DECODED, "format" => *f).increment(c.by_format[i]);
+        put(
+            counter!(EVENTS_DECODED, "format" => *f),
+            how,
+            c.by_format[i],
+        );
     }
     for e in DecodeError::ALL {
-        counter!(DECODE_ERRORS, "reason" => e.as_str()).increment(c.decode_errors[e as usize]);
+        put(
+            counter!(DECODE_ERRORS, "reason" => e.as_str()),
+            how,
+            c.decode_errors[e as usize],
+        );
     }
-    counter!(EVENTS_KEPT).increment(c.kept);
-    counter!(EVENTS_DROPPED).increment(c.dropped);
-    counter!(EVENTS_DEAD_LETTERED).increment(c.dead_lettered);
-    counter!(EVENTS_UNMATCHED).increment(c.unmatched);
-    counter!(MISSING_VALUES).increment(c.missing_values);
-    for (r, n) in c.rule_matches.iter().enumerate().filter(|(_, n)| **n > 0) {
-        if let Some(rule) = program.rules.get(r) {
-            counter!(RULE_MATCHES, "team" => rule.team.clone(), "rule" => rule.name.clone())
-                .increment(*n);
+    put(counter!(EVENTS_KEPT), how, c.kept);
+    put(counter!(EVENTS_DROPPED), how, c.dropped);
+    put(counter!(EVENTS_DEAD_LETTERED), how, c.dead_lettered);
+    put(counter!(EVENTS_UNMATCHED), how, c.unmatched);
+    put(counter!(MISSING_VALUES), how, c.missing_values);
+    for (r, n) in c.rule_matches.iter().enumerate() {
+        if let Some(rule) = program
+            .rules
+            .get(r)
+            .filter(|_| how == Publish::Set || *n > 0)
+        {
+            put(
+                counter!(RULE_MATCHES, "team" => rule.team.clone(), "rule" => rule.name.clone()),
+                how,
+                *n,
+            );
         }
     }
     for (r, e, n) in &c.value_errors {
         if let Some(rule) = program.rules.get(*r as usize) {
-            counter!(VALUE_ERRORS, "rule" => rule.name.clone(), "reason" => e.as_str())
-                .increment(*n);
+            put(
+                counter!(VALUE_ERRORS, "rule" => rule.name.clone(), "reason" => e.as_str()),
+                how,
+                *n,
+            );
         }
     }
 }
@@ -158,33 +191,18 @@ pub fn batch_evaluated(elapsed: Duration) {
     histogram!(BATCH_EVAL_SECONDS).record(elapsed.as_secs_f64());
 }
 
-/// Publishes cumulative totals (replay publishes once, at the end).
-pub fn publish_totals(program: &Program, c: &Counters, overflowed: &[u64], series: usize) {
-    counter!(EVENTS_IN).absolute(c.events_in);
-    for (i, f) in ["json", "logfmt", "text"].iter().enumerate() {
-        counter!(EVENTS_DECODED, "format" => *f).absolute(c.by_format[i]);
+/// Replay's totals, once at the end: the counters plus the registry's overflow and size.
+pub fn publish_totals(program: &Program, c: &Counters, aggs: &crate::derive::Aggregates) {
+    publish(program, c, Publish::Set);
+    publish_registry(program, aggs);
+}
+
+/// The registry's size and, per metric, the updates that went to its overflow series.
+pub fn publish_registry(program: &Program, aggs: &crate::derive::Aggregates) {
+    for (family, state) in program.families.iter().zip(&aggs.families) {
+        counter!(SERIES_OVERFLOW, "metric" => family.name.clone()).absolute(state.overflowed);
     }
-    for e in DecodeError::ALL {
-        counter!(DECODE_ERRORS, "reason" => e.as_str()).absolute(c.decode_errors[e as usize]);
-    }
-    counter!(EVENTS_KEPT).absolute(c.kept);
-    counter!(EVENTS_DROPPED).absolute(c.dropped);
-    counter!(EVENTS_DEAD_LETTERED).absolute(c.dead_lettered);
-    counter!(EVENTS_UNMATCHED).absolute(c.unmatched);
-    counter!(MISSING_VALUES).absolute(c.missing_values);
-    for (r, n) in c.rule_matches.iter().enumerate() {
-        let rule = &program.rules[r];
-        counter!(RULE_MATCHES, "team" => rule.team.clone(), "rule" => rule.name.clone())
-            .absolute(*n);
-    }
-    for (r, e, n) in &c.value_errors {
-        let rule = &program.rules[*r as usize];
-        counter!(VALUE_ERRORS, "rule" => rule.name.clone(), "reason" => e.as_str()).absolute(*n);
-    }
-    for (fid, n) in overflowed.iter().enumerate() {
-        counter!(SERIES_OVERFLOW, "metric" => program.families[fid].name.clone()).absolute(*n);
-    }
-    gauge!(SERIES).set(series as f64);
+    gauge!(SERIES).set(aggs.series_count() as f64);
 }
 
 impl Counters {

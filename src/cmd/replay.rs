@@ -211,8 +211,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         None => std::io::stdout().lock().write_all(exposition.as_bytes())?,
     }
     if let (Some(p), Some(handle)) = (&opts.telemetry_out, telemetry) {
-        let overflowed: Vec<u64> = global.families.iter().map(|f| f.overflowed).collect();
-        logmill::telemetry::publish_totals(&program, &counters, &overflowed, global.series_count());
+        logmill::telemetry::publish_totals(&program, &counters, &global);
         std::fs::write(p, handle.render()).with_context(|| format!("writing {}", p.display()))?;
     }
     if !opts.quiet {
