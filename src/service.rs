@@ -619,6 +619,22 @@ impl Coordinator {
     }
 }
 
+/// Assigns in the group's protocol: incrementally under cooperative-sticky (the default), the
+/// whole set under an eager strategy a config may choose.
+fn assign(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) -> Result<(), KafkaError> {
+    match consumer.rebalance_protocol() {
+        rdkafka::consumer::RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+        _ => consumer.assign(tpl),
+    }
+}
+
+fn unassign(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) -> Result<(), KafkaError> {
+    match consumer.rebalance_protocol() {
+        rdkafka::consumer::RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+        _ => consumer.unassign(),
+    }
+}
+
 /// The consumer context: rebalances checkpoint revoked partitions and restore assigned ones.
 pub struct Ctx {
     pub coordinator: Mutex<Option<Coordinator>>,
@@ -656,17 +672,15 @@ impl ConsumerContext for Ctx {
         let Some(c) = guard.as_mut() else {
             // Shutting down: the final checkpoint is written; just follow the protocol.
             let _ = match err {
-                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                    consumer.incremental_assign(tpl)
-                }
-                _ => consumer.incremental_unassign(tpl),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => assign(consumer, tpl),
+                _ => unassign(consumer, tpl),
             };
             return;
         };
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 c.assigned(tpl).and_then(|()| {
-                    consumer.incremental_assign(tpl)?;
+                    assign(consumer, tpl)?;
                     c.exported.ready.store(true, Ordering::Relaxed);
                     Ok(())
                 })
@@ -674,7 +688,7 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let r = c.revoked(consumer, tpl);
                 // Unassign whatever happened: keeping revoked partitions would stall the group.
-                let _ = consumer.incremental_unassign(tpl);
+                let _ = unassign(consumer, tpl);
                 r
             }
             other => Err(ServiceError::Kafka(KafkaError::Rebalance(other.into()))),
@@ -761,7 +775,10 @@ pub fn run(
         coordinator: Mutex::new(Some(coordinator)),
         errors: Mutex::new(Vec::new()),
     };
-    let consumer: BaseConsumer<Ctx> = consumer_config(&cfg, &instance).create_with_context(ctx)?;
+    // Statistics carry the consumer lag; only the group consumer asks for them.
+    let consumer: BaseConsumer<Ctx> = consumer_config(&cfg, &instance)
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(ctx)?;
     match &cfg.topic_regex {
         Some(re) => consumer.subscribe(&[&format!("^{}", re.trim_start_matches('^'))])?,
         None => consumer.subscribe(&cfg.topics.iter().map(String::as_str).collect::<Vec<_>>())?,

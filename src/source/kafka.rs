@@ -40,7 +40,6 @@ pub fn consumer_config(cfg: &Config, instance: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "5000")
         .set("client.id", format!("logmill-{instance}"));
     if cfg.instance_id.is_some() {
         c.set("group.instance.id", instance);
