@@ -171,13 +171,8 @@ fn gen_is_deterministic() {
 }
 
 #[test]
-fn check_config_validates_the_config_and_its_rules() {
-    let o = logmill()
-        .current_dir(repo())
-        .args(["check", "--config", "deploy/demo.yaml"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+fn check_config_reports_every_problem() {
+    // A good config (deploy/demo.yaml) is checked in deploy.rs.
     let tmp = TempDir::new("config");
     let bad = tmp.path("bad.yaml");
     std::fs::write(

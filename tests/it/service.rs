@@ -268,6 +268,24 @@ fn truth(n: u64, mostly_debug: bool) -> (BTreeMap<String, f64>, HashSet<Vec<u8>>
     (t, kept, dead)
 }
 
+/// Waits until the instances on `ports` export exactly `want` in sum (and `also` holds),
+/// failing with what they export and their logs.
+fn assert_exports(
+    ports: &[u16],
+    want: &BTreeMap<String, f64>,
+    secs: u64,
+    also: impl Fn() -> bool,
+    logs: &[&Path],
+) {
+    let mut got = None;
+    let ok = wait_for(Duration::from_secs(secs), || {
+        got = sum(ports);
+        got.as_ref() == Some(want) && also()
+    });
+    let logs: Vec<String> = logs.iter().map(|l| log_of(l)).collect();
+    assert!(ok, "exported {got:?}, want {want:?}\n{}", logs.join("\n"));
+}
+
 /// Set equality with a readable failure: counts and a few examples each way.
 fn assert_same(got: &HashSet<Vec<u8>>, want: &HashSet<Vec<u8>>, what: &str) {
     let show = |s: Vec<&Vec<u8>>| {
@@ -298,15 +316,7 @@ fn end_to_end_exact_counts_kept_and_dead_letters() {
     let cfg = config(&tmp.0, &c.bootstrap, "e2e-0", port);
     let child = start(&cfg);
     let (want, kept, dead) = truth(n, false);
-    let mut got = None;
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            got = scrape(port);
-            got.as_ref() == Some(&want)
-        }),
-        "exported {got:?}, want {want:?}\n{}",
-        log_of(&cfg)
-    );
+    assert_exports(&[port], &want, 60, || true, &[&cfg]);
     drop(child);
     let kept_records = consume_all(&c.bootstrap, "kept");
     let unique: HashSet<Vec<u8>> = kept_records.iter().map(|r| r.0.clone()).collect();
@@ -346,15 +356,7 @@ fn crash_safety_under_sigkill() {
         eprintln!("killed run {round}");
     }
     let _child = start(&cfg);
-    let mut got = None;
-    assert!(
-        wait_for(Duration::from_secs(120), || {
-            got = scrape(port);
-            got.as_ref() == Some(&want)
-        }),
-        "exported {got:?}, want {want:?}\n{}",
-        log_of(&cfg)
-    );
+    assert_exports(&[port], &want, 120, || true, &[&cfg]);
     let kept_records = consume_all(&c.bootstrap, "kept");
     let by_source: BTreeMap<&str, &Vec<u8>> =
         kept_records.iter().map(|r| (r.1.as_str(), &r.0)).collect();
@@ -547,15 +549,7 @@ fn broker_faults_recover_without_loss() {
     );
     produce(&c.bootstrap, (n..n + 1000).map(|i| event(i, false)));
     let (want, _, _) = truth(n + 1000, false);
-    let mut got = None;
-    assert!(
-        wait_for(Duration::from_secs(90), || {
-            got = scrape(port);
-            got.as_ref() == Some(&want) && ready(port) == 200
-        }),
-        "exported {got:?}, want {want:?}\n{}",
-        log_of(&cfg)
-    );
+    assert_exports(&[port], &want, 90, || ready(port) == 200, &[&cfg]);
 }
 
 /// Three instances join and one leaves during a run: the sum of what they export (the leaver
@@ -587,17 +581,7 @@ fn rebalance_three_instances_sum_exactly() {
             .success()
     );
     let (want, _, _) = truth(n, false);
-    let mut got = None;
-    assert!(
-        wait_for(Duration::from_secs(90), || {
-            got = sum(&ports);
-            got.as_ref() == Some(&want)
-        }),
-        "sum {got:?}, want {want:?}\n{}\n{}\n{}",
-        log_of(&cfgs[0]),
-        log_of(&cfgs[1]),
-        log_of(&cfgs[2])
-    );
+    assert_exports(&ports, &want, 90, || true, &[&cfgs[0], &cfgs[1], &cfgs[2]]);
     assert!(
         b.0.try_wait().unwrap().is_none(),
         "the leaver still lingers"
@@ -630,16 +614,7 @@ fn rebalance_while_commits_fail_sums_exactly() {
     );
     let _b = start(&cfgs[1]);
     let (want, _, _) = truth(n, false);
-    let mut got = None;
-    assert!(
-        wait_for(Duration::from_secs(90), || {
-            got = sum(&ports);
-            got.as_ref() == Some(&want)
-        }),
-        "sum {got:?}, want {want:?}\n{}\n{}",
-        log_of(&cfgs[0]),
-        log_of(&cfgs[1])
-    );
+    assert_exports(&ports, &want, 90, || true, &[&cfgs[0], &cfgs[1]]);
 }
 
 /// A real Prometheus server (Debian's) scrapes a running `logmill run`; a PromQL query over its
