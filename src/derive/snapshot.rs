@@ -280,8 +280,23 @@ impl Summary {
 mod tests {
     use super::*;
     use crate::derive::push_label;
+    use crate::rules::program::Op;
     use crate::rules::{SourceFile, compile};
     use crate::sink::exposition::{ExpositionFormat, render};
+
+    /// One update to family `fid`, for building test state.
+    fn update(
+        a: &mut Aggregates,
+        p: &Program,
+        fid: usize,
+        key: &[u8],
+        op: Op,
+        v: f64,
+        seq: u64,
+        now: u64,
+    ) {
+        a.update(fid, &p.families[fid], key, op, v, seq, now);
+    }
 
     fn program(text: &str) -> Program {
         let (p, d) = compile(&[SourceFile {
@@ -301,42 +316,10 @@ mod tests {
         for (i, v) in ["x", "y", "z", "w"].iter().enumerate() {
             let mut k = Vec::new();
             push_label(&mut k, v);
-            a.update(
-                0,
-                &p.families[0],
-                &k,
-                crate::rules::program::Op::CounterAdd,
-                1.0,
-                i as u64,
-                5,
-            );
-            a.update(
-                1,
-                &p.families[1],
-                &[],
-                crate::rules::program::Op::GaugeSet,
-                i as f64,
-                i as u64,
-                5,
-            );
-            a.update(
-                2,
-                &p.families[2],
-                &[],
-                crate::rules::program::Op::Observe,
-                i as f64,
-                0,
-                5,
-            );
-            a.update(
-                3,
-                &p.families[3],
-                &[],
-                crate::rules::program::Op::Observe,
-                i as f64,
-                0,
-                5,
-            );
+            update(&mut a, &p, 0, &k, Op::CounterAdd, 1.0, i as u64, 5);
+            update(&mut a, &p, 1, &[], Op::GaugeSet, i as f64, i as u64, 5);
+            update(&mut a, &p, 2, &[], Op::Observe, i as f64, 0, 5);
+            update(&mut a, &p, 3, &[], Op::Observe, i as f64, 0, 5);
         }
         let bytes = encode(&p, &a);
         let mut b = Aggregates::default();
@@ -357,15 +340,7 @@ mod tests {
         // The overflow series is known again, so it does not take a place under the cap.
         let mut k = Vec::new();
         push_label(&mut k, "new");
-        b.update(
-            0,
-            &p.families[0],
-            &k,
-            crate::rules::program::Op::CounterAdd,
-            1.0,
-            0,
-            5,
-        );
+        update(&mut b, &p, 0, &k, Op::CounterAdd, 1.0, 0, 5);
         assert_eq!(b.families[0].overflowed, 3);
     }
 
@@ -373,24 +348,8 @@ mod tests {
     fn changed_families_are_dropped_others_restored() {
         let p = program(RULES);
         let mut a = Aggregates::new(&p);
-        a.update(
-            1,
-            &p.families[1],
-            &[],
-            crate::rules::program::Op::GaugeSet,
-            3.0,
-            1,
-            0,
-        );
-        a.update(
-            2,
-            &p.families[2],
-            &[],
-            crate::rules::program::Op::Observe,
-            1.0,
-            0,
-            0,
-        );
+        update(&mut a, &p, 1, &[], Op::GaugeSet, 3.0, 1, 0);
+        update(&mut a, &p, 2, &[], Op::Observe, 1.0, 0, 0);
         let bytes = encode(&p, &a);
         let changed = program(&RULES.replace("buckets: [1, 2]", "buckets: [1, 5]"));
         let mut b = Aggregates::default();
@@ -409,15 +368,7 @@ mod tests {
     fn corrupt_input_is_an_error_not_a_panic() {
         let p = program(RULES);
         let mut a = Aggregates::new(&p);
-        a.update(
-            2,
-            &p.families[2],
-            &[],
-            crate::rules::program::Op::Observe,
-            1.0,
-            0,
-            0,
-        );
+        update(&mut a, &p, 2, &[], Op::Observe, 1.0, 0, 0);
         let bytes = encode(&p, &a);
         let mut b = Aggregates::default();
         assert_eq!(decode(&p, b"nope", &mut b), Err(SnapshotError::BadMagic));

@@ -195,19 +195,15 @@ impl Matcher {
         slots: &mut [Span],
         locs: &mut Option<regex::CaptureLocations>,
     ) -> bool {
-        slots.iter_mut().for_each(|s| *s = None);
-        match &self.plan {
-            Some(plan) => match plan.captures(hay, slots) {
-                Some(ok) => {
-                    if !ok {
-                        slots.iter_mut().for_each(|s| *s = None);
-                    }
-                    ok
-                }
-                None => self.general(hay, slots, locs),
-            },
+        // Either engine may have filled some slots before it failed.
+        let ok = match self.plan.as_ref().and_then(|p| p.captures(hay, slots)) {
+            Some(ok) => ok,
             None => self.general(hay, slots, locs),
+        };
+        if !ok {
+            slots.iter_mut().for_each(|s| *s = None);
         }
+        ok
     }
 
     fn general(
@@ -216,7 +212,6 @@ impl Matcher {
         slots: &mut [Span],
         locs: &mut Option<regex::CaptureLocations>,
     ) -> bool {
-        slots.iter_mut().for_each(|s| *s = None);
         let locs = locs.get_or_insert_with(|| self.regex.capture_locations());
         if self.regex.captures_read(locs, hay).is_none() {
             return false;
