@@ -4,12 +4,21 @@
 //! regex cannot match without) goes into one Aho-Corasick automaton. One pass over the event
 //! finds which literals occur; a rule is a candidate only if all of its literals do. Rules
 //! without literals are always candidates, and pay for their own checks.
+//!
+//! The scan is a leftmost-longest search restarted one byte after each match's start, not an
+//! overlapping search: overlapping searches cannot use the SIMD (Teddy) prefilter, and cost
+//! five times more on ordinary log lines. It still finds every literal that occurs: every
+//! position where some literal starts is reported, with the longest literal starting there,
+//! and every shorter literal starting there is a prefix of it. So a match stands for itself
+//! and for every literal it contains (`implied`).
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 
 #[derive(Debug)]
 pub struct Prefilter {
     ac: Option<AhoCorasick>,
+    /// For each literal, the literals it contains (itself included).
+    implied: Vec<Vec<u32>>,
     /// For each literal, the rules that require it.
     rules_of: Vec<Vec<u32>>,
     /// How many literals each rule requires.
@@ -40,18 +49,21 @@ impl Prefilter {
         }
         let ac = (!literals.is_empty()).then(|| {
             AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .match_kind(MatchKind::LeftmostLongest)
                 .build(literals)
-                .or_else(|_| {
-                    AhoCorasick::builder()
-                        .match_kind(MatchKind::Standard)
-                        .build(literals)
-                })
                 .expect("literal sets always build")
         });
+        let implied = literals
+            .iter()
+            .map(|outer| {
+                (0..literals.len() as u32)
+                    .filter(|&i| memchr::memmem::find(outer, &literals[i as usize]).is_some())
+                    .collect()
+            })
+            .collect();
         Prefilter {
             ac,
+            implied,
             rules_of,
             needs: rule_literals.iter().map(|l| l.len() as u32).collect(),
             always,
@@ -68,12 +80,15 @@ impl Prefilter {
         scratch.seen.resize(self.rules_of.len(), false);
         scratch.hits.resize(self.needs.len(), 0);
         scratch.found.clear();
-        for m in ac.find_overlapping_iter(hay) {
-            let l = m.pattern().as_usize();
-            if !scratch.seen[l] {
-                scratch.seen[l] = true;
-                scratch.found.push(l as u32);
+        let mut at = 0;
+        while let Some(m) = ac.find(Input::new(hay).span(at..hay.len())) {
+            for &l in &self.implied[m.pattern().as_usize()] {
+                if !scratch.seen[l as usize] {
+                    scratch.seen[l as usize] = true;
+                    scratch.found.push(l);
+                }
             }
+            at = m.start() + 1;
         }
         out.extend_from_slice(&self.always);
         for &l in &scratch.found {
@@ -111,5 +126,35 @@ mod tests {
         assert_eq!(out, vec![1, 2, 3]);
         pf.candidates(b"nothing", &mut s, &mut out);
         assert_eq!(out, vec![2]);
+    }
+
+    /// Every literal that occurs is found, however the literals overlap, nest or repeat: the
+    /// restarted leftmost-longest scan against an overlapping search.
+    #[test]
+    fn finds_what_an_overlapping_search_finds() {
+        let mut rng = crate::workload::Rng::new(3);
+        for _ in 0..300 {
+            let word = |rng: &mut crate::workload::Rng| -> Vec<u8> {
+                (0..1 + rng.below(4)).map(|_| b"ab c"[rng.below(4) as usize]).collect()
+            };
+            let mut lits: Vec<Vec<u8>> = (0..1 + rng.below(6)).map(|_| word(&mut rng)).collect();
+            lits.sort();
+            lits.dedup();
+            let one_each: Vec<Vec<u32>> = (0..lits.len() as u32).map(|l| vec![l]).collect();
+            let pf = Prefilter::new(&lits, &one_each);
+            let oracle = AhoCorasick::new(&lits).unwrap();
+            for _ in 0..20 {
+                let hay: Vec<u8> = (0..rng.below(12)).flat_map(|_| word(&mut rng)).collect();
+                let mut want: Vec<u32> = oracle
+                    .find_overlapping_iter(&hay)
+                    .map(|m| m.pattern().as_u32())
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                let (mut s, mut got) = (Scratch::default(), Vec::new());
+                pf.candidates(&hay, &mut s, &mut got);
+                assert_eq!(got, want, "literals {lits:?} in {:?}", String::from_utf8_lossy(&hay));
+            }
+        }
     }
 }
