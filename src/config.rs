@@ -50,7 +50,7 @@ pub struct Config {
     pub workers: usize,
     pub batch_max_events: usize,
     pub batch_max_wait: Duration,
-    /// Events read but not yet checkpointed before partitions are paused.
+    /// Events read but not yet merged before the poll loop waits for the workers.
     pub max_in_flight: usize,
     pub shutdown_deadline: Duration,
     pub log_json: bool,

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
@@ -25,10 +23,10 @@ use crate::config::{Config, Delivery};
 use crate::decode::InputFormat;
 use crate::derive::{Aggregates, snapshot};
 use crate::engine::{Counters, Engine, Record};
-use crate::reduce::Fate;
 use crate::rules::Program;
 use crate::sink::http::Exported;
-use crate::source::kafka::{OwnedRecord, consumer_config, producer_config};
+use crate::sink::kafka::Outputs;
+use crate::source::kafka::{OwnedRecord, consumer_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -38,18 +36,17 @@ pub enum ServiceError {
     BadCheckpoint { instance: String, reason: String },
     #[error("timed out reading the state topic `{0}`")]
     StateTimeout(String),
+    #[error("{} kept or dead-lettered record(s) were not delivered ({})", .0.count, .0.last_error)]
+    Undelivered(crate::sink::kafka::Undelivered),
 }
-
-/// Header names on kept and dead-lettered records: where the record came from, so readers can
-/// drop replays after a crash, and why a record was dead-lettered.
-pub const HEADER_TOPIC: &str = "logmill.source.topic";
-pub const HEADER_PARTITION: &str = "logmill.source.partition";
-pub const HEADER_OFFSET: &str = "logmill.source.offset";
-pub const HEADER_REASON: &str = "logmill.reason";
 
 /// How long a checkpoint waits for outputs to be acknowledged before it gives up and retries
 /// later; the coordinator is blocked meanwhile, so this stays short.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Records the poll loop takes in a row before it looks at batches, results, checkpoints and
+/// rule files again.
+const HOUSEKEEPING_EVERY: u32 = 256;
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -129,23 +126,39 @@ fn tracing_warn(msg: &str) {
     tracing::warn!("{msg}");
 }
 
+/// A checkpoint cut and not yet written: the merged state and offsets at the cut, and the
+/// Kafka timestamps of the events it covers that no checkpoint did before.
+struct Cut {
+    started: Instant,
+    pending: Aggregates,
+    next: BTreeMap<PartitionKey, i64>,
+    timestamps: Vec<i64>,
+}
+
 struct Job {
     id: u64,
     program: Arc<Program>,
     records: Vec<OwnedRecord>,
 }
 
+/// A batch's results. Its records are gone: the worker routed them to the outputs, and only
+/// where each partition's reading got to and the events' timestamps come back.
 struct Done {
     id: u64,
     delta: Aggregates,
     counters: Counters,
-    fates: Vec<Fate>,
-    records: Vec<OwnedRecord>,
+    events: usize,
+    /// The next offset of every partition in the batch.
+    next: Vec<(Arc<str>, i32, i64)>,
+    timestamps: Vec<i64>,
+    /// A record the outputs refused (not a full queue, which is waited out).
+    error: Option<KafkaError>,
 }
 
 fn worker(
     jobs: Arc<Mutex<Receiver<Job>>>,
     done: Sender<Done>,
+    outputs: Arc<Outputs>,
     input: InputFormat,
     limits: crate::decode::Limits,
 ) {
@@ -180,16 +193,33 @@ fn worker(
         let delta = std::mem::replace(&mut e.local, Aggregates::new(&job.program));
         let counters = std::mem::take(&mut e.counters);
         e.counters.rule_matches = vec![0; job.program.rules.len()];
-        if done
-            .send(Done {
-                id: job.id,
-                delta,
-                counters,
-                fates,
-                records: job.records,
-            })
-            .is_err()
-        {
+        let mut next: Vec<(Arc<str>, i32, i64)> = Vec::new();
+        let mut error = None;
+        for (rec, fate) in job.records.iter().zip(&fates) {
+            // A batch holds a few partitions: a linear scan beats a map.
+            match next
+                .iter_mut()
+                .find(|(t, p, _)| *p == rec.partition && Arc::ptr_eq(t, &rec.topic))
+            {
+                Some((_, _, off)) => *off = (*off).max(rec.offset + 1),
+                None => next.push((Arc::clone(&rec.topic), rec.partition, rec.offset + 1)),
+            }
+            if error.is_none() {
+                error = outputs.route(rec, fate).err();
+            }
+        }
+        let timestamps = job.records.iter().filter_map(|r| r.timestamp_ms).collect();
+        let result = Done {
+            id: job.id,
+            delta,
+            counters,
+            events: job.records.len(),
+            next,
+            timestamps,
+            error,
+        };
+        drop(job.records);
+        if done.send(result).is_err() {
             return;
         }
     }
@@ -201,7 +231,7 @@ pub struct Coordinator {
     cfg: Config,
     instance: String,
     program: Arc<Program>,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    outputs: Arc<Outputs>,
     state: StateReader,
     seq: u64,
     /// This identity's state including what is not checkpointed yet.
@@ -221,8 +251,8 @@ pub struct Coordinator {
     results: Receiver<Done>,
     workers: Vec<std::thread::JoinHandle<()>>,
     last_checkpoint: Instant,
+    cut: Option<Cut>,
     last_publish: Instant,
-    paused: bool,
     topics: HashMap<String, Arc<str>>,
     /// Kafka timestamps of the events merged since the last checkpoint: their metrics become
     /// visible at the next checkpoint, which is when their latency is measured.
@@ -239,8 +269,7 @@ impl Coordinator {
         program: Arc<Program>,
         exported: Arc<Exported>,
     ) -> Result<Coordinator, ServiceError> {
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            producer_config(&cfg, &instance).create()?;
+        let outputs = Arc::new(Outputs::new(&cfg, &instance)?);
         let mut state = StateReader::new(&cfg, &instance)?;
         state.catch_up(Duration::from_secs(30))?;
         let mut pending = Aggregates::new(&program);
@@ -261,10 +290,10 @@ impl Coordinator {
         let workers = (0..cfg.workers)
             .map(|i| {
                 let (jobs, done) = (Arc::clone(&job_rx), done_tx.clone());
-                let (input, limits) = (cfg.input, cfg.limits);
+                let (outputs, input, limits) = (Arc::clone(&outputs), cfg.input, cfg.limits);
                 std::thread::Builder::new()
                     .name(format!("logmill-worker-{i}"))
-                    .spawn(move || worker(jobs, done, input, limits))
+                    .spawn(move || worker(jobs, done, outputs, input, limits))
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -276,7 +305,7 @@ impl Coordinator {
             cfg,
             instance,
             program,
-            producer,
+            outputs,
             state,
             seq,
             committed: pending.clone(),
@@ -293,8 +322,8 @@ impl Coordinator {
             results: done_rx,
             workers,
             last_checkpoint: Instant::now(),
+            cut: None,
             last_publish: Instant::now(),
-            paused: false,
             topics: HashMap::new(),
             timestamps: Vec::new(),
             latency: crate::telemetry::Latency::new(),
@@ -370,65 +399,21 @@ impl Coordinator {
         self.pending.merge_from(&mut d.delta, &self.program, now);
         crate::telemetry::publish(&self.program, &d.counters, crate::telemetry::Publish::Add);
         self.counters.absorb(&d.counters);
-        self.in_flight -= d.records.len() as u64;
+        self.in_flight -= d.events as u64;
         crate::telemetry::batch_merged();
         if self.timestamps.len() < self.cfg.max_in_flight {
-            self.timestamps
-                .extend(d.records.iter().filter_map(|r| r.timestamp_ms));
+            self.timestamps.extend_from_slice(&d.timestamps);
         }
-        for (rec, fate) in d.records.iter().zip(&d.fates) {
+        for (topic, partition, off) in d.next {
             let key = PartitionKey {
-                topic: rec.topic.to_string(),
-                partition: rec.partition,
+                topic: topic.to_string(),
+                partition,
             };
             let next = self.next.entry(key).or_insert(0);
-            *next = (*next).max(rec.offset + 1);
-            let (topic, reason) = match fate {
-                Fate::Keep => (self.cfg.kept_topic.as_deref(), None),
-                Fate::Drop => (None, None),
-                Fate::DeadLetter(r) => (self.cfg.dead_letter_topic.as_deref(), Some(r.as_str())),
-            };
-            if let Some(topic) = topic {
-                let partition = rec.partition.to_string();
-                let offset = rec.offset.to_string();
-                let mut headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: HEADER_TOPIC,
-                        value: Some(rec.topic.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: HEADER_PARTITION,
-                        value: Some(partition.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: HEADER_OFFSET,
-                        value: Some(offset.as_bytes()),
-                    });
-                if let Some(reason) = reason {
-                    headers = headers.insert(Header {
-                        key: HEADER_REASON,
-                        value: Some(reason.as_bytes()),
-                    });
-                }
-                let mut record = BaseRecord::<(), [u8]>::to(topic)
-                    .payload(&rec.payload)
-                    .headers(headers);
-                loop {
-                    match self.producer.send(record) {
-                        Ok(()) => break,
-                        Err((
-                            KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull,
-                            ),
-                            r,
-                        )) => {
-                            record = r;
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err((e, _)) => return Err(e.into()),
-                    }
-                }
-            }
+            *next = (*next).max(off);
+        }
+        if let Some(e) = d.error {
+            return Err(e.into());
         }
         if self.cfg.delivery == Delivery::AtLeastOnce
             && self.last_publish.elapsed() > Duration::from_millis(500)
@@ -440,58 +425,114 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Makes everything processed so far durable, then exports it. Any failure leaves the
-    /// exported values as they were: they never show what a checkpoint does not hold.
+    /// Cuts a checkpoint without stopping: the merged state and offsets as they are now
+    /// (consistent between merges), written once the outputs of their events are acknowledged
+    /// (`advance_checkpoint`) while consumption goes on. One cut at a time.
+    fn cut(&mut self) {
+        if self.cut.is_some() {
+            return;
+        }
+        self.outputs.close_epoch();
+        self.cut = Some(Cut {
+            started: Instant::now(),
+            pending: self.pending.clone(),
+            next: self.next.clone(),
+            timestamps: std::mem::take(&mut self.timestamps),
+        });
+    }
+
+    /// Writes the cut checkpoint if its outputs are settled; a cut whose outputs were lost is
+    /// dropped and the instance rolls back to the last checkpoint.
+    fn advance_checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
+        if self.cut.is_none() || !self.outputs.settled() {
+            return Ok(());
+        }
+        let cut = self.cut.take().expect("checked above");
+        if let Some(lost) = self.outputs.take_undelivered(true) {
+            self.rollback(consumer, "records were not delivered");
+            return Err(ServiceError::Undelivered(lost));
+        }
+        self.write_checkpoint(consumer, cut)
+    }
+
+    /// Makes everything processed so far durable, then exports it, waiting for it: on
+    /// revocation, reload and shutdown. Any failure leaves the exported values as they were:
+    /// they never show what a checkpoint does not hold.
     pub fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
+        // A cut in flight is covered by this checkpoint.
+        self.cut = None;
         let started = Instant::now();
         self.dispatch();
         self.collect(true)?;
-        self.producer.flush(FLUSH_TIMEOUT)?;
+        self.outputs.flush(FLUSH_TIMEOUT)?;
+        if let Some(lost) = self.outputs.take_undelivered(false) {
+            // Their events must be read again so the records are written again: back to the
+            // last checkpoint.
+            self.rollback(consumer, "records were not delivered");
+            return Err(ServiceError::Undelivered(lost));
+        }
+        let cut = Cut {
+            started,
+            pending: self.pending.clone(),
+            next: self.next.clone(),
+            timestamps: std::mem::take(&mut self.timestamps),
+        };
+        self.write_checkpoint(consumer, cut)
+    }
+
+    /// Steps 3 to 5 of the protocol (ARCHITECTURE.md, "Delivery"), once the outputs of the
+    /// cut's events are acknowledged.
+    fn write_checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        cut: Cut,
+    ) -> Result<(), ServiceError> {
         // Committing first fences a zombie: a member that lost its partitions fails here and
         // writes no checkpoint for them.
         let mut tpl = TopicPartitionList::new();
-        for (k, off) in &self.next {
+        for (k, off) in &cut.next {
             tpl.add_partition_offset(&k.topic, k.partition, Offset::Offset(*off))?;
         }
         if tpl.count() > 0 {
             consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
         }
-        self.seq += 1;
         let cp = Checkpoint {
             instance: self.instance.clone(),
-            seq: self.seq,
+            seq: self.seq + 1,
             at_ms: now_ms(),
-            offsets: self.next.iter().map(|(k, o)| (k.clone(), *o)).collect(),
-            metrics: snapshot::encode(&self.program, &self.pending),
+            offsets: cut.next.iter().map(|(k, o)| (k.clone(), *o)).collect(),
+            metrics: snapshot::encode(&self.program, &cut.pending),
         };
         let bytes = cp.encode();
-        let size = bytes.len();
-        self.producer
-            .send(
-                BaseRecord::<str, [u8]>::to(&self.cfg.state_topic)
-                    .key(&self.instance)
-                    .payload(&bytes),
-            )
-            .map_err(|(e, _)| e)?;
-        self.producer.flush(FLUSH_TIMEOUT)?;
+        self.outputs
+            .checkpoint(&self.cfg.state_topic, &self.instance, &bytes, FLUSH_TIMEOUT)?;
+        self.seq += 1;
         self.state.latest.observe(cp);
-        self.committed = self.pending.clone();
-        self.committed_next = self.next.clone();
-        self.exported
-            .publish(Arc::clone(&self.program), self.committed.clone());
+        // `at_least_once` already shows newer values than the cut's: it must not go back.
+        let shown = match self.cfg.delivery {
+            Delivery::ExactlyOnce => cut.pending.clone(),
+            Delivery::AtLeastOnce => self.pending.clone(),
+        };
+        self.exported.publish(Arc::clone(&self.program), shown);
+        self.committed = cut.pending;
+        self.committed_next = cut.next;
         let now = now_ms();
         self.exported
             .last_checkpoint_ms
             .store(now, Ordering::Relaxed);
         self.last_checkpoint = Instant::now();
-        self.latency.record(now, self.timestamps.drain(..));
+        self.latency.record(now, cut.timestamps.into_iter());
         crate::telemetry::publish_registry(&self.program, &self.committed);
         crate::telemetry::process_memory();
-        crate::telemetry::checkpointed(started.elapsed(), size);
+        crate::telemetry::checkpointed(cut.started.elapsed(), bytes.len());
         Ok(())
     }
 
-    fn assigned(&mut self, tpl: &mut TopicPartitionList) -> Result<(), ServiceError> {
+    fn assigned(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        tpl: &mut TopicPartitionList,
+    ) -> Result<(), ServiceError> {
         // Without the latest checkpoints a partition could resume behind what another
         // instance exported: wait for the state topic rather than guess.
         let mut attempt = 0;
@@ -516,9 +557,17 @@ impl Coordinator {
                 topic: topic.clone(),
                 partition,
             };
-            if let Some(off) = self.state.latest.resume_offset(&key) {
+            // Every owned partition gets an explicit start, so that a rollback can go back to
+            // it even before its first checkpoint.
+            let start = self
+                .state
+                .latest
+                .resume_offset(&key)
+                .or_else(|| start_of(consumer, &self.cfg, &topic, partition));
+            if let Some(off) = start {
                 tpl.set_partition_offset(&topic, partition, Offset::Offset(off))?;
-                self.next.insert(key, off);
+                self.next.insert(key.clone(), off);
+                self.committed_next.insert(key, off);
             }
         }
         crate::telemetry::rebalanced("assign");
@@ -535,13 +584,18 @@ impl Coordinator {
         if result.is_err() {
             // What was processed since the last checkpoint will be replayed by the partitions'
             // next owners, so it must not be exported here, ever: go back to the checkpoint.
-            self.rollback(consumer);
+            self.rollback(
+                consumer,
+                "a checkpoint failed while partitions were revoked",
+            );
         }
         for e in tpl.elements() {
-            self.next.remove(&PartitionKey {
+            let key = PartitionKey {
                 topic: e.topic().to_string(),
                 partition: e.partition(),
-            });
+            };
+            self.next.remove(&key);
+            self.committed_next.remove(&key);
         }
         crate::telemetry::rebalanced("revoke");
         result
@@ -549,10 +603,20 @@ impl Coordinator {
 
     /// Returns to the last checkpoint: its values, and its offsets for the partitions kept
     /// (they are read again from there). Used when a checkpoint cannot be written before
-    /// partitions move on.
-    fn rollback(&mut self, consumer: &BaseConsumer<Ctx>) {
+    /// partitions move on, and when outputs were lost. Under `at_least_once` the values stay:
+    /// they are already exported, and counting the replayed events again is the over-count
+    /// that mode allows.
+    fn rollback(&mut self, consumer: &BaseConsumer<Ctx>, why: &str) {
+        self.cut = None;
         self.batch.clear();
-        self.pending = self.committed.clone();
+        // Batches in flight are read again too: let them land, then forget them.
+        if let Err(e) = self.collect(true) {
+            tracing_warn(&format!("while rolling back: {e}"));
+        }
+        self.timestamps.clear();
+        if self.cfg.delivery == Delivery::ExactlyOnce {
+            self.pending = self.committed.clone();
+        }
         for (key, off) in &self.committed_next {
             if let Some(next) = self.next.get_mut(key) {
                 let _ = consumer.seek(
@@ -564,22 +628,28 @@ impl Coordinator {
                 *next = *off;
             }
         }
-        tracing_warn(
-            "a checkpoint failed while partitions were revoked: rolled back to the last checkpoint",
-        );
+        tracing_warn(&format!("{why}: rolled back to the last checkpoint"));
     }
 
-    /// Pauses fetching while too much is read but not checkpointed, so memory stays bounded.
-    fn backpressure(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
-        let over = self.in_flight as usize + self.batch.len() > self.cfg.max_in_flight;
-        if over != self.paused {
-            let assignment = consumer.assignment()?;
-            if over {
-                consumer.pause(&assignment)?;
-            } else {
-                consumer.resume(&assignment)?;
+    /// Holds the poll loop while too many events are read and not merged. librdkafka's own
+    /// queue then fills and it stops fetching (`queued.max.messages.kbytes`), so memory stays
+    /// bounded. Pausing the partitions instead would make librdkafka discard what it had
+    /// prefetched and fetch it again on resume.
+    fn backpressure(&mut self) -> Result<(), ServiceError> {
+        if self.in_flight as usize + self.batch.len() <= self.cfg.max_in_flight {
+            return Ok(());
+        }
+        self.dispatch();
+        while self.in_flight as usize > self.cfg.max_in_flight {
+            let d = self
+                .results
+                .recv()
+                .expect("workers outlive the coordinator");
+            self.reorder.insert(d.id, d);
+            while let Some(d) = self.reorder.remove(&self.next_merge) {
+                self.next_merge += 1;
+                self.merge(d)?;
             }
-            self.paused = over;
         }
         Ok(())
     }
@@ -615,6 +685,30 @@ impl Coordinator {
         self.jobs = None;
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+    }
+}
+
+/// Where a partition that no checkpoint covers starts: the start of its log (the end under
+/// `auto.offset.reset: latest`). Not the group's committed offset: offsets are committed
+/// before the checkpoint record is written, so a commit can cover events no checkpoint holds.
+fn start_of(
+    consumer: &BaseConsumer<Ctx>,
+    cfg: &Config,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let latest = cfg
+        .properties
+        .get("auto.offset.reset")
+        .is_some_and(|v| matches!(v.as_str(), "latest" | "largest" | "end"));
+    match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+        Ok((low, high)) => Some(if latest { high } else { low }),
+        Err(e) => {
+            tracing_warn(&format!(
+                "no start offset for {topic}/{partition} ({e}): librdkafka picks it"
+            ));
+            None
         }
     }
 }
@@ -679,7 +773,7 @@ impl ConsumerContext for Ctx {
         };
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                c.assigned(tpl).and_then(|()| {
+                c.assigned(consumer, tpl).and_then(|()| {
                     assign(consumer, tpl)?;
                     c.exported.ready.store(true, Ordering::Relaxed);
                     Ok(())
@@ -783,8 +877,8 @@ pub fn run(
         Some(re) => consumer.subscribe(&[&format!("^{}", re.trim_start_matches('^'))])?,
         None => consumer.subscribe(&cfg.topics.iter().map(String::as_str).collect::<Vec<_>>())?,
     }
+    let mut unattended = 0;
     while !stop.load(Ordering::Relaxed) {
-        exported.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         let polled = consumer.poll(Duration::from_millis(20));
         let mut guard = consumer
             .context()
@@ -793,22 +887,34 @@ pub fn run(
             .expect("never poisoned");
         let c = guard.as_mut().expect("set until shutdown");
         match polled {
-            Some(Ok(m)) => c.add(&m),
+            Some(Ok(m)) => {
+                c.add(&m);
+                // What follows reads clocks and takes locks: once per burst of records, not
+                // once per record, or it costs more than the record.
+                unattended += 1;
+                if unattended < HOUSEKEEPING_EVERY {
+                    continue;
+                }
+            }
             Some(Err(e)) => tracing_warn(&format!("consumer: {e}")),
             None => {}
         }
+        unattended = 0;
+        exported.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         if c.batch_started.elapsed() >= cfg.batch_max_wait {
             c.dispatch();
         }
         c.collect(false)?;
-        c.backpressure(&consumer)?;
+        c.backpressure()?;
         if c.last_checkpoint.elapsed() >= cfg.checkpoint_interval {
-            // Readiness follows from the checkpoint's age (`Exported::is_ready`): a failure
-            // needs no bookkeeping here beyond retrying.
-            if let Err(e) = c.checkpoint(&consumer) {
-                tracing_warn(&format!("checkpoint failed, will retry: {e}"));
-                c.last_checkpoint = Instant::now();
-            }
+            c.cut();
+        }
+        // Readiness follows from the checkpoint's age (`Exported::is_ready`): a failure needs
+        // no bookkeeping here beyond trying again at the next interval. A checkpoint that lost
+        // outputs has rolled back already.
+        if let Err(e) = c.advance_checkpoint(&consumer) {
+            tracing_warn(&format!("checkpoint failed, will retry: {e}"));
+            c.last_checkpoint = Instant::now();
         }
         if last_rules_check.elapsed() >= Duration::from_secs(1) || reload.load(Ordering::Relaxed) {
             last_rules_check = Instant::now();

@@ -135,7 +135,9 @@ mod tests {
         let mut rng = crate::workload::Rng::new(3);
         for _ in 0..300 {
             let word = |rng: &mut crate::workload::Rng| -> Vec<u8> {
-                (0..1 + rng.below(4)).map(|_| b"ab c"[rng.below(4) as usize]).collect()
+                (0..1 + rng.below(4))
+                    .map(|_| b"ab c"[rng.below(4) as usize])
+                    .collect()
             };
             let mut lits: Vec<Vec<u8>> = (0..1 + rng.below(6)).map(|_| word(&mut rng)).collect();
             lits.sort();
@@ -153,7 +155,12 @@ mod tests {
                 want.dedup();
                 let (mut s, mut got) = (Scratch::default(), Vec::new());
                 pf.candidates(&hay, &mut s, &mut got);
-                assert_eq!(got, want, "literals {lits:?} in {:?}", String::from_utf8_lossy(&hay));
+                assert_eq!(
+                    got,
+                    want,
+                    "literals {lits:?} in {:?}",
+                    String::from_utf8_lossy(&hay)
+                );
             }
         }
     }

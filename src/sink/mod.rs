@@ -2,4 +2,5 @@
 //! `output` write kept events and dead letters.
 pub mod exposition;
 pub mod http;
+pub mod kafka;
 pub mod output;

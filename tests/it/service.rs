@@ -332,6 +332,55 @@ fn end_to_end_exact_counts_kept_and_dead_letters() {
     assert_eq!(reasons, HashSet::from(["malformed_json", "invalid_utf8"]));
 }
 
+/// Issue 3: kept records that are never acknowledged (their broker stays down past
+/// `message.timeout.ms`) are not lost. The checkpoint that would cover their events is not
+/// written; the instance rolls back to the last one and reads the events again, so once the
+/// broker is back the counters are exact and every kept event is on the kept topic.
+#[test]
+fn undelivered_outputs_are_written_again() {
+    let mock = MockCluster::new(2).unwrap();
+    for (t, p) in [("logs", 2), ("kept", 2), ("dead", 1), ("it-state", 1)] {
+        mock.create_topic(t, p, 1).unwrap();
+        // Only the kept topic lives on broker 2, the one that goes down.
+        let leader = if t == "kept" { 2 } else { 1 };
+        for partition in 0..p {
+            mock.partition_leader(t, partition, Some(leader)).unwrap();
+        }
+    }
+    for group in ["it", "it-state-reader"] {
+        mock.coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
+            .unwrap();
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let n = 20_000;
+    produce(&bootstrap, (0..n).map(|i| event(i, false)));
+    mock.broker_down(2).unwrap();
+    let tmp = TempDir::new("svc-undelivered");
+    let port = free_port();
+    let cfg = config_with(&tmp.0, &bootstrap, "undelivered-0", port, "0s", "");
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replace(
+        "heartbeat.interval.ms: \"500\"",
+        "heartbeat.interval.ms: \"500\", message.timeout.ms: \"1500\"",
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let child = start(&cfg);
+    assert!(
+        wait_for(Duration::from_secs(30), || log_of(&cfg)
+            .contains("not delivered")),
+        "the lost records went unnoticed:\n{}",
+        log_of(&cfg)
+    );
+    mock.broker_up(2).unwrap();
+    let (want, kept, _) = truth(n, false);
+    assert_exports(&[port], &want, 60, || true, &[&cfg]);
+    drop(child);
+    let unique: HashSet<Vec<u8>> = consume_all(&bootstrap, "kept")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_same(&unique, &kept, "kept topic");
+}
+
 /// SIGKILL at random points, restart under the same identity: the final counters equal the
 /// ground truth exactly, and every kept event is on the kept topic (replays carry the same
 /// source headers, so readers can drop them).
