@@ -59,6 +59,8 @@ struct StateReader {
     consumer: BaseConsumer,
     topic: String,
     latest: Latest,
+    /// Next offset to read, per partition of the state topic, across calls to `catch_up`.
+    positions: HashMap<i32, i64>,
 }
 
 impl StateReader {
@@ -79,6 +81,7 @@ impl StateReader {
             consumer,
             topic: cfg.state_topic.clone(),
             latest: Latest::default(),
+            positions: HashMap::new(),
         })
     }
 
@@ -95,11 +98,10 @@ impl StateReader {
             )?;
             targets.insert(e.partition(), high);
         }
-        let mut positions: HashMap<i32, i64> = HashMap::new();
         loop {
-            let done = targets
-                .iter()
-                .all(|(p, high)| positions.get(p).copied().unwrap_or(0) >= *high || *high == 0);
+            let done = targets.iter().all(|(p, high)| {
+                self.positions.get(p).copied().unwrap_or(0) >= *high || *high == 0
+            });
             if done {
                 return Ok(());
             }
@@ -108,7 +110,7 @@ impl StateReader {
             }
             if let Some(m) = self.consumer.poll(Duration::from_millis(100)) {
                 let m = m?;
-                positions.insert(m.partition(), m.offset() + 1);
+                self.positions.insert(m.partition(), m.offset() + 1);
                 if let Some(payload) = m.payload() {
                     match Checkpoint::decode(payload) {
                         Ok(cp) => self.latest.observe(cp),
