@@ -732,3 +732,117 @@ fn prometheus_scrapes_and_queries() {
     );
     drop(prometheus);
 }
+
+/// Kills the child on drop.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A second, independent broker implementation: `tansu` (in memory), when it is installed
+/// (`cargo install tansu --features dynostore`; `.ci/run` does not build it). End to end with
+/// exact counts, the kept topic and dead letters. Without static membership: tansu 0.6 gives a
+/// rejoining static member a new member id while the group keeps the old one as its leader, so
+/// the group never completes a rebalance.
+#[test]
+fn smoke_against_tansu() {
+    // Optional even in CI (a 20-minute build), unlike the peers `have` insists on.
+    let installed = std::process::Command::new("sh")
+        .args(["-c", "command -v tansu"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("skipped: tansu is not installed");
+        return;
+    }
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let _broker = Broker(
+        std::process::Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "tansu did not start"
+    );
+    for (topic, partitions) in [("logs", "2"), ("kept", "2"), ("dead", "1")] {
+        let out = std::process::Command::new("tansu")
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                partitions,
+                "--broker",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "creating {topic}: {}", stderr(&out));
+    }
+    let bootstrap = format!("127.0.0.1:{port}");
+    let n = 5_000;
+    produce(&bootstrap, (0..n).map(|i| event(i, false)));
+    let tmp = TempDir::new("svc-tansu");
+    let http = free_port();
+    let cfg = config(&tmp.0, &bootstrap, "tansu-0", http);
+    let yaml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("  instance_id: tansu-0\n", "");
+    std::fs::write(&cfg, yaml).unwrap();
+    let child = start(&cfg);
+    let (want, kept, dead) = truth(n, false);
+    assert_exports(&[http], &want, 60, || true, &[&cfg]);
+    drop(child);
+    let unique: HashSet<Vec<u8>> = payloads_until_idle(&bootstrap, "kept")
+        .into_iter()
+        .collect();
+    assert_same(&unique, &kept, "kept topic on tansu");
+    assert_eq!(payloads_until_idle(&bootstrap, "dead").len(), dead);
+}
+
+/// Every payload of `topic`, read until nothing comes for two seconds: tansu's ListOffsets
+/// answers lag behind what Fetch returns, so `consume_all`'s watermarks would stop early.
+fn payloads_until_idle(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "it-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+            last = Instant::now();
+        }
+    }
+    out
+}
