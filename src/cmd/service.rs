@@ -254,6 +254,17 @@ pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The sum of every sample of `name` in a text exposition.
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()> {
     // The status line owns the terminal; only warnings are logged.
     if std::env::var_os("RUST_LOG").is_none() {
@@ -335,15 +346,25 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             let _ = producer.flush(Duration::from_secs(5));
         })
     };
-    let last = Arc::new(AtomicU64::new(0));
+    let last = AtomicU64::new(0);
     let status: StatusLine = Box::new(move |exported: &Exported| {
         let text = exported.render(logmill::sink::exposition::ExpositionFormat::Text);
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
-        let produced_now = produced.load(Ordering::Relaxed);
-        let per_sec = produced_now - last.swap(produced_now, Ordering::Relaxed);
+        let telemetry = exported.telemetry().unwrap_or_default();
+        let total = |name: &str| sum_of(&telemetry, name);
+        let consumed = total(logmill::telemetry::EVENTS_IN) as u64;
+        let kept = total(logmill::telemetry::EVENTS_KEPT);
+        let per_sec = consumed.saturating_sub(last.swap(consumed, Ordering::Relaxed));
         eprint!(
-            "\rproduced {produced_now} ({per_sec}/s), exported series {series}, ready {}    ",
-            exported.ready.load(Ordering::Relaxed)
+            "\r{per_sec} events/s, {consumed} consumed of {} produced, kept {:.1}%, lag {}, {series} series, {}    ",
+            produced.load(Ordering::Relaxed),
+            100.0 * kept / (consumed.max(1) as f64),
+            total(logmill::telemetry::CONSUMER_LAG),
+            if exported.is_ready() {
+                "ready"
+            } else {
+                "not ready"
+            },
         );
     });
     let result = serve_until_stopped(cfg, program, Some(status));

@@ -64,6 +64,11 @@ impl Exported {
         render(&state.0, &state.1, format, (self.now_ms)())
     }
 
+    /// logmill's own metrics, text format; `None` when self-telemetry is off.
+    pub fn telemetry(&self) -> Option<String> {
+        self.telemetry.as_ref().map(|h| h.render())
+    }
+
     /// A loop that has not turned for 30 s is stuck: restart it.
     pub fn is_healthy(&self) -> bool {
         let beat = self.heartbeat_ms.load(Ordering::Relaxed);
@@ -81,8 +86,8 @@ impl Exported {
                 let format = ExpositionFormat::from_accept(accept);
                 (200, format.content_type(), self.render(format))
             }
-            "/-/metrics" => match &self.telemetry {
-                Some(h) => (200, ExpositionFormat::Text.content_type(), h.render()),
+            "/-/metrics" => match self.telemetry() {
+                Some(text) => (200, ExpositionFormat::Text.content_type(), text),
                 None => (404, "text/plain", "self-telemetry is off\n".into()),
             },
             "/-/healthy" if self.is_healthy() => (200, "text/plain", "healthy\n".into()),
