@@ -113,9 +113,13 @@ enum Command {
     /// An embedded Kafka broker for trying rules locally with kcat and `logmill run`; for
     /// development only, it keeps nothing.
     #[command(
-        after_help = "Examples:\n  logmill broker --partitions 4 --topic logs --topic logs-kept"
+        after_help = "Examples:\n  logmill broker --partitions 4 --topic logs --topic logs-kept\n  logmill broker --port 9092 --topic logs --topic logs-kept --topic logs-dead-letter   # for deploy/demo.yaml"
     )]
     Broker {
+        /// Also accept bootstrap connections on 127.0.0.1:PORT. The broker itself listens on
+        /// a port librdkafka picks, which its metadata advertises and clients then use.
+        #[arg(long)]
+        port: Option<u16>,
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         #[arg(long = "topic", default_values = ["logs"])]
@@ -268,8 +272,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cmd::service::demo(rate, metrics_addr, &rules)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Broker { partitions, topics } => {
-            cmd::service::broker(partitions, &topics)?;
+        Command::Broker {
+            port,
+            partitions,
+            topics,
+        } => {
+            cmd::service::broker(port, partitions, &topics)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen { kind, n, seed } => {

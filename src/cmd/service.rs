@@ -234,24 +234,52 @@ fn serve_until_stopped(
     Ok(())
 }
 
-pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
+pub fn broker(port: Option<u16>, partitions: i32, topics: &[String]) -> Result<()> {
     let cluster = MockCluster::new(1).context("starting the mock cluster")?;
     for t in topics {
         cluster
             .create_topic(t, partitions, 1)
             .with_context(|| format!("creating topic {t}"))?;
     }
-    println!("{}", cluster.bootstrap_servers());
-    eprintln!(
-        "logmill broker: librdkafka's mock cluster at {} with topics {} ({partitions} partitions); for development only, nothing is persisted. Ctrl-C stops it.",
-        cluster.bootstrap_servers(),
-        topics.join(", ")
-    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut bootstrap = cluster.bootstrap_servers();
+    if let Some(port) = port {
+        // librdkafka's mock takes no port: a forwarder on the asked one serves bootstrap
+        // connections, and the metadata sends clients on to the mock's own port.
+        let target = bootstrap.clone();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+        rt.spawn(forward(listener, target));
+        bootstrap = format!("127.0.0.1:{port}");
+    }
+    println!("{bootstrap}");
+    eprintln!(
+        "logmill broker: librdkafka's mock cluster at {bootstrap} with topics {} ({partitions} partitions); for development only, nothing is persisted. Ctrl-C stops it.",
+        topics.join(", ")
+    );
     rt.block_on(tokio::signal::ctrl_c())?;
     Ok(())
+}
+
+/// Relays every connection accepted on `listener` to `target`, both ways.
+async fn forward(listener: tokio::net::TcpListener, target: String) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let target = target.clone();
+        tokio::spawn(async move {
+            match tokio::net::TcpStream::connect(&target).await {
+                Ok(mut outbound) => {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                Err(e) => tracing::warn!("forwarding to {target}: {e}"),
+            }
+        });
+    }
 }
 
 /// The sum of every sample of `name` in a text exposition.

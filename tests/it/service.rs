@@ -733,6 +733,37 @@ fn prometheus_scrapes_and_queries() {
     drop(prometheus);
 }
 
+/// `logmill broker --port P`: a client that only knows P produces and consumes through it.
+#[test]
+fn broker_answers_on_the_chosen_port() {
+    let port = free_port();
+    let mut child = logmill()
+        .args(["broker", "--port", &port.to_string(), "--partitions", "1"])
+        .args(["--topic", "logs"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let _broker = Broker(child);
+    let bootstrap = format!("127.0.0.1:{port}");
+    assert_eq!(first.trim(), bootstrap);
+    produce(&bootstrap, (0..3).map(|i| format!("line {i}").into_bytes()));
+    let got: Vec<Vec<u8>> = consume_all(&bootstrap, "logs")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        got,
+        vec![b"line 0".to_vec(), b"line 1".to_vec(), b"line 2".to_vec()]
+    );
+}
+
 /// Kills the child on drop.
 struct Broker(Child);
 
