@@ -71,8 +71,8 @@ fn produce(bootstrap: &str, payloads: impl Iterator<Item = Vec<u8>>) {
     p.flush(Duration::from_secs(30)).unwrap();
 }
 
-/// Every record of `topic`: payload and `(source partition, source offset, reason)` headers.
-fn consume_all(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, String, String)> {
+/// A consumer assigned every partition of `topic` from its beginning, and the partitions.
+fn reader(bootstrap: &str, topic: &str) -> (BaseConsumer, Vec<i32>) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "it-reader")
@@ -82,19 +82,28 @@ fn consume_all(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, String, String)> {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(5))
         .unwrap();
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut tpl = TopicPartitionList::new();
-    let mut highs = BTreeMap::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
-        highs.insert(
-            p.id(),
-            c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                .unwrap()
-                .1,
-        );
     }
     c.assign(&tpl).unwrap();
+    (c, partitions)
+}
+
+/// Every record of `topic`: payload and `(source partition, source offset, reason)` headers.
+fn consume_all(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, String, String)> {
+    let (c, partitions) = reader(bootstrap, topic);
+    let highs: BTreeMap<i32, i64> = partitions
+        .iter()
+        .map(|&p| {
+            let (_, high) = c
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap();
+            (p, high)
+        })
+        .collect();
     let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -852,21 +861,7 @@ fn smoke_against_tansu() {
 /// Every payload of `topic`, read until nothing comes for two seconds: tansu's ListOffsets
 /// answers lag behind what Fetch returns, so `consume_all`'s watermarks would stop early.
 fn payloads_until_idle(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "it-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let (c, _) = reader(bootstrap, topic);
     let mut out = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(2) {
