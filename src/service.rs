@@ -44,6 +44,9 @@ pub enum ServiceError {
 /// later; the coordinator is blocked meanwhile, so this stays short.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the poll loop waits for stalled workers before it pauses fetching.
+const STALL: Duration = Duration::from_millis(500);
+
 /// Records the poll loop takes in a row before it looks at batches, results, checkpoints and
 /// rule files again.
 const HOUSEKEEPING_EVERY: u32 = 256;
@@ -254,6 +257,8 @@ pub struct Coordinator {
     workers: Vec<std::thread::JoinHandle<()>>,
     last_checkpoint: Instant,
     cut: Option<Cut>,
+    /// Fetching is paused because the workers stalled (`backpressure`).
+    paused: bool,
     last_publish: Instant,
     topics: HashMap<String, Arc<str>>,
     /// Kafka timestamps of the events merged since the last checkpoint: their metrics become
@@ -325,6 +330,7 @@ impl Coordinator {
             workers,
             last_checkpoint: Instant::now(),
             cut: None,
+            paused: false,
             last_publish: Instant::now(),
             topics: HashMap::new(),
             timestamps: Vec::new(),
@@ -635,23 +641,42 @@ impl Coordinator {
 
     /// Holds the poll loop while too many events are read and not merged. librdkafka's own
     /// queue then fills and it stops fetching (`queued.max.messages.kbytes`), so memory stays
-    /// bounded. Pausing the partitions instead would make librdkafka discard what it had
-    /// prefetched and fetch it again on resume.
-    fn backpressure(&mut self) -> Result<(), ServiceError> {
-        if self.in_flight as usize + self.batch.len() <= self.cfg.max_in_flight {
-            return Ok(());
-        }
-        self.dispatch();
-        while self.in_flight as usize > self.cfg.max_in_flight {
-            let d = self
-                .results
-                .recv()
-                .expect("workers outlive the coordinator");
-            self.reorder.insert(d.id, d);
-            while let Some(d) = self.reorder.remove(&self.next_merge) {
-                self.next_merge += 1;
-                self.merge(d)?;
+    /// bounded. Only when the workers make no progress for a while (their outputs' broker is
+    /// down and the producer queue is full) are the partitions paused, so the loop can go on
+    /// serving rebalances, readiness and shutdown: pausing makes librdkafka drop what it
+    /// prefetched, to fetch it again on resume, so it is not the first resort.
+    fn backpressure(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
+        let limit = self.cfg.max_in_flight;
+        if self.in_flight as usize + self.batch.len() > limit {
+            self.dispatch();
+            let deadline = Instant::now() + STALL;
+            while self.in_flight as usize > limit {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.results.recv_timeout(left) {
+                    Ok(d) => {
+                        self.reorder.insert(d.id, d);
+                        while let Some(d) = self.reorder.remove(&self.next_merge) {
+                            self.next_merge += 1;
+                            self.merge(d)?;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        unreachable!("workers outlive the coordinator")
+                    }
+                }
             }
+        }
+        let stalled = self.in_flight as usize > limit;
+        if stalled != self.paused {
+            let assignment = consumer.assignment()?;
+            if stalled {
+                tracing_warn("workers are stalled (outputs not acknowledged?): pausing fetches");
+                consumer.pause(&assignment)?;
+            } else {
+                consumer.resume(&assignment)?;
+            }
+            self.paused = stalled;
         }
         Ok(())
     }
@@ -907,7 +932,7 @@ pub fn run(
             c.dispatch();
         }
         c.collect(false)?;
-        c.backpressure()?;
+        c.backpressure(&consumer)?;
         if c.last_checkpoint.elapsed() >= cfg.checkpoint_interval {
             c.cut();
         }

@@ -341,16 +341,20 @@ fn end_to_end_exact_counts_kept_and_dead_letters() {
     assert_eq!(reasons, HashSet::from(["malformed_json", "invalid_utf8"]));
 }
 
-/// Issue 3: kept records that are never acknowledged (their broker stays down past
-/// `message.timeout.ms`) are not lost. The checkpoint that would cover their events is not
-/// written; the instance rolls back to the last one and reads the events again, so once the
-/// broker is back the counters are exact and every kept event is on the kept topic.
-#[test]
-fn undelivered_outputs_are_written_again() {
+/// A two-broker cluster where only the kept topic lives on broker 2, holding `n` events;
+/// broker 2 is down and an instance is started with `producer` settings added to its Kafka
+/// properties and `extra` top-level config. The test brings broker 2 back; the instance must
+/// then export the ground truth exactly and have written every kept event.
+fn with_kept_broker_down(
+    name: &str,
+    n: u64,
+    producer: &str,
+    extra: &str,
+    while_down: impl FnOnce(&Path, u16),
+) {
     let mock = MockCluster::new(2).unwrap();
     for (t, p) in [("logs", 2), ("kept", 2), ("dead", 1), ("it-state", 1)] {
         mock.create_topic(t, p, 1).unwrap();
-        // Only the kept topic lives on broker 2, the one that goes down.
         let leader = if t == "kept" { 2 } else { 1 };
         for partition in 0..p {
             mock.partition_leader(t, partition, Some(leader)).unwrap();
@@ -361,24 +365,18 @@ fn undelivered_outputs_are_written_again() {
             .unwrap();
     }
     let bootstrap = mock.bootstrap_servers();
-    let n = 20_000;
     produce(&bootstrap, (0..n).map(|i| event(i, false)));
     mock.broker_down(2).unwrap();
-    let tmp = TempDir::new("svc-undelivered");
+    let tmp = TempDir::new(name);
     let port = free_port();
-    let cfg = config_with(&tmp.0, &bootstrap, "undelivered-0", port, "0s", "");
+    let cfg = config_with(&tmp.0, &bootstrap, name, port, "0s", extra);
     let yaml = std::fs::read_to_string(&cfg).unwrap().replace(
         "heartbeat.interval.ms: \"500\"",
-        "heartbeat.interval.ms: \"500\", message.timeout.ms: \"1500\"",
+        &format!("heartbeat.interval.ms: \"500\", {producer}"),
     );
     std::fs::write(&cfg, yaml).unwrap();
     let child = start(&cfg);
-    assert!(
-        wait_for(Duration::from_secs(30), || log_of(&cfg)
-            .contains("not delivered")),
-        "the lost records went unnoticed:\n{}",
-        log_of(&cfg)
-    );
+    while_down(&cfg, port);
     mock.broker_up(2).unwrap();
     let (want, kept, _) = truth(n, false);
     assert_exports(&[port], &want, 60, || true, &[&cfg]);
@@ -388,6 +386,52 @@ fn undelivered_outputs_are_written_again() {
         .map(|r| r.0)
         .collect();
     assert_same(&unique, &kept, "kept topic");
+}
+
+/// Issue 3: kept records that are never acknowledged (their broker stays down past
+/// `message.timeout.ms`) are not lost. The checkpoint that would cover their events is not
+/// written; the instance rolls back to the last one and reads the events again, so once the
+/// broker is back the counters are exact and every kept event is on the kept topic.
+#[test]
+fn undelivered_outputs_are_written_again() {
+    let producer = "message.timeout.ms: \"1500\"";
+    with_kept_broker_down("undelivered-0", 20_000, producer, "", |cfg, _| {
+        assert!(
+            wait_for(Duration::from_secs(30), || log_of(cfg)
+                .contains("not delivered")),
+            "the lost records went unnoticed:\n{}",
+            log_of(cfg)
+        );
+    });
+}
+
+/// Issue 3: when the outputs cannot drain (their broker down, the producer's queue full), the
+/// workers stall; the instance pauses fetching instead of blocking, so it stays healthy and
+/// keeps serving, then resumes and loses nothing once the broker is back.
+#[test]
+fn stalled_outputs_pause_fetching_and_resume() {
+    let producer = "message.timeout.ms: \"120000\", queue.buffering.max.messages: \"500\"";
+    with_kept_broker_down(
+        "stalled-0",
+        20_000,
+        producer,
+        "max_in_flight: 1000\n",
+        |cfg, port| {
+            assert!(
+                wait_for(Duration::from_secs(30), || log_of(cfg)
+                    .contains("pausing fetches")),
+                "no stall seen:\n{}",
+                log_of(cfg)
+            );
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_secs(1));
+                let addr = format!("127.0.0.1:{port}").parse().unwrap();
+                let (status, _) =
+                    logmill::sink::http::get(addr, "/-/healthy", "text/plain").unwrap();
+                assert_eq!(status, 200, "unhealthy while paused:\n{}", log_of(cfg));
+            }
+        },
+    );
 }
 
 /// SIGKILL at random points, restart under the same identity: the final counters equal the
