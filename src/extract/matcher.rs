@@ -20,6 +20,8 @@ pub struct Matcher {
     regex: regex::Regex,
     plan: Option<Plan>,
     required: Option<Vec<u8>>,
+    /// No split plan, but there would be one with `^` in front.
+    anchoring_helps: bool,
 }
 
 pub type Span = Option<(usize, usize)>;
@@ -161,11 +163,27 @@ impl Matcher {
             })
             .max_by_key(Vec::len);
         let plan = Plan::build(&items);
+        // Only for patterns that look like a whole line (anchored at the end, or three fields
+        // and more): a short unanchored pattern is usually meant to be found anywhere.
+        let whole_line = matches!(items.last().map(Hir::kind), Some(HirKind::Look(Look::End)))
+            || regex.captures_len() > 3;
+        let anchoring_helps = plan.is_none() && whole_line && {
+            let mut anchored = vec![Hir::look(Look::Start)];
+            anchored.extend(items.iter().cloned());
+            Plan::build(&anchored).is_some()
+        };
         Ok(Matcher {
             regex,
             plan,
             required,
+            anchoring_helps,
         })
+    }
+
+    /// The pattern runs on the general engine only because it is not anchored: with `^` in
+    /// front it would be split (`logmill check` says so).
+    pub fn anchoring_helps(&self) -> bool {
+        self.anchoring_helps
     }
 
     /// Whether the fast split path is used; exposed for tests and `logmill check --explain`.
@@ -548,6 +566,17 @@ mod tests {
             let (fast, slow) = both_with(&m, &hay);
             assert_eq!(fast, slow);
         }
+    }
+
+    #[test]
+    fn anchoring_helps_only_where_it_would_split() {
+        let helps = |p: &str| Matcher::new(p).unwrap().anchoring_helps();
+        assert!(helps(r"(?P<ip>\S+) - (?P<user>\S+) \[(?P<t>[^\]]+)\]"));
+        assert!(!helps(r"^(?P<ip>\S+) - (?P<user>\S+)"));
+        assert!(!helps(r"user (?P<u>\S+) from"));
+        assert!(!helps(r"(?P<a>.*) (?P<b>.*)"));
+        assert!(!helps(r"(?P<status>\d+) (?P<method>\w+)"));
+        assert!(helps(r"(?P<status>\d+) (?P<method>\w+)$"));
     }
 
     #[test]

@@ -832,6 +832,14 @@ impl Builder {
                 return None;
             }
         };
+        if matcher.anchoring_helps() {
+            sink.warning(
+                node.pos,
+                Code::SlowPattern,
+                "the pattern starts with a field and is not anchored, so it runs on the general regex engine",
+            )
+            .hint("if events start with it, begin the pattern with `^`: it is then split at its literals, 2-3 times faster");
+        }
         let groups = matcher
             .regex()
             .capture_names()

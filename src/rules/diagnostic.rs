@@ -35,6 +35,7 @@ pub enum Code {
     BadLimit,
     GaugeModeConflict,
     BadJsonPath,
+    SlowPattern,
 }
 
 impl Code {
@@ -61,6 +62,7 @@ impl Code {
             Code::BadLimit => "bad-limit",
             Code::GaugeModeConflict => "gauge-mode-conflict",
             Code::BadJsonPath => "bad-json-path",
+            Code::SlowPattern => "slow-pattern",
         }
     }
 }
