@@ -44,6 +44,10 @@ pub enum ServiceError {
 /// later; the coordinator is blocked meanwhile, so this stays short.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the state reader waits for more checkpoints past the watermarks when the broker
+/// signals no end of partition.
+const QUIET: Duration = Duration::from_secs(2);
+
 /// How long the poll loop waits for stalled workers before it pauses fetching.
 const STALL: Duration = Duration::from_millis(500);
 
@@ -64,12 +68,19 @@ struct StateReader {
     latest: Latest,
     /// Next offset to read, per partition of the state topic, across calls to `catch_up`.
     positions: HashMap<i32, i64>,
+    /// Partitions whose end the consumer reached and found nothing after.
+    at_end: HashMap<i32, bool>,
+    /// Timestamp of the last record read, per partition.
+    last_ms: HashMap<i32, i64>,
 }
 
 impl StateReader {
     fn new(cfg: &Config, instance: &str) -> Result<StateReader, ServiceError> {
         let consumer: BaseConsumer = consumer_config(cfg, instance)
             .set("group.id", format!("{}-state-reader", cfg.group_id))
+            // The end of a partition as the fetches see it: brokers whose offset queries lag
+            // behind their log (tansu) would otherwise hide the newest checkpoints.
+            .set("enable.partition.eof", "true")
             .remove("group.instance.id")
             .create()?;
         let metadata = consumer.fetch_metadata(Some(&cfg.state_topic), Duration::from_secs(10))?;
@@ -85,10 +96,13 @@ impl StateReader {
             topic: cfg.state_topic.clone(),
             latest: Latest::default(),
             positions: HashMap::new(),
+            at_end: HashMap::new(),
+            last_ms: HashMap::new(),
         })
     }
 
-    /// Reads every checkpoint written so far.
+    /// Reads every checkpoint written so far: up to each partition's high watermark, and
+    /// until the fetches find its end.
     fn catch_up(&mut self, timeout: Duration) -> Result<(), ServiceError> {
         let deadline = Instant::now() + timeout;
         let assignment = self.consumer.assignment()?;
@@ -101,29 +115,63 @@ impl StateReader {
             )?;
             targets.insert(e.partition(), high);
         }
+        // Past the watermarks, done at the end of every partition. Brokers that report
+        // neither right (tansu) get two ways out: a record written after this call began (a
+        // partition is in order, so everything before it is read), or a quiet spell.
+        let started_ms = now_ms() as i64;
+        let mut reached: Option<Instant> = None;
         loop {
-            let done = targets.iter().all(|(p, high)| {
-                self.positions.get(p).copied().unwrap_or(0) >= *high || *high == 0
+            let past_watermarks = targets
+                .iter()
+                .all(|(p, high)| self.positions.get(p).copied().unwrap_or(0) >= *high);
+            let at_end = targets.keys().all(|p| {
+                self.at_end.get(p).copied().unwrap_or(false)
+                    || self.last_ms.get(p).is_some_and(|t| *t >= started_ms)
             });
-            if done {
-                return Ok(());
+            if past_watermarks {
+                let since = *reached.get_or_insert_with(Instant::now);
+                if at_end || since.elapsed() >= QUIET {
+                    return Ok(());
+                }
             }
             if Instant::now() > deadline {
                 return Err(ServiceError::StateTimeout(self.topic.clone()));
             }
-            if let Some(m) = self.consumer.poll(Duration::from_millis(100)) {
-                let m = m?;
-                self.positions.insert(m.partition(), m.offset() + 1);
-                if let Some(payload) = m.payload() {
-                    match Checkpoint::decode(payload) {
-                        Ok(cp) => self.latest.observe(cp),
-                        Err(e) => {
-                            tracing_warn(&format!("skipping an unreadable checkpoint record: {e}"))
-                        }
-                    }
-                }
+            if self.read_one(Duration::from_millis(50)) {
+                reached = None;
             }
         }
+    }
+
+    /// Reads one checkpoint record or end of partition, if one comes within `timeout`;
+    /// whether a record came.
+    fn read_one(&mut self, timeout: Duration) -> bool {
+        let m = match self.consumer.poll(timeout) {
+            None => return false,
+            Some(Ok(m)) => m,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                self.at_end.insert(p, true);
+                return false;
+            }
+            // librdkafka reports a broker it cannot reach and goes on retrying: not a reason
+            // to give up on the state topic before the deadline.
+            Some(Err(e)) => {
+                tracing_warn(&format!("reading checkpoints: {e}"));
+                return false;
+            }
+        };
+        self.positions.insert(m.partition(), m.offset() + 1);
+        self.at_end.insert(m.partition(), false);
+        if let Some(t) = m.timestamp().to_millis() {
+            self.last_ms.insert(m.partition(), t);
+        }
+        if let Some(payload) = m.payload() {
+            match Checkpoint::decode(payload) {
+                Ok(cp) => self.latest.observe(cp),
+                Err(e) => tracing_warn(&format!("skipping an unreadable checkpoint record: {e}")),
+            }
+        }
+        true
     }
 }
 
@@ -246,6 +294,11 @@ pub struct Coordinator {
     committed_next: BTreeMap<PartitionKey, i64>,
     /// Next offset to read for each owned partition, as far as merged results go.
     next: BTreeMap<PartitionKey, i64>,
+    /// Where this identity's counts of the partitions it no longer owns end. Every checkpoint
+    /// carries them: it replaces the identity's previous one, and the partition's next owner
+    /// may read the state topic only after it (then it would find no offset and count the
+    /// partition again from the start).
+    released: BTreeMap<PartitionKey, i64>,
     batch: Vec<OwnedRecord>,
     batch_started: Instant,
     next_job: u64,
@@ -281,8 +334,12 @@ impl Coordinator {
         state.catch_up(Duration::from_secs(30))?;
         let mut pending = Aggregates::new(&program);
         let mut seq = 0;
+        let mut released = BTreeMap::new();
         if let Some(cp) = state.latest.of(&instance) {
             seq = cp.seq;
+            // Until they are assigned again, every partition of the last checkpoint is
+            // released: its offset must outlive this identity's next checkpoints.
+            released = cp.offsets.iter().cloned().collect();
             snapshot::decode(&program, &cp.metrics, &mut pending).map_err(|e| {
                 ServiceError::BadCheckpoint {
                     instance: instance.clone(),
@@ -319,6 +376,7 @@ impl Coordinator {
             committed_next: BTreeMap::new(),
             pending,
             next: BTreeMap::new(),
+            released,
             batch: Vec::new(),
             batch_started: Instant::now(),
             next_job: 0,
@@ -508,7 +566,13 @@ impl Coordinator {
             instance: self.instance.clone(),
             seq: self.seq + 1,
             at_ms: now_ms(),
-            offsets: cut.next.iter().map(|(k, o)| (k.clone(), *o)).collect(),
+            offsets: self
+                .released
+                .iter()
+                .filter(|(k, _)| !cut.next.contains_key(*k))
+                .chain(&cut.next)
+                .map(|(k, o)| (k.clone(), *o))
+                .collect(),
             metrics: snapshot::encode(&self.program, &cut.pending),
         };
         let bytes = cp.encode();
@@ -567,11 +631,20 @@ impl Coordinator {
             };
             // Every owned partition gets an explicit start, so that a rollback can go back to
             // it even before its first checkpoint.
-            let start = self
-                .state
-                .latest
-                .resume_offset(&key)
-                .or_else(|| start_of(consumer, &self.cfg, &topic, partition));
+            let checkpointed = self.state.latest.resume_offset(&key);
+            let start = checkpointed.or_else(|| start_of(consumer, &self.cfg, &topic, partition));
+            tracing::info!(
+                topic,
+                partition,
+                offset = start,
+                from = if checkpointed.is_some() {
+                    "checkpoint"
+                } else {
+                    "log start"
+                },
+                "resuming"
+            );
+            self.released.remove(&key);
             if let Some(off) = start {
                 tpl.set_partition_offset(&topic, partition, Offset::Offset(off))?;
                 self.next.insert(key.clone(), off);
@@ -603,7 +676,11 @@ impl Coordinator {
                 partition: e.partition(),
             };
             self.next.remove(&key);
-            self.committed_next.remove(&key);
+            // After the checkpoint (or the rollback), the last durable offset is where this
+            // identity's counts of the partition end.
+            if let Some(off) = self.committed_next.remove(&key) {
+                self.released.insert(key, off);
+            }
         }
         crate::telemetry::rebalanced("revoke");
         result
