@@ -124,13 +124,13 @@ impl StateReader {
             let past_watermarks = targets
                 .iter()
                 .all(|(p, high)| self.positions.get(p).copied().unwrap_or(0) >= *high);
-            let at_end = targets.keys().all(|p| {
+            let caught_up = targets.keys().all(|p| {
                 self.at_end.get(p).copied().unwrap_or(false)
                     || self.last_ms.get(p).is_some_and(|t| *t >= started_ms)
             });
             if past_watermarks {
                 let since = *reached.get_or_insert_with(Instant::now);
-                if at_end || since.elapsed() >= QUIET {
+                if caught_up || since.elapsed() >= QUIET {
                     return Ok(());
                 }
             }
@@ -499,12 +499,17 @@ impl Coordinator {
             return;
         }
         self.outputs.close_epoch();
-        self.cut = Some(Cut {
-            started: Instant::now(),
+        self.cut = Some(self.state_now(Instant::now()));
+    }
+
+    /// The merged state and offsets as they are, with the timestamps merged since the last cut.
+    fn state_now(&mut self, started: Instant) -> Cut {
+        Cut {
+            started,
             pending: self.pending.clone(),
             next: self.next.clone(),
             timestamps: std::mem::take(&mut self.timestamps),
-        });
+        }
     }
 
     /// Writes the cut checkpoint if its outputs are settled; a cut whose outputs were lost is
@@ -537,12 +542,7 @@ impl Coordinator {
             self.rollback(consumer, "records were not delivered");
             return Err(ServiceError::Undelivered(lost));
         }
-        let cut = Cut {
-            started,
-            pending: self.pending.clone(),
-            next: self.next.clone(),
-            timestamps: std::mem::take(&mut self.timestamps),
-        };
+        let cut = self.state_now(started);
         self.write_checkpoint(consumer, cut)
     }
 
