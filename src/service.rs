@@ -528,7 +528,8 @@ impl Coordinator {
 
     /// Makes everything processed so far durable, then exports it, waiting for it: on
     /// revocation, reload and shutdown. Any failure leaves the exported values as they were:
-    /// they never show what a checkpoint does not hold.
+    /// they never show what a checkpoint does not hold. Revocation, the one caller that goes
+    /// on after a failure, rolls back; reload and shutdown stop the service.
     pub fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
         // A cut in flight is covered by this checkpoint.
         self.cut = None;
@@ -537,9 +538,6 @@ impl Coordinator {
         self.collect(true)?;
         self.outputs.flush(FLUSH_TIMEOUT)?;
         if let Some(lost) = self.outputs.take_undelivered(false) {
-            // Their events must be read again so the records are written again: back to the
-            // last checkpoint.
-            self.rollback(consumer, "records were not delivered");
             return Err(ServiceError::Undelivered(lost));
         }
         let cut = self.state_now(started);
