@@ -62,12 +62,7 @@ impl Proc {
 
     /// user + system CPU seconds so far, from /proc.
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        cpu_seconds(&self.pid().to_string())
     }
 
     /// Peak resident memory in MiB (VmHWM).
@@ -192,7 +187,7 @@ fn bare(bootstrap: &str, n: u64) -> (f64, f64) {
     let mut count = 0u64;
     let mut bytes = 0u64;
     let mut first = None;
-    let cpu0 = self_cpu();
+    let cpu0 = cpu_seconds("self");
     while count < n {
         if let Some(m) = c.poll(Duration::from_millis(100)) {
             let m = m.unwrap();
@@ -202,13 +197,15 @@ fn bare(bootstrap: &str, n: u64) -> (f64, f64) {
         }
     }
     let secs = first.unwrap().elapsed().as_secs_f64();
-    let cpu = self_cpu() - cpu0;
+    let cpu = cpu_seconds("self") - cpu0;
     std::hint::black_box(bytes);
     (n as f64 / secs, cpu)
 }
 
-fn self_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+/// user + system CPU seconds of process `pid` (or `self`) so far, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0

@@ -808,7 +808,7 @@ fn broker_answers_on_the_chosen_port() {
         &mut first,
     )
     .unwrap();
-    let _broker = Broker(child);
+    let _broker = Running(child);
     let bootstrap = format!("127.0.0.1:{port}");
     assert_eq!(first.trim(), bootstrap);
     produce(&bootstrap, (0..3).map(|i| format!("line {i}").into_bytes()));
@@ -820,16 +820,6 @@ fn broker_answers_on_the_chosen_port() {
         got,
         vec![b"line 0".to_vec(), b"line 1".to_vec(), b"line 2".to_vec()]
     );
-}
-
-/// Kills the child on drop.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A second, independent broker implementation: `tansu` (in memory), when it is installed
@@ -850,7 +840,7 @@ fn smoke_against_tansu() {
     }
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let _broker = Broker(
+    let _broker = Running(
         std::process::Command::new("tansu")
             .args([
                 "broker",
