@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use logmill::decode::{InputFormat, Limits};
-use logmill::derive::Aggregates;
+use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Engine, Record};
 use logmill::reduce::Fate;
 use logmill::rules::compile;
@@ -145,7 +145,11 @@ fn run_test(program: &Arc<logmill::rules::Program>, t: &Node) -> Result<(), Stri
         .map(|(i, l)| Record {
             payload: l.as_bytes(),
             topic,
-            seq: i as u64,
+            version: Version {
+                offset: i as u64,
+                ..Version::default()
+            },
+            event_ms: 0,
         })
         .collect();
     let mut fates = Vec::new();

@@ -15,6 +15,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::support::*;
 
+mod defects;
+
 const RULES: &str = r#"team: it
 rules:
   - name: events
@@ -34,20 +36,82 @@ struct Cluster {
 }
 
 fn cluster(partitions: i32) -> Cluster {
-    let mock = MockCluster::new(1).unwrap();
-    for (t, p) in [
+    cluster_with(&[
         ("logs", partitions),
         ("kept", 2),
         ("dead", 1),
-        ("it-state", 1),
-    ] {
-        mock.create_topic(t, p, 1).unwrap();
+        ("it-state", 2),
+    ])
+}
+
+/// A one-broker mock cluster with these topics and partition counts.
+fn cluster_with(topics: &[(&str, i32)]) -> Cluster {
+    let mock = MockCluster::new(1).unwrap();
+    for (t, p) in topics {
+        mock.create_topic(t, *p, 1).unwrap();
     }
     let bootstrap = mock.bootstrap_servers();
     Cluster {
         _mock: mock,
         bootstrap,
     }
+}
+
+/// One record to produce: its topic, partition, timestamp and payload.
+struct Rec {
+    topic: &'static str,
+    partition: Option<i32>,
+    timestamp: Option<i64>,
+    payload: Vec<u8>,
+}
+
+impl Rec {
+    fn new(topic: &'static str, payload: impl Into<Vec<u8>>) -> Rec {
+        Rec {
+            topic,
+            partition: None,
+            timestamp: None,
+            payload: payload.into(),
+        }
+    }
+    fn partition(mut self, p: i32) -> Rec {
+        self.partition = Some(p);
+        self
+    }
+    fn at(mut self, ms: i64) -> Rec {
+        self.timestamp = Some(ms);
+        self
+    }
+}
+
+/// Produces `records` in order with `settings` added to the producer's, and waits for them.
+fn produce_records(bootstrap: &str, settings: &[(&str, &str)], records: Vec<Rec>) {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5");
+    for (k, v) in settings {
+        cfg.set(*k, *v);
+    }
+    let p: ThreadedProducer<DefaultProducerContext> = cfg.create().unwrap();
+    for r in &records {
+        let mut rec = BaseRecord::<(), [u8]>::to(r.topic).payload(&r.payload);
+        if let Some(partition) = r.partition {
+            rec = rec.partition(partition);
+        }
+        if let Some(ts) = r.timestamp {
+            rec = rec.timestamp(ts);
+        }
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
 }
 
 fn produce(bootstrap: &str, payloads: impl Iterator<Item = Vec<u8>>) {
@@ -211,6 +275,34 @@ fn start(config: &Path) -> Running {
 
 fn log_of(config: &Path) -> String {
     std::fs::read_to_string(config.with_extension("log")).unwrap_or_default()
+}
+
+/// SIGTERM, then waits for the exit status (the config's `linger` should be short).
+fn stop(mut child: Running) -> std::process::ExitStatus {
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the instance did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines of the instance's log at WARN or ERROR level.
+fn warnings_in(config: &Path) -> Vec<String> {
+    log_of(config)
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Sums every sample of `metric` on the instance's `/metrics`, by `level` label.
