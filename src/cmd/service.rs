@@ -201,9 +201,18 @@ fn serve_until_stopped(
 pub fn broker(port: Option<u16>, partitions: i32, topics: &[String]) -> Result<()> {
     let cluster = MockCluster::new(1).context("starting the mock cluster")?;
     for t in topics {
+        // `NAME:PARTITIONS` overrides the partition count, e.g. `logmill-state:2`.
+        let (name, n) = match t.rsplit_once(':') {
+            Some((name, n)) => (
+                name,
+                n.parse()
+                    .with_context(|| format!("`{t}`: the partition count is not a number"))?,
+            ),
+            None => (t.as_str(), partitions),
+        };
         cluster
-            .create_topic(t, partitions, 1)
-            .with_context(|| format!("creating topic {t}"))?;
+            .create_topic(name, n, 1)
+            .with_context(|| format!("creating topic {name}"))?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

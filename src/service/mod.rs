@@ -43,7 +43,9 @@ pub enum ServiceError {
     StateTimeout(String),
     #[error("the state topic `{0}` does not exist (logmill creates it when the broker allows)")]
     NoStateTopic(String),
-    #[error("creating the state topic `{0}`: {1}")]
+    #[error(
+        "the state topic `{0}` does not exist and creating it failed ({1}): create it with 2 partitions and cleanup.policy=compact (on `logmill broker`, add `--topic {0}:2`)"
+    )]
     CreateStateTopic(String, String),
     #[error(
         "the state topic `{0}` has cleanup.policy={1}: it must be `compact` only, or committed checkpoints are deleted"

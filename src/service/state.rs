@@ -394,24 +394,30 @@ pub async fn ensure_state_topic(cfg: &Config) -> Result<(), ServiceError> {
             .set("min.compaction.lag.ms", "0")
             .set("segment.ms", "3600000")
             .set("max.message.bytes", &max_bytes);
+        let missing = |why: String| ServiceError::CreateStateTopic(cfg.state_topic.clone(), why);
         let results = tokio::time::timeout(
             Duration::from_secs(15),
             admin.create_topics([&topic], &options),
         )
         .await
-        .map_err(|_| ServiceError::StateTimeout(cfg.state_topic.clone()))??;
+        .map_err(|_| missing("the broker did not answer".into()))?
+        .map_err(|e| missing(e.to_string()))?;
         for r in results {
             match r {
                 Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, e)) => return Err(ServiceError::CreateStateTopic(t, e.to_string())),
+                Err((_, e)) => return Err(missing(e.to_string())),
             }
         }
         tracing::info!(topic = %cfg.state_topic, "created the state topic (compacted, 2 partitions)");
         return Ok(());
     }
+    // Brokers that cannot describe configs (the mock cluster) never answer: a short wait.
     let described = tokio::time::timeout(
-        Duration::from_secs(15),
-        admin.describe_configs([&ResourceSpecifier::Topic(&cfg.state_topic)], &options),
+        Duration::from_secs(3),
+        admin.describe_configs(
+            [&ResourceSpecifier::Topic(&cfg.state_topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(3))),
+        ),
     )
     .await;
     let policy = match described {

@@ -46,41 +46,6 @@ fn issue10_restored_summary_takes_larger_values() {
     assert!(child.0.try_wait().unwrap().is_none(), "{}", log_of(&cfg));
 }
 
-/// A record of the state topic: partition, key, payload.
-type StateRecord = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// The state topic as a reader sees it: every record of every partition, with its key.
-fn state_records(bootstrap: &str, topic: &str) -> Vec<StateRecord> {
-    let (c, partitions) = reader(bootstrap, topic);
-    let mut highs = BTreeMap::new();
-    for &p in &partitions {
-        highs.insert(
-            p,
-            c.fetch_watermarks(topic, p, Duration::from_secs(5))
-                .unwrap()
-                .1,
-        );
-    }
-    let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while highs
-        .iter()
-        .any(|(p, h)| pos.get(p).copied().unwrap_or(0) < *h)
-        && Instant::now() < deadline
-    {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            pos.insert(m.partition(), m.offset() + 1);
-            out.push((
-                m.partition(),
-                m.key().map(<[u8]>::to_vec),
-                m.payload().map(<[u8]>::to_vec),
-            ));
-        }
-    }
-    out
-}
-
 /// Item 2: a checkpoint record the instance cannot read (here: the previous format, whose
 /// snapshot is garbage) is skipped with an ERROR and a counter; the instance starts and
 /// counts instead of failing every start.

@@ -15,6 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::support::*;
 
+mod checkpoints;
 mod defects;
 
 const RULES: &str = r#"team: it
@@ -294,6 +295,41 @@ fn stop(mut child: Running) -> std::process::ExitStatus {
         assert!(Instant::now() < deadline, "the instance did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A record of the state topic: partition, key, payload.
+type StateRecord = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The state topic as a reader sees it: every record of every partition, with its key.
+fn state_records(bootstrap: &str, topic: &str) -> Vec<StateRecord> {
+    let (c, partitions) = reader(bootstrap, topic);
+    let mut highs = BTreeMap::new();
+    for &p in &partitions {
+        highs.insert(
+            p,
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap()
+                .1,
+        );
+    }
+    let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while highs
+        .iter()
+        .any(|(p, h)| pos.get(p).copied().unwrap_or(0) < *h)
+        && Instant::now() < deadline
+    {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            pos.insert(m.partition(), m.offset() + 1);
+            out.push((
+                m.partition(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    out
 }
 
 /// Lines of the instance's log at WARN or ERROR level.
