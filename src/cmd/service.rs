@@ -145,6 +145,15 @@ fn serve_until_stopped(
     // After the signal handlers: a stop asked for while starting is a graceful stop too.
     rt.block_on(logmill::service::ensure_state_topic(&cfg))
         .context("checking the state topic")?;
+    {
+        let (cfg, exported) = (cfg.clone(), Arc::clone(&exported));
+        rt.spawn(async move {
+            if let Err(why) = logmill::service::verify_state_topic(&cfg).await {
+                tracing::error!("{why}: not ready until it is fixed");
+                *exported.blocker.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
+        });
+    }
     // If stopping takes longer than the deadline (a broker that never answers), leave anyway:
     // what is not checkpointed is replayed after the restart, so nothing is counted twice.
     let deadline = cfg.shutdown_deadline;

@@ -27,7 +27,7 @@ use rdkafka::error::KafkaError;
 pub use coordinator::Coordinator;
 pub use partitions::{Carried, Partitions};
 pub use rebalance::Ctx;
-pub use state::ensure_state_topic;
+pub use state::{ensure_state_topic, verify_state_topic};
 
 use crate::config::Config;
 use crate::engine::Counters;

@@ -365,13 +365,9 @@ pub struct CatchUp {
 }
 
 /// Creates the state topic when it does not exist: compacted, and two partitions (commits,
-/// chunks). When it exists, checks that it is compacted and never deleted by time, which
-/// would remove a committed snapshot's chunks. Brokers that cannot describe configs (the
-/// mock cluster) are trusted, and said so.
+/// chunks). See `verify_state_topic` for one that exists.
 pub async fn ensure_state_topic(cfg: &Config) -> Result<(), ServiceError> {
-    use rdkafka::admin::{
-        AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication,
-    };
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<Quiet> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("allow.auto.create.topics", "false")
@@ -411,12 +407,24 @@ pub async fn ensure_state_topic(cfg: &Config) -> Result<(), ServiceError> {
         tracing::info!(topic = %cfg.state_topic, "created the state topic (compacted, 2 partitions)");
         return Ok(());
     }
-    // Brokers that cannot describe configs (the mock cluster) never answer: a short wait.
+    Ok(())
+}
+
+/// Checks that the state topic is compacted and never deleted by time, which would remove a
+/// committed snapshot's chunks. Brokers that cannot describe configs (the mock cluster) never
+/// answer, so this runs beside the start, not before it; `Err` says what is wrong.
+pub async fn verify_state_topic(cfg: &Config) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<Quiet> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("allow.auto.create.topics", "false")
+        .create_with_context(Quiet)
+        .map_err(|e| e.to_string())?;
     let described = tokio::time::timeout(
-        Duration::from_secs(3),
+        Duration::from_secs(10),
         admin.describe_configs(
             [&ResourceSpecifier::Topic(&cfg.state_topic)],
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(3))),
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
         ),
     )
     .await;
@@ -429,18 +437,36 @@ pub async fn ensure_state_topic(cfg: &Config) -> Result<(), ServiceError> {
             .and_then(|e| e.value),
         _ => None,
     };
-    match policy {
-        None => tracing::info!(
+    if policy.is_none() {
+        tracing::info!(
             topic = %cfg.state_topic,
             "the broker did not describe the state topic's config: compaction not verified"
-        ),
-        Some(p) if p.split(',').any(|s| s.trim() == "compact") && !p.contains("delete") => {}
+        );
+    }
+    compaction_ok(&cfg.state_topic, policy.as_deref())
+}
+
+/// A state topic must be compacted, and only compacted.
+pub fn compaction_ok(topic: &str, policy: Option<&str>) -> Result<(), String> {
+    match policy {
+        None => Ok(()),
+        Some(p) if p.split(',').all(|s| s.trim() == "compact") => Ok(()),
         Some(p) => {
-            return Err(ServiceError::StateTopicNotCompacted(
-                cfg.state_topic.clone(),
-                p,
-            ));
+            Err(ServiceError::StateTopicNotCompacted(topic.to_string(), p.to_string()).to_string())
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_compacted_state_topic_will_do() {
+        assert!(compaction_ok("s", Some("compact")).is_ok());
+        assert!(compaction_ok("s", None).is_ok(), "not known: not refused");
+        let e = compaction_ok("s", Some("compact,delete")).unwrap_err();
+        assert!(e.contains("cleanup.policy=compact,delete"), "{e}");
+        assert!(compaction_ok("s", Some("delete")).is_err());
+    }
 }

@@ -40,6 +40,8 @@ pub struct Exported {
     /// so a stalled broker shows as not ready even while a checkpoint is blocked.
     pub last_checkpoint_ms: AtomicU64,
     pub ready_window_ms: AtomicU64,
+    /// A standing reason not to be ready (a state topic that is not compacted).
+    pub blocker: Mutex<Option<String>>,
     /// Checkpoints failed in a row, and why the last one did.
     pub failed_checkpoints: AtomicU64,
     pub failure: Mutex<String>,
@@ -76,6 +78,7 @@ impl Exported {
             last_checkpoint_ms: AtomicU64::new(0),
             ready_window_ms: AtomicU64::new(u64::MAX),
             failed_checkpoints: AtomicU64::new(0),
+            blocker: Mutex::new(None),
             failure: Mutex::new(String::new()),
             heartbeat_ms: AtomicU64::new(0),
             telemetry,
@@ -153,6 +156,9 @@ impl Exported {
         let now = (self.now_ms)();
         let last = self.last_checkpoint_ms.load(Ordering::Relaxed);
         let failed = self.failed_checkpoints.load(Ordering::Relaxed);
+        if let Some(why) = &*self.blocker.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(why.clone());
+        }
         if self.assigned.load(Ordering::Relaxed) == 0 {
             return Err("no partitions assigned".into());
         }
