@@ -75,10 +75,10 @@ fn checkpoint(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     for n in [10_000, 100_000, 1_000_000] {
         let mut live = state(&program, n);
-        let full = snapshot::encode(&program, &live);
+        let full = snapshot::encode(&program, &live, 0);
         touch(&program, &mut live, n, 10_000);
         let changes = live.take_changes();
-        let delta = snapshot::encode_changes(&program, &changes);
+        let delta = snapshot::encode_changes(&program, &changes, 0);
         eprintln!(
             "checkpoint/{n}: full {} B raw, {} B compressed; 10,000 changed: {} B raw, {} B compressed",
             full.len(),
@@ -87,7 +87,7 @@ fn checkpoint(c: &mut Criterion) {
             bytes(&delta)
         );
         g.bench_function(format!("full_{n}"), |b| {
-            b.iter(|| blob::split(&snapshot::encode(&program, &live), 512 * 1024))
+            b.iter(|| blob::split(&snapshot::encode(&program, &live, 0), 512 * 1024))
         });
         g.bench_function(format!("delta_10000_of_{n}"), |b| {
             b.iter_batched(
@@ -99,7 +99,8 @@ fn checkpoint(c: &mut Criterion) {
                 // The state goes back out, so that dropping it is not timed.
                 |mut l| {
                     let c = l.take_changes();
-                    let chunks = blob::split(&snapshot::encode_changes(&program, &c), 512 * 1024);
+                    let chunks =
+                        blob::split(&snapshot::encode_changes(&program, &c, 0), 512 * 1024);
                     (l, chunks)
                 },
                 BatchSize::LargeInput,

@@ -8,6 +8,10 @@ const COMMIT_MAGIC: &[u8; 4] = b"LMC2";
 const INTENT_MAGIC: &[u8; 4] = b"LMI2";
 const VERSION: u8 = 1;
 
+/// Sequence numbers at or beyond this are refused as corrupt: a writer adds one to the
+/// largest it reads, which must not wrap (a checkpoint a second for 292 billion years).
+pub const MAX_SEQ: u64 = 1 << 62;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
     #[error("not a logmill checkpoint record")]
@@ -205,6 +209,9 @@ impl Commit {
         let instance = r.str()?.to_string();
         let anonymous = r.bool()?;
         let seq = r.u64()?;
+        if seq >= MAX_SEQ {
+            return Err(ManifestError::Corrupt);
+        }
         let at_ms = r.u64()?;
         let subscription = r.str()?.to_string();
         let rules_hash = r.u64()?;
@@ -286,6 +293,9 @@ impl Intent {
         let mut r = Reader(bytes);
         header(&mut r, INTENT_MAGIC)?;
         let seq = r.u64()?;
+        if seq >= MAX_SEQ {
+            return Err(ManifestError::Corrupt);
+        }
         let n = r.count(4)?;
         let mut keys = Vec::with_capacity(n);
         for _ in 0..n {
@@ -369,5 +379,9 @@ pub(crate) mod tests {
         let mut other = bytes.clone();
         other[4] = 9;
         assert_eq!(Commit::decode(&other), Err(ManifestError::Version(9)));
+        // Issue 10: a sequence number from a record must not make `seq + 1` wrap.
+        let mut last = c.clone();
+        last.seq = u64::MAX;
+        assert_eq!(Commit::decode(&last.encode()), Err(ManifestError::Corrupt));
     }
 }

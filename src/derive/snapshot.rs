@@ -73,10 +73,18 @@ fn write_family(w: &mut Writer, f: &Family) {
     };
     w.u64(max_age);
     w.u32(age_buckets);
+    // Only a family that expires needs its series' last update: a counter's 8 bytes are most
+    // of its compressed size otherwise.
+    w.bool(timed(f));
 }
 
-/// Whether `f` stores its series the way the snapshot's family header says.
-fn same_layout(r: &mut Reader<'_>, f: Option<&Family>) -> Result<bool, Corrupt> {
+fn timed(f: &Family) -> bool {
+    f.expire_after.is_some()
+}
+
+/// Whether `f` stores its series the way the snapshot's family header says, and whether the
+/// snapshot's series carry their last update.
+fn same_layout(r: &mut Reader<'_>, f: Option<&Family>) -> Result<(bool, bool), Corrupt> {
     let kind = r.u8()?;
     let n = r.count(4)?;
     let mut labels = Vec::with_capacity(n);
@@ -90,7 +98,8 @@ fn same_layout(r: &mut Reader<'_>, f: Option<&Family>) -> Result<bool, Corrupt> 
     }
     let max_age = r.u64()?;
     let age_buckets = r.u32()?;
-    Ok(f.is_some_and(|f| {
+    let timed = r.bool()?;
+    let same = f.is_some_and(|f| {
         let (f_age, f_buckets) = match f.kind {
             MetricKind::Summary => (f.max_age.as_millis() as u64, f.age_buckets as u32),
             _ => (0, 0),
@@ -99,12 +108,15 @@ fn same_layout(r: &mut Reader<'_>, f: Option<&Family>) -> Result<bool, Corrupt> 
             && f.label_names.iter().map(String::as_str).eq(labels)
             && f.buckets == buckets
             && (f_age, f_buckets) == (max_age, age_buckets)
-    }))
+    });
+    Ok((same, timed))
 }
 
-fn write_series(w: &mut Writer, key: &[u8], s: &Series) {
+fn write_series(w: &mut Writer, key: &[u8], s: &Series, timed: bool) {
     w.bytes(key);
-    w.u64(s.last_update_ms);
+    if timed {
+        w.u64(s.last_update_ms);
+    }
     match &s.value {
         Value::Counter(c) => w.f64(*c),
         Value::Gauge { value, version } => {
@@ -129,12 +141,19 @@ fn write_series(w: &mut Writer, key: &[u8], s: &Series) {
     }
 }
 
-fn read_series(r: &mut Reader<'_>, f: &Family) -> Result<(Key, Series), Corrupt> {
+/// `timed`: the series carries its last update; otherwise it gets `clock_ms`, the event clock
+/// when the snapshot was taken.
+fn read_series(
+    r: &mut Reader<'_>,
+    f: &Family,
+    timed: bool,
+    clock_ms: u64,
+) -> Result<(Key, Series), Corrupt> {
     let key: Key = r.bytes()?.into();
     if key_values(&key).is_none_or(|v| v.len() != f.label_names.len()) {
         return Err(Corrupt);
     }
-    let last_update_ms = r.u64()?;
+    let last_update_ms = if timed { r.u64()? } else { clock_ms };
     let value = match f.kind {
         MetricKind::Counter => Value::Counter(r.f64()?),
         MetricKind::Gauge => Value::Gauge {
@@ -181,9 +200,11 @@ fn read_series(r: &mut Reader<'_>, f: &Family) -> Result<(Key, Series), Corrupt>
 }
 
 /// Skips one series of a family no longer defined the same way.
-fn skip_series(r: &mut Reader<'_>, kind: u8) -> Result<(), Corrupt> {
+fn skip_series(r: &mut Reader<'_>, kind: u8, timed: bool) -> Result<(), Corrupt> {
     r.bytes()?;
-    r.u64()?;
+    if timed {
+        r.u64()?;
+    }
     match kind {
         0 => {
             r.f64()?;
@@ -206,16 +227,17 @@ fn skip_series(r: &mut Reader<'_>, kind: u8) -> Result<(), Corrupt> {
     Ok(())
 }
 
-fn header(w: &mut Writer, mode: u8) {
+fn header(w: &mut Writer, mode: u8, clock_ms: u64) {
     w.0.extend_from_slice(MAGIC);
     w.u8(VERSION);
     w.u8(mode);
+    w.u64(clock_ms);
 }
 
-/// Encodes every family of `aggs` that `program` defines.
-pub fn encode(program: &Program, aggs: &Aggregates) -> Vec<u8> {
+/// Encodes every family of `aggs` that `program` defines; `clock_ms` is the event clock now.
+pub fn encode(program: &Program, aggs: &Aggregates, clock_ms: u64) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + 48 * aggs.series_count()));
-    header(&mut w, FULL);
+    header(&mut w, FULL, clock_ms);
     let families: Vec<(&Family, &FamilyState)> = program
         .families
         .iter()
@@ -229,16 +251,16 @@ pub fn encode(program: &Program, aggs: &Aggregates) -> Vec<u8> {
         w.u32(0);
         w.u32(state.series.len() as u32);
         for (key, s) in &state.series {
-            write_series(&mut w, key, s);
+            write_series(&mut w, key, s, timed(f));
         }
     }
     w.0
 }
 
 /// Encodes changes taken from an `Aggregates` under `program`.
-pub fn encode_changes(program: &Program, changes: &Changes) -> Vec<u8> {
+pub fn encode_changes(program: &Program, changes: &Changes, clock_ms: u64) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + 48 * changes.series()));
-    header(&mut w, CHANGES);
+    header(&mut w, CHANGES, clock_ms);
     let families: Vec<_> = program
         .families
         .iter()
@@ -256,7 +278,7 @@ pub fn encode_changes(program: &Program, changes: &Changes) -> Vec<u8> {
         }
         w.u32(c.updated.len() as u32);
         for (key, s) in &c.updated {
-            write_series(&mut w, key, s);
+            write_series(&mut w, key, s, timed(f));
         }
     }
     w.0
@@ -291,20 +313,22 @@ pub fn restore(
         CHANGES => false,
         _ => return Err(SnapshotError::Corrupt),
     };
+    let clock_ms = r.u64()?;
     let mut restored = Restored::default();
     let mut sections = Vec::new();
-    for _ in 0..r.count(20)? {
+    for _ in 0..r.count(21)? {
         let name = r.str()?;
         let target = program.family_by_name(name);
         // The kind is the first byte after the name: what skipping a family goes by.
         let kind = Reader(r.0).u8()?;
-        if !same_layout(&mut r, target.map(|i| &program.families[i]))? {
+        let (same, timed) = same_layout(&mut r, target.map(|i| &program.families[i]))?;
+        if !same {
             r.u64()?;
             for _ in 0..r.count(4)? {
                 r.bytes()?;
             }
-            for _ in 0..r.count(12)? {
-                skip_series(&mut r, kind)?;
+            for _ in 0..r.count(4)? {
+                skip_series(&mut r, kind, timed)?;
             }
             restored.dropped_families += 1;
             continue;
@@ -324,7 +348,7 @@ pub fn restore(
         let n = r.count(12)?;
         let mut series = Vec::with_capacity(n);
         for _ in 0..n {
-            series.push(read_series(&mut r, f)?);
+            series.push(read_series(&mut r, f, timed, clock_ms)?);
         }
         restored.series += series.len();
         restored.families += 1;
@@ -507,7 +531,7 @@ mod tests {
     #[test]
     fn round_trip_gives_the_same_exposition() {
         let (p, mut a) = state();
-        let bytes = encode(&p, &a);
+        let bytes = encode(&p, &a, 0);
         let mut b = Aggregates::default();
         let r = restore(&p, &bytes, &mut b).unwrap();
         assert_eq!(
@@ -529,11 +553,11 @@ mod tests {
     #[test]
     fn changes_restore_on_top_of_a_full_snapshot() {
         let (p, mut a) = state();
-        let full = encode(&p, &a);
+        let full = encode(&p, &a, 0);
         a.take_changes();
         update(&mut a, &p, 0, &label("x"), Op::CounterAdd, 5.0, 10);
         update(&mut a, &p, 3, &[], Op::Observe, 7.0, 10);
-        let delta = encode_changes(&p, &a.take_changes());
+        let delta = encode_changes(&p, &a.take_changes(), 0);
         assert!(
             delta.len() < full.len(),
             "{} vs {}",
@@ -549,7 +573,7 @@ mod tests {
     #[test]
     fn changed_families_are_dropped_others_restored() {
         let (p, a) = state();
-        let bytes = encode(&p, &a);
+        let bytes = encode(&p, &a, 0);
         let changed = program(&RULES.replace("buckets: [1, 2]", "buckets: [1, 5]"));
         let mut b = Aggregates::default();
         let r = restore(&changed, &bytes, &mut b).unwrap();
@@ -561,7 +585,7 @@ mod tests {
     #[test]
     fn issue10_summary_window_change_is_a_changed_family() {
         let (p, a) = state();
-        let bytes = encode(&p, &a);
+        let bytes = encode(&p, &a, 0);
         let changed = program(&RULES.replace(
             "{name: s, type: summary, value: v}",
             "{name: s, type: summary, value: v, max_age: 2m}",
@@ -582,7 +606,7 @@ mod tests {
         let mut a = Aggregates::new(&p);
         update(&mut a, &p, 3, &[], Op::Observe, 1.0, 0);
         let mut b = Aggregates::default();
-        restore(&p, &encode(&p, &a), &mut b).unwrap();
+        restore(&p, &encode(&p, &a, 0), &mut b).unwrap();
         update(&mut b, &p, 3, &[], Op::Observe, 1000.0, 1);
         update(&mut b, &p, 3, &[], Op::Observe, 1e9, 2);
         assert!(text(&p, &b).contains("s_count 3"));
@@ -593,7 +617,7 @@ mod tests {
     #[test]
     fn issue10_corrupt_input_is_an_error_not_a_panic() {
         let (p, a) = state();
-        let bytes = encode(&p, &a);
+        let bytes = encode(&p, &a, 0);
         let mut b = Aggregates::default();
         assert_eq!(restore(&p, b"nope", &mut b), Err(SnapshotError::BadMagic));
         for cut in 5..bytes.len() {
@@ -614,14 +638,13 @@ mod tests {
         }
         // One series whose key promises more bytes than it has.
         let mut w = Writer::default();
-        header(&mut w, FULL);
+        header(&mut w, FULL, 0);
         w.u32(1);
         write_family(&mut w, &p.families[0]);
         w.u64(0);
         w.u32(0);
         w.u32(1);
         w.bytes(&[200, 0, 0, 0, b'x']);
-        w.u64(0);
         w.f64(1.0);
         assert_eq!(restore(&p, &w.0, &mut b), Err(SnapshotError::Corrupt));
         assert_eq!(b.series_count(), 0);

@@ -64,6 +64,8 @@ pub struct Checkpoints {
 /// when this one is full), and where each partition stood.
 pub struct Cut {
     started: Instant,
+    /// The event clock at the cut.
+    clock: u64,
     program: Arc<Program>,
     changes: Changes,
     full: Option<Vec<u8>>,
@@ -141,6 +143,7 @@ impl Checkpoints {
         let commit = c.store.directory.commit_of(instance).cloned();
         let intent = c.store.directory.intent_of(instance).cloned();
         let committed_seq = commit.as_ref().map_or(0, |c| c.seq);
+        // Decoding refuses sequence numbers near the end of the range, so this cannot wrap.
         c.seq = committed_seq.max(intent.as_ref().map_or(0, |i| i.seq)) + 1;
         // Chunks of an attempt whose commit never came: nothing names them.
         if let Some(i) = intent.filter(|i| i.seq > committed_seq) {
@@ -257,9 +260,10 @@ impl Coordinator {
             || stored > base.max(MIN_FULL_BYTES);
         Cut {
             started: Instant::now(),
+            clock,
             program: Arc::clone(&self.program),
             changes: self.pending.take_changes(),
-            full: full.then(|| snapshot::encode(&self.program, &self.pending)),
+            full: full.then(|| snapshot::encode(&self.program, &self.pending, clock)),
             entries: self.partitions.entries(),
             timestamps: std::mem::take(&mut self.timestamps),
         }
@@ -396,12 +400,12 @@ impl Coordinator {
             return Ok(());
         }
         let seq = self.checkpoints.seq;
-        self.checkpoints.seq += 1;
+        self.checkpoints.seq = seq.saturating_add(1);
         let (name, raw) = match &cut.full {
             Some(full) => ("base", full.clone()),
             None => (
                 "delta",
-                snapshot::encode_changes(&cut.program, &cut.changes),
+                snapshot::encode_changes(&cut.program, &cut.changes, cut.clock),
             ),
         };
         let store = &self.checkpoints.store;

@@ -144,7 +144,7 @@ impl StateStore {
         Ok(StateStore {
             topic: cfg.state_topic.clone(),
             commit_partition: 0,
-            chunk_partition: if partitions >= 2 { 1 } else { 0 },
+            chunk_partition: chunk_partition(&cfg.group_id, instance, partitions),
             reader,
             fetcher,
             producer,
@@ -210,6 +210,14 @@ impl StateStore {
         let Some(first) = b.chunks.first() else {
             return blob::join(&[], &[], b.raw_len).map_err(ServiceError::Restore);
         };
+        // A chunk before the log's start is gone (a broker that trims by size, as the mock
+        // cluster does, or a topic that is not compacted): say so at once.
+        let (low, _) =
+            self.fetcher
+                .fetch_watermarks(&self.topic, b.partition, Duration::from_secs(10))?;
+        if let Some((i, c)) = b.chunks.iter().enumerate().find(|(_, c)| c.offset < low) {
+            return Err(ServiceError::Restore(blob::BlobError::Missing(i, c.offset)));
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, b.partition, Offset::Offset(first.offset))?;
         self.fetcher.assign(&tpl)?;
@@ -357,6 +365,18 @@ impl StateStore {
     }
 }
 
+/// Where an identity writes its chunks: partition 0 holds the commits; chunks spread over the
+/// others by identity, so that a state topic with more partitions spreads the writes and a
+/// group's restore over more brokers. A blob names its partition, so a change of the count
+/// only moves where the next ones go.
+fn chunk_partition(group: &str, instance: &str, partitions: usize) -> i32 {
+    if partitions < 2 {
+        return 0;
+    }
+    let h = crc32fast::hash(format!("{group}/{instance}").as_bytes()) as usize;
+    1 + (h % (partitions - 1)) as i32
+}
+
 /// What a catch-up met besides this group's commits.
 #[derive(Debug, Default)]
 pub struct CatchUp {
@@ -460,6 +480,16 @@ pub fn compaction_ok(topic: &str, policy: Option<&str>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_spread_over_the_partitions_after_the_first() {
+        assert_eq!(chunk_partition("g", "a", 1), 0);
+        assert_eq!(chunk_partition("g", "a", 2), 1);
+        let used: std::collections::BTreeSet<i32> = (0..100)
+            .map(|i| chunk_partition("g", &format!("logmill-{i}"), 8))
+            .collect();
+        assert_eq!(used, (1..8).collect());
+    }
 
     #[test]
     fn only_a_compacted_state_topic_will_do() {
