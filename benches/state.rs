@@ -253,8 +253,7 @@ fn main() {
     let log = std::fs::read_to_string(dir.join("huge-0.log")).unwrap_or_default();
     let line = log
         .lines()
-        .filter(|l| l.contains("restored the last checkpoint"))
-        .last()
+        .rfind(|l| l.contains("restored the last checkpoint"))
         .unwrap_or("")
         .to_string();
     println!(
