@@ -640,6 +640,20 @@ fn issue10_ready_only_with_partitions() {
         .find(|l| l.starts_with("logmill_assigned_partitions "))
         .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok());
     assert_eq!(owned, Some(1.0), "{}", telemetry(p2));
+    // The lag is reported for the partitions owned now only: the one A gave up leaves its
+    // exposition (librdkafka's statistics come every 5 s).
+    let lags = |port: u16| {
+        telemetry(port)
+            .lines()
+            .filter(|l| l.starts_with("logmill_consumer_lag{"))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || lags(p1) == 1 && lags(p2) == 1),
+        "{}\n{}",
+        telemetry(p1),
+        telemetry(p2)
+    );
 }
 
 /// Operability: checkpoint failures are counted by reason, rollbacks too, and after a few
