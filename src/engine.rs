@@ -278,8 +278,8 @@ impl Engine {
                         self.counters.missing_values += 1;
                         continue;
                     }
-                    Some(text) => match convert(text, src.ty) {
-                        Ok(v) => v * u.scale,
+                    Some(text) => match convert(text, src.ty, u.scale) {
+                        Ok(v) => v,
                         Err(e) => {
                             failure = Err(e);
                             continue;

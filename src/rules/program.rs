@@ -11,6 +11,7 @@ use hashbrown::HashMap;
 use crate::decode::Format;
 use crate::extract::matcher::Matcher;
 use crate::extract::prefilter::Prefilter;
+use crate::extract::value::Decimal;
 
 #[derive(Debug)]
 pub struct Program {
@@ -144,8 +145,8 @@ pub struct Update {
     pub labels: Vec<LabelSource>,
     pub value: Option<ValueSource>,
     pub op: Op,
-    /// Multiplies the value, e.g. 0.001 to turn milliseconds into seconds.
-    pub scale: f64,
+    /// Multiplies the value exactly, e.g. 0.001 to turn milliseconds into seconds; `None` is 1.
+    pub scale: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

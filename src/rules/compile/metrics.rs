@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Builder, Defaults, RuleCx, RuleScope, Section, check_name, valid_metric_name};
+use crate::extract::value::Decimal;
 use crate::rules::diagnostic::{Code, Sink};
 use crate::rules::grok;
 use crate::rules::program::*;
@@ -196,16 +197,23 @@ impl Builder {
             }),
             None => None,
         };
+        // Kept as the decimal written, so that values are scaled exactly (see
+        // `extract::value`); a scale of 1 is no scale.
         let scale = match m.get("scale") {
-            Some(n) => match n.as_f64().filter(|v| v.is_finite() && *v != 0.0) {
-                Some(v) => v,
+            Some(n) => match n
+                .as_f64()
+                .and(n.as_scalar())
+                .and_then(Decimal::parse)
+                .filter(|d| !d.is_zero() && d.to_f64().is_finite())
+            {
+                Some(d) => (d != Decimal::ONE).then_some(d),
                 None => {
                     sink.error(n.pos, Code::WrongType, "`scale` must be a non-zero number")
                         .hint("e.g. `scale: 0.001` turns milliseconds into seconds");
-                    1.0
+                    None
                 }
             },
-            None => 1.0,
+            None => None,
         };
         let needs_value = matches!(kind, Some(MetricKind::Histogram | MetricKind::Summary))
             || op == Some(Op::GaugeSet);
