@@ -296,9 +296,16 @@ impl Engine {
             for l in &u.labels {
                 match l {
                     LabelSource::Static(s) => push_label(&mut key, s),
-                    LabelSource::Field { field, map } => {
-                        let text = self.text(*field, line, rec.topic).unwrap_or("");
-                        push_label(&mut key, map.as_ref().map_or(text, |m| m.apply(text)));
+                    LabelSource::Field {
+                        field,
+                        map,
+                        default,
+                    } => {
+                        let text = self.text(*field, line, rec.topic);
+                        push_label(
+                            &mut key,
+                            LabelSource::value(map.as_deref(), default.as_deref(), text),
+                        );
                     }
                 }
             }

@@ -161,35 +161,52 @@ pub enum Op {
 #[derive(Debug)]
 pub enum LabelSource {
     Static(String),
+    /// A field's value, through `map` when there is one. `default` stands for a value that is
+    /// missing or empty, or not mapped when there is a map; without a default that is the empty
+    /// value (the label is still there: every series of a family has the same label names).
     Field {
         field: FieldRef,
         map: Option<Arc<ValueMap>>,
+        default: Option<String>,
     },
 }
 
-/// `map:` on a label: exact keys first, then `?`/`*` globs in file order, then `default`.
+impl LabelSource {
+    /// The label value for a field's text (`None`: the field is missing).
+    pub fn value<'a>(
+        map: Option<&'a ValueMap>,
+        default: Option<&'a str>,
+        text: Option<&'a str>,
+    ) -> &'a str {
+        match (text.filter(|t| !t.is_empty()), map) {
+            (None, _) => default.unwrap_or(""),
+            (Some(t), None) => t,
+            (Some(t), Some(m)) => m.get(t).or(default).unwrap_or(t),
+        }
+    }
+}
+
+/// `map:` on a label: exact keys first, then `?`/`*` globs in file order.
 #[derive(Debug, Default)]
 pub struct ValueMap {
     pub exact: HashMap<String, String>,
     pub globs: Vec<(String, String)>,
-    pub default: Option<String>,
 }
 
 impl ValueMap {
-    pub fn apply<'a>(&'a self, value: &'a str) -> &'a str {
+    pub fn get(&self, value: &str) -> Option<&str> {
         if let Some(v) = self.exact.get(value) {
-            return v;
+            return Some(v);
         }
-        for (glob, v) in &self.globs {
-            if glob_match(glob.as_bytes(), value.as_bytes()) {
-                return v;
-            }
-        }
-        self.default.as_deref().unwrap_or(value)
+        self.globs
+            .iter()
+            .find(|(glob, _)| glob_match(glob.as_bytes(), value.as_bytes()))
+            .map(|(_, v)| v.as_str())
     }
 }
 
-fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+/// `*` (any run of bytes) and `?` (one byte) globs, as in label maps and `match.topic`.
+pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
     match pat.split_first() {
         None => s.is_empty(),
         Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, &s[i..])),
@@ -252,8 +269,25 @@ mod tests {
         m.exact.insert("503".into(), "unavailable".into());
         m.globs.push(("5??".into(), "5xx".into()));
         m.globs.push(("*".into(), "other".into()));
-        assert_eq!(m.apply("503"), "unavailable");
-        assert_eq!(m.apply("500"), "5xx");
-        assert_eq!(m.apply("5000"), "other");
+        assert_eq!(m.get("503"), Some("unavailable"));
+        assert_eq!(m.get("500"), Some("5xx"));
+        assert_eq!(m.get("5000"), Some("other"));
+    }
+
+    /// Issue 9: `default:` without `map:` replaced every value (all users became `unknown`);
+    /// it stands only for a missing value, or an unmapped one when there is a map.
+    #[test]
+    fn issue9_default_without_map_keeps_values() {
+        let v = LabelSource::value;
+        assert_eq!(v(None, Some("unknown"), Some("root")), "root");
+        assert_eq!(v(None, Some("unknown"), None), "unknown");
+        assert_eq!(v(None, Some("unknown"), Some("")), "unknown");
+        assert_eq!(v(None, None, None), "");
+        let mut m = ValueMap::default();
+        m.globs.push(("5??".into(), "5xx".into()));
+        assert_eq!(v(Some(&m), Some("other"), Some("503")), "5xx");
+        assert_eq!(v(Some(&m), Some("other"), Some("200")), "other");
+        assert_eq!(v(Some(&m), None, Some("200")), "200");
+        assert_eq!(v(Some(&m), Some("other"), None), "other");
     }
 }

@@ -265,29 +265,31 @@ impl Builder {
                     let Some(field) = self.field_ref(&fname, from.pos, scope, sink) else {
                         continue;
                     };
-                    let mut vm = ValueMap {
-                        default,
-                        ..ValueMap::default()
-                    };
-                    if let Some(mut mm) = map_node.and_then(|n| MapView::new(n, "`map`", sink)) {
-                        for (mk, mv) in mm.entries {
-                            let (Some(mk), Some(mv)) =
-                                (mk.as_scalar(), scalar(mv, "a mapped value", sink))
-                            else {
-                                continue;
-                            };
-                            if mk.contains(['*', '?']) {
-                                vm.globs.push((mk.to_string(), mv));
-                            } else {
-                                vm.exact.insert(mk.to_string(), mv);
-                            }
-                        }
-                        mm.accept_all();
-                        mm.finish(&[], "`map`", sink);
-                    }
+                    let map =
+                        map_node
+                            .and_then(|n| MapView::new(n, "`map`", sink))
+                            .map(|mut mm| {
+                                let mut vm = ValueMap::default();
+                                for (mk, mv) in mm.entries {
+                                    let (Some(mk), Some(mv)) =
+                                        (mk.as_scalar(), scalar(mv, "a mapped value", sink))
+                                    else {
+                                        continue;
+                                    };
+                                    if mk.contains(['*', '?']) {
+                                        vm.globs.push((mk.to_string(), mv));
+                                    } else {
+                                        vm.exact.insert(mk.to_string(), mv);
+                                    }
+                                }
+                                mm.accept_all();
+                                mm.finish(&[], "`map`", sink);
+                                Arc::new(vm)
+                            });
                     LabelSource::Field {
                         field,
-                        map: Some(Arc::new(vm)),
+                        map,
+                        default,
                     }
                 } else {
                     let Some(fname) = scalar(v, "a label source", sink) else {
@@ -296,7 +298,11 @@ impl Builder {
                     let Some(field) = self.field_ref(&fname, v.pos, scope, sink) else {
                         continue;
                     };
-                    LabelSource::Field { field, map: None }
+                    LabelSource::Field {
+                        field,
+                        map: None,
+                        default: None,
+                    }
                 };
                 labels.push((label, source));
             }
