@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use crate::decode::{Decoded, Decoder, InputFormat, Limits, Span};
+use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
 use crate::derive::{Aggregates, push_label};
 use crate::extract::prefilter;
 use crate::extract::value::{ValueError, convert};
 use crate::reduce::{Decision, Fate, Reason};
-use crate::rules::program::{FieldRef, LabelSource, Op, Program, Rule, Step, Test};
+use crate::rules::program::{Cond, FieldRef, LabelSource, Op, Program, Rule, Step, Test};
 
 /// One record as the source hands it over.
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +42,20 @@ pub struct Counters {
     pub value_errors: Vec<(u32, ValueError, u64)>,
     pub missing_values: u64,
     pub eval_nanos: u64,
+    /// By rule, then by the event's format (`Format as usize`): events the prefilter let
+    /// through that the rule skipped because they were decoded as another format.
+    pub format_skips: Vec<[u64; 3]>,
 }
 
 impl Counters {
+    fn format_skipped(&mut self, program: &Program, rule: u32, got: Format) {
+        // Sized lazily: callers reset the counters without knowing of this field.
+        if self.format_skips.len() < program.rules.len() {
+            self.format_skips.resize(program.rules.len(), [0; 3]);
+        }
+        self.format_skips[rule as usize][got as usize] += 1;
+    }
+
     fn value_error(&mut self, rule: u32, err: ValueError) {
         match self
             .value_errors
@@ -55,6 +66,28 @@ impl Counters {
             None => self.value_errors.push((rule, err, 1)),
         }
     }
+}
+
+/// Why a candidate rule (one the prefilter let through) was not evaluated for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The event was decoded as another format than the rule's `format:`.
+    Format { want: Format, got: Format },
+    /// The event's topic is not one of the rule's `match.topic`.
+    Topic,
+}
+
+/// The checks before a rule's conditions: its format and its top-level topics. Also what
+/// `explain` reports for a rule that was not tried.
+#[inline]
+pub fn gate(rule: &Rule, format: Format, topic: &str) -> Result<(), Skip> {
+    if let Some(want) = rule.format.filter(|f| *f != format) {
+        return Err(Skip::Format { want, got: format });
+    }
+    if !rule.topics.is_empty() && !rule.topics.iter().any(|t| t.matches(topic)) {
+        return Err(Skip::Topic);
+    }
+    Ok(())
 }
 
 pub struct Engine {
@@ -144,9 +177,10 @@ impl Engine {
         for i in 0..self.candidates.len() {
             let r = self.candidates[i];
             let rule = &program.rules[r as usize];
-            if rule.format.is_some_and(|f| f != format)
-                || (!rule.topics.is_empty() && !rule.topics.iter().any(|t| t == rec.topic))
-            {
+            if let Err(skip) = gate(rule, format, rec.topic) {
+                if let Skip::Format { got, .. } = skip {
+                    self.counters.format_skipped(program, r, got);
+                }
                 continue;
             }
             if !self.applies(rule, r as usize, line, rec.topic) {
@@ -190,18 +224,30 @@ impl Engine {
         }
     }
 
-    fn check(&self, conds: &[crate::rules::program::Condition], line: &str, topic: &str) -> bool {
-        conds.iter().all(|c| {
-            let v = self.text(c.field, line, topic);
-            match (&c.test, v) {
-                (Test::Exists(want), v) => v.is_some() == *want,
-                (_, None) => false,
-                (Test::Equals(s), Some(v)) => v == s,
-                (Test::In(set), Some(v)) => set.iter().any(|s| s == v),
-                (Test::Regex(re), Some(v)) => re.is_match(v),
-                (Test::Contains(f), Some(v)) => f.find(v.as_bytes()).is_some(),
+    fn check(&self, conds: &[Cond], line: &str, topic: &str) -> bool {
+        conds.iter().all(|c| self.holds(c, line, topic))
+    }
+
+    fn holds(&self, cond: &Cond, line: &str, topic: &str) -> bool {
+        match cond {
+            Cond::Field(c) => {
+                let v = self.text(c.field, line, topic);
+                match (&c.test, v) {
+                    (Test::Exists(want), v) => v.is_some() == *want,
+                    (_, None) => false,
+                    (Test::Equals(s), Some(v)) => v == s,
+                    (Test::In(set), Some(v)) => set.iter().any(|s| s == v),
+                    (Test::Regex(re), Some(v)) => re.is_match(v),
+                    (Test::Contains(f), Some(v)) => f.find(v.as_bytes()).is_some(),
+                }
             }
-        })
+            // The prefilter scanned the event for every literal already.
+            Cond::Literal(l) => self.prefilter.contains(*l),
+            Cond::Topic(ts) => ts.iter().any(|t| t.matches(topic)),
+            Cond::All(cs) => cs.iter().all(|c| self.holds(c, line, topic)),
+            Cond::Any(cs) => cs.iter().any(|c| self.holds(c, line, topic)),
+            Cond::Not(c) => !self.holds(c, line, topic),
+        }
     }
 
     /// Match conditions and extraction; on success `self.captures` holds the rule's fields.
@@ -400,5 +446,98 @@ rules:
         );
         assert_eq!(fates[1], Fate::Keep);
         assert_eq!(fates[2], Fate::Keep, "a missing value is not an error");
+    }
+
+    /// A random condition over a few literals, as YAML and as a reference predicate.
+    enum Tree {
+        Lit(&'static str),
+        Any(Vec<Tree>),
+        All(Vec<Tree>),
+        Not(Box<Tree>),
+    }
+
+    const WORDS: [&str; 5] = ["ab", "b", "abc", "ca", "x"];
+
+    fn tree(rng: &mut crate::workload::Rng, depth: u32) -> Tree {
+        match if depth == 0 { 0 } else { rng.below(4) } {
+            0 => Tree::Lit(WORDS[rng.below(5) as usize]),
+            1 => Tree::Any(
+                (0..1 + rng.below(3))
+                    .map(|_| tree(rng, depth - 1))
+                    .collect(),
+            ),
+            2 => Tree::All(
+                (0..1 + rng.below(3))
+                    .map(|_| tree(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Tree::Not(Box::new(tree(rng, depth - 1))),
+        }
+    }
+
+    impl Tree {
+        fn yaml(&self) -> String {
+            let list = |ts: &[Tree]| ts.iter().map(Tree::yaml).collect::<Vec<_>>().join(", ");
+            match self {
+                Tree::Lit(w) => format!("{{contains: \"{w}\"}}"),
+                Tree::Any(ts) => format!("{{any: [{}]}}", list(ts)),
+                Tree::All(ts) => format!("{{all: [{}]}}", list(ts)),
+                Tree::Not(t) => format!("{{not: {}}}", t.yaml()),
+            }
+        }
+
+        fn eval(&self, line: &str) -> bool {
+            match self {
+                Tree::Lit(w) => line.contains(w),
+                Tree::Any(ts) => ts.iter().any(|t| t.eval(line)),
+                Tree::All(ts) => ts.iter().all(|t| t.eval(line)),
+                Tree::Not(t) => !t.eval(line),
+            }
+        }
+    }
+
+    /// Issue 9: `any`/`all`/`not` over literals decide through the prefilter exactly as the
+    /// plain definition does (a literal under `any` or `not` is not required of the event),
+    /// for random trees and lines, with the top-level literals left to the prefilter alone.
+    #[test]
+    fn issue9_conditions_through_the_prefilter_match_the_definition() {
+        let mut rng = crate::workload::Rng::new(12);
+        for _ in 0..60 {
+            let trees: Vec<(Tree, Option<&str>)> = (0..6)
+                .map(|_| {
+                    let top = (rng.below(2) == 0).then(|| WORDS[rng.below(5) as usize]);
+                    (tree(&mut rng, 3), top)
+                })
+                .collect();
+            let mut rules = String::from("team: t\nrules:\n");
+            for (i, (t, top)) in trees.iter().enumerate() {
+                let top = top.map_or(String::new(), |w| format!("contains: \"{w}\", "));
+                rules.push_str(&format!(
+                    "  - name: r{i}\n    match: {{{top}all: [{}]}}\n    metrics: [{{name: r{i}_total, type: counter}}]\n",
+                    t.yaml()
+                ));
+            }
+            let lines: Vec<String> = (0..40)
+                .map(|_| {
+                    (0..rng.below(6))
+                        .map(|_| ["a", "b", "c", "x", " "][rng.below(5) as usize])
+                        .collect()
+                })
+                .filter(|l: &String| !l.trim().is_empty())
+                .collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let (out, _) = run(&rules, &refs);
+            for (i, (t, top)) in trees.iter().enumerate() {
+                let want = refs
+                    .iter()
+                    .filter(|l| t.eval(l) && top.is_none_or(|w| l.contains(w)))
+                    .count();
+                let got = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("r{i}_total ")))
+                    .map_or(0, |v| v.parse::<usize>().unwrap());
+                assert_eq!(got, want, "rule r{i}: {}\n{rules}", t.yaml());
+            }
+        }
     }
 }

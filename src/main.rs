@@ -149,11 +149,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_rules(paths: &[PathBuf]) -> Result<(logmill::rules::Program, usize)> {
+/// Compiles the rules and prints their diagnostics (notes only when `notes`: they are for
+/// `check`); returns the program and the number of errors.
+fn load_rules(paths: &[PathBuf], notes: bool) -> Result<(logmill::rules::Program, usize)> {
     let (files, mut diags) = logmill::rules::load_paths(paths);
     let (program, more) = logmill::rules::compile(&files);
     diags.extend(more);
-    for d in &diags {
+    for d in diags.iter().filter(|d| notes || !d.is_note()) {
         eprintln!("{d}");
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
@@ -176,7 +178,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
             inputs,
         } => {
-            let (program, errors) = load_rules(&rules)?;
+            let (program, errors) = load_rules(&rules, false)?;
             if errors > 0 {
                 bail!("{errors} error(s) in the rules; nothing was run");
             }
@@ -222,7 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            let (program, errors) = load_rules(&paths)?;
+            let (program, errors) = load_rules(&paths, true)?;
             if errors > 0 {
                 eprintln!("{errors} error(s)");
                 return Ok(ExitCode::from(1));

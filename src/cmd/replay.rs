@@ -231,6 +231,9 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             counters.events_in as f64 / secs,
             read as f64 / secs / 1e6,
         );
+        for note in logmill::report::rule_notes(&program, &counters, "event") {
+            eprintln!("{note}");
+        }
     }
     Ok(())
 }

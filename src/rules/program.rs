@@ -73,14 +73,16 @@ pub struct Rule {
     pub team: String,
     pub file: Arc<str>,
     pub format: Option<Format>,
-    pub topics: Vec<String>,
-    /// `Prefilter` literal ids that must all occur in the event.
-    pub literals: Vec<u32>,
-    /// Conditions on event fields, checked before extraction.
-    pub pre: Vec<Condition>,
+    /// The event's topic is one of these (empty: any topic).
+    pub topics: Vec<TopicPattern>,
+    /// What the prefilter requires, as clauses of `Prefilter` literal ids: at least one
+    /// literal of every clause occurs in any event the rule matches.
+    pub clauses: Vec<Vec<u32>>,
+    /// Conditions that read no capture, checked before extraction (all must hold).
+    pub pre: Vec<Cond>,
     pub steps: Vec<Step>,
-    /// Conditions on captured fields, checked after extraction.
-    pub post: Vec<Condition>,
+    /// Conditions that read captures, checked after extraction (all must hold).
+    pub post: Vec<Cond>,
     pub n_captures: usize,
     pub updates: Vec<Update>,
     pub then: Then,
@@ -95,10 +97,60 @@ pub enum Then {
     Drop,
 }
 
+/// A `match:` condition. Literals are the prefilter's: whether one occurs in the event is
+/// known once the prefilter has run, so a literal costs nothing to test.
+#[derive(Debug)]
+pub enum Cond {
+    Field(Condition),
+    /// The event contains this `Prefilter` literal.
+    Literal(u32),
+    /// The event's topic is one of these.
+    Topic(Vec<TopicPattern>),
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+impl Cond {
+    /// Whether the condition reads a capture (so it can only be checked after extraction).
+    pub fn reads_captures(&self) -> bool {
+        match self {
+            Cond::Field(c) => matches!(c.field, FieldRef::Capture(_)),
+            Cond::Literal(_) | Cond::Topic(_) => false,
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().any(Cond::reads_captures),
+            Cond::Not(c) => c.reads_captures(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Condition {
     pub field: FieldRef,
     pub test: Test,
+}
+
+/// A topic name, or a glob over topic names (`logs-*`, `app-?`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicPattern {
+    Exact(String),
+    Glob(String),
+}
+
+impl TopicPattern {
+    pub fn new(s: &str) -> TopicPattern {
+        if s.contains(['*', '?']) {
+            TopicPattern::Glob(s.to_string())
+        } else {
+            TopicPattern::Exact(s.to_string())
+        }
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            TopicPattern::Exact(t) => t == topic,
+            TopicPattern::Glob(g) => glob_match(g.as_bytes(), topic.as_bytes()),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -54,6 +54,8 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
                 }
                 Err(e) => diags.push(io_diag(path, &e)),
             }
+        } else if is_test_file(path) {
+            test_file_diags(path, &mut diags);
         } else {
             found.push(path.clone());
         }
@@ -80,6 +82,34 @@ pub fn is_test_file(p: &Path) -> bool {
         .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
 }
 
+/// A test file given where rule files are expected (`logmill check rules/x.test.yaml`, or a
+/// shell glob): it is not read as rules, but its syntax is checked, and the reader is told
+/// what runs it.
+fn test_file_diags(path: &Path, diags: &mut Vec<Diagnostic>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return diags.push(io_diag(path, &e)),
+    };
+    let name: Arc<str> = path.display().to_string().into();
+    let (_, more) =
+        super::testfile::read(name.clone(), &text, path.parent().unwrap_or(Path::new(".")));
+    diags.extend(more);
+    let mut sink = Sink::new(name);
+    sink.warning(
+        Pos { line: 1, col: 1 },
+        Code::TestFile,
+        format!(
+            "`{}` is a rule test file: its syntax was checked, not its rules",
+            path.display()
+        ),
+    )
+    .hint(format!(
+        "run its tests with `logmill test {}`",
+        path.display()
+    ));
+    diags.extend(sink.diags);
+}
+
 fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
     let mut sink = Sink::new(path.display().to_string().into());
     sink.error(
@@ -101,19 +131,13 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
         let mut sink = Sink::new(file.name.clone());
         match yaml::parse(&file.text) {
             Ok(root) => b.file(&root, &mut sink),
-            Err(e) => {
-                sink.error(
-                    e.pos,
-                    Code::YamlSyntax,
-                    format!("invalid yaml: {}", e.message),
-                );
-            }
+            Err(e) => yaml_error(&e, &file.text, &mut sink),
         }
         diags.extend(sink.diags);
     }
-    let rule_literals: Vec<Vec<u32>> = b.rules.iter().map(|r| r.literals.clone()).collect();
+    let rule_clauses: Vec<Vec<Vec<u32>>> = b.rules.iter().map(|r| r.clauses.clone()).collect();
     let program = Program {
-        prefilter: Prefilter::new(&b.literals, &rule_literals),
+        prefilter: Prefilter::new(&b.literals, &rule_clauses),
         rules: b.rules,
         families: b.families.into_iter().map(|f| f.family).collect(),
         event_fields: b.event_fields,
@@ -122,6 +146,66 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
     };
     diags.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     (program, diags)
+}
+
+/// Reports a YAML syntax error, with a hint where the parser's message is about structure:
+/// most of those are indentation, which the message does not say.
+pub(crate) fn yaml_error(e: &yaml::SyntaxError, text: &str, sink: &mut Sink) {
+    let d = sink.error(
+        e.pos,
+        Code::YamlSyntax,
+        format!("invalid yaml: {}", e.message),
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let at = (e.pos.line as usize).saturating_sub(1);
+    let Some(line) = lines.get(at) else {
+        return;
+    };
+    // Where a line's key starts: after its indentation and any `- ` list markers.
+    let key_col = |l: &str| {
+        let t = l.trim_start_matches(' ');
+        let mut col = l.len() - t.len();
+        let mut rest = t;
+        while let Some(r) = rest.strip_prefix("- ") {
+            let r2 = r.trim_start_matches(' ');
+            col += 2 + r.len() - r2.len();
+            rest = r2;
+        }
+        col + 1
+    };
+    let above = lines[..at]
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let m = e.message.as_str();
+    if m.contains("tabs disallowed") || line.starts_with('\t') {
+        d.hint("YAML indents with spaces only: replace the tab with spaces");
+    } else if m.contains("mapping values are not allowed")
+        && line
+            .chars()
+            .take((e.pos.col as usize).saturating_sub(1))
+            .collect::<String>()
+            .contains(": ")
+    {
+        d.hint("a value that contains `: ` must be quoted, e.g. `msg: 'took: 3s'`");
+    } else if m.contains("mapping values are not allowed")
+        || m.contains("did not find expected key")
+        || m.contains("did not find expected '-'")
+        || m.contains("illegal placement of ':'")
+    {
+        let mut hint = format!(
+            "check the indentation: line {} starts at column {}",
+            e.pos.line,
+            key_col(line)
+        );
+        if let Some(above) = above {
+            hint.push_str(&format!(", the line above at column {}", key_col(above)));
+        }
+        hint.push_str(
+            "; the keys of one mapping start in the same column (a list item's after its `- `)",
+        );
+        d.hint(hint);
+    }
 }
 
 /// Parses `a.b[0].c`. Keys are anything but `.` and `[`; indices are decimal.
@@ -280,10 +364,10 @@ struct RuleCx<'a> {
     /// The longest literal the first pattern step cannot match without.
     line_literal: Option<Vec<u8>>,
     // match
-    topics: Vec<String>,
-    literals: Vec<u32>,
-    pre: Vec<Condition>,
-    post: Vec<Condition>,
+    topics: Vec<TopicPattern>,
+    clauses: Vec<Vec<u32>>,
+    pre: Vec<Cond>,
+    post: Vec<Cond>,
     // metrics
     updates: Vec<Update>,
     // then
@@ -444,7 +528,7 @@ impl Builder {
             steps: Vec::new(),
             line_literal: None,
             topics: Vec::new(),
-            literals: Vec::new(),
+            clauses: Vec::new(),
             pre: Vec::new(),
             post: Vec::new(),
             updates: Vec::new(),
@@ -477,7 +561,7 @@ impl Builder {
             file: sink.file().clone(),
             format,
             topics: cx.topics,
-            literals: cx.literals,
+            clauses: cx.clauses,
             pre: cx.pre,
             steps: cx.steps,
             post: cx.post,
