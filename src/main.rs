@@ -73,11 +73,17 @@ enum Command {
     #[command(after_help = "Examples:
   logmill check rules/
   logmill check rules/nginx.yaml rules/app.yaml
+  logmill check --against /etc/logmill/rules/ edge.yaml   # a team's file with everyone else's
   logmill check --config deploy/demo.yaml")]
     Check {
         /// A service config (`logmill run --config`) to validate, with its rules.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The deployed rule files (a directory or files): the given files are checked
+        /// together with them, replacing deployed files of the same name, so a metric another
+        /// team defines differently, or without `shared: true`, is an error before deploying.
+        #[arg(long, value_name = "DIR")]
+        against: Vec<PathBuf>,
         #[arg(required_unless_present = "config")]
         paths: Vec<PathBuf>,
     },
@@ -162,6 +168,44 @@ fn load_rules(paths: &[PathBuf], notes: bool) -> Result<(logmill::rules::Program
     Ok((program, errors))
 }
 
+/// `check --against`: the deployed files first (but those the checked files replace, by file
+/// name), then the checked ones, so conflicts are reported in the files being checked.
+fn check_against(
+    paths: &[PathBuf],
+    against: &[PathBuf],
+) -> (logmill::rules::Program, usize, usize) {
+    let (checked, mut diags) = logmill::rules::load_paths(paths);
+    let (deployed, more) = logmill::rules::load_paths(against);
+    diags.extend(more);
+    let base = |name: &str| {
+        std::path::Path::new(name)
+            .file_name()
+            .map(|n| n.to_os_string())
+    };
+    let replaced: Vec<_> = checked.iter().map(|f| base(&f.name)).collect();
+    let mut files: Vec<_> = deployed
+        .into_iter()
+        .filter(|f| !replaced.contains(&base(&f.name)))
+        .collect();
+    let n_deployed = files.len();
+    files.extend(checked);
+    let (program, more) = logmill::rules::compile(&files);
+    diags.extend(more);
+    // The deployed files' own notes are their owners' business.
+    for d in diags
+        .iter()
+        .filter(|d| !d.is_note() || !is_deployed(&files[..n_deployed], d))
+    {
+        eprintln!("{d}");
+    }
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    (program, errors, n_deployed)
+}
+
+fn is_deployed(deployed: &[logmill::rules::SourceFile], d: &logmill::rules::Diagnostic) -> bool {
+    deployed.iter().any(|f| f.name == d.file)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay {
@@ -209,7 +253,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config, mut paths } => {
+        Command::Check {
+            config,
+            against,
+            mut paths,
+        } => {
             if let Some(config) = config {
                 match logmill::config::load(&config) {
                     Ok((c, warnings)) => {
@@ -224,17 +272,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            let (program, errors) = load_rules(&paths, true)?;
+            let (program, errors, deployed) = if against.is_empty() {
+                let (program, errors) = load_rules(&paths, true)?;
+                (program, errors, 0)
+            } else {
+                check_against(&paths, &against)
+            };
             if errors > 0 {
                 eprintln!("{errors} error(s)");
                 return Ok(ExitCode::from(1));
             }
-            println!(
+            print!(
                 "ok: {} rule(s), {} metric(s) in {} file(s)",
                 program.rules.len(),
                 program.families.len(),
                 program.files.len()
             );
+            if deployed > 0 {
+                print!(", {deployed} of them deployed");
+            }
+            println!();
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { paths } => {

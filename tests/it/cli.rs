@@ -314,3 +314,72 @@ fn issue9_rules_that_match_nothing_are_reported() {
         stdout(&o)
     );
 }
+
+/// Issue 9: a team checks its file against the deployed set: a metric another team defines
+/// without `shared: true` is an error naming both files; the deployed file of the same name is
+/// the one being replaced, so the team's old version does not conflict with its new one.
+#[test]
+fn issue9_check_against_the_deployed_rules() {
+    let tmp = TempDir::new("against");
+    let deployed = tmp.path("deployed");
+    std::fs::create_dir_all(&deployed).unwrap();
+    let edge = "team: edge\nrules:\n  - name: access\n    metrics:\n      - {name: http_requests_total, type: counter, labels: {method: method}}\n";
+    std::fs::write(deployed.join("edge.yaml"), edge).unwrap();
+    let shop_v1 = "team: shop\nrules:\n  - name: orders\n    metrics: [{name: shop_orders_total, type: counter}]\n";
+    std::fs::write(deployed.join("shop.yaml"), shop_v1).unwrap();
+    let new = tmp.path("shop.yaml");
+    let shop_v2 = format!(
+        "{shop_v1}  - name: access\n    metrics:\n      - {{name: http_requests_total, type: counter, labels: {{method: method}}}}\n"
+    );
+    std::fs::write(&new, &shop_v2).unwrap();
+    let o = run(&["check", new.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "alone, the file is fine: {}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "check",
+        "--against",
+        deployed.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "{}:7:16: error[shared-metric]: metric `http_requests_total` is also defined by team `edge` at {}:5:16: the two teams' series would add up",
+        new.display(),
+        deployed.join("edge.yaml").display()
+    );
+    assert!(stderr(&o).contains(&want), "{want}\nin\n{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("error[").count(), 1, "{}", stderr(&o));
+
+    // Both declare it shared: one metric, checked against the deployed set.
+    std::fs::write(
+        deployed.join("edge.yaml"),
+        edge.replace(
+            "labels: {method: method}}",
+            "labels: {method: method}, shared: true}",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &new,
+        shop_v2.replace(
+            "labels: {method: method}}",
+            "labels: {method: method}, shared: true}",
+        ),
+    )
+    .unwrap();
+    let o = run(&[
+        "check",
+        "--against",
+        deployed.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok: 3 rule(s), 2 metric(s) in 2 file(s), 1 of them deployed"),
+        "{}",
+        stdout(&o)
+    );
+}

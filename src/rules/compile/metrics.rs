@@ -35,6 +35,7 @@ const METRIC_KEYS: &[&str] = &[
     "max_series",
     "expire_after",
     "scale",
+    "shared",
 ];
 
 /// A family as the rules define it so far, with where it was first defined.
@@ -43,6 +44,15 @@ pub(super) struct FamilyEntry {
     origin: String,
     /// `Some(true)` once a rule sets the gauge, `Some(false)` once one adds to it.
     gauge_sets: Option<bool>,
+    /// The teams that define the family, each with its first definition.
+    teams: Vec<TeamUse>,
+}
+
+struct TeamUse {
+    team: String,
+    origin: String,
+    /// Some definition of this team says `shared: true`.
+    shared: bool,
 }
 
 fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut Sink) {
@@ -134,34 +144,33 @@ impl Builder {
             .get("help")
             .and_then(|n| scalar(n, "`help`", sink))
             .unwrap_or_else(|| format!("Derived by logmill rule {team}/{rule}."));
+        let has_scale = m.get("scale").is_some();
         let unit = m.get("unit").and_then(|n| {
             let u = scalar(n, "`unit`", sink)?;
             if let (Some(name), Some(kind)) = (&name, kind) {
-                let base = if kind == MetricKind::Counter {
-                    name.strip_suffix("_total").unwrap_or(name)
-                } else {
-                    name
-                };
-                if !base.ends_with(&format!("_{u}")) {
-                    let suggestion = if kind == MetricKind::Counter {
-                        format!("{base}_{u}_total")
-                    } else {
-                        format!("{base}_{u}")
-                    };
-                    sink.error(
-                        n.pos,
-                        Code::UnitMismatch,
-                        format!(
-                            "metric `{name}` has unit `{u}` but its name does not end in `_{u}`"
-                        ),
-                    )
-                    .hint(format!(
-                        "OpenMetrics requires the unit as a suffix: name it `{suggestion}`"
-                    ));
-                }
+                unit_suffix(name, kind, &u, has_scale, n.pos, sink);
             }
             Some(u)
         });
+        if let (Some(name), Some(MetricKind::Counter)) = (&name, kind) {
+            if !name.ends_with("_total") {
+                sink.warning(
+                    name_node.map_or(node.pos, |n| n.pos),
+                    Code::CounterName,
+                    format!("counter `{name}` does not end in `_total`"),
+                )
+                .hint(format!(
+                    "name it `{name}_total`: OpenMetrics exposes counters as `<name>_total`, so this one is `{name}` in the Prometheus text format and `{name}_total` in OpenMetrics"
+                ));
+            }
+        }
+        let shared = match m.get("shared") {
+            Some(n) => n.as_bool().unwrap_or_else(|| {
+                sink.error(n.pos, Code::WrongType, "`shared` must be true or false");
+                false
+            }),
+            None => false,
+        };
         let op = match (kind, m.get("op")) {
             (Some(MetricKind::Gauge), Some(n)) => match scalar(n, "`op`", sink).as_deref() {
                 Some("set") => Some(Op::GaugeSet),
@@ -379,7 +388,25 @@ impl Builder {
                     Some(bs.into_iter().map(|(b, _)| b).collect())
                 })
             }
-            (Some(MetricKind::Histogram), None) => Some(DEFAULT_BUCKETS.to_vec()),
+            (Some(MetricKind::Histogram), None) => {
+                sink.note(
+                    node.pos,
+                    Code::DefaultBuckets,
+                    format!(
+                        "histogram `{}` has no `buckets`: the default ones are used ({})",
+                        name.as_deref().unwrap_or("?"),
+                        DEFAULT_BUCKETS
+                            .iter()
+                            .map(|b| b.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+                .hint(
+                    "list the bounds that matter for this metric, e.g. `buckets: [0.1, 0.5, 1, 5]`",
+                );
+                Some(DEFAULT_BUCKETS.to_vec())
+            }
             (Some(_), Some(n)) => {
                 sink.error(
                     n.pos,
@@ -463,52 +490,7 @@ impl Builder {
             expire_after,
         };
         let name_pos = name_node.map_or(node.pos, |n| n.pos);
-        let id = match self.family_index.get(&name) {
-            Some(&id) => {
-                let existing = &self.families[id];
-                let f = &existing.family;
-                let conflict = if f.kind != family.kind {
-                    Some(format!(
-                        "it is a {} there and a {} here",
-                        f.kind.as_str(),
-                        family.kind.as_str()
-                    ))
-                } else if f.label_names != family.label_names {
-                    Some(format!(
-                        "its labels are [{}] there and [{}] here",
-                        f.label_names.join(", "),
-                        family.label_names.join(", ")
-                    ))
-                } else if f.buckets != family.buckets || f.quantiles != family.quantiles {
-                    Some("its buckets or quantiles differ".to_string())
-                } else {
-                    None
-                };
-                if let Some(why) = conflict {
-                    sink.error(
-                        name_pos,
-                        Code::MetricConflict,
-                        format!("metric `{name}` is defined differently elsewhere: {why}"),
-                    )
-                    .hint(format!(
-                        "first defined at {}; give one of them another name",
-                        existing.origin
-                    ));
-                    return None;
-                }
-                id
-            }
-            None => {
-                self.families.push(FamilyEntry {
-                    family,
-                    origin: format!("{}:{}:{}", sink.file(), name_pos.line, name_pos.col),
-                    gauge_sets: None,
-                });
-                self.family_index
-                    .insert(name.clone(), self.families.len() - 1);
-                self.families.len() - 1
-            }
-        };
+        let id = self.register(family, name_pos, team, shared, sink)?;
         if kind == MetricKind::Gauge {
             let sets = op == Op::GaugeSet;
             let entry = &mut self.families[id];
@@ -528,6 +510,129 @@ impl Builder {
             op,
             scale,
         })
+    }
+
+    /// Adds a definition of a family, or checks it against the one already there: one type,
+    /// one label set, one set of buckets and quantiles; and a family defined by two teams must
+    /// be declared `shared: true` by both, or their series would silently add up.
+    fn register(
+        &mut self,
+        family: Family,
+        pos: Pos,
+        team: &str,
+        shared: bool,
+        sink: &mut Sink,
+    ) -> Option<usize> {
+        let here = format!("{}:{}:{}", sink.file(), pos.line, pos.col);
+        let name = family.name.clone();
+        let Some(&id) = self.family_index.get(&name) else {
+            self.families.push(FamilyEntry {
+                family,
+                origin: here.clone(),
+                gauge_sets: None,
+                teams: vec![TeamUse {
+                    team: team.to_string(),
+                    origin: here,
+                    shared,
+                }],
+            });
+            self.family_index.insert(name, self.families.len() - 1);
+            return Some(self.families.len() - 1);
+        };
+        let existing = &self.families[id];
+        let f = &existing.family;
+        let conflict = if f.kind != family.kind {
+            Some(format!(
+                "it is a {} there and a {} here",
+                f.kind.as_str(),
+                family.kind.as_str()
+            ))
+        } else if f.label_names != family.label_names {
+            Some(format!(
+                "its labels are [{}] there and [{}] here",
+                f.label_names.join(", "),
+                family.label_names.join(", ")
+            ))
+        } else if f.buckets != family.buckets {
+            Some("its buckets differ".to_string())
+        } else if f.quantiles != family.quantiles
+            || f.max_age != family.max_age
+            || f.age_buckets != family.age_buckets
+        {
+            Some("its quantiles or summary window differ".to_string())
+        } else {
+            None
+        };
+        let first_team = &existing.teams[0];
+        if let Some(why) = conflict {
+            let owner = if first_team.team != team {
+                format!(" (team `{}`)", first_team.team)
+            } else {
+                String::new()
+            };
+            sink.error(
+                pos,
+                Code::MetricConflict,
+                format!(
+                    "metric `{name}` is defined differently at {}{owner}: {why}",
+                    existing.origin
+                ),
+            )
+            .hint("a metric has one type, one label set and one bucket layout: give one of them another name");
+            return None;
+        }
+        // Another team's definition: both must say the family is one metric written by both.
+        let others: Vec<&TeamUse> = existing.teams.iter().filter(|t| t.team != team).collect();
+        if let Some(other) = others.first() {
+            let unshared: Vec<&&TeamUse> = others.iter().filter(|t| !t.shared).collect();
+            if !shared || !unshared.is_empty() {
+                let who = match (shared, unshared.first()) {
+                    (false, Some(o)) => format!(
+                        "declare it `shared: true` here and at {} (team `{}`)",
+                        o.origin, o.team
+                    ),
+                    (false, None) => "declare it `shared: true` here too".to_string(),
+                    (true, Some(o)) => format!(
+                        "team `{}` must declare it `shared: true` too, at {}",
+                        o.team, o.origin
+                    ),
+                    (true, None) => unreachable!("checked above"),
+                };
+                sink.error(
+                    pos,
+                    Code::SharedMetric,
+                    format!(
+                        "metric `{name}` is also defined by team `{}` at {}: the two teams' series would add up",
+                        other.team, other.origin
+                    ),
+                )
+                .hint(format!(
+                    "if both teams mean one metric, {who}; otherwise give one of them another name (e.g. `{team}_{name}`)"
+                ));
+                return None;
+            }
+            if existing.family.help != family.help {
+                sink.warning(
+                    pos,
+                    Code::SharedMetric,
+                    format!(
+                        "shared metric `{name}` has another help at {}: that one is shown",
+                        existing.origin
+                    ),
+                )
+                .hint("write the same `help` in every team's definition");
+            }
+        }
+        let entry = &mut self.families[id];
+        match entry.teams.iter_mut().find(|t| t.team == team) {
+            Some(t) => t.shared |= shared,
+            None => entry.teams.push(TeamUse {
+                team: team.to_string(),
+                origin: here,
+                shared,
+            }),
+        }
+        Some(id)
     }
 
     fn label_name_ok(
@@ -594,4 +699,79 @@ fn numbers(node: &Node, what: &str, sink: &mut Sink) -> Option<Vec<(f64, Pos)>> 
         }
     }
     Some(out)
+}
+
+/// Unit words people put at the end of metric names, with the factor to seconds where one is
+/// exact (so the hint can name the `scale` too).
+const UNIT_WORDS: &[(&str, Option<&str>)] = &[
+    ("ms", Some("0.001")),
+    ("msec", Some("0.001")),
+    ("msecs", Some("0.001")),
+    ("millis", Some("0.001")),
+    ("milliseconds", Some("0.001")),
+    ("us", Some("0.000001")),
+    ("usec", Some("0.000001")),
+    ("micros", Some("0.000001")),
+    ("microseconds", Some("0.000001")),
+    ("ns", Some("0.000000001")),
+    ("nanos", Some("0.000000001")),
+    ("nanoseconds", Some("0.000000001")),
+    ("s", None),
+    ("sec", None),
+    ("secs", None),
+    ("second", None),
+    ("seconds", None),
+    ("min", Some("60")),
+    ("mins", Some("60")),
+    ("minutes", Some("60")),
+    ("hours", Some("3600")),
+    ("byte", None),
+    ("bytes", None),
+    ("kb", None),
+    ("kib", None),
+    ("mb", None),
+    ("mib", None),
+    ("gb", None),
+    ("gib", None),
+    ("pct", None),
+    ("percent", None),
+    ("ratio", None),
+];
+
+/// OpenMetrics wants the unit as the name's suffix. The suggested name replaces a unit word
+/// already there (`x_duration_ms` with unit `seconds` is `x_duration_seconds`, not
+/// `x_duration_ms_seconds`).
+fn unit_suffix(name: &str, kind: MetricKind, u: &str, has_scale: bool, pos: Pos, sink: &mut Sink) {
+    let counter = kind == MetricKind::Counter;
+    let base = if counter {
+        name.strip_suffix("_total").unwrap_or(name)
+    } else {
+        name
+    };
+    if base.ends_with(&format!("_{u}")) {
+        return;
+    }
+    let replaced = UNIT_WORDS.iter().find_map(|(w, factor)| {
+        base.strip_suffix(&format!("_{w}"))
+            .filter(|stem| !stem.is_empty())
+            .map(|stem| (stem, *w, *factor))
+    });
+    let stem = replaced.map_or(base, |(stem, _, _)| stem);
+    let suggestion = if counter {
+        format!("{stem}_{u}_total")
+    } else {
+        format!("{stem}_{u}")
+    };
+    let mut hint = format!("OpenMetrics requires the unit as a suffix: name it `{suggestion}`");
+    if let (Some((_, w, Some(factor))), "seconds", false) = (replaced, u, has_scale) {
+        hint.push_str(&format!(
+            ", and if the values are in {w}, add `scale: {factor}` to convert them"
+        ));
+    }
+    sink.error(
+        pos,
+        Code::UnitMismatch,
+        format!("metric `{name}` has unit `{u}` but its name does not end in `_{u}`"),
+    )
+    .hint(hint);
 }
