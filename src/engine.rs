@@ -10,7 +10,7 @@ use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
 use crate::derive::{Aggregates, push_label};
 use crate::extract::prefilter;
 use crate::extract::value::{ValueError, convert};
-use crate::reduce::{Decision, Fate, Reason};
+use crate::reduce::{Decision, Fate, Reason, ValueFailure};
 use crate::rules::program::{Cond, FieldRef, LabelSource, Op, Program, Rule, Step, Test};
 
 /// One record as the source hands it over.
@@ -188,9 +188,13 @@ impl Engine {
             }
             matched = true;
             self.counters.rule_matches[r as usize] += 1;
-            if let Err(e) = self.derive(rule, program, line, rec, now_ms) {
-                self.counters.value_error(r, e);
-                failure.get_or_insert(e);
+            if let Err((error, update)) = self.derive(rule, program, line, rec, now_ms) {
+                self.counters.value_error(r, error);
+                failure.get_or_insert(ValueFailure {
+                    error,
+                    rule: r,
+                    update,
+                });
             }
             decision.add(rule.then);
         }
@@ -314,9 +318,15 @@ impl Engine {
         line: &str,
         rec: &Record<'_>,
         now_ms: u64,
-    ) -> Result<(), ValueError> {
+    ) -> Result<(), (ValueError, u32)> {
         let mut failure = Ok(());
-        for u in &rule.updates {
+        for (ui, u) in rule.updates.iter().enumerate() {
+            // The first failing metric of the rule is the one the dead letter names.
+            let mut fail = |e: ValueError| {
+                if failure.is_ok() {
+                    failure = Err((e, ui as u32));
+                }
+            };
             let v = match u.value {
                 None => 1.0,
                 Some(src) => match self.text(src.field, line, rec.topic) {
@@ -327,14 +337,14 @@ impl Engine {
                     Some(text) => match convert(text, src.ty, u.scale) {
                         Ok(v) => v,
                         Err(e) => {
-                            failure = Err(e);
+                            fail(e);
                             continue;
                         }
                     },
                 },
             };
             if u.op == Op::CounterAdd && v < 0.0 {
-                failure = Err(ValueError::NegativeCounter);
+                fail(ValueError::NegativeCounter);
                 continue;
             }
             let mut key = std::mem::take(&mut self.key);
@@ -442,7 +452,11 @@ rules:
         assert!(out.contains("d_count 1"), "{out}");
         assert_eq!(
             fates[0],
-            Fate::DeadLetter(Reason::Value(ValueError::NotANumber))
+            Fate::DeadLetter(Reason::Value(ValueFailure {
+                error: ValueError::NotANumber,
+                rule: 0,
+                update: 1
+            }))
         );
         assert_eq!(fates[1], Fate::Keep);
         assert_eq!(fates[2], Fate::Keep, "a missing value is not an error");

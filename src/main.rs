@@ -29,7 +29,8 @@ enum Command {
     #[command(after_help = "Examples:
   logmill replay --rules rules/ access.log
   zcat app.log.gz | logmill replay --rules rules/app.yaml --logs-out kept.log -
-  logmill replay --rules rules/ --openmetrics --metrics-out out.prom a.log b.log")]
+  logmill replay --rules rules/ --openmetrics --metrics-out out.prom a.log b.log
+  logmill replay --rules rules/ --topic logs-nginx /var/log/nginx/access.log")]
     Replay {
         /// Rule files or directories of them.
         #[arg(long = "rules", required = true)]
@@ -64,6 +65,10 @@ enum Command {
         /// No summary or progress on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// Read every input as this topic (`_topic` and `match.topic` see it); by default an
+        /// input's topic is its path as given (`stdin` for `-`).
+        #[arg(long, value_name = "NAME")]
+        topic: Option<String>,
         /// Input files; `-` is stdin.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -220,6 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_event_bytes,
             max_json_depth,
             quiet,
+            topic,
             inputs,
         } => {
             let (program, errors) = load_rules(&rules, false)?;
@@ -249,6 +255,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     telemetry_out,
                     threads,
                     quiet,
+                    topic,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -43,6 +43,7 @@ pub enum Code {
     CounterName,
     DefaultBuckets,
     SharedMetric,
+    DuplicateKey,
 }
 
 impl Code {
@@ -75,6 +76,7 @@ impl Code {
             Code::CounterName => "counter-name",
             Code::DefaultBuckets => "default-buckets",
             Code::SharedMetric => "shared-metric",
+            Code::DuplicateKey => "duplicate-key",
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct Rule {
     /// Conditions that read captures, checked after extraction (all must hold).
     pub post: Vec<Cond>,
     pub n_captures: usize,
+    /// The name of each capture slot, for what reports name fields (dead letters, explain).
+    pub capture_names: Vec<String>,
     pub updates: Vec<Update>,
     pub then: Then,
 }

@@ -383,3 +383,32 @@ fn issue9_check_against_the_deployed_rules() {
         stdout(&o)
     );
 }
+
+/// Issue 9: a line that starts `key=value` is decoded as logfmt and a `format: text` rule never
+/// sees it; the replay summary says so, per rule.
+#[test]
+fn issue9_replay_says_what_a_text_rule_skipped_as_logfmt() {
+    let tmp = TempDir::new("format-skips");
+    std::fs::write(
+        tmp.path("r.yaml"),
+        "team: t\nrules:\n  - name: took\n    format: text\n    extract: [{regex: 'took (?P<took>\\d+ms)'}]\n    types: {took: duration}\n    metrics: [{name: took_seconds_total, type: counter, value: took}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path("in.log"),
+        "request took 700ms\nms=700 request took 700ms\nlevel=info request took 5ms\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "replay",
+        "--rules",
+        tmp.path("r.yaml").to_str().unwrap(),
+        tmp.path("in.log").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: rule t/took (format: text) skipped 2 event(s) decoded as logfmt that contain its literals\n  hint: a line that starts with `key=value` is decoded as logfmt"),
+        "{}",
+        stderr(&o)
+    );
+}

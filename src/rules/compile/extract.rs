@@ -44,11 +44,15 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
             None => vec![ex],
         };
         for step in items {
+            let errors = sink.diags.iter().filter(|d| d.is_error()).count();
             if let Some((new, lit)) = b.step(step, &mut cx.scope, cx.patterns, sink) {
                 if cx.line_literal.is_none() && cx.steps.is_empty() {
                     cx.line_literal = lit;
                 }
                 cx.steps.extend(new);
+            }
+            if sink.diags.iter().filter(|d| d.is_error()).count() > errors {
+                cx.scope.incomplete = true;
             }
         }
     }

@@ -335,6 +335,9 @@ struct RuleScope {
     format: Option<Format>,
     captures: Vec<String>,
     types: HashMap<String, ValueType>,
+    /// An extract step had an error, so the captures it would define are unknown: names
+    /// that are not found are not reported again (the rule is left out anyway).
+    incomplete: bool,
 }
 
 impl RuleScope {
@@ -523,6 +526,7 @@ impl Builder {
                 format,
                 captures: Vec::new(),
                 types: HashMap::new(),
+                incomplete: false,
             },
             has_effect: false,
             steps: Vec::new(),
@@ -566,6 +570,7 @@ impl Builder {
             steps: cx.steps,
             post: cx.post,
             n_captures: cx.scope.captures.len(),
+            capture_names: cx.scope.captures,
             updates: cx.updates,
             then: cx.then,
         })
@@ -605,6 +610,9 @@ impl Builder {
             "_line" => return Some(FieldRef::Line),
             "_topic" => return Some(FieldRef::Topic),
             _ => {}
+        }
+        if scope.incomplete {
+            return None;
         }
         let names: Vec<&str> = scope.captures.iter().map(String::as_str).collect();
         if scope.format == Some(Format::Text) {
