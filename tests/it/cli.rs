@@ -412,3 +412,38 @@ fn issue9_replay_says_what_a_text_rule_skipped_as_logfmt() {
         stderr(&o)
     );
 }
+
+/// The README's rule examples pass `check`, and its test example passes `logmill test`
+/// against the shipped nginx rules: the reference stays true.
+#[test]
+fn readme_examples_check_and_pass() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    let tmp = TempDir::new("readme");
+    let (mut rules, mut tests) = (0, 0);
+    for (i, block) in blocks.iter().enumerate() {
+        if block.starts_with("team:") {
+            let f = tmp.path(&format!("example{i}.yaml"));
+            std::fs::write(&f, block).unwrap();
+            let o = run(&["check", f.to_str().unwrap()]);
+            assert!(o.status.success(), "{block}\n{}", stderr(&o));
+            assert!(!stderr(&o).contains("warning"), "{block}\n{}", stderr(&o));
+            rules += 1;
+        } else if block.starts_with("rules: [nginx.yaml]") {
+            std::fs::copy(repo().join("rules/nginx.yaml"), tmp.path("nginx.yaml")).unwrap();
+            let f = tmp.path("nginx.test.yaml");
+            std::fs::write(&f, block).unwrap();
+            let o = run(&["test", f.to_str().unwrap()]);
+            assert!(o.status.success(), "{block}\n{}{}", stdout(&o), stderr(&o));
+            tests += 1;
+        }
+    }
+    assert!(
+        rules >= 3 && tests == 1,
+        "{rules} rule examples, {tests} test examples"
+    );
+}
