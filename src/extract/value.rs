@@ -211,11 +211,13 @@ impl Decimal {
         // Clinger's fast path: mantissa and power of ten are both exact doubles, so one IEEE
         // multiplication or division rounds the exact quotient once.
         if m <= 1 << 53 {
+            // Through u64: converting a u128 to a double is a library call.
+            let m = m as u64 as f64;
             if (0..=22).contains(&e) {
-                return m as f64 * POW10[e as usize];
+                return m * POW10[e as usize];
             }
             if (-22..0).contains(&e) {
-                return m as f64 / POW10[(-e) as usize];
+                return m / POW10[(-e) as usize];
             }
         }
         // Otherwise the standard library's correctly rounded parser, on the exact digits.
