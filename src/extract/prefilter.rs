@@ -23,9 +23,13 @@ pub struct Prefilter {
     ac: Option<AhoCorasick>,
     /// For each literal, the literals it contains (itself included).
     implied: Vec<Vec<u32>>,
-    /// For each literal, the clauses it meets.
+    /// For each literal, the rules with a clause of that literal alone: the common case, met
+    /// by counting, as a literal is found once per event.
+    rules_of: Vec<Vec<u32>>,
+    /// For each literal, the clauses of several literals it meets (`any`), which must be
+    /// counted once however many of their literals occur.
     clauses_of: Vec<Vec<u32>>,
-    /// For each clause, its rule.
+    /// For each clause of several literals, its rule.
     rule_of: Vec<u32>,
     /// How many clauses each rule has.
     needs: Vec<u32>,
@@ -58,6 +62,7 @@ impl Prefilter {
     /// `rule_clauses[r]` lists rule `r`'s clauses, each a set of literal ids one of which must
     /// occur.
     pub fn new(literals: &[Vec<u8>], rule_clauses: &[Vec<Vec<u32>>]) -> Prefilter {
+        let mut rules_of = vec![Vec::new(); literals.len()];
         let mut clauses_of = vec![Vec::new(); literals.len()];
         let mut rule_of = Vec::new();
         let mut always = Vec::new();
@@ -66,6 +71,10 @@ impl Prefilter {
                 always.push(r as u32);
             }
             for clause in clauses {
+                if let [l] = clause[..] {
+                    rules_of[l as usize].push(r as u32);
+                    continue;
+                }
                 let id = rule_of.len() as u32;
                 rule_of.push(r as u32);
                 for &l in clause {
@@ -92,6 +101,7 @@ impl Prefilter {
         Prefilter {
             ac,
             implied,
+            rules_of,
             clauses_of,
             rule_of,
             needs: rule_clauses.iter().map(|c| c.len() as u32).collect(),
@@ -126,6 +136,16 @@ impl Prefilter {
         }
         out.extend_from_slice(&self.always);
         for &l in &scratch.found {
+            for &r in &self.rules_of[l as usize] {
+                let h = &mut scratch.hits[r as usize];
+                *h += 1;
+                if *h == self.needs[r as usize] {
+                    out.push(r);
+                }
+            }
+            if self.rule_of.is_empty() {
+                continue;
+            }
             for &c in &self.clauses_of[l as usize] {
                 if scratch.met[c as usize] {
                     continue;
@@ -138,6 +158,11 @@ impl Prefilter {
                 if *h == self.needs[r as usize] {
                     out.push(r);
                 }
+            }
+        }
+        for &l in &scratch.found {
+            for &r in &self.rules_of[l as usize] {
+                scratch.hits[r as usize] = 0;
             }
         }
         for &c in &scratch.touched {

@@ -2,8 +2,9 @@
 //!
 //! **A value is the double nearest to the exact decimal the event wrote, times the exact
 //! decimal `scale`**: `700ms`, `ms=700` with `scale: 0.001` and `0.7` are all the double the
-//! bucket bound `0.7` is. Text is read into a `Decimal` (digits and a power of ten, no rounding),
-//! units and `scale` multiply it exactly, and the result is rounded to a double once.
+//! bucket bound `0.7` is. Where units or a `scale` multiply, text is read into a `Decimal`
+//! (digits and a power of ten, no rounding), multiplied exactly, and rounded to a double once;
+//! a plain number is read by the standard parser, which rounds once too.
 //!
 //! Why not `700.0 * 0.001`: that rounds twice (0.001 is not a double) and gives
 //! 0.7000000000000001, above the bound, so an event on a bucket boundary landed in the next
@@ -237,21 +238,30 @@ impl Decimal {
 
 /// Converts `text` as `ty`, times `scale` (`None`: 1). The result is finite.
 pub fn convert(text: &str, ty: ValueType, scale: Option<Decimal>) -> Result<f64, ValueError> {
-    let d = match ty {
-        ValueType::Float => Decimal::parse(text).ok_or(ValueError::NotANumber)?,
-        ValueType::Int => {
-            let v = text
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| ValueError::NotAnInteger)?;
+    let d = match (ty, scale) {
+        // Without units or a scale there is nothing to multiply: the standard parser rounds
+        // once too (and is the faster), and a whole number converts exactly or to the nearest.
+        (ValueType::Float, None) => {
+            let t = text.trim();
+            return match t.parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                // `1e400` is a number too large; `inf` and `NaN` are not numbers here.
+                Ok(_) if looks_numeric(t) => Err(ValueError::NotFinite),
+                _ => Err(ValueError::NotANumber),
+            };
+        }
+        (ValueType::Int, None) => return int(text).map(|v| v as f64),
+        (ValueType::Float, Some(_)) => Decimal::parse(text).ok_or(ValueError::NotANumber)?,
+        (ValueType::Int, Some(_)) => {
+            let v = int(text)?;
             Decimal {
                 mantissa: u128::from(v.unsigned_abs()),
                 exp: 0,
                 neg: v < 0,
             }
         }
-        ValueType::Duration => duration(text).ok_or(ValueError::NotADuration)?,
-        ValueType::Bool => match text.trim() {
+        (ValueType::Duration, _) => duration(text).ok_or(ValueError::NotADuration)?,
+        (ValueType::Bool, _) => match text.trim() {
             "true" | "True" | "TRUE" | "yes" | "on" | "1" => Decimal::ONE,
             "false" | "False" | "FALSE" | "no" | "off" | "0" => Decimal::int(0),
             _ => return Err(ValueError::NotABool),
@@ -266,6 +276,19 @@ pub fn convert(text: &str, ty: ValueType, scale: Option<Decimal>) -> Result<f64,
     } else {
         Err(ValueError::NotFinite)
     }
+}
+
+#[inline]
+fn int(text: &str) -> Result<i64, ValueError> {
+    text.trim()
+        .parse::<i64>()
+        .map_err(|_| ValueError::NotAnInteger)
+}
+
+/// Starts like a decimal number (after an optional sign), unlike `inf` or `NaN`.
+fn looks_numeric(t: &str) -> bool {
+    let t = t.strip_prefix(['+', '-']).unwrap_or(t);
+    t.starts_with(|c: char| c.is_ascii_digit() || c == '.')
 }
 
 /// `1h30m`, `250ms`, `1.5s`, `90` (seconds), in seconds, exactly. Go's `time.ParseDuration`
@@ -473,6 +496,33 @@ mod tests {
             }
             let want: f64 = v.parse().unwrap();
             assert_eq!(Decimal::parse(&v).unwrap().to_f64(), want, "{v}");
+        }
+    }
+
+    /// The plain float path (the standard parser) and the decimal path (`scale: 1` written
+    /// as `1.0`) agree, as they must for values to be the same with and without a scale.
+    #[test]
+    fn float_path_and_decimal_path_agree() {
+        let mut rng = Rng::new(13);
+        let one = scale("1.0");
+        for _ in 0..20_000 {
+            let digits = 1 + rng.below(19);
+            let mut v = random_decimal(&mut rng, digits);
+            if rng.below(3) == 0 {
+                v.push_str(&format!("e{}", rng.below(80) as i64 - 40));
+            }
+            assert_eq!(
+                convert(&v, ValueType::Float, None),
+                convert(&v, ValueType::Float, one),
+                "{v}"
+            );
+        }
+        for bad in ["inf", "-inf", "NaN", "infinity"] {
+            assert_eq!(
+                convert(bad, ValueType::Float, one),
+                convert(bad, ValueType::Float, None),
+                "{bad}"
+            );
         }
     }
 
