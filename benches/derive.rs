@@ -2,7 +2,7 @@
 mod common;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use logmill::derive::{Aggregates, push_label};
+use logmill::derive::{Aggregates, Stamp, Version, push_label};
 use logmill::rules::program::Op;
 
 fn derive(c: &mut Criterion) {
@@ -33,8 +33,13 @@ fn derive(c: &mut Criterion) {
                     k,
                     Op::CounterAdd,
                     1.0,
-                    i as u64,
-                    0,
+                    Stamp {
+                        version: Version {
+                            offset: i as u64,
+                            ..Version::default()
+                        },
+                        ..Stamp::default()
+                    },
                 );
             }
         })
@@ -57,8 +62,7 @@ fn derive(c: &mut Criterion) {
                     k,
                     Op::Observe,
                     (i % 100) as f64 / 50.0,
-                    0,
-                    0,
+                    Stamp::default(),
                 );
             }
         })

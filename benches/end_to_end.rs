@@ -16,7 +16,11 @@ fn end_to_end(c: &mut Criterion) {
             .map(|(i, l)| Record {
                 payload: l,
                 topic: "bench",
-                seq: i as u64,
+                version: logmill::derive::Version {
+                    offset: i as u64,
+                    ..Default::default()
+                },
+                event_ms: 0,
             })
             .collect();
         let mut g = c.benchmark_group(format!("engine_{name}"));

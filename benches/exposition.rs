@@ -15,7 +15,14 @@ fn exposition(c: &mut Criterion) {
         let mut k = Vec::new();
         push_label(&mut k, &format!("{}", i % 7));
         push_label(&mut k, &format!("/api/v1/route/{i}"));
-        agg.update(0, &program.families[0], &k, Op::CounterAdd, i as f64, 0, 0);
+        agg.update(
+            0,
+            &program.families[0],
+            &k,
+            Op::CounterAdd,
+            i as f64,
+            logmill::derive::Stamp::default(),
+        );
     }
     let mut g = c.benchmark_group("exposition");
     g.throughput(Throughput::Elements(10_000));

@@ -85,10 +85,24 @@ impl Proc {
     }
 }
 
+/// The instances the bench starts: each has a state topic, which the mock cluster cannot
+/// create on request.
+const INSTANCES: &[&str] = &[
+    "bench-exactly_once-outputs",
+    "bench-at_least_once-outputs",
+    "bench-exactly_once-metrics",
+    "bench-live",
+];
+
 fn broker(partitions: u64) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_logmill"))
         .args(["broker", "--partitions", &partitions.to_string()])
         .args(["--topic", TOPIC, "--topic", LIVE])
+        .args(
+            INSTANCES
+                .iter()
+                .flat_map(|i| ["--topic".to_string(), format!("{i}-state:2")]),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -32,7 +32,10 @@ pub struct Config {
     /// Static membership: the same id after a restart resumes the same exported values.
     pub instance_id: Option<String>,
     pub topics: Vec<String>,
+    /// Topics whose whole name matches are consumed, except logmill's own outputs and state and
+    /// Kafka's internal topics; the list is refreshed every `topic_refresh_interval`.
     pub topic_regex: Option<String>,
+    pub topic_refresh_interval: Duration,
     /// Passed to librdkafka as they are.
     pub properties: BTreeMap<String, String>,
     /// Rule files or directories, resolved against the config file's directory.
@@ -44,6 +47,13 @@ pub struct Config {
     pub delivery: Delivery,
     pub state_topic: String,
     pub checkpoint_interval: Duration,
+    /// Checkpoint blobs are cut into records of at most this many (compressed) bytes.
+    pub chunk_bytes: usize,
+    /// Incremental checkpoints between two full ones, at most; a full one also comes when the
+    /// incremental ones since the last add up to more than it.
+    pub max_deltas: usize,
+    /// How long a write to the state topic may take before it counts as failed.
+    pub state_write_timeout: Duration,
     /// How long `/metrics` keeps serving after a graceful stop.
     pub linger: Duration,
     pub listen: SocketAddr,
@@ -75,14 +85,40 @@ const KAFKA: &[&str] = &[
     "instance_id",
     "topics",
     "topic_regex",
+    "topic_refresh_interval",
     "properties",
 ];
 const INPUT: &[&str] = &["format", "max_event_bytes", "max_json_depth"];
 const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic"];
-const DELIVERY: &[&str] = &["mode", "state_topic", "checkpoint_interval", "linger"];
+const DELIVERY: &[&str] = &[
+    "mode",
+    "state_topic",
+    "checkpoint_interval",
+    "linger",
+    "chunk_bytes",
+    "max_deltas",
+    "state_write_timeout",
+];
 const HTTP: &[&str] = &["listen"];
 const BATCH: &[&str] = &["max_events", "max_wait"];
 const LOG: &[&str] = &["format"];
+
+/// A `topic_regex` as logmill applies it: to whole topic names.
+pub fn subscription(re: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!(
+        "^(?:{})$",
+        re.trim_start_matches('^').trim_end_matches('$')
+    ))
+}
+
+/// Whether logmill may consume a topic a `topic_regex` matches: not its own outputs or state,
+/// nor Kafka's internal topics.
+pub fn consumable(cfg: &Config, topic: &str) -> bool {
+    !topic.starts_with("__")
+        && Some(topic) != cfg.kept_topic.as_deref()
+        && Some(topic) != cfg.dead_letter_topic.as_deref()
+        && topic != cfg.state_topic
+}
 
 /// Expands `${NAME}` from the environment; an unset variable is an error.
 fn expand_env(s: &str) -> Result<String, String> {
@@ -161,6 +197,8 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
     let mut instance_id = None;
     let mut topics = Vec::new();
     let mut topic_regex = None;
+    let mut topic_regex_pos = root.pos;
+    let mut topic_refresh_interval = Duration::from_secs(30);
     let mut properties = BTreeMap::new();
     let kafka_node = top.get("kafka");
     match kafka_node.and_then(|n| MapView::new(n, "`kafka`", sink)) {
@@ -182,8 +220,13 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
                     if let Err(e) = regex::Regex::new(&re) {
                         sink.error(n.text_pos, Code::BadRegex, format!("invalid regex: {e}"));
                     }
+                    topic_regex_pos = n.text_pos;
                     topic_regex = Some(re);
                 }
+            }
+            if let Some(n) = k.get("topic_refresh_interval") {
+                topic_refresh_interval =
+                    duration(n, "`topic_refresh_interval`", sink).unwrap_or(topic_refresh_interval);
             }
             if let Some(mut p) = k
                 .get("properties")
@@ -278,6 +321,9 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
     let mut state_topic = None;
     let mut checkpoint_interval = Duration::from_secs(5);
     let mut linger = Duration::from_secs(15);
+    let mut chunk_bytes = 512 * 1024;
+    let mut max_deltas = 100;
+    let mut state_write_timeout = Duration::from_secs(10);
     if let Some(mut d) = top
         .get("delivery")
         .and_then(|n| MapView::new(n, "`delivery`", sink))
@@ -306,6 +352,20 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         }
         if let Some(n) = d.get("linger") {
             linger = duration_or_zero(n, "`linger`", sink).unwrap_or(linger);
+        }
+        if let Some(n) = d.get("chunk_bytes") {
+            chunk_bytes = limit(n, "`chunk_bytes`", sink).unwrap_or(chunk_bytes);
+            if !(4096..=8 * 1024 * 1024).contains(&chunk_bytes) {
+                sink.error(n.pos, Code::BadLimit, format!("`chunk_bytes` {chunk_bytes} is out of range"))
+                    .hint("between 4096 and 8388608; keep it under the state topic's `max.message.bytes` (1 MB by default)");
+            }
+        }
+        if let Some(n) = d.get("max_deltas") {
+            max_deltas = limit(n, "`max_deltas`", sink).unwrap_or(max_deltas);
+        }
+        if let Some(n) = d.get("state_write_timeout") {
+            state_write_timeout =
+                duration(n, "`state_write_timeout`", sink).unwrap_or(state_write_timeout);
         }
         d.finish(DELIVERY, "`delivery`", sink);
     }
@@ -377,14 +437,58 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
     }
     top.finish(TOP, "the config", sink);
     let group_id = group_id?;
+    let state_topic = state_topic.unwrap_or_else(|| format!("{group_id}-state"));
+    let own: Vec<(&str, &str)> = [
+        (kept_topic.as_deref(), "the kept topic"),
+        (dead_letter_topic.as_deref(), "the dead-letter topic"),
+        (Some(state_topic.as_str()), "the state topic"),
+    ]
+    .into_iter()
+    .filter_map(|(t, what)| Some((t?, what)))
+    .collect();
+    let max_record = properties
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000);
+    if limits.max_event_bytes + 4096 > max_record {
+        sink.error(
+            root.pos,
+            Code::BadLimit,
+            format!(
+                "`input.max_event_bytes` ({}) does not leave room for headers under the producer's `message.max.bytes` ({max_record})",
+                limits.max_event_bytes
+            ),
+        )
+        .hint("kept records and dead letters carry at most `max_event_bytes` of their event: keep it 4 KiB under `message.max.bytes`");
+    }
+    for (t, what) in &own {
+        if let Some(re) = topic_regex.as_deref().and_then(|re| subscription(re).ok()) {
+            if re.is_match(t) {
+                sink.error(
+                    topic_regex_pos,
+                    Code::BadRegex,
+                    format!("`topic_regex` matches {what} `{t}`: logmill would read its own output"),
+                )
+                .hint("narrow the regex (it must match whole topic names), or rename the output topic");
+            }
+        }
+        if topics.iter().any(|x| x == t) {
+            sink.error(
+                root.pos,
+                Code::WrongType,
+                format!("`kafka.topics` lists {what} `{t}`: logmill would read its own output"),
+            );
+        }
+    }
     Some(Config {
         file: path.to_path_buf(),
         brokers: brokers?,
-        state_topic: state_topic.unwrap_or_else(|| format!("{group_id}-state")),
+        state_topic,
         group_id,
         instance_id,
         topics,
         topic_regex,
+        topic_refresh_interval,
         properties,
         rules,
         input,
@@ -393,6 +497,9 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         dead_letter_topic,
         delivery,
         checkpoint_interval,
+        chunk_bytes,
+        max_deltas,
+        state_write_timeout,
         linger,
         listen,
         workers,

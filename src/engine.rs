@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
-use crate::derive::{Aggregates, push_label};
+use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
 use crate::extract::value::{ValueError, convert};
 use crate::reduce::{Decision, Fate, Reason, ValueFailure};
@@ -19,9 +19,12 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
     /// The Kafka topic, or the input file's name in replay.
     pub topic: &'a str,
-    /// Orders events for gauge `set`: later events have larger numbers (a byte offset in
-    /// replay, the Kafka timestamp in the service).
-    pub seq: u64,
+    /// Which `set` of a gauge wins: the event time, the partition and the offset in the
+    /// service; the byte offset in replay (see `derive::Version`).
+    pub version: Version,
+    /// The event's time, for `expire_after`: the record's Kafka timestamp (made monotonic within
+    /// its partition) in the service, the wall clock in replay.
+    pub event_ms: u64,
 }
 
 /// Per-record counters, Quickwit-style: plain integers on the hot path, published to the
@@ -366,8 +369,13 @@ impl Engine {
                 }
             }
             let fid = u.family as usize;
+            let at = Stamp {
+                version: rec.version,
+                event_ms: rec.event_ms,
+                now_ms,
+            };
             self.local
-                .update(fid, &program.families[fid], &key, u.op, v, rec.seq, now_ms);
+                .update(fid, &program.families[fid], &key, u.op, v, at);
             self.key = key;
         }
         failure
@@ -394,7 +402,11 @@ mod tests {
             .map(|(i, l)| Record {
                 payload: l.as_bytes(),
                 topic: "t",
-                seq: i as u64,
+                version: Version {
+                    offset: i as u64,
+                    ..Version::default()
+                },
+                event_ms: 0,
             })
             .collect();
         let mut fates = Vec::new();

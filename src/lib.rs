@@ -4,6 +4,7 @@
 //! `source → decode → extract → derive → reduce → sink`, with `rules` compiling the rule
 //! files every stage is driven by. See `ARCHITECTURE.md` for the map.
 pub mod checkpoint;
+pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod derive;

@@ -124,7 +124,7 @@ enum Command {
     /// An embedded Kafka broker for trying rules locally with kcat and `logmill run`; for
     /// development only, it keeps nothing.
     #[command(
-        after_help = "Examples:\n  logmill broker --partitions 4 --topic logs --topic logs-kept\n  logmill broker --port 9092 --topic logs --topic logs-kept --topic logs-dead-letter   # for deploy/demo.yaml"
+        after_help = "Examples:\n  logmill broker --partitions 4 --topic logs --topic logs-kept\n  logmill broker --port 9092 --topic logs --topic logs-kept --topic logs-dead-letter --topic logmill-state:2   # for deploy/demo.yaml"
     )]
     Broker {
         /// Also accept bootstrap connections on 127.0.0.1:PORT. The broker itself listens on
@@ -133,6 +133,9 @@ enum Command {
         port: Option<u16>,
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// A topic to create, `NAME` or `NAME:PARTITIONS`. The mock cluster cannot create
+        /// topics on request: list `logmill run`'s state topic here (`<group>-state:2` unless
+        /// the config names another).
         #[arg(long = "topic", default_values = ["logs"])]
         topics: Vec<String>,
     },

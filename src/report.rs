@@ -88,6 +88,7 @@ fn hint(want: Option<Format>, skips: [u64; 3]) -> &'static str {
 mod tests {
     use super::*;
     use crate::decode::{InputFormat, Limits};
+    use crate::derive::Version;
     use crate::engine::{Engine, Record};
     use crate::rules::{SourceFile, compile};
     use std::sync::Arc;
@@ -105,7 +106,8 @@ mod tests {
             .map(|l| Record {
                 payload: l.as_bytes(),
                 topic: "t",
-                seq: 0,
+                version: Version::default(),
+                event_ms: 0,
             })
             .collect();
         engine.process(&batch, 0, &mut Vec::new());

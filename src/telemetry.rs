@@ -35,17 +35,125 @@ pub const REBALANCES: &str = "logmill_rebalances_total";
 pub const RULES_INFO: &str = "logmill_rules_info";
 pub const RULES_RELOAD_FAILURES: &str = "logmill_rules_reload_failures_total";
 
-/// The loaded rule set, as an info gauge: 1 for the hash in force, 0 for the one it replaced.
-pub fn rules_loaded(hash: u64, previous: Option<u64>) {
-    if let Some(old) = previous {
-        gauge!(RULES_INFO, "hash" => format!("{old:016x}")).set(0.0);
+pub const RULES_VALID: &str = "logmill_rules_valid";
+pub const CHECKPOINT_FAILURES: &str = "logmill_checkpoint_failures_total";
+pub const ROLLBACKS: &str = "logmill_rollbacks_total";
+pub const CHECKPOINT_RECORDS_SKIPPED: &str = "logmill_checkpoint_records_skipped_total";
+pub const RESTORE_FAILURES: &str = "logmill_checkpoint_restore_failures_total";
+pub const RESTORE_SECONDS: &str = "logmill_checkpoint_restore_seconds";
+pub const CHECKPOINT_WRITTEN_BYTES: &str = "logmill_checkpoint_written_bytes_total";
+pub const STATE_BYTES: &str = "logmill_checkpoint_state_bytes";
+pub const OFFSET_RESETS: &str = "logmill_offset_resets_total";
+pub const ASSIGNED_PARTITIONS: &str = "logmill_assigned_partitions";
+pub const HTTP_ACCEPT_ERRORS: &str = "logmill_http_accept_errors_total";
+pub const SUBSCRIBED_TOPICS: &str = "logmill_subscribed_topics";
+
+/// Whether the rule files as they are now compile (0 while an edit has errors and the
+/// previous rules keep running).
+pub fn rules_valid(files_valid: bool) {
+    gauge!(RULES_VALID).set(if files_valid { 1.0 } else { 0.0 });
+}
+
+/// The rule set in force, as an info gauge with its hash: one series, the hash now in force
+/// (rendered by `Exported`, since the facade cannot drop the replaced hash's series).
+pub fn rules_info(hash: u64) -> String {
+    format!(
+        "# HELP {RULES_INFO} The rule set in force, by the hash of its files.\n# TYPE {RULES_INFO} gauge\n{RULES_INFO}{{hash=\"{hash:016x}\"}} 1\n"
+    )
+}
+
+/// Records behind the high watermark, for the partitions owned now (rendered by `Exported`:
+/// a partition given up leaves at once).
+pub fn lag(partitions: &[(String, i32, i64)]) -> String {
+    use std::fmt::Write;
+    let mut s = format!(
+        "# HELP {CONSUMER_LAG} Records behind the high watermark, per owned partition.\n# TYPE {CONSUMER_LAG} gauge\n"
+    );
+    for (topic, partition, lag) in partitions {
+        let _ = writeln!(
+            s,
+            "{CONSUMER_LAG}{{partition=\"{partition}\",topic=\"{}\"}} {lag}",
+            crate::sink::exposition::escape_label(topic)
+        );
     }
-    gauge!(RULES_INFO, "hash" => format!("{hash:016x}")).set(1.0);
+    s
 }
 
 /// A reload found errors and kept the previous rules.
 pub fn reload_failed() {
     counter!(RULES_RELOAD_FAILURES).increment(1);
+}
+
+/// Why a checkpoint was not written. Bounded: a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFailure {
+    /// Kept or dead-lettered records of its events were not delivered.
+    OutputsUndelivered,
+    /// Outputs not acknowledged in time.
+    OutputsTimeout,
+    /// Committing the group's offsets failed (a fenced member, or the coordinator).
+    CommitOffsets,
+    /// Writing to the state topic failed.
+    StateWrite,
+    /// A write to the state topic whose outcome is not known yet.
+    StateUnresolved,
+}
+
+impl CheckpointFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointFailure::OutputsUndelivered => "outputs_undelivered",
+            CheckpointFailure::OutputsTimeout => "outputs_timeout",
+            CheckpointFailure::CommitOffsets => "commit_offsets",
+            CheckpointFailure::StateWrite => "state_write",
+            CheckpointFailure::StateUnresolved => "state_unresolved",
+        }
+    }
+}
+
+pub fn checkpoint_failed(why: CheckpointFailure) {
+    counter!(CHECKPOINT_FAILURES, "reason" => why.as_str()).increment(1);
+}
+
+pub fn rolled_back() {
+    counter!(ROLLBACKS).increment(1);
+}
+
+/// A record of the state topic that was not used: `unreadable` (not logmill's, or corrupt) or
+/// `foreign_group`.
+pub fn checkpoint_record_skipped(reason: &'static str, n: u64) {
+    counter!(CHECKPOINT_RECORDS_SKIPPED, "reason" => reason).increment(n);
+}
+
+/// This identity's checkpoint could not be restored (`reason`: a bounded word).
+pub fn restore_failed(reason: &'static str) {
+    counter!(RESTORE_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn restored(took: Duration) {
+    histogram!(RESTORE_SECONDS).record(took.as_secs_f64());
+}
+
+/// `reason`: `ahead_of_log` (the topic was recreated or truncated) or `behind_log` (records
+/// were deleted before they were read).
+pub fn offset_reset(reason: &'static str) {
+    counter!(OFFSET_RESETS, "reason" => reason).increment(1);
+}
+
+pub fn assigned(partitions: usize) {
+    gauge!(ASSIGNED_PARTITIONS).set(partitions as f64);
+}
+
+pub fn subscribed(topics: usize) {
+    gauge!(SUBSCRIBED_TOPICS).set(topics as f64);
+}
+
+pub fn accept_failed(e: &std::io::Error) {
+    let reason = match e.raw_os_error() {
+        Some(24) | Some(23) => "too_many_open_files",
+        _ => "other",
+    };
+    counter!(HTTP_ACCEPT_ERRORS, "reason" => reason).increment(1);
 }
 
 pub const BATCHES: &str = "logmill_batches_total";
@@ -55,12 +163,6 @@ pub const RESIDENT_BYTES: &str = "logmill_process_resident_memory_bytes";
 
 pub fn batch_merged() {
     counter!(BATCHES).increment(1);
-}
-
-/// Records behind the high watermark, per owned partition.
-pub fn lag(topic: &str, partition: i32, lag: i64) {
-    gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
-        .set(lag as f64);
 }
 
 /// Resident memory from /proc (Linux); nothing elsewhere.
@@ -116,11 +218,14 @@ impl Latency {
     }
 }
 
-/// A durable checkpoint was written.
-pub fn checkpointed(took: Duration, bytes: usize) {
-    counter!(CHECKPOINTS).increment(1);
+/// A durable checkpoint was written: `kind` is `full` or `delta`, `bytes` what it wrote to
+/// the state topic, `state_bytes` what its commit names in all (what a restore reads).
+pub fn checkpointed(took: Duration, kind: &'static str, bytes: u64, state_bytes: u64) {
+    counter!(CHECKPOINTS, "kind" => kind).increment(1);
     histogram!(CHECKPOINT_SECONDS).record(took.as_secs_f64());
     gauge!(CHECKPOINT_BYTES).set(bytes as f64);
+    counter!(CHECKPOINT_WRITTEN_BYTES, "kind" => kind).increment(bytes);
+    gauge!(STATE_BYTES).set(state_bytes as f64);
 }
 
 /// `kind` is `assign` or `revoke`.

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use logmill::decode::{InputFormat, Limits};
-use logmill::derive::Aggregates;
+use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Counters, Engine, Record};
 use logmill::reduce::Fate;
 use logmill::rules::Program;
@@ -132,12 +132,19 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
                     for group in all.chunks(BATCH) {
                         batch.clear();
+                        // Replay has no event time: the wall clock stands in for it, and line
+                        // order decides which gauge `set` wins.
+                        let now = now_ms();
                         batch.extend(group.iter().map(|(off, l, _)| Record {
                             payload: l,
                             topic,
-                            seq: base + *off as u64,
+                            version: Version {
+                                offset: base + *off as u64,
+                                ..Version::default()
+                            },
+                            event_ms: now,
                         }));
-                        engine.process(&batch, now_ms(), &mut fates);
+                        engine.process(&batch, now, &mut fates);
                         if want_kept || want_dead {
                             for ((off, _, raw), fate) in group.iter().zip(&fates) {
                                 match fate {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use logmill::decode::{InputFormat, Limits};
-use logmill::derive::Aggregates;
+use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Counters, Engine, Record};
 use logmill::reduce::Fate;
 use logmill::rules::testfile::{self, Sample, TestCase, parse_sample};
@@ -137,7 +137,11 @@ fn run_test(program: &Arc<Program>, t: &TestCase, total: &mut Counters) -> Resul
         .map(|(i, l)| Record {
             payload: l.as_bytes(),
             topic: &t.topic,
-            seq: i as u64,
+            version: Version {
+                offset: i as u64,
+                ..Version::default()
+            },
+            event_ms: 0,
         })
         .collect();
     let mut fates = Vec::new();

@@ -13,8 +13,6 @@ use logmill::derive::Aggregates;
 use logmill::service::now_ms;
 use logmill::sink::http::{Exported, serve};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -28,44 +26,6 @@ fn load_program(paths: &[PathBuf]) -> Result<logmill::rules::Program> {
         bail!("{errors} error(s) in the rules; not starting");
     }
     Ok(program)
-}
-
-/// Creates the state topic (compacted: one record per identity is all that matters) if missing.
-fn ensure_state_topic(rt: &tokio::runtime::Runtime, cfg: &Config) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .create()
-        .context("creating the admin client")?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(&cfg.state_topic), Duration::from_secs(10))?;
-    if metadata
-        .topics()
-        .iter()
-        .any(|t| t.error().is_none() && !t.partitions().is_empty())
-    {
-        return Ok(());
-    }
-    let topic = NewTopic::new(&cfg.state_topic, 1, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "compact");
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = rt
-        .block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(15),
-                admin.create_topics([&topic], &options),
-            )
-            .await
-        })
-        .context("timed out creating the state topic")?
-        .context("creating the state topic")?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => bail!("creating state topic {t}: {e}"),
-        }
-    }
-    Ok(())
 }
 
 /// Starts the HTTP endpoint and the signal watcher; returns the bound address.
@@ -154,11 +114,11 @@ fn serve_until_stopped(
     program: Arc<logmill::rules::Program>,
     status: Option<StatusLine>,
 ) -> Result<()> {
+    logmill::service::exit_on_panic();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    ensure_state_topic(&rt, &cfg)?;
     let telemetry = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing self-telemetry")?;
@@ -168,6 +128,7 @@ fn serve_until_stopped(
         Some(telemetry),
         now_ms,
     ));
+    exported.loaded.store(false, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
@@ -181,6 +142,18 @@ fn serve_until_stopped(
     )?;
     let instance = instance_of(&cfg);
     tracing::info!(instance = %instance, group = %cfg.group_id, "serving http://{addr}/metrics");
+    // After the signal handlers: a stop asked for while starting is a graceful stop too.
+    rt.block_on(logmill::service::ensure_state_topic(&cfg))
+        .context("checking the state topic")?;
+    {
+        let (cfg, exported) = (cfg.clone(), Arc::clone(&exported));
+        rt.spawn(async move {
+            if let Err(why) = logmill::service::verify_state_topic(&cfg).await {
+                tracing::error!("{why}: not ready until it is fixed");
+                *exported.blocker.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
+        });
+    }
     // If stopping takes longer than the deadline (a broker that never answers), leave anyway:
     // what is not checkpointed is replayed after the restart, so nothing is counted twice.
     let deadline = cfg.shutdown_deadline;
@@ -237,9 +210,18 @@ fn serve_until_stopped(
 pub fn broker(port: Option<u16>, partitions: i32, topics: &[String]) -> Result<()> {
     let cluster = MockCluster::new(1).context("starting the mock cluster")?;
     for t in topics {
+        // `NAME:PARTITIONS` overrides the partition count, e.g. `logmill-state:2`.
+        let (name, n) = match t.rsplit_once(':') {
+            Some((name, n)) => (
+                name,
+                n.parse()
+                    .with_context(|| format!("`{t}`: the partition count is not a number"))?,
+            ),
+            None => (t.as_str(), partitions),
+        };
         cluster
-            .create_topic(t, partitions, 1)
-            .with_context(|| format!("creating topic {t}"))?;
+            .create_topic(name, n, 1)
+            .with_context(|| format!("creating topic {name}"))?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -290,7 +272,8 @@ fn sum_of(text: &str, name: &str) -> f64 {
                 .is_some_and(|rest| rest.starts_with(['{', ' ']))
         })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+        // From +0: an empty `sum()` of floats is -0, which prints as `-0`.
+        .fold(0.0, |a, b| a + b)
 }
 
 pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()> {
@@ -305,7 +288,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         ("logs", 4),
         ("logs-kept", 4),
         ("logs-dead-letter", 1),
-        ("logmill-demo-state", 1),
+        ("logmill-demo-state", 2),
     ] {
         cluster.create_topic(t, p, 1)?;
     }
@@ -319,6 +302,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         instance_id: Some("demo-0".into()),
         topics: vec!["logs".into()],
         topic_regex: None,
+        topic_refresh_interval: Duration::from_secs(30),
         properties: [("session.timeout.ms".to_string(), "6000".to_string())]
             .into_iter()
             .collect(),
@@ -330,6 +314,9 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         delivery: Delivery::ExactlyOnce,
         state_topic: "logmill-demo-state".into(),
         checkpoint_interval: Duration::from_secs(1),
+        chunk_bytes: 512 * 1024,
+        max_deltas: 100,
+        state_write_timeout: Duration::from_secs(10),
         linger: Duration::ZERO,
         listen: metrics_addr,
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -383,16 +370,19 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         let consumed = total(logmill::telemetry::EVENTS_IN) as u64;
         let kept = total(logmill::telemetry::EVENTS_KEPT);
         let per_sec = consumed.saturating_sub(last.swap(consumed, Ordering::Relaxed));
+        let kept = if consumed == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * kept / consumed as f64)
+        };
+        let ready = match exported.readiness() {
+            Ok(()) => "ready".to_string(),
+            Err(why) => format!("not ready: {why}"),
+        };
         eprint!(
-            "\r{per_sec} events/s, {consumed} consumed of {} produced, kept {:.1}%, lag {}, {series} series, {}    ",
+            "\r{per_sec} events/s, {consumed} consumed of {} produced, kept {kept}, lag {}, {series} series, {ready}\x1b[K",
             produced.load(Ordering::Relaxed),
-            100.0 * kept / (consumed.max(1) as f64),
             total(logmill::telemetry::CONSUMER_LAG),
-            if exported.is_ready() {
-                "ready"
-            } else {
-                "not ready"
-            },
         );
     });
     let result = serve_until_stopped(cfg, program, Some(status));

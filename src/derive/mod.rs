@@ -17,13 +17,38 @@ use summary::Summary;
 /// Series keys are the label values in family order, each as `u32` length + bytes.
 pub type Key = Box<[u8]>;
 
+/// Where an update stands in the input, to decide which `set` of a gauge is the latest.
+/// Compared field by field: the event time first (across partitions), then the partition, then
+/// the offset. Event time is made monotonic within a partition before it gets here
+/// (`service::partitions`), so within one partition the later record always wins; replay has
+/// no event time and orders by byte offset, which is line order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub ms: u64,
+    pub lane: u32,
+    pub offset: u64,
+}
+
+/// The clocks an update carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stamp {
+    /// Which `set` wins.
+    pub version: Version,
+    /// When the series was last updated, in event time: what `expire_after` measures.
+    pub event_ms: u64,
+    /// The processing clock: a summary's sliding window turns with it.
+    pub now_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 pub enum Value {
     Counter(f64),
-    /// `seq` orders `set`s from different workers: the latest event wins.
+    /// A gauge that is `set` carries the version of the update that set it (the latest wins
+    /// whatever the worker that saw it); one that is added to has none. Compile keeps a gauge
+    /// to one of the two.
     Gauge {
         value: f64,
-        seq: u64,
+        version: Option<Version>,
     },
     Histogram {
         counts: Box<[u64]>,
@@ -39,6 +64,8 @@ pub struct Series {
     pub last_update_ms: u64,
     /// Updates since the last merge, so overflow is counted in events, not series.
     pub(crate) updates: u64,
+    /// Changed since the last `take_changes`: goes into the next incremental checkpoint.
+    pub(crate) dirty: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -48,6 +75,12 @@ pub struct FamilyState {
     pub overflowed: u64,
     /// Whether `series` holds the overflow series, which does not count against the cap.
     pub(crate) has_overflow: bool,
+    /// Keys of the series marked `dirty`, so collecting changes costs what changed.
+    pub(crate) dirty: Vec<Key>,
+    /// Series expired since the last `take_changes`.
+    pub(crate) removed: Vec<Key>,
+    /// `overflowed` changed since the last `take_changes`.
+    pub(crate) overflow_dirty: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -55,20 +88,46 @@ pub struct Aggregates {
     pub families: Vec<FamilyState>,
 }
 
+/// What changed in an `Aggregates` since the last time it was asked: per family, the series
+/// that changed (with their values then), the ones that expired, and the overflow count.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub families: Vec<FamilyChanges>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct FamilyChanges {
+    pub updated: Vec<(Key, Series)>,
+    pub removed: Vec<Key>,
+    pub overflowed: Option<u64>,
+}
+
+impl Changes {
+    pub fn series(&self) -> usize {
+        self.families
+            .iter()
+            .map(|f| f.updated.len() + f.removed.len())
+            .sum()
+    }
+}
+
 pub fn push_label(key: &mut Vec<u8>, value: &str) {
     key.extend_from_slice(&(value.len() as u32).to_le_bytes());
     key.extend_from_slice(value.as_bytes());
 }
 
-pub fn key_values(key: &[u8]) -> Vec<&str> {
+/// The label values of a key; `None` when the bytes are not a well-formed key (a key only comes
+/// from `push_label` or from a checkpoint whose decoding checks it, so this is a guard).
+pub fn key_values(key: &[u8]) -> Option<Vec<&str>> {
     let mut out = Vec::new();
     let mut rest = key;
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        out.push(std::str::from_utf8(&rest[4..4 + len]).expect("keys are built from str"));
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let value = rest.get(4..4usize.checked_add(len)?)?;
+        out.push(std::str::from_utf8(value).ok()?);
         rest = &rest[4 + len..];
     }
-    out
+    Some(out)
 }
 
 pub(crate) fn overflow_key(family: &Family) -> Key {
@@ -122,31 +181,24 @@ impl Aggregates {
             value: empty(family),
             last_update_ms: now_ms,
             updates: 0,
+            dirty: false,
         });
         (series, redirect)
     }
 
     /// Applies one update. `v` is the converted value (1 where the rule gives none).
     #[inline]
-    pub fn update(
-        &mut self,
-        fid: usize,
-        family: &Family,
-        key: &[u8],
-        op: Op,
-        v: f64,
-        seq: u64,
-        now_ms: u64,
-    ) {
+    pub fn update(&mut self, fid: usize, family: &Family, key: &[u8], op: Op, v: f64, at: Stamp) {
         let state = &mut self.families[fid];
-        let (series, redirected) = Self::entry(state, family, key, now_ms);
-        series.last_update_ms = now_ms;
+        let (series, redirected) = Self::entry(state, family, key, at.event_ms);
+        series.last_update_ms = series.last_update_ms.max(at.event_ms);
         series.updates += 1;
-        apply(&mut series.value, family, op, v, seq, now_ms);
+        apply(&mut series.value, family, op, v, at);
         state.overflowed += u64::from(redirected);
     }
 
-    /// Moves everything in `other` into `self`, leaving `other` empty (capacity kept).
+    /// Moves everything in `other` into `self`, leaving `other` empty (capacity kept). Every
+    /// series it touches in `self` is marked changed.
     pub fn merge_from(&mut self, other: &mut Aggregates, program: &Program, now_ms: u64) {
         self.resize(program);
         for (fid, theirs) in other.families.iter_mut().enumerate() {
@@ -154,7 +206,9 @@ impl Aggregates {
                 continue;
             };
             let ours = &mut self.families[fid];
-            ours.overflowed += std::mem::take(&mut theirs.overflowed);
+            let overflowed = std::mem::take(&mut theirs.overflowed);
+            ours.overflowed += overflowed;
+            ours.overflow_dirty |= overflowed > 0;
             theirs.has_overflow = false;
             for (key, series) in theirs.series.drain() {
                 let last = series.last_update_ms;
@@ -163,35 +217,142 @@ impl Aggregates {
                 target.updates = 0;
                 target.last_update_ms = target.last_update_ms.max(last);
                 merge_value(&mut target.value, series.value, now_ms);
+                let newly_dirty = !target.dirty;
+                target.dirty = true;
                 if redirected {
                     ours.overflowed += updates;
+                    ours.overflow_dirty = true;
+                }
+                if newly_dirty {
+                    let key = if redirected {
+                        overflow_key(family)
+                    } else {
+                        key
+                    };
+                    ours.dirty.push(key);
                 }
             }
         }
     }
 
-    /// Drops series idle for longer than their family's `expire_after`.
-    pub fn expire(&mut self, program: &Program, now_ms: u64) -> usize {
+    /// Drops series idle for longer than their family's `expire_after`, measured on the event
+    /// clock `clock_ms`; how many.
+    pub fn expire(&mut self, program: &Program, clock_ms: u64) -> usize {
         let mut removed = 0;
         for (fid, state) in self.families.iter_mut().enumerate() {
             let Some(ttl) = program.families.get(fid).and_then(|f| f.expire_after) else {
                 continue;
             };
             let ttl = ttl.as_millis() as u64;
-            let before = state.series.len();
-            state.series.retain(|_, s| s.last_update_ms + ttl >= now_ms);
+            let gone = &mut state.removed;
+            state.series.retain(|k, s| {
+                let keep = s.last_update_ms.saturating_add(ttl) >= clock_ms;
+                if !keep {
+                    gone.push(k.clone());
+                }
+                keep
+            });
             let overflow = overflow_key(&program.families[fid]);
             state.has_overflow = state.series.contains_key(&overflow);
-            removed += before - state.series.len();
+            removed += state.removed.len();
         }
         removed
+    }
+
+    /// What changed since the last call (or since this was built), and forgets it: the next
+    /// incremental checkpoint.
+    pub fn take_changes(&mut self) -> Changes {
+        let families = self
+            .families
+            .iter_mut()
+            .map(|state| {
+                let mut updated = Vec::with_capacity(state.dirty.len());
+                for key in state.dirty.drain(..) {
+                    // A key may have expired after it changed: then it is only removed.
+                    if let Some(s) = state.series.get_mut(&key) {
+                        if s.dirty {
+                            s.dirty = false;
+                            updated.push((key, s.clone()));
+                        }
+                    }
+                }
+                FamilyChanges {
+                    updated,
+                    removed: std::mem::take(&mut state.removed),
+                    overflowed: std::mem::take(&mut state.overflow_dirty)
+                        .then_some(state.overflowed),
+                }
+            })
+            .collect();
+        Changes { families }
+    }
+
+    /// Marks again what a failed checkpoint took, so the next one carries it: the series that
+    /// still exist with their current values, the removals that still hold.
+    pub fn unmark_failed(&mut self, failed: Changes) {
+        for (state, changes) in self.families.iter_mut().zip(failed.families) {
+            for (key, _) in changes.updated {
+                if let Some(s) = state.series.get_mut(&key) {
+                    if !s.dirty {
+                        s.dirty = true;
+                        state.dirty.push(key);
+                    }
+                }
+            }
+            for key in changes.removed {
+                if !state.series.contains_key(&key) {
+                    state.removed.push(key);
+                }
+            }
+            state.overflow_dirty |= changes.overflowed.is_some();
+        }
+    }
+
+    /// Applies changes taken from another `Aggregates` with the same families: how the exported
+    /// state follows a checkpoint without copying what did not change.
+    pub fn apply_changes(&mut self, program: &Program, changes: &Changes) {
+        self.resize(program);
+        for (fid, (state, c)) in self.families.iter_mut().zip(&changes.families).enumerate() {
+            for key in &c.removed {
+                state.series.remove(key);
+            }
+            for (key, series) in &c.updated {
+                let mut s = series.clone();
+                s.dirty = false;
+                s.updates = 0;
+                state.series.insert(key.clone(), s);
+            }
+            if let Some(o) = c.overflowed {
+                state.overflowed = o;
+            }
+            if let Some(f) = program.families.get(fid) {
+                state.has_overflow = state.series.contains_key(&overflow_key(f));
+            }
+        }
+    }
+
+    /// Forgets which series changed: after a restore or a rollback, what is here is what the
+    /// last checkpoint holds.
+    pub fn mark_clean(&mut self) {
+        for state in &mut self.families {
+            for key in state.dirty.drain(..) {
+                if let Some(s) = state.series.get_mut(&key) {
+                    s.dirty = false;
+                }
+            }
+            state.removed.clear();
+            state.overflow_dirty = false;
+        }
     }
 }
 
 fn empty(family: &Family) -> Value {
     match family.kind {
         MetricKind::Counter => Value::Counter(0.0),
-        MetricKind::Gauge => Value::Gauge { value: 0.0, seq: 0 },
+        MetricKind::Gauge => Value::Gauge {
+            value: 0.0,
+            version: None,
+        },
         MetricKind::Histogram => Value::Histogram {
             counts: vec![0; family.buckets.len() + 1].into(),
             sum: 0.0,
@@ -204,13 +365,13 @@ fn empty(family: &Family) -> Value {
 }
 
 #[inline]
-fn apply(value: &mut Value, family: &Family, op: Op, v: f64, seq: u64, now_ms: u64) {
+fn apply(value: &mut Value, family: &Family, op: Op, v: f64, at: Stamp) {
     match (value, op) {
         (Value::Counter(c), _) => *c += v,
-        (Value::Gauge { value, seq: s }, Op::GaugeSet) => {
-            if seq >= *s {
+        (Value::Gauge { value, version }, Op::GaugeSet) => {
+            if version.is_none_or(|known| at.version >= known) {
                 *value = v;
-                *s = seq;
+                *version = Some(at.version);
             }
         }
         (Value::Gauge { value, .. }, Op::GaugeSub) => *value -= v,
@@ -222,23 +383,29 @@ fn apply(value: &mut Value, family: &Family, op: Op, v: f64, seq: u64, now_ms: u
             *sum += v;
             *count += 1;
         }
-        (Value::Summary(s), _) => s.observe(v, now_ms),
+        (Value::Summary(s), _) => s.observe(v, at.now_ms),
     }
 }
 
 fn merge_value(into: &mut Value, from: Value, now_ms: u64) {
     match (into, from) {
         (Value::Counter(a), Value::Counter(b)) => *a += b,
-        (Value::Gauge { value, seq }, Value::Gauge { value: v, seq: s }) => {
-            // A gauge is either only set (latest seq wins) or only added to (values sum);
-            // compile rejects mixing the two, and add-gauges keep seq 0.
-            if *seq == 0 && s == 0 {
-                *value += v;
-            } else if s >= *seq {
-                *value = v;
-                *seq = s;
+        (
+            Value::Gauge { value, version },
+            Value::Gauge {
+                value: v,
+                version: theirs,
+            },
+        ) => match theirs {
+            // Only ever added to: the values sum.
+            None => *value += v,
+            Some(t) => {
+                if version.is_none_or(|known| t >= known) {
+                    *value = v;
+                    *version = Some(t);
+                }
             }
-        }
+        },
         (
             Value::Histogram { counts, sum, count },
             Value::Histogram {
@@ -283,6 +450,28 @@ mod tests {
         k
     }
 
+    fn at(ms: u64, lane: u32, offset: u64) -> Stamp {
+        Stamp {
+            version: Version { ms, lane, offset },
+            event_ms: ms,
+            now_ms: 0,
+        }
+    }
+
+    fn program_of(f: &Family) -> Program {
+        Program {
+            families: vec![f.clone()],
+            ..Program::empty()
+        }
+    }
+
+    fn gauge_value(a: &Aggregates, k: &str) -> f64 {
+        match a.families[0].series[key(k).as_slice()].value {
+            Value::Gauge { value, .. } => value,
+            _ => panic!("not a gauge"),
+        }
+    }
+
     #[test]
     fn histogram_bucket_boundaries_are_inclusive() {
         let f = family(MetricKind::Histogram, 10);
@@ -290,7 +479,7 @@ mod tests {
             families: vec![FamilyState::default()],
         };
         for v in [0.0, 0.1, 0.10001, 1.0, 7.0] {
-            agg.update(0, &f, &key("x"), Op::Observe, v, 0, 0);
+            agg.update(0, &f, &key("x"), Op::Observe, v, at(0, 0, 0));
         }
         let Value::Histogram { counts, count, .. } =
             &agg.families[0].series[key("x").as_slice()].value
@@ -304,23 +493,13 @@ mod tests {
     #[test]
     fn overflow_keeps_totals_across_merges() {
         let f = family(MetricKind::Counter, 2);
-        let program = Program {
-            families: vec![f.clone()],
-            ..Program::empty()
-        };
+        let program = program_of(&f);
         let mut global = Aggregates::new(&program);
         for round in 0..3 {
             let mut local = Aggregates::new(&program);
             for i in 0..5 {
-                local.update(
-                    0,
-                    &f,
-                    &key(&format!("v{round}{i}")),
-                    Op::CounterAdd,
-                    1.0,
-                    0,
-                    0,
-                );
+                let k = key(&format!("v{round}{i}"));
+                local.update(0, &f, &k, Op::CounterAdd, 1.0, at(0, 0, 0));
             }
             global.merge_from(&mut local, &program, 0);
         }
@@ -344,36 +523,103 @@ mod tests {
     #[test]
     fn gauge_set_latest_event_wins_across_workers() {
         let f = family(MetricKind::Gauge, 10);
-        let program = Program {
-            families: vec![f.clone()],
-            ..Program::empty()
-        };
+        let program = program_of(&f);
         let (mut a, mut b, mut g) = (
             Aggregates::new(&program),
             Aggregates::new(&program),
             Aggregates::new(&program),
         );
-        a.update(0, &f, &key("x"), Op::GaugeSet, 5.0, 10, 0);
-        b.update(0, &f, &key("x"), Op::GaugeSet, 7.0, 3, 0);
+        a.update(0, &f, &key("x"), Op::GaugeSet, 5.0, at(10, 0, 0));
+        b.update(0, &f, &key("x"), Op::GaugeSet, 7.0, at(3, 0, 9));
         g.merge_from(&mut a, &program, 0);
         g.merge_from(&mut b, &program, 0);
-        assert!(matches!(
-            g.families[0].series[key("x").as_slice()].value,
-            Value::Gauge { value: 5.0, .. }
-        ));
+        assert_eq!(gauge_value(&g, "x"), 5.0);
+    }
+
+    /// Issue 10, item 9: version 0 (no timestamp, offset 0) was the marker of added gauges, so
+    /// two such `set`s merged by adding.
+    #[test]
+    fn issue10_gauge_sets_without_timestamps_never_add() {
+        let f = family(MetricKind::Gauge, 10);
+        let program = program_of(&f);
+        let mut g = Aggregates::new(&program);
+        for (lane, v) in [(0, 5.0), (1, 7.0), (0, 9.0)] {
+            let mut local = Aggregates::new(&program);
+            local.update(0, &f, &key("x"), Op::GaugeSet, v, at(0, lane, 0));
+            g.merge_from(&mut local, &program, 0);
+        }
+        assert_eq!(gauge_value(&g, "x"), 7.0, "the higher partition wins a tie");
+        let mut adds = Aggregates::new(&program);
+        for v in [5.0, 7.0] {
+            let mut local = Aggregates::new(&program);
+            local.update(0, &f, &key("x"), Op::GaugeAdd, v, at(0, 0, 0));
+            adds.merge_from(&mut local, &program, 0);
+        }
+        assert_eq!(gauge_value(&adds, "x"), 12.0);
+    }
+
+    /// Issue 10, item 12: expiry measures idleness on the event clock it is given, and
+    /// reports what it removed as a change.
+    #[test]
+    fn issue10_idle_series_expire_on_the_event_clock() {
+        let f = family(MetricKind::Gauge, 10);
+        let program = program_of(&f);
+        let mut g = Aggregates::new(&program);
+        let mut local = Aggregates::new(&program);
+        local.update(0, &f, &key("old"), Op::GaugeAdd, 1.0, at(1_000, 0, 0));
+        local.update(0, &f, &key("new"), Op::GaugeAdd, 1.0, at(9_000, 0, 1));
+        g.merge_from(&mut local, &program, 0);
+        g.take_changes();
+        assert_eq!(g.expire(&program, 12_000), 1);
+        assert_eq!(g.series_count(), 1);
+        let changes = g.take_changes();
+        assert_eq!(
+            changes.families[0].removed,
+            vec![key("old").into_boxed_slice()]
+        );
+        assert!(changes.families[0].updated.is_empty());
+    }
+
+    /// Changes carry exactly the series merged since the last take, and applying them to a
+    /// copy of the state before gives the state after.
+    #[test]
+    fn changes_follow_merges_and_apply_to_a_copy() {
+        let f = family(MetricKind::Counter, 3);
+        let program = program_of(&f);
+        let mut live = Aggregates::new(&program);
+        let mut local = Aggregates::new(&program);
+        for k in ["a", "b", "c", "d", "e"] {
+            local.update(0, &f, &key(k), Op::CounterAdd, 1.0, at(0, 0, 0));
+        }
+        live.merge_from(&mut local, &program, 0);
+        let mut copy = Aggregates::new(&program);
+        copy.apply_changes(&program, &live.take_changes());
+        local.update(0, &f, &key("b"), Op::CounterAdd, 2.0, at(0, 0, 0));
+        live.merge_from(&mut local, &program, 0);
+        let changes = live.take_changes();
+        assert_eq!(changes.series(), 1);
+        assert_eq!(changes.families[0].overflowed, None);
+        copy.apply_changes(&program, &changes);
+        let render = |a: &Aggregates| {
+            let mut v: Vec<(Vec<u8>, String)> = a.families[0]
+                .series
+                .iter()
+                .map(|(k, s)| (k.to_vec(), format!("{:?}", s.value)))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(render(&copy), render(&live));
+        assert_eq!(copy.families[0].overflowed, 2);
+        assert!(live.take_changes().families[0].updated.is_empty());
     }
 
     #[test]
-    fn idle_series_expire() {
-        let f = family(MetricKind::Gauge, 10);
-        let program = Program {
-            families: vec![f.clone()],
-            ..Program::empty()
-        };
-        let mut g = Aggregates::new(&program);
-        g.update(0, &f, &key("old"), Op::GaugeAdd, 1.0, 0, 1_000);
-        g.update(0, &f, &key("new"), Op::GaugeAdd, 1.0, 0, 9_000);
-        assert_eq!(g.expire(&program, 12_000), 1);
-        assert_eq!(g.series_count(), 1);
+    fn malformed_keys_are_none_not_a_panic() {
+        assert_eq!(key_values(&key("x")), Some(vec!["x"]));
+        assert_eq!(key_values(&[]), Some(vec![]));
+        assert_eq!(key_values(&[9, 0, 0, 0, b'x']), None);
+        assert_eq!(key_values(&[1, 0]), None);
+        assert_eq!(key_values(&[1, 0, 0, 0, 0xff]), None);
     }
 }

@@ -65,7 +65,10 @@ pub fn render(
         let mut series: Vec<(Vec<&str>, &Value)> = state
             .series
             .iter()
-            .map(|(k, s)| (key_values(k), &s.value))
+            // Keys are well formed by construction and checked when restored; a key that is not
+            // is left out rather than rendered wrong.
+            .filter_map(|(k, s)| Some((key_values(k)?, &s.value)))
+            .filter(|(values, _)| values.len() == family.label_names.len())
             .collect();
         series.sort_by(|a, b| a.0.cmp(&b.0));
         for (values, value) in series {

@@ -15,21 +15,53 @@ use crate::derive::Aggregates;
 use crate::rules::Program;
 use crate::sink::exposition::{ExpositionFormat, render};
 
-/// What `/metrics` shows. In exactly-once mode it is replaced only after a durable checkpoint.
+/// What `/metrics` shows: a program and the aggregates it renders. Shared by reference, so a
+/// scrape renders without holding the lock and a checkpoint applies its changes in place
+/// (copying only if a scrape is rendering at that moment).
+#[derive(Clone)]
+pub struct Published {
+    pub program: Arc<Program>,
+    pub aggs: Aggregates,
+}
+
+/// What the endpoint serves. In both delivery modes `/metrics` changes only after a durable
+/// checkpoint.
 pub struct Exported {
-    state: Mutex<(Arc<Program>, Aggregates)>,
-    /// The consumer has its assignment; with `last_checkpoint_ms` this makes `/-/ready`.
-    pub ready: AtomicBool,
+    state: Mutex<Arc<Published>>,
+    /// The last checkpoint is restored: until then `/metrics` answers 503, since an empty
+    /// exposition would read as every series gone (or, for a restarted exporter, reset).
+    pub loaded: AtomicBool,
+    /// Partitions the instance owns; with the checkpoint's age and failures this makes
+    /// `/-/ready`.
+    pub assigned: AtomicU64,
+    /// When the assignment last grew: ready again only after a checkpoint since.
+    pub assigned_at_ms: AtomicU64,
     /// When the last checkpoint succeeded; ready only while it is recent (`ready_window_ms`),
     /// so a stalled broker shows as not ready even while a checkpoint is blocked.
     pub last_checkpoint_ms: AtomicU64,
     pub ready_window_ms: AtomicU64,
+    /// A standing reason not to be ready (a state topic that is not compacted).
+    pub blocker: Mutex<Option<String>>,
+    /// Checkpoints failed in a row, and why the last one did.
+    pub failed_checkpoints: AtomicU64,
+    pub failure: Mutex<String>,
     /// The processing loop is alive: it stamps `heartbeat_ms` every turn. Zero means no loop
     /// watches this state (replay, tests): healthy.
     pub heartbeat_ms: AtomicU64,
     telemetry: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Self-telemetry rendered here rather than through the `metrics` facade, which cannot
+    /// remove a series: by metric name, its exposition lines as they are now (the rules in
+    /// force, the lag of the partitions owned now).
+    extra: Mutex<std::collections::BTreeMap<&'static str, String>>,
     now_ms: fn() -> u64,
 }
+
+/// Checkpoints failed in a row before the instance says it is not ready.
+pub const FAILURES_BEFORE_NOT_READY: u64 = 3;
+
+/// Set by the panic hook: a process that panicked is never healthy, for the moment it has
+/// left before it exits.
+pub static PANICKED: AtomicBool = AtomicBool::new(false);
 
 impl Exported {
     pub fn new(
@@ -39,49 +71,127 @@ impl Exported {
         now_ms: fn() -> u64,
     ) -> Exported {
         Exported {
-            state: Mutex::new((program, aggs)),
-            ready: AtomicBool::new(false),
+            state: Mutex::new(Arc::new(Published { program, aggs })),
+            loaded: AtomicBool::new(true),
+            assigned: AtomicU64::new(0),
+            assigned_at_ms: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             ready_window_ms: AtomicU64::new(u64::MAX),
+            failed_checkpoints: AtomicU64::new(0),
+            blocker: Mutex::new(None),
+            failure: Mutex::new(String::new()),
             heartbeat_ms: AtomicU64::new(0),
             telemetry,
+            extra: Mutex::new(std::collections::BTreeMap::new()),
             now_ms,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Published>> {
+        // Nothing panics while holding it; were it poisoned, the data is still whole (it is
+        // replaced or changed in place only between complete states).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn publish(&self, program: Arc<Program>, aggs: Aggregates) {
-        *self
-            .state
-            .lock()
-            .expect("never poisoned: rendering does not panic") = (program, aggs);
+        *self.lock() = Arc::new(Published { program, aggs });
+        self.loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// Applies a checkpoint's changes to what is shown.
+    pub fn apply(&self, program: &Arc<Program>, changes: &crate::derive::Changes) {
+        let mut state = self.lock();
+        let p = Arc::make_mut(&mut state);
+        p.program = Arc::clone(program);
+        p.aggs.apply_changes(program, changes);
+    }
+
+    /// What is shown now (the last checkpoint's values).
+    pub fn current(&self) -> Arc<Published> {
+        Arc::clone(&self.lock())
     }
 
     pub fn render(&self, format: ExpositionFormat) -> String {
-        let state = self
-            .state
-            .lock()
-            .expect("never poisoned: rendering does not panic");
-        render(&state.0, &state.1, format, (self.now_ms)())
+        let state = self.current();
+        render(&state.program, &state.aggs, format, (self.now_ms)())
     }
 
     /// logmill's own metrics, text format; `None` when self-telemetry is off.
     pub fn telemetry(&self) -> Option<String> {
-        self.telemetry.as_ref().map(|h| h.render())
+        self.telemetry.as_ref().map(|h| {
+            let mut text = h.render();
+            for block in self
+                .extra
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+            {
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(block);
+            }
+            text
+        })
+    }
+
+    /// Replaces the exposition lines of one self-metric rendered outside the facade.
+    pub fn set_extra(&self, name: &'static str, lines: String) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, lines);
     }
 
     /// A loop that has not turned for 30 s is stuck: restart it.
     pub fn is_healthy(&self) -> bool {
         let beat = self.heartbeat_ms.load(Ordering::Relaxed);
-        beat == 0 || (self.now_ms)().saturating_sub(beat) < 30_000
+        !PANICKED.load(Ordering::Relaxed)
+            && (beat == 0 || (self.now_ms)().saturating_sub(beat) < 30_000)
+    }
+
+    /// Ready: partitions assigned, a checkpoint since, recent, and checkpoints not failing.
+    /// `Err` says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let now = (self.now_ms)();
+        let last = self.last_checkpoint_ms.load(Ordering::Relaxed);
+        let failed = self.failed_checkpoints.load(Ordering::Relaxed);
+        if let Some(why) = &*self.blocker.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(why.clone());
+        }
+        if self.assigned.load(Ordering::Relaxed) == 0 {
+            return Err("no partitions assigned".into());
+        }
+        if failed >= FAILURES_BEFORE_NOT_READY {
+            let why = self
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            return Err(format!("{failed} checkpoints failed in a row: {why}"));
+        }
+        if last < self.assigned_at_ms.load(Ordering::Relaxed) {
+            return Err("no checkpoint since the partitions were assigned".into());
+        }
+        let age = now.saturating_sub(last);
+        if age > self.ready_window_ms.load(Ordering::Relaxed) {
+            return Err(format!(
+                "the last checkpoint is {:.1} s old",
+                age as f64 / 1000.0
+            ));
+        }
+        Ok(())
     }
 
     pub fn is_ready(&self) -> bool {
-        let age = (self.now_ms)().saturating_sub(self.last_checkpoint_ms.load(Ordering::Relaxed));
-        self.ready.load(Ordering::Relaxed) && age <= self.ready_window_ms.load(Ordering::Relaxed)
+        self.readiness().is_ok()
     }
 
     fn respond(&self, path: &str, accept: &str) -> (u16, &'static str, String) {
         match path {
+            "/metrics" if !self.loaded.load(Ordering::Relaxed) => {
+                (503, "text/plain", "restoring the last checkpoint\n".into())
+            }
             "/metrics" => {
                 let format = ExpositionFormat::from_accept(accept);
                 (200, format.content_type(), self.render(format))
@@ -92,8 +202,10 @@ impl Exported {
             },
             "/-/healthy" if self.is_healthy() => (200, "text/plain", "healthy\n".into()),
             "/-/healthy" => (503, "text/plain", "unhealthy\n".into()),
-            "/-/ready" if self.is_ready() => (200, "text/plain", "ready\n".into()),
-            "/-/ready" => (503, "text/plain", "not ready\n".into()),
+            "/-/ready" => match self.readiness() {
+                Ok(()) => (200, "text/plain", "ready\n".into()),
+                Err(why) => (503, "text/plain", format!("not ready: {why}\n")),
+            },
             _ => (404, "text/plain", "not found\n".into()),
         }
     }
@@ -102,19 +214,32 @@ impl Exported {
 const MAX_REQUEST: usize = 16 * 1024;
 
 /// Serves until `stop` turns true. Cancel-safe: dropping the future closes the listener.
+///
+/// A failed accept (out of file descriptors, most often) is counted and waited out with a
+/// growing pause, up to a second: retrying at once would spin a core while nothing frees a
+/// descriptor (issue 10, item 4).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<Exported>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let state = Arc::clone(&state);
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &state)).await;
-                    });
+                match accepted {
+                    Ok((stream, _)) => {
+                        backoff = Duration::from_millis(5);
+                        let state = Arc::clone(&state);
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &state)).await;
+                        });
+                    }
+                    Err(e) => {
+                        crate::telemetry::accept_failed(&e);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
                 }
             }
             _ = stop.changed() => {
@@ -212,8 +337,7 @@ mod tests {
             &[],
             crate::rules::program::Op::CounterAdd,
             3.0,
-            0,
-            0,
+            crate::derive::Stamp::default(),
         );
         let state = Arc::new(Exported::new(program, aggs, None, || 0));
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -243,9 +367,24 @@ mod tests {
             om.ends_with("# EOF\n") && om.contains("# TYPE lines counter"),
             "{om}"
         );
-        assert_eq!(get(addr, "/-/ready", "").unwrap().0, 503);
-        state.ready.store(true, Ordering::Relaxed);
+        let (status, why) = get(addr, "/-/ready", "").unwrap();
+        assert_eq!(
+            (status, why.as_str()),
+            (503, "not ready: no partitions assigned\n")
+        );
+        state.assigned.store(1, Ordering::Relaxed);
+        state.last_checkpoint_ms.store(1, Ordering::Relaxed);
         assert_eq!(get(addr, "/-/ready", "").unwrap().0, 200);
+        state.failed_checkpoints.store(3, Ordering::Relaxed);
+        *state.failure.lock().unwrap() = "state topic down".into();
+        let (status, why) = get(addr, "/-/ready", "").unwrap();
+        assert_eq!(
+            (status, why.as_str()),
+            (
+                503,
+                "not ready: 3 checkpoints failed in a row: state topic down\n"
+            )
+        );
         assert_eq!(get(addr, "/-/healthy", "").unwrap().0, 200);
         assert_eq!(get(addr, "/nope", "").unwrap().0, 404);
         stop_tx.send(true).unwrap();

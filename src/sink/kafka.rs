@@ -6,19 +6,18 @@
 //! whole producer queue would stall consumption (it always holds newer records). So records are
 //! counted by *epoch*: a checkpoint cut closes the current epoch, and it may be written once
 //! every record of that epoch and the ones before it is acknowledged ([`Outputs::settled`]),
-//! while newer records keep flowing. Checkpoint records have a producer of their own, so
-//! writing one waits for that record alone.
+//! while newer records keep flowing. Checkpoint records have a producer of their own
+//! (`service::state`), so writing one waits for that record alone.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
@@ -49,7 +48,14 @@ pub struct Deliveries {
     last_error: Mutex<Option<String>>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::source::kafka::log_kafka(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::source::kafka::kafka_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
@@ -87,37 +93,43 @@ pub struct Undelivered {
     pub last_error: String,
 }
 
+pub const HEADER_ORIGINAL_BYTES: &str = "logmill.original.bytes";
+pub const HEADER_ORIGINAL_SHA256: &str = "logmill.original.sha256";
+
 pub struct Outputs {
     producer: ThreadedProducer<Deliveries>,
-    state: ThreadedProducer<DefaultProducerContext>,
     kept: Option<String>,
     dead_letter: Option<String>,
+    /// A dead letter carries at most this much of its event, so it always fits in a record.
+    max_payload: usize,
 }
 
 impl Outputs {
     pub fn new(cfg: &Config, instance: &str) -> Result<Outputs, KafkaError> {
         Ok(Outputs {
             producer: producer_config(cfg, instance).create_with_context(Deliveries::default())?,
-            state: producer_config(cfg, &format!("{instance}-state")).create()?,
             kept: cfg.kept_topic.clone(),
             dead_letter: cfg.dead_letter_topic.clone(),
+            max_payload: cfg.limits.max_event_bytes,
         })
     }
 
     /// Sends a record where its fate says: the kept topic, the dead-letter topic, or nowhere.
-    pub fn route(&self, rec: &OwnedRecord, fate: &Fate) -> Result<(), KafkaError> {
+    /// A record the producer refuses at once counts as lost in its epoch, as one that fails
+    /// later does: either way the checkpoint that would cover it is not written.
+    pub fn route(&self, rec: &OwnedRecord, fate: &Fate) {
         let (topic, reason) = match fate {
             Fate::Keep => (self.kept.as_deref(), None),
             Fate::Drop => (None, None),
             Fate::DeadLetter(r) => (self.dead_letter.as_deref(), Some(r.as_str())),
         };
         let Some(topic) = topic else {
-            return Ok(());
+            return;
         };
-        let (mut p, mut o) = ([0; 20], [0; 20]);
+        let (mut p, mut o, mut n) = ([0; 20], [0; 20], [0; 20]);
         let partition = format_int(&mut p, rec.partition as i64);
         let offset = format_int(&mut o, rec.offset);
-        let mut headers = OwnedHeaders::new_with_capacity(4)
+        let mut headers = OwnedHeaders::new_with_capacity(6)
             .insert(Header {
                 key: HEADER_TOPIC,
                 value: Some(rec.topic.as_bytes()),
@@ -136,22 +148,42 @@ impl Outputs {
                 value: Some(reason.as_bytes()),
             });
         }
+        // Only an event too large to process can be larger than this: its dead letter carries
+        // its beginning, its size and its digest, so that it fits and can still be found.
+        let mut payload: &[u8] = &rec.payload;
+        let digest;
+        if payload.len() > self.max_payload {
+            use sha2::Digest;
+            digest = hex(&sha2::Sha256::digest(payload));
+            headers = headers
+                .insert(Header {
+                    key: HEADER_ORIGINAL_BYTES,
+                    value: Some(format_int(&mut n, payload.len() as i64)),
+                })
+                .insert(Header {
+                    key: HEADER_ORIGINAL_SHA256,
+                    value: Some(digest.as_bytes()),
+                });
+            payload = &payload[..self.max_payload];
+        }
         let ctx = self.producer.context();
         let slot = ctx.enter();
         let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, slot)
-            .payload(&rec.payload)
+            .payload(payload)
             .headers(headers);
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 // A full queue drains as the broker acknowledges: wait it out.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
+                    ctx.failed[slot].fetch_add(1, Ordering::SeqCst);
+                    *ctx.last_error.lock().expect("never poisoned") = Some(e.to_string());
                     ctx.outstanding[slot].fetch_sub(1, Ordering::SeqCst);
-                    return Err(e);
+                    return;
                 }
             }
         }
@@ -176,33 +208,20 @@ impl Outputs {
             .all(|s| ctx.outstanding[s].load(Ordering::SeqCst) == 0)
     }
 
-    /// Writes one checkpoint record, keyed by the instance so compaction keeps the latest, and
-    /// waits for its acknowledgement.
-    pub fn checkpoint(
-        &self,
-        topic: &str,
-        instance: &str,
-        bytes: &[u8],
-        timeout: Duration,
-    ) -> Result<(), KafkaError> {
-        self.state
-            .send(BaseRecord::to(topic).key(instance).payload(bytes))
-            .map_err(|(e, _)| e)?;
-        self.state.flush(timeout)
-    }
-
     /// Waits for every record sent so far to be acknowledged or to fail.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
     }
 
-    /// The records lost since the last call: of the closed epochs, or of all.
-    pub fn take_undelivered(&self, closed_only: bool) -> Option<Undelivered> {
+    /// The records lost, of the closed epochs or of all. **Losses stay until a rollback
+    /// forgets them** (`forget_losses`): reading them never clears them, so no later
+    /// checkpoint on any path can pass over a record that was lost.
+    pub fn undelivered(&self, closed_only: bool) -> Option<Undelivered> {
         let ctx = self.producer.context();
         let open = self.open_slot();
         let count: u64 = (0..EPOCHS)
             .filter(|&s| !closed_only || s != open)
-            .map(|s| ctx.failed[s].swap(0, Ordering::SeqCst))
+            .map(|s| ctx.failed[s].load(Ordering::SeqCst))
             .sum();
         (count > 0).then(|| Undelivered {
             count,
@@ -210,10 +229,28 @@ impl Outputs {
                 .last_error
                 .lock()
                 .expect("never poisoned")
-                .take()
+                .clone()
                 .unwrap_or_default(),
         })
     }
+
+    /// After a rollback every event since the last checkpoint is read and routed again, so
+    /// the losses so far are made good.
+    pub fn forget_losses(&self) {
+        let ctx = self.producer.context();
+        for f in &ctx.failed {
+            f.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// Decimal digits of `n` in `buf`, without an allocation per record.

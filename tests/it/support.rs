@@ -3,8 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The binary under test: this build's, or `LOGMILL_BIN` (to show that a regression test fails
+/// on an older build).
 pub fn logmill() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_logmill"))
+    Command::new(logmill_path())
+}
+
+pub fn logmill_path() -> PathBuf {
+    std::env::var_os("LOGMILL_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_logmill")),
+        PathBuf::from,
+    )
 }
 
 pub fn run(args: &[&str]) -> Output {

@@ -1,0 +1,741 @@
+//! Checkpointing: cutting a consistent state, waiting for its outputs, writing it to the state
+//! topic as chunks and a commit, publishing it; rolling back when its outputs were lost; and
+//! restoring it at start. The protocol and its failure cases are in ARCHITECTURE.md,
+//! "Delivery".
+//!
+//! Two rules shape the code. **Nothing is exported that no durable checkpoint holds**, in
+//! either delivery mode. And **once a commit record is sent, the instance never rolls back
+//! past it**: a commit whose acknowledgement did not come may still land, so it is resolved by
+//! reading the state topic back (or superseded by the next one), never assumed lost.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::coordinator::Coordinator;
+use super::partitions::{Carried, Partitions};
+use super::rebalance::Ctx;
+use super::state::{CatchUp, StateStore, WriteError};
+use super::{ServiceError, now_ms};
+use crate::checkpoint::manifest::PartitionState;
+use crate::checkpoint::{BlobRef, Commit, Intent, PartitionEntry, keys};
+use crate::config::{Config, Delivery};
+use crate::derive::{Aggregates, Changes, snapshot};
+use crate::rules::Program;
+use crate::telemetry::CheckpointFailure;
+
+/// How long a waiting checkpoint gives the outputs to be acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A full snapshot is written when the incremental ones since the last one add up to more
+/// than it, but not for less than this: small states are cheap to rewrite.
+const MIN_FULL_BYTES: u64 = 64 * 1024;
+
+/// The checkpoint bookkeeping: the state topic, what this identity's last commit names, and
+/// the checkpoint in progress.
+pub struct Checkpoints {
+    pub store: StateStore,
+    /// The sequence number of the next attempt; every attempt takes one, failed ones too.
+    pub seq: u64,
+    /// The blobs the last commit names: the full snapshot and the incremental ones since.
+    pub base: Option<BlobRef>,
+    pub deltas: Vec<BlobRef>,
+    /// The next checkpoint writes a full snapshot (after a reload, or a failed restore).
+    pub needs_full: bool,
+    /// Chunk keys no commit will name: tombstoned after the next successful commit.
+    pub garbage: Vec<(i32, String)>,
+    pub cut: Option<Cut>,
+    /// A commit record sent without an answer: until it is known whether it landed, nothing
+    /// rolls back and no new checkpoint is cut.
+    pub unresolved: Option<(Cut, Commit, Option<BlobRef>)>,
+    /// When the last checkpoint was attempted.
+    pub last: Instant,
+    /// The entries of the last commit, to skip writing one that would say the same.
+    last_entries: Vec<PartitionEntry>,
+    /// Whether this identity's own last commit is usable: if it could not be restored, its
+    /// partition entries are not trusted either.
+    pub restored: bool,
+}
+
+/// A checkpoint cut and not yet written: the changes since the last one (and the whole state
+/// when this one is full), and where each partition stood.
+pub struct Cut {
+    started: Instant,
+    program: Arc<Program>,
+    changes: Changes,
+    full: Option<Vec<u8>>,
+    entries: Vec<PartitionEntry>,
+    timestamps: Vec<i64>,
+}
+
+/// Why a checkpoint was not written, and whether it may have been all the same.
+#[derive(Debug)]
+pub struct Failure {
+    pub why: CheckpointFailure,
+    pub detail: String,
+    /// A commit record was sent and not answered: it may have landed.
+    pub ambiguous: bool,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.why.as_str(), self.detail)
+    }
+}
+
+fn failure(why: CheckpointFailure, detail: impl ToString) -> Failure {
+    Failure {
+        why,
+        detail: detail.to_string(),
+        ambiguous: false,
+    }
+}
+
+/// Reports what a catch-up skipped: records it could not read, and other groups' records.
+pub fn report_catch_up(store: &StateStore, report: &CatchUp) {
+    for what in &report.unreadable {
+        tracing::error!(
+            topic = %store.topic,
+            "skipping a state record that is not a readable logmill checkpoint ({what})"
+        );
+    }
+    crate::telemetry::checkpoint_record_skipped("unreadable", report.unreadable.len() as u64);
+    if report.foreign > 0 {
+        crate::telemetry::checkpoint_record_skipped("foreign_group", report.foreign);
+        let groups: Vec<&str> = store.directory.foreign.keys().map(String::as_str).collect();
+        tracing::warn!(
+            topic = %store.topic,
+            "the state topic also holds checkpoints of other consumer groups ({}); they are ignored: give each group its own state topic",
+            groups.join(", ")
+        );
+    }
+}
+
+impl Checkpoints {
+    /// Restores this identity's last checkpoint from what the state topic says: the exported
+    /// aggregates, and every partition it recorded as released until it is assigned again.
+    pub fn restore(
+        store: StateStore,
+        cfg: &Config,
+        instance: &str,
+        program: &Program,
+    ) -> Result<(Checkpoints, Aggregates, Partitions), ServiceError> {
+        let mut c = Checkpoints {
+            store,
+            seq: 1,
+            base: None,
+            deltas: Vec::new(),
+            needs_full: true,
+            garbage: Vec::new(),
+            cut: None,
+            unresolved: None,
+            last: Instant::now(),
+            last_entries: Vec::new(),
+            restored: true,
+        };
+        let mut pending = Aggregates::new(program);
+        let mut partitions = Partitions::default();
+        let commit = c.store.directory.commit_of(instance).cloned();
+        let intent = c.store.directory.intent_of(instance).cloned();
+        let committed_seq = commit.as_ref().map_or(0, |c| c.seq);
+        c.seq = committed_seq.max(intent.as_ref().map_or(0, |i| i.seq)) + 1;
+        // Chunks of an attempt whose commit never came: nothing names them.
+        if let Some(i) = intent.filter(|i| i.seq > committed_seq) {
+            c.garbage
+                .extend(i.keys.into_iter().map(|k| (c.store.chunk_partition, k)));
+        }
+        c.collect_abandoned(&cfg.group_id, instance);
+        let Some(commit) = commit else {
+            return Ok((c, pending, partitions));
+        };
+        let started = Instant::now();
+        match c.load(program, &commit) {
+            Ok(aggs) => {
+                pending = aggs;
+                c.base = commit.base.clone();
+                c.deltas = commit.deltas.clone();
+                c.needs_full = c.base.is_none();
+                for mut e in commit.partitions.clone() {
+                    // Until they are assigned again, every partition of the last checkpoint is
+                    // released: its offset must outlive this identity's next checkpoints.
+                    e.owned = false;
+                    partitions.released.insert(e.key.clone(), e);
+                }
+                crate::telemetry::restored(started.elapsed());
+                tracing::info!(
+                    series = pending.series_count(),
+                    deltas = commit.deltas.len(),
+                    bytes = commit.blobs().map(BlobRef::stored_bytes).sum::<u64>(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "restored the last checkpoint"
+                );
+            }
+            Err(e) => {
+                crate::telemetry::restore_failed("unreadable");
+                tracing::error!(
+                    instance,
+                    seq = commit.seq,
+                    "the last checkpoint cannot be restored ({e}): starting from empty values; its partitions resume where other identities' checkpoints say, or at the start of their logs"
+                );
+                c.restored = false;
+            }
+        }
+        Ok((c, pending, partitions))
+    }
+
+    /// The aggregates a commit names: its full snapshot and every incremental one after it.
+    fn load(&self, program: &Program, commit: &Commit) -> Result<Aggregates, ServiceError> {
+        let mut aggs = Aggregates::new(program);
+        for b in commit.base.iter().chain(&commit.deltas) {
+            let raw = self.store.fetch(b)?;
+            snapshot::restore(program, &raw, &mut aggs)
+                .map_err(|e| ServiceError::Snapshot(b.name.clone(), e))?;
+        }
+        Ok(aggs)
+    }
+
+    /// Anonymous identities nobody can resume, whose partitions have all moved on: their
+    /// records are removed (issue 10: they accumulated, one per start).
+    fn collect_abandoned(&mut self, group: &str, me: &str) {
+        let mut keys = Vec::new();
+        for c in self.store.directory.abandoned(me) {
+            keys.push((
+                self.store.commit_partition,
+                keys::commit(group, &c.instance),
+            ));
+            keys.push((
+                self.store.commit_partition,
+                keys::intent(group, &c.instance),
+            ));
+            for b in c.blobs() {
+                for n in 0..b.chunks.len() {
+                    keys.push((
+                        b.partition,
+                        keys::chunk(group, &c.instance, b.seq, &b.name, n),
+                    ));
+                }
+            }
+        }
+        if !keys.is_empty() {
+            tracing::info!(
+                records = keys.len(),
+                "removing the checkpoints of finished anonymous instances"
+            );
+            self.store.tombstone(&keys);
+        }
+    }
+}
+
+impl Coordinator {
+    /// Cuts a checkpoint without stopping: the changes and offsets as they are now
+    /// (consistent between merges), written once the outputs of their events are acknowledged
+    /// (`advance_checkpoint`) while consumption goes on. One cut at a time.
+    pub(super) fn cut(&mut self) {
+        if self.checkpoints.cut.is_some() || self.checkpoints.unresolved.is_some() {
+            return;
+        }
+        self.outputs.close_epoch();
+        let cut = self.take_cut();
+        self.checkpoints.cut = Some(cut);
+    }
+
+    /// The state as it is: series idle past `expire_after` (in event time) leave first.
+    fn take_cut(&mut self) -> Cut {
+        let clock = self.partitions.clock();
+        if clock > 0 {
+            self.pending.expire(&self.program, clock);
+        }
+        let c = &self.checkpoints;
+        let stored: u64 = c.deltas.iter().map(BlobRef::stored_bytes).sum();
+        let base = c.base.as_ref().map_or(0, BlobRef::stored_bytes);
+        let full = c.needs_full
+            || c.base.is_none()
+            || c.deltas.len() >= self.cfg.max_deltas
+            || stored > base.max(MIN_FULL_BYTES);
+        Cut {
+            started: Instant::now(),
+            program: Arc::clone(&self.program),
+            changes: self.pending.take_changes(),
+            full: full.then(|| snapshot::encode(&self.program, &self.pending)),
+            entries: self.partitions.entries(),
+            timestamps: std::mem::take(&mut self.timestamps),
+        }
+    }
+
+    /// Gives a cut's changes back to the live state, for the next checkpoint to carry.
+    fn abandon(&mut self, cut: Cut) {
+        self.pending.unmark_failed(cut.changes);
+    }
+
+    /// Writes the cut checkpoint once its outputs are settled. A cut whose outputs were lost
+    /// is dropped and the instance rolls back to the last checkpoint; any other failure is
+    /// counted and retried at the next interval. `Err` only when the service cannot go on.
+    pub(super) fn advance_checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+    ) -> Result<(), ServiceError> {
+        if self.checkpoints.unresolved.is_some() {
+            if self.checkpoints.last.elapsed() >= self.cfg.checkpoint_interval {
+                self.checkpoints.last = Instant::now();
+                if let Err(f) = self.resolve(Duration::from_secs(2)) {
+                    self.failed(&f);
+                }
+            }
+            return Ok(());
+        }
+        if self.checkpoints.cut.is_none() || !self.outputs.settled() {
+            return Ok(());
+        }
+        let cut = self.checkpoints.cut.take().expect("checked above");
+        self.checkpoints.last = Instant::now();
+        if let Some(lost) = self.outputs.undelivered(true) {
+            self.abandon(cut);
+            let f = failure(
+                CheckpointFailure::OutputsUndelivered,
+                format!(
+                    "{} kept or dead-lettered record(s) were not delivered ({})",
+                    lost.count, lost.last_error
+                ),
+            );
+            self.failed(&f);
+            return self.rollback(consumer, "records were not delivered");
+        }
+        if let Err(f) = self.write(consumer, cut) {
+            self.failed(&f);
+        }
+        Ok(())
+    }
+
+    /// Makes everything processed so far durable, then exports it, waiting for it: on
+    /// revocation, reload and shutdown. A failed state write is retried until `deadline`.
+    /// `Err` leaves the exported values as they were: they never show what a checkpoint does
+    /// not hold.
+    pub(super) fn checkpoint_now(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        // A cut in flight is covered by this checkpoint.
+        if let Some(cut) = self.checkpoints.cut.take() {
+            self.abandon(cut);
+        }
+        while self.checkpoints.unresolved.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.resolve(left.max(Duration::from_millis(100))) {
+                Ok(()) => {}
+                Err(f) if Instant::now() >= deadline => return Err(f),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        self.dispatch();
+        self.collect(true);
+        let flush = deadline
+            .saturating_duration_since(Instant::now())
+            .min(FLUSH_TIMEOUT);
+        if let Err(e) = self.outputs.flush(flush) {
+            return Err(failure(CheckpointFailure::OutputsTimeout, e));
+        }
+        if let Some(lost) = self.outputs.undelivered(false) {
+            return Err(failure(
+                CheckpointFailure::OutputsUndelivered,
+                format!("{} record(s) ({})", lost.count, lost.last_error),
+            ));
+        }
+        loop {
+            let cut = self.take_cut();
+            self.checkpoints.last = Instant::now();
+            match self.write(consumer, cut) {
+                Ok(()) => return Ok(()),
+                Err(f) if f.ambiguous => {
+                    // Learn whether it landed. Either way the next turn writes what is not
+                    // durable yet: nothing, when it did.
+                    while self.checkpoints.unresolved.is_some() && Instant::now() < deadline {
+                        if self.resolve(Duration::from_secs(2)).is_err() {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                    if self.checkpoints.unresolved.is_some() {
+                        return Err(f);
+                    }
+                }
+                Err(f) if f.why == CheckpointFailure::StateWrite && Instant::now() < deadline => {
+                    tracing::info!("checkpoint not written ({f}); trying again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(f) => return Err(f),
+            }
+        }
+    }
+
+    /// Steps 3 to 5 of the protocol (ARCHITECTURE.md, "Delivery"), once the outputs of the
+    /// cut's events are acknowledged: commit the group's offsets, write the chunks (after an
+    /// intent naming them), write the commit, publish.
+    fn write(&mut self, consumer: &BaseConsumer<Ctx>, cut: Cut) -> Result<(), Failure> {
+        // Committing first fences a zombie: a member that lost its partitions fails here and
+        // writes no checkpoint for them.
+        let mut tpl = TopicPartitionList::new();
+        for e in cut.entries.iter().filter(|e| e.owned) {
+            let _ = tpl.add_partition_offset(&e.key.topic, e.key.partition, Offset::Offset(e.next));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
+                self.abandon(cut);
+                return Err(failure(CheckpointFailure::CommitOffsets, e));
+            }
+        }
+        // Nothing changed since the last commit: it still says everything.
+        if cut.full.is_none()
+            && cut.changes.series() == 0
+            && cut.changes.families.iter().all(|f| f.overflowed.is_none())
+            && cut.entries == self.checkpoints.last_entries
+        {
+            self.succeeded(cut, None, 0);
+            return Ok(());
+        }
+        let seq = self.checkpoints.seq;
+        self.checkpoints.seq += 1;
+        let (name, raw) = match &cut.full {
+            Some(full) => ("base", full.clone()),
+            None => (
+                "delta",
+                snapshot::encode_changes(&cut.program, &cut.changes),
+            ),
+        };
+        let store = &self.checkpoints.store;
+        let pieces = crate::checkpoint::blob::split(&raw, store.chunk_bytes);
+        let group = &self.cfg.group_id;
+        let chunk_keys: Vec<String> = (0..pieces.len())
+            .map(|n| keys::chunk(group, &self.instance, seq, name, n))
+            .collect();
+        let intent = Intent {
+            seq,
+            keys: chunk_keys.clone(),
+        };
+        let intent_bytes = intent.encode();
+        let state_write = |e: WriteError| failure(CheckpointFailure::StateWrite, e);
+        if let Err(e) = store.write(&[(
+            store.commit_partition,
+            keys::intent(group, &self.instance),
+            Some(&intent_bytes),
+        )]) {
+            self.abandon(cut);
+            return Err(state_write(e));
+        }
+        let records: Vec<(i32, String, Option<&[u8]>)> = pieces
+            .iter()
+            .zip(&chunk_keys)
+            .map(|(p, k)| (store.chunk_partition, k.clone(), Some(p.as_slice())))
+            .collect();
+        let offsets = match store.write(&records) {
+            Ok(o) => o,
+            Err(e) => {
+                let p = store.chunk_partition;
+                self.checkpoints
+                    .garbage
+                    .extend(chunk_keys.into_iter().map(|k| (p, k)));
+                self.abandon(cut);
+                return Err(state_write(e));
+            }
+        };
+        let blob = BlobRef {
+            seq,
+            name: name.to_string(),
+            partition: store.chunk_partition,
+            chunks: pieces
+                .iter()
+                .zip(offsets)
+                .map(|(p, offset)| crate::checkpoint::ChunkRef {
+                    offset,
+                    len: p.len() as u32,
+                    crc: crate::checkpoint::blob::checksum(p),
+                })
+                .collect(),
+            raw_len: raw.len() as u64,
+        };
+        let written = blob.stored_bytes();
+        let (base, deltas) = if cut.full.is_some() {
+            (Some(blob.clone()), Vec::new())
+        } else {
+            let mut d = self.checkpoints.deltas.clone();
+            d.push(blob.clone());
+            (self.checkpoints.base.clone(), d)
+        };
+        let commit = Commit {
+            group: group.clone(),
+            instance: self.instance.clone(),
+            anonymous: self.cfg.instance_id.is_none(),
+            seq,
+            at_ms: now_ms(),
+            subscription: self.subscription(),
+            rules_hash: cut.program.hash,
+            base,
+            deltas,
+            partitions: cut.entries.clone(),
+        };
+        let bytes = commit.encode();
+        match store.write(&[(
+            store.commit_partition,
+            keys::commit(group, &self.instance),
+            Some(&bytes),
+        )]) {
+            Ok(_) => {
+                self.checkpoints.store.directory.committed(commit);
+                self.succeeded(cut, Some(blob), written);
+                Ok(())
+            }
+            Err(e) if e.ambiguous => {
+                let f = Failure {
+                    why: CheckpointFailure::StateUnresolved,
+                    detail: format!(
+                        "the commit record got no answer ({}); reading the state topic back",
+                        e.error
+                    ),
+                    ambiguous: true,
+                };
+                self.checkpoints.unresolved = Some((cut, commit, Some(blob)));
+                Err(f)
+            }
+            Err(e) => {
+                let p = store.chunk_partition;
+                self.checkpoints.garbage.extend(
+                    blob.chunks
+                        .iter()
+                        .enumerate()
+                        .map(|(n, _)| (p, keys::chunk(group, &self.instance, seq, name, n))),
+                );
+                self.abandon(cut);
+                Err(state_write(e))
+            }
+        }
+    }
+
+    /// Reads the state topic back to learn whether an unanswered commit landed.
+    fn resolve(&mut self, timeout: Duration) -> Result<(), Failure> {
+        let Some((_, commit, _)) = &self.checkpoints.unresolved else {
+            return Ok(());
+        };
+        let seq = commit.seq;
+        if let Err(e) = self.checkpoints.store.catch_up(timeout) {
+            return Err(Failure {
+                why: CheckpointFailure::StateUnresolved,
+                detail: format!("cannot read the state topic back: {e}"),
+                ambiguous: true,
+            });
+        }
+        let (cut, commit, blob) = self.checkpoints.unresolved.take().expect("checked above");
+        let landed = self
+            .checkpoints
+            .store
+            .directory
+            .commit_of(&self.instance)
+            .is_some_and(|c| c.seq == seq);
+        if landed {
+            tracing::info!(seq, "the unanswered checkpoint did land");
+            let written = blob.as_ref().map_or(0, BlobRef::stored_bytes);
+            self.succeeded(cut, blob, written);
+            return Ok(());
+        }
+        tracing::info!(
+            seq,
+            "the unanswered checkpoint did not land; the next one carries its changes"
+        );
+        if let Some(b) = blob {
+            let group = self.cfg.group_id.clone();
+            for n in 0..b.chunks.len() {
+                self.checkpoints.garbage.push((
+                    b.partition,
+                    keys::chunk(&group, &self.instance, b.seq, &b.name, n),
+                ));
+            }
+        }
+        drop(commit);
+        self.abandon(cut);
+        Ok(())
+    }
+
+    /// Step 5, and the bookkeeping of a durable checkpoint.
+    fn succeeded(&mut self, cut: Cut, blob: Option<BlobRef>, written: u64) {
+        self.exported.apply(&cut.program, &cut.changes);
+        let c = &mut self.checkpoints;
+        if let Some(blob) = blob {
+            if cut.full.is_some() {
+                let group = &self.cfg.group_id;
+                for old in c.base.iter().chain(&c.deltas) {
+                    for n in 0..old.chunks.len() {
+                        c.garbage.push((
+                            old.partition,
+                            keys::chunk(group, &self.instance, old.seq, &old.name, n),
+                        ));
+                    }
+                }
+                c.base = Some(blob);
+                c.deltas.clear();
+                c.needs_full = false;
+            } else {
+                c.deltas.push(blob);
+            }
+        }
+        self.partitions.committed(&cut.entries);
+        // A released partition another identity has checkpointed further is no longer this
+        // identity's to speak for.
+        let directory = &c.store.directory;
+        self.partitions
+            .released
+            .retain(|_, e| !directory.superseded(&self.instance, e));
+        c.last_entries = cut.entries;
+        let garbage = std::mem::take(&mut c.garbage);
+        c.store.tombstone(&garbage);
+        let now = now_ms();
+        self.exported
+            .last_checkpoint_ms
+            .store(now, Ordering::Relaxed);
+        self.exported.failed_checkpoints.store(0, Ordering::Relaxed);
+        self.latency.record(now, cut.timestamps.into_iter());
+        let state_bytes: u64 = c
+            .base
+            .iter()
+            .chain(&c.deltas)
+            .map(BlobRef::stored_bytes)
+            .sum();
+        let kind = if cut.full.is_some() { "full" } else { "delta" };
+        crate::telemetry::publish_registry(&self.program, &self.pending);
+        crate::telemetry::process_memory();
+        crate::telemetry::checkpointed(cut.started.elapsed(), kind, written, state_bytes);
+    }
+
+    /// Counts a failed checkpoint, and says so loudly once it keeps failing.
+    pub(super) fn failed(&mut self, f: &Failure) {
+        crate::telemetry::checkpoint_failed(f.why);
+        let n = self
+            .exported
+            .failed_checkpoints
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        *self
+            .exported
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = f.to_string();
+        let advice = match f.why {
+            CheckpointFailure::OutputsUndelivered | CheckpointFailure::OutputsTimeout => {
+                "check the brokers of the kept and dead-letter topics"
+            }
+            CheckpointFailure::CommitOffsets => {
+                "check the group coordinator (this instance may have lost its partitions)"
+            }
+            CheckpointFailure::StateWrite | CheckpointFailure::StateUnresolved => {
+                "check the state topic: its brokers, and that `delivery.chunk_bytes` is under its `max.message.bytes`"
+            }
+        };
+        if n == crate::sink::http::FAILURES_BEFORE_NOT_READY {
+            tracing::error!(
+                failures = n,
+                "checkpoints keep failing ({f}): not ready until one succeeds; {advice}"
+            );
+        } else {
+            tracing::info!(failures = n, "checkpoint failed, will retry: {f}");
+        }
+    }
+
+    /// Returns to the last checkpoint: its values, and its offsets for the partitions kept
+    /// (they are read again from there). Used when outputs were lost, and when a checkpoint
+    /// cannot be written before partitions move on. Under `at_least_once` the values stay:
+    /// counting the replayed events again is the over-count that mode allows. `Err` when a
+    /// partition cannot be rewound: then the process must restart from its checkpoint.
+    pub(super) fn rollback(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        why: &str,
+    ) -> Result<(), ServiceError> {
+        debug_assert!(self.checkpoints.unresolved.is_none());
+        if let Some(cut) = self.checkpoints.cut.take() {
+            self.abandon(cut);
+        }
+        self.drop_batch();
+        // Batches in flight are read again too: let them land, then forget them.
+        self.collect(true);
+        self.timestamps.clear();
+        if self.cfg.delivery == Delivery::ExactlyOnce {
+            let shown = self.exported.current();
+            self.pending = shown.aggs.clone();
+            self.pending.mark_clean();
+        }
+        self.outputs.forget_losses();
+        for (key, off) in self.partitions.roll_back() {
+            let mut attempt = 0;
+            while let Err(e) = consumer.seek(
+                &key.topic,
+                key.partition,
+                Offset::Offset(off),
+                Duration::from_secs(5),
+            ) {
+                attempt += 1;
+                if attempt >= 3 {
+                    return Err(ServiceError::Fatal(format!(
+                        "cannot rewind {key} to offset {off} ({e}): restarting from the last checkpoint"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        crate::telemetry::rolled_back();
+        tracing::warn!("{why}: rolled back to the last checkpoint");
+        Ok(())
+    }
+
+    fn subscription(&self) -> String {
+        match &self.cfg.topic_regex {
+            Some(re) => format!("regex:{re}"),
+            None => self.cfg.topics.join(","),
+        }
+    }
+}
+
+/// The state a partition's entry carries, read back for its next owner.
+pub fn carried(store: &StateStore, entry: &PartitionEntry) -> Result<Carried, String> {
+    match &entry.state {
+        PartitionState::None => Ok(Carried::default()),
+        PartitionState::Inline(b) => Carried::decode(b).map_err(|e| e.to_string()),
+        PartitionState::Blob(b) => {
+            let raw = store.fetch(b).map_err(|e| e.to_string())?;
+            Carried::decode(&raw).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Tells the consumer where an assigned partition starts.
+pub fn start_at(
+    tpl: &mut TopicPartitionList,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), ServiceError> {
+    tpl.set_partition_offset(topic, partition, Offset::Offset(offset))?;
+    Ok(())
+}
+
+/// The low and high watermarks of a partition, asked a few times before giving up.
+pub fn watermarks(
+    consumer: &BaseConsumer<Ctx>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), ServiceError> {
+    let mut attempt = 0;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok(w) => return Ok(w),
+            Err(e) if attempt >= 3 => {
+                return Err(ServiceError::Fatal(format!(
+                    "cannot read where {topic}/{partition} starts and ends ({e})"
+                )));
+            }
+            Err(_) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
