@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use crate::decode::{Decoded, Decoder, InputFormat, Limits, Span};
+use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
 use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
 use crate::extract::value::{ValueError, convert};
-use crate::reduce::{Decision, Fate, Reason};
-use crate::rules::program::{FieldRef, LabelSource, Op, Program, Rule, Step, Test};
+use crate::reduce::{Decision, Fate, Reason, ValueFailure};
+use crate::rules::program::{Cond, FieldRef, LabelSource, Op, Program, Rule, Step, Test};
 
 /// One record as the source hands it over.
 #[derive(Debug, Clone, Copy)]
@@ -45,9 +45,20 @@ pub struct Counters {
     pub value_errors: Vec<(u32, ValueError, u64)>,
     pub missing_values: u64,
     pub eval_nanos: u64,
+    /// By rule, then by the event's format (`Format as usize`): events the prefilter let
+    /// through that the rule skipped because they were decoded as another format.
+    pub format_skips: Vec<[u64; 3]>,
 }
 
 impl Counters {
+    fn format_skipped(&mut self, program: &Program, rule: u32, got: Format) {
+        // Sized lazily: callers reset the counters without knowing of this field.
+        if self.format_skips.len() < program.rules.len() {
+            self.format_skips.resize(program.rules.len(), [0; 3]);
+        }
+        self.format_skips[rule as usize][got as usize] += 1;
+    }
+
     fn value_error(&mut self, rule: u32, err: ValueError) {
         match self
             .value_errors
@@ -58,6 +69,28 @@ impl Counters {
             None => self.value_errors.push((rule, err, 1)),
         }
     }
+}
+
+/// Why a candidate rule (one the prefilter let through) was not evaluated for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The event was decoded as another format than the rule's `format:`.
+    Format { want: Format, got: Format },
+    /// The event's topic is not one of the rule's `match.topic`.
+    Topic,
+}
+
+/// The checks before a rule's conditions: its format and its top-level topics. Also what
+/// `explain` reports for a rule that was not tried.
+#[inline]
+pub fn gate(rule: &Rule, format: Format, topic: &str) -> Result<(), Skip> {
+    if let Some(want) = rule.format.filter(|f| *f != format) {
+        return Err(Skip::Format { want, got: format });
+    }
+    if !rule.topics.is_empty() && !rule.topics.iter().any(|t| t.matches(topic)) {
+        return Err(Skip::Topic);
+    }
+    Ok(())
 }
 
 pub struct Engine {
@@ -147,9 +180,10 @@ impl Engine {
         for i in 0..self.candidates.len() {
             let r = self.candidates[i];
             let rule = &program.rules[r as usize];
-            if rule.format.is_some_and(|f| f != format)
-                || (!rule.topics.is_empty() && !rule.topics.iter().any(|t| t == rec.topic))
-            {
+            if let Err(skip) = gate(rule, format, rec.topic) {
+                if let Skip::Format { got, .. } = skip {
+                    self.counters.format_skipped(program, r, got);
+                }
                 continue;
             }
             if !self.applies(rule, r as usize, line, rec.topic) {
@@ -157,9 +191,13 @@ impl Engine {
             }
             matched = true;
             self.counters.rule_matches[r as usize] += 1;
-            if let Err(e) = self.derive(rule, program, line, rec, now_ms) {
-                self.counters.value_error(r, e);
-                failure.get_or_insert(e);
+            if let Err((error, update)) = self.derive(rule, program, line, rec, now_ms) {
+                self.counters.value_error(r, error);
+                failure.get_or_insert(ValueFailure {
+                    error,
+                    rule: r,
+                    update,
+                });
             }
             decision.add(rule.then);
         }
@@ -193,18 +231,30 @@ impl Engine {
         }
     }
 
-    fn check(&self, conds: &[crate::rules::program::Condition], line: &str, topic: &str) -> bool {
-        conds.iter().all(|c| {
-            let v = self.text(c.field, line, topic);
-            match (&c.test, v) {
-                (Test::Exists(want), v) => v.is_some() == *want,
-                (_, None) => false,
-                (Test::Equals(s), Some(v)) => v == s,
-                (Test::In(set), Some(v)) => set.iter().any(|s| s == v),
-                (Test::Regex(re), Some(v)) => re.is_match(v),
-                (Test::Contains(f), Some(v)) => f.find(v.as_bytes()).is_some(),
+    fn check(&self, conds: &[Cond], line: &str, topic: &str) -> bool {
+        conds.iter().all(|c| self.holds(c, line, topic))
+    }
+
+    fn holds(&self, cond: &Cond, line: &str, topic: &str) -> bool {
+        match cond {
+            Cond::Field(c) => {
+                let v = self.text(c.field, line, topic);
+                match (&c.test, v) {
+                    (Test::Exists(want), v) => v.is_some() == *want,
+                    (_, None) => false,
+                    (Test::Equals(s), Some(v)) => v == s,
+                    (Test::In(set), Some(v)) => set.iter().any(|s| s == v),
+                    (Test::Regex(re), Some(v)) => re.is_match(v),
+                    (Test::Contains(f), Some(v)) => f.find(v.as_bytes()).is_some(),
+                }
             }
-        })
+            // The prefilter scanned the event for every literal already.
+            Cond::Literal(l) => self.prefilter.contains(*l),
+            Cond::Topic(ts) => ts.iter().any(|t| t.matches(topic)),
+            Cond::All(cs) => cs.iter().all(|c| self.holds(c, line, topic)),
+            Cond::Any(cs) => cs.iter().any(|c| self.holds(c, line, topic)),
+            Cond::Not(c) => !self.holds(c, line, topic),
+        }
     }
 
     /// Match conditions and extraction; on success `self.captures` holds the rule's fields.
@@ -271,9 +321,15 @@ impl Engine {
         line: &str,
         rec: &Record<'_>,
         now_ms: u64,
-    ) -> Result<(), ValueError> {
+    ) -> Result<(), (ValueError, u32)> {
         let mut failure = Ok(());
-        for u in &rule.updates {
+        for (ui, u) in rule.updates.iter().enumerate() {
+            // The first failing metric of the rule is the one the dead letter names.
+            let mut fail = |e: ValueError| {
+                if failure.is_ok() {
+                    failure = Err((e, ui as u32));
+                }
+            };
             let v = match u.value {
                 None => 1.0,
                 Some(src) => match self.text(src.field, line, rec.topic) {
@@ -281,17 +337,17 @@ impl Engine {
                         self.counters.missing_values += 1;
                         continue;
                     }
-                    Some(text) => match convert(text, src.ty) {
-                        Ok(v) => v * u.scale,
+                    Some(text) => match convert(text, src.ty, u.scale) {
+                        Ok(v) => v,
                         Err(e) => {
-                            failure = Err(e);
+                            fail(e);
                             continue;
                         }
                     },
                 },
             };
             if u.op == Op::CounterAdd && v < 0.0 {
-                failure = Err(ValueError::NegativeCounter);
+                fail(ValueError::NegativeCounter);
                 continue;
             }
             let mut key = std::mem::take(&mut self.key);
@@ -299,9 +355,16 @@ impl Engine {
             for l in &u.labels {
                 match l {
                     LabelSource::Static(s) => push_label(&mut key, s),
-                    LabelSource::Field { field, map } => {
-                        let text = self.text(*field, line, rec.topic).unwrap_or("");
-                        push_label(&mut key, map.as_ref().map_or(text, |m| m.apply(text)));
+                    LabelSource::Field {
+                        field,
+                        map,
+                        default,
+                    } => {
+                        let text = self.text(*field, line, rec.topic);
+                        push_label(
+                            &mut key,
+                            LabelSource::value(map.as_deref(), default.as_deref(), text),
+                        );
                     }
                 }
             }
@@ -401,9 +464,106 @@ rules:
         assert!(out.contains("d_count 1"), "{out}");
         assert_eq!(
             fates[0],
-            Fate::DeadLetter(Reason::Value(ValueError::NotANumber))
+            Fate::DeadLetter(Reason::Value(ValueFailure {
+                error: ValueError::NotANumber,
+                rule: 0,
+                update: 1
+            }))
         );
         assert_eq!(fates[1], Fate::Keep);
         assert_eq!(fates[2], Fate::Keep, "a missing value is not an error");
+    }
+
+    /// A random condition over a few literals, as YAML and as a reference predicate.
+    enum Tree {
+        Lit(&'static str),
+        Any(Vec<Tree>),
+        All(Vec<Tree>),
+        Not(Box<Tree>),
+    }
+
+    const WORDS: [&str; 5] = ["ab", "b", "abc", "ca", "x"];
+
+    fn tree(rng: &mut crate::workload::Rng, depth: u32) -> Tree {
+        match if depth == 0 { 0 } else { rng.below(4) } {
+            0 => Tree::Lit(WORDS[rng.below(5) as usize]),
+            1 => Tree::Any(
+                (0..1 + rng.below(3))
+                    .map(|_| tree(rng, depth - 1))
+                    .collect(),
+            ),
+            2 => Tree::All(
+                (0..1 + rng.below(3))
+                    .map(|_| tree(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Tree::Not(Box::new(tree(rng, depth - 1))),
+        }
+    }
+
+    impl Tree {
+        fn yaml(&self) -> String {
+            let list = |ts: &[Tree]| ts.iter().map(Tree::yaml).collect::<Vec<_>>().join(", ");
+            match self {
+                Tree::Lit(w) => format!("{{contains: \"{w}\"}}"),
+                Tree::Any(ts) => format!("{{any: [{}]}}", list(ts)),
+                Tree::All(ts) => format!("{{all: [{}]}}", list(ts)),
+                Tree::Not(t) => format!("{{not: {}}}", t.yaml()),
+            }
+        }
+
+        fn eval(&self, line: &str) -> bool {
+            match self {
+                Tree::Lit(w) => line.contains(w),
+                Tree::Any(ts) => ts.iter().any(|t| t.eval(line)),
+                Tree::All(ts) => ts.iter().all(|t| t.eval(line)),
+                Tree::Not(t) => !t.eval(line),
+            }
+        }
+    }
+
+    /// Issue 9: `any`/`all`/`not` over literals decide through the prefilter exactly as the
+    /// plain definition does (a literal under `any` or `not` is not required of the event),
+    /// for random trees and lines, with the top-level literals left to the prefilter alone.
+    #[test]
+    fn issue9_conditions_through_the_prefilter_match_the_definition() {
+        let mut rng = crate::workload::Rng::new(12);
+        for _ in 0..60 {
+            let trees: Vec<(Tree, Option<&str>)> = (0..6)
+                .map(|_| {
+                    let top = (rng.below(2) == 0).then(|| WORDS[rng.below(5) as usize]);
+                    (tree(&mut rng, 3), top)
+                })
+                .collect();
+            let mut rules = String::from("team: t\nrules:\n");
+            for (i, (t, top)) in trees.iter().enumerate() {
+                let top = top.map_or(String::new(), |w| format!("contains: \"{w}\", "));
+                rules.push_str(&format!(
+                    "  - name: r{i}\n    match: {{{top}all: [{}]}}\n    metrics: [{{name: r{i}_total, type: counter}}]\n",
+                    t.yaml()
+                ));
+            }
+            let lines: Vec<String> = (0..40)
+                .map(|_| {
+                    (0..rng.below(6))
+                        .map(|_| ["a", "b", "c", "x", " "][rng.below(5) as usize])
+                        .collect()
+                })
+                .filter(|l: &String| !l.trim().is_empty())
+                .collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let (out, _) = run(&rules, &refs);
+            for (i, (t, top)) in trees.iter().enumerate() {
+                let want = refs
+                    .iter()
+                    .filter(|l| t.eval(l) && top.is_none_or(|w| l.contains(w)))
+                    .count();
+                let got = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("r{i}_total ")))
+                    .map_or(0, |v| v.parse::<usize>().unwrap());
+                assert_eq!(got, want, "rule r{i}: {}\n{rules}", t.yaml());
+            }
+        }
     }
 }

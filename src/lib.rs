@@ -11,6 +11,7 @@ pub mod derive;
 pub mod engine;
 pub mod extract;
 pub mod reduce;
+pub mod report;
 pub mod rules;
 pub mod service;
 pub mod sink;

@@ -29,7 +29,8 @@ enum Command {
     #[command(after_help = "Examples:
   logmill replay --rules rules/ access.log
   zcat app.log.gz | logmill replay --rules rules/app.yaml --logs-out kept.log -
-  logmill replay --rules rules/ --openmetrics --metrics-out out.prom a.log b.log")]
+  logmill replay --rules rules/ --openmetrics --metrics-out out.prom a.log b.log
+  logmill replay --rules rules/ --topic logs-nginx /var/log/nginx/access.log")]
     Replay {
         /// Rule files or directories of them.
         #[arg(long = "rules", required = true)]
@@ -64,6 +65,10 @@ enum Command {
         /// No summary or progress on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// Read every input as this topic (`_topic` and `match.topic` see it); by default an
+        /// input's topic is its path as given (`stdin` for `-`).
+        #[arg(long, value_name = "NAME")]
+        topic: Option<String>,
         /// Input files; `-` is stdin.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -73,11 +78,17 @@ enum Command {
     #[command(after_help = "Examples:
   logmill check rules/
   logmill check rules/nginx.yaml rules/app.yaml
+  logmill check --against /etc/logmill/rules/ edge.yaml   # a team's file with everyone else's
   logmill check --config deploy/demo.yaml")]
     Check {
         /// A service config (`logmill run --config`) to validate, with its rules.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The deployed rule files (a directory or files): the given files are checked
+        /// together with them, replacing deployed files of the same name, so a metric another
+        /// team defines differently, or without `shared: true`, is an error before deploying.
+        #[arg(long, value_name = "DIR")]
+        against: Vec<PathBuf>,
         #[arg(required_unless_present = "config")]
         paths: Vec<PathBuf>,
     },
@@ -152,15 +163,55 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_rules(paths: &[PathBuf]) -> Result<(logmill::rules::Program, usize)> {
+/// Compiles the rules and prints their diagnostics (notes only when `notes`: they are for
+/// `check`); returns the program and the number of errors.
+fn load_rules(paths: &[PathBuf], notes: bool) -> Result<(logmill::rules::Program, usize)> {
     let (files, mut diags) = logmill::rules::load_paths(paths);
     let (program, more) = logmill::rules::compile(&files);
     diags.extend(more);
-    for d in &diags {
+    for d in diags.iter().filter(|d| notes || !d.is_note()) {
         eprintln!("{d}");
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     Ok((program, errors))
+}
+
+/// `check --against`: the deployed files first (but those the checked files replace, by file
+/// name), then the checked ones, so conflicts are reported in the files being checked.
+fn check_against(
+    paths: &[PathBuf],
+    against: &[PathBuf],
+) -> (logmill::rules::Program, usize, usize) {
+    let (checked, mut diags) = logmill::rules::load_paths(paths);
+    let (deployed, more) = logmill::rules::load_paths(against);
+    diags.extend(more);
+    let base = |name: &str| {
+        std::path::Path::new(name)
+            .file_name()
+            .map(|n| n.to_os_string())
+    };
+    let replaced: Vec<_> = checked.iter().map(|f| base(&f.name)).collect();
+    let mut files: Vec<_> = deployed
+        .into_iter()
+        .filter(|f| !replaced.contains(&base(&f.name)))
+        .collect();
+    let n_deployed = files.len();
+    files.extend(checked);
+    let (program, more) = logmill::rules::compile(&files);
+    diags.extend(more);
+    // The deployed files' own notes are their owners' business.
+    for d in diags
+        .iter()
+        .filter(|d| !d.is_note() || !is_deployed(&files[..n_deployed], d))
+    {
+        eprintln!("{d}");
+    }
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    (program, errors, n_deployed)
+}
+
+fn is_deployed(deployed: &[logmill::rules::SourceFile], d: &logmill::rules::Diagnostic) -> bool {
+    deployed.iter().any(|f| f.name == d.file)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -177,9 +228,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_event_bytes,
             max_json_depth,
             quiet,
+            topic,
             inputs,
         } => {
-            let (program, errors) = load_rules(&rules)?;
+            let (program, errors) = load_rules(&rules, false)?;
             if errors > 0 {
                 bail!("{errors} error(s) in the rules; nothing was run");
             }
@@ -206,11 +258,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     telemetry_out,
                     threads,
                     quiet,
+                    topic,
                 },
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config, mut paths } => {
+        Command::Check {
+            config,
+            against,
+            mut paths,
+        } => {
             if let Some(config) = config {
                 match logmill::config::load(&config) {
                     Ok((c, warnings)) => {
@@ -225,17 +282,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            let (program, errors) = load_rules(&paths)?;
+            let (program, errors, deployed) = if against.is_empty() {
+                let (program, errors) = load_rules(&paths, true)?;
+                (program, errors, 0)
+            } else {
+                check_against(&paths, &against)
+            };
             if errors > 0 {
                 eprintln!("{errors} error(s)");
                 return Ok(ExitCode::from(1));
             }
-            println!(
+            print!(
                 "ok: {} rule(s), {} metric(s) in {} file(s)",
                 program.rules.len(),
                 program.families.len(),
                 program.files.len()
             );
+            if deployed > 0 {
+                print!(", {deployed} of them deployed");
+            }
+            println!();
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { paths } => {

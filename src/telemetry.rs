@@ -20,6 +20,9 @@ pub const EVENTS_DROPPED: &str = "logmill_events_dropped_total";
 pub const EVENTS_DEAD_LETTERED: &str = "logmill_events_dead_lettered_total";
 pub const EVENTS_UNMATCHED: &str = "logmill_events_unmatched_total";
 pub const RULE_MATCHES: &str = "logmill_rule_matches_total";
+/// Events a rule's prefilter let through but that were decoded as another format than the
+/// rule's, by that format.
+pub const RULE_FORMAT_SKIPS: &str = "logmill_rule_format_skips_total";
 pub const VALUE_ERRORS: &str = "logmill_value_errors_total";
 pub const MISSING_VALUES: &str = "logmill_missing_values_total";
 pub const SERIES_OVERFLOW: &str = "logmill_series_overflow_total";
@@ -280,6 +283,21 @@ pub fn publish(program: &Program, c: &Counters, how: Publish) {
             );
         }
     }
+    for (r, skips) in c.format_skips.iter().enumerate() {
+        let Some(rule) = program.rules.get(r) else {
+            continue;
+        };
+        for (f, n) in ["json", "logfmt", "text"].iter().zip(skips) {
+            // Zeros would be a series per rule and format that says nothing.
+            if *n > 0 {
+                put(
+                    counter!(RULE_FORMAT_SKIPS, "team" => rule.team.clone(), "rule" => rule.name.clone(), "format" => *f),
+                    how,
+                    *n,
+                );
+            }
+        }
+    }
     for (r, e, n) in &c.value_errors {
         if let Some(rule) = program.rules.get(*r as usize) {
             put(
@@ -335,6 +353,12 @@ impl Counters {
             .iter_mut()
             .zip(&o.rule_matches)
             .for_each(|(a, b)| *a += b);
+        if self.format_skips.len() < o.format_skips.len() {
+            self.format_skips.resize(o.format_skips.len(), [0; 3]);
+        }
+        for (a, b) in self.format_skips.iter_mut().zip(&o.format_skips) {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        }
         for (r, e, n) in &o.value_errors {
             match self
                 .value_errors

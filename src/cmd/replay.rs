@@ -28,6 +28,8 @@ pub struct Options {
     pub telemetry_out: Option<PathBuf>,
     pub threads: usize,
     pub quiet: bool,
+    /// The topic every input is read as (`_topic`, `match.topic`); by default its path.
+    pub topic: Option<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -108,30 +110,32 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             let tx = out_tx.clone();
             let program = Arc::clone(&program);
             let names = &names;
+            let topic_name = opts.topic.as_deref();
             let (format, limits) = (opts.format, opts.limits);
             workers.push(s.spawn(move || {
-                let mut engine = Engine::new(program, format, limits);
+                let mut engine = Engine::new(Arc::clone(&program), format, limits);
                 let mut fates = Vec::with_capacity(BATCH);
                 loop {
                     let chunk = match rx.lock().expect("reader never panics holding it").recv() {
                         Ok(c) => c,
                         Err(_) => break,
                     };
-                    let topic = names[chunk.input].as_str();
+                    let source = names[chunk.input].as_str();
+                    let topic = topic_name.unwrap_or(source);
                     let base = ((chunk.input as u64) << 40) + chunk.offset;
                     let mut out = ChunkOutput {
                         id: chunk.id,
                         kept: Vec::new(),
                         dead: String::new(),
                     };
-                    let all: Vec<(usize, &[u8])> = lines(&chunk.data).collect();
+                    let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
                     for group in all.chunks(BATCH) {
                         batch.clear();
                         // Replay has no event time: the wall clock stands in for it, and line
                         // order decides which gauge `set` wins.
                         let now = now_ms();
-                        batch.extend(group.iter().map(|(off, l)| Record {
+                        batch.extend(group.iter().map(|(off, l, _)| Record {
                             payload: l,
                             topic,
                             version: Version {
@@ -142,18 +146,19 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         }));
                         engine.process(&batch, now, &mut fates);
                         if want_kept || want_dead {
-                            for ((off, line), fate) in group.iter().zip(&fates) {
+                            for ((off, _, raw), fate) in group.iter().zip(&fates) {
                                 match fate {
                                     Fate::Keep if want_kept => {
-                                        out.kept.extend_from_slice(line);
+                                        out.kept.extend_from_slice(raw);
                                         out.kept.push(b'\n');
                                     }
                                     Fate::DeadLetter(reason) if want_dead => dead_letter_json(
                                         &mut out.dead,
                                         *reason,
-                                        topic,
+                                        reason.culprit(&program).as_ref(),
+                                        source,
                                         chunk.offset + *off as u64,
-                                        line,
+                                        raw,
                                     ),
                                     _ => {}
                                 }
@@ -238,6 +243,9 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             counters.events_in as f64 / secs,
             read as f64 / secs / 1e6,
         );
+        for note in logmill::report::rule_notes(&program, &counters, "event") {
+            eprintln!("{note}");
+        }
     }
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! Finds the rules an event could match with one scan, whatever the number of rules.
 //!
-//! Every literal a rule requires (`match.contains`, and the longest literal its extraction
-//! regex cannot match without) goes into one Aho-Corasick automaton. One pass over the event
-//! finds which literals occur; a rule is a candidate only if all of its literals do. Rules
-//! without literals are always candidates, and pay for their own checks.
+//! Every literal a rule names (`contains`, at any depth of `match`, and the longest literal its
+//! extraction regex cannot match without) goes into one Aho-Corasick automaton. One pass over
+//! the event finds which literals occur. A rule states what it requires as clauses: at least one
+//! literal of each clause must occur (`contains: [a, b]` is two clauses `{a}`, `{b}`;
+//! `any: [{contains: a}, {contains: b}]` is one clause `{a, b}`; a literal under `not` requires
+//! nothing). A rule is a candidate only if every clause is met. Rules without clauses are always
+//! candidates, and pay for their own checks. The literals found stay readable in `Scratch`
+//! until the next event, so conditions on nested literals cost no second scan.
 //!
 //! The scan is a leftmost-longest search restarted one byte after each match's start, not an
 //! overlapping search: overlapping searches cannot use the SIMD (Teddy) prefilter, and cost
@@ -19,9 +23,15 @@ pub struct Prefilter {
     ac: Option<AhoCorasick>,
     /// For each literal, the literals it contains (itself included).
     implied: Vec<Vec<u32>>,
-    /// For each literal, the rules that require it.
+    /// For each literal, the rules with a clause of that literal alone: the common case, met
+    /// by counting, as a literal is found once per event.
     rules_of: Vec<Vec<u32>>,
-    /// How many literals each rule requires.
+    /// For each literal, the clauses of several literals it meets (`any`), which must be
+    /// counted once however many of their literals occur.
+    clauses_of: Vec<Vec<u32>>,
+    /// For each clause of several literals, its rule.
+    rule_of: Vec<u32>,
+    /// How many clauses each rule has.
     needs: Vec<u32>,
     always: Vec<u32>,
 }
@@ -29,22 +39,49 @@ pub struct Prefilter {
 /// Per-worker scratch, reused across events.
 #[derive(Debug, Default)]
 pub struct Scratch {
+    /// By literal: whether it occurs in the current event.
     seen: Vec<bool>,
-    hits: Vec<u32>,
+    /// The literals that occur in the current event.
     found: Vec<u32>,
+    /// By rule: clauses met so far.
+    hits: Vec<u32>,
+    /// By clause: met by some literal already.
+    met: Vec<bool>,
+    touched: Vec<u32>,
+}
+
+impl Scratch {
+    /// Whether literal `lit` occurs in the event `Prefilter::candidates` last scanned.
+    #[inline]
+    pub fn contains(&self, lit: u32) -> bool {
+        self.seen.get(lit as usize).copied().unwrap_or(false)
+    }
 }
 
 impl Prefilter {
-    /// `rule_literals[r]` lists the literal ids rule `r` requires.
-    pub fn new(literals: &[Vec<u8>], rule_literals: &[Vec<u32>]) -> Prefilter {
+    /// `rule_clauses[r]` lists rule `r`'s clauses, each a set of literal ids one of which must
+    /// occur.
+    pub fn new(literals: &[Vec<u8>], rule_clauses: &[Vec<Vec<u32>>]) -> Prefilter {
         let mut rules_of = vec![Vec::new(); literals.len()];
+        let mut clauses_of = vec![Vec::new(); literals.len()];
+        let mut rule_of = Vec::new();
         let mut always = Vec::new();
-        for (r, lits) in rule_literals.iter().enumerate() {
-            if lits.is_empty() {
+        for (r, clauses) in rule_clauses.iter().enumerate() {
+            if clauses.is_empty() {
                 always.push(r as u32);
             }
-            for &l in lits {
-                rules_of[l as usize].push(r as u32);
+            for clause in clauses {
+                if let [l] = clause[..] {
+                    rules_of[l as usize].push(r as u32);
+                    continue;
+                }
+                let id = rule_of.len() as u32;
+                rule_of.push(r as u32);
+                for &l in clause {
+                    if !clauses_of[l as usize].contains(&id) {
+                        clauses_of[l as usize].push(id);
+                    }
+                }
             }
         }
         let ac = (!literals.is_empty()).then(|| {
@@ -65,21 +102,28 @@ impl Prefilter {
             ac,
             implied,
             rules_of,
-            needs: rule_literals.iter().map(|l| l.len() as u32).collect(),
+            clauses_of,
+            rule_of,
+            needs: rule_clauses.iter().map(|c| c.len() as u32).collect(),
             always,
         }
     }
 
-    /// Writes the candidate rules for `hay`, in rule order, to `out`.
+    /// Writes the candidate rules for `hay`, in rule order, to `out`, and records in `scratch`
+    /// which literals occur.
     pub fn candidates(&self, hay: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
         out.clear();
+        for &l in &scratch.found {
+            scratch.seen[l as usize] = false;
+        }
+        scratch.found.clear();
         let Some(ac) = &self.ac else {
             out.extend_from_slice(&self.always);
             return;
         };
-        scratch.seen.resize(self.rules_of.len(), false);
+        scratch.seen.resize(self.clauses_of.len(), false);
         scratch.hits.resize(self.needs.len(), 0);
-        scratch.found.clear();
+        scratch.met.resize(self.rule_of.len(), false);
         let mut at = 0;
         while let Some(m) = ac.find(Input::new(hay).span(at..hay.len())) {
             for &l in &self.implied[m.pattern().as_usize()] {
@@ -92,8 +136,23 @@ impl Prefilter {
         }
         out.extend_from_slice(&self.always);
         for &l in &scratch.found {
-            scratch.seen[l as usize] = false;
             for &r in &self.rules_of[l as usize] {
+                let h = &mut scratch.hits[r as usize];
+                *h += 1;
+                if *h == self.needs[r as usize] {
+                    out.push(r);
+                }
+            }
+            if self.rule_of.is_empty() {
+                continue;
+            }
+            for &c in &self.clauses_of[l as usize] {
+                if scratch.met[c as usize] {
+                    continue;
+                }
+                scratch.met[c as usize] = true;
+                scratch.touched.push(c);
+                let r = self.rule_of[c as usize];
                 let h = &mut scratch.hits[r as usize];
                 *h += 1;
                 if *h == self.needs[r as usize] {
@@ -106,6 +165,11 @@ impl Prefilter {
                 scratch.hits[r as usize] = 0;
             }
         }
+        for &c in &scratch.touched {
+            scratch.met[c as usize] = false;
+            scratch.hits[self.rule_of[c as usize] as usize] = 0;
+        }
+        scratch.touched.clear();
         out.sort_unstable();
     }
 }
@@ -117,7 +181,8 @@ mod tests {
     #[test]
     fn rule_needs_all_its_literals() {
         let lits = vec![b"GET".to_vec(), b"HTTP".to_vec(), b"TTP/2".to_vec()];
-        let pf = Prefilter::new(&lits, &[vec![0, 1], vec![2], vec![], vec![1]]);
+        let one = |ls: &[u32]| ls.iter().map(|&l| vec![l]).collect::<Vec<_>>();
+        let pf = Prefilter::new(&lits, &[one(&[0, 1]), one(&[2]), vec![], one(&[1])]);
         let mut s = Scratch::default();
         let mut out = Vec::new();
         pf.candidates(b"GET / HTTP/1.1", &mut s, &mut out);
@@ -125,6 +190,34 @@ mod tests {
         pf.candidates(b"POST / HTTP/2", &mut s, &mut out);
         assert_eq!(out, vec![1, 2, 3]);
         pf.candidates(b"nothing", &mut s, &mut out);
+        assert_eq!(out, vec![2]);
+        assert!(
+            !s.contains(0) && !s.contains(1),
+            "what the last event had is forgotten"
+        );
+    }
+
+    /// Issue 9: a rule whose literals are under `any` needs one of them, not all; literals
+    /// under `not` need nothing; the literals found are readable afterwards.
+    #[test]
+    fn issue9_any_clauses_need_one_literal() {
+        let lits = vec![b"timeout".to_vec(), b"refused".to_vec(), b"ERROR".to_vec()];
+        // r0: ERROR and (timeout or refused); r1: timeout or refused; r2: ERROR twice over.
+        let pf = Prefilter::new(
+            &lits,
+            &[
+                vec![vec![2], vec![0, 1]],
+                vec![vec![0, 1]],
+                vec![vec![2], vec![2]],
+            ],
+        );
+        let (mut s, mut out) = (Scratch::default(), Vec::new());
+        pf.candidates(b"ERROR connection refused", &mut s, &mut out);
+        assert_eq!(out, vec![0, 1, 2]);
+        assert!(s.contains(1) && s.contains(2) && !s.contains(0));
+        pf.candidates(b"WARN read timeout, refused", &mut s, &mut out);
+        assert_eq!(out, vec![1], "one clause met by two literals counts once");
+        pf.candidates(b"ERROR disk full", &mut s, &mut out);
         assert_eq!(out, vec![2]);
     }
 
@@ -142,7 +235,8 @@ mod tests {
             let mut lits: Vec<Vec<u8>> = (0..1 + rng.below(6)).map(|_| word(&mut rng)).collect();
             lits.sort();
             lits.dedup();
-            let one_each: Vec<Vec<u32>> = (0..lits.len() as u32).map(|l| vec![l]).collect();
+            let one_each: Vec<Vec<Vec<u32>>> =
+                (0..lits.len() as u32).map(|l| vec![vec![l]]).collect();
             let pf = Prefilter::new(&lits, &one_each);
             let oracle = AhoCorasick::new(&lits).unwrap();
             for _ in 0..20 {

@@ -9,6 +9,8 @@ use super::yaml::Pos;
 pub enum Severity {
     Error,
     Warning,
+    /// Information `check` shows (a default that applies); other commands leave it out.
+    Note,
 }
 
 /// The kinds of problem a rule file can have. The code is stable: tests and users grep for it.
@@ -36,6 +38,12 @@ pub enum Code {
     GaugeModeConflict,
     BadJsonPath,
     SlowPattern,
+    BadExpectation,
+    TestFile,
+    CounterName,
+    DefaultBuckets,
+    SharedMetric,
+    DuplicateKey,
 }
 
 impl Code {
@@ -63,6 +71,12 @@ impl Code {
             Code::GaugeModeConflict => "gauge-mode-conflict",
             Code::BadJsonPath => "bad-json-path",
             Code::SlowPattern => "slow-pattern",
+            Code::BadExpectation => "bad-expectation",
+            Code::TestFile => "test-file",
+            Code::CounterName => "counter-name",
+            Code::DefaultBuckets => "default-buckets",
+            Code::SharedMetric => "shared-metric",
+            Code::DuplicateKey => "duplicate-key",
         }
     }
 }
@@ -81,6 +95,10 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    pub fn is_note(&self) -> bool {
+        self.severity == Severity::Note
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -88,6 +106,7 @@ impl fmt::Display for Diagnostic {
         let sev = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(
             f,
@@ -131,6 +150,10 @@ impl Sink {
 
     pub fn warning(&mut self, pos: Pos, code: Code, message: impl Into<String>) -> &mut Diagnostic {
         self.push(pos, Severity::Warning, code, message)
+    }
+
+    pub fn note(&mut self, pos: Pos, code: Code, message: impl Into<String>) -> &mut Diagnostic {
+        self.push(pos, Severity::Note, code, message)
     }
 
     fn push(

@@ -80,6 +80,8 @@ const LIBRARY: &[(&str, &str)] = &[
     ("SYSLOGPROG", r"%{PROG}(?:\[%{POSINT}\])?"),
 ];
 
+const LIBRARY_LIST: &str = " (the patterns are: ";
+
 /// The names of the built-in patterns, for documentation and suggestions.
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     LIBRARY.iter().map(|(n, _)| *n)
@@ -122,6 +124,16 @@ pub fn expand(text: &str, custom: &HashMap<String, String>) -> Result<Expanded, 
     };
     let mut errors = Vec::new();
     expand_into(text, &lib, &mut out, &mut errors, 0, None);
+    // The list of patterns once per expression is enough.
+    let mut listed = false;
+    for hint in errors.iter_mut().filter_map(|e| e.hint.as_mut()) {
+        if let Some(at) = hint.find(LIBRARY_LIST) {
+            if listed {
+                hint.truncate(at);
+            }
+            listed = true;
+        }
+    }
     if errors.is_empty() {
         Ok(out)
     } else {
@@ -163,16 +175,22 @@ fn expand_into(
         let ty = parts.next();
         match lib.get(pattern) {
             None => {
-                let names: Vec<&str> = lib.keys().copied().collect();
+                let mut names: Vec<&str> = lib.keys().copied().collect();
+                names.sort_unstable();
+                let guess = super::suggest::closest(pattern, names.iter().copied())
+                    .or_else(|| closest_prefix(pattern, &names));
                 errors.push(GrokError {
                     offset,
                     message: format!("unknown grok pattern `{pattern}`"),
-                    hint: Some(
-                        match super::suggest::closest(pattern, names.iter().copied()) {
-                            Some(c) => format!("did you mean `{c}`?"),
-                            None => "define it under `patterns:` at the top of the file".into(),
-                        },
-                    ),
+                    hint: Some(match guess {
+                        Some(c) => {
+                            format!("did you mean `{c}`?{LIBRARY_LIST}{})", names.join(", "))
+                        }
+                        None => format!(
+                            "define it under `patterns:` at the top of the file{LIBRARY_LIST}{})",
+                            names.join(", ")
+                        ),
+                    }),
                 });
             }
             Some(_) if depth > 16 => {
@@ -223,6 +241,24 @@ fn expand_into(
     out.regex.push_str(rest);
 }
 
+/// A pattern name that `word` is a prefix of (the shortest), or that is a prefix of `word`:
+/// other grok dialects spell names longer or shorter (`IPADDR` for `IP`, `TIMESTAMP` for
+/// `TIMESTAMP_ISO8601`).
+fn closest_prefix<'a>(word: &str, names: &[&'a str]) -> Option<&'a str> {
+    let word = word.to_ascii_uppercase();
+    names
+        .iter()
+        .filter(|n| word.len() >= 3 && n.starts_with(&word))
+        .min_by_key(|n| n.len())
+        .or_else(|| {
+            names
+                .iter()
+                .filter(|n| n.len() >= 2 && word.starts_with(*n))
+                .max_by_key(|n| n.len())
+        })
+        .copied()
+}
+
 pub fn valid_field_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
@@ -269,11 +305,39 @@ mod tests {
         assert_eq!(e.fields[1].offset, 13);
     }
 
+    /// Issue 9: `IPADDR` suggested nothing; names of other dialects find theirs.
+    #[test]
+    fn issue9_unknown_patterns_suggest_the_closest_name() {
+        for (written, want) in [
+            ("IPADDR", "IP"),
+            ("TIMESTAMP", "TIMESTAMP_ISO8601"),
+            ("HOST", "HOSTNAME"),
+            ("LOGLVL", "LOGLEVEL"),
+        ] {
+            let errs = expand(&format!("%{{{written}:x}}"), &HashMap::new()).unwrap_err();
+            let hint = errs[0].hint.as_deref().unwrap();
+            assert!(
+                hint.starts_with(&format!("did you mean `{want}`?")),
+                "{written}: {hint}"
+            );
+            assert!(
+                hint.contains("IPV6, ISO8601_TIMEZONE, LOGLEVEL, MINUTE"),
+                "{hint}"
+            );
+        }
+    }
+
     #[test]
     fn every_unknown_pattern_is_reported() {
         let errs = expand("%{IPP:a} %{NUMBR:b} %{", &HashMap::new()).unwrap_err();
         assert_eq!(errs.len(), 3);
-        assert_eq!(errs[0].hint.as_deref(), Some("did you mean `IP`?"));
+        assert!(
+            errs[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .starts_with("did you mean `IP`? (the patterns are: BASE10NUM, BASE16NUM, DATA,")
+        );
         assert_eq!(errs[1].offset, 9);
     }
 }

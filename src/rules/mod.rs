@@ -5,6 +5,7 @@ pub mod grok;
 pub mod program;
 pub mod read;
 pub mod suggest;
+pub mod testfile;
 pub mod yaml;
 
 pub use compile::{SourceFile, compile, load_paths};

@@ -11,6 +11,7 @@ use hashbrown::HashMap;
 use crate::decode::Format;
 use crate::extract::matcher::Matcher;
 use crate::extract::prefilter::Prefilter;
+use crate::extract::value::Decimal;
 
 #[derive(Debug)]
 pub struct Program {
@@ -72,15 +73,19 @@ pub struct Rule {
     pub team: String,
     pub file: Arc<str>,
     pub format: Option<Format>,
-    pub topics: Vec<String>,
-    /// `Prefilter` literal ids that must all occur in the event.
-    pub literals: Vec<u32>,
-    /// Conditions on event fields, checked before extraction.
-    pub pre: Vec<Condition>,
+    /// The event's topic is one of these (empty: any topic).
+    pub topics: Vec<TopicPattern>,
+    /// What the prefilter requires, as clauses of `Prefilter` literal ids: at least one
+    /// literal of every clause occurs in any event the rule matches.
+    pub clauses: Vec<Vec<u32>>,
+    /// Conditions that read no capture, checked before extraction (all must hold).
+    pub pre: Vec<Cond>,
     pub steps: Vec<Step>,
-    /// Conditions on captured fields, checked after extraction.
-    pub post: Vec<Condition>,
+    /// Conditions that read captures, checked after extraction (all must hold).
+    pub post: Vec<Cond>,
     pub n_captures: usize,
+    /// The name of each capture slot, for what reports name fields (dead letters, explain).
+    pub capture_names: Vec<String>,
     pub updates: Vec<Update>,
     pub then: Then,
 }
@@ -94,10 +99,60 @@ pub enum Then {
     Drop,
 }
 
+/// A `match:` condition. Literals are the prefilter's: whether one occurs in the event is
+/// known once the prefilter has run, so a literal costs nothing to test.
+#[derive(Debug)]
+pub enum Cond {
+    Field(Condition),
+    /// The event contains this `Prefilter` literal.
+    Literal(u32),
+    /// The event's topic is one of these.
+    Topic(Vec<TopicPattern>),
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+impl Cond {
+    /// Whether the condition reads a capture (so it can only be checked after extraction).
+    pub fn reads_captures(&self) -> bool {
+        match self {
+            Cond::Field(c) => matches!(c.field, FieldRef::Capture(_)),
+            Cond::Literal(_) | Cond::Topic(_) => false,
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().any(Cond::reads_captures),
+            Cond::Not(c) => c.reads_captures(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Condition {
     pub field: FieldRef,
     pub test: Test,
+}
+
+/// A topic name, or a glob over topic names (`logs-*`, `app-?`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicPattern {
+    Exact(String),
+    Glob(String),
+}
+
+impl TopicPattern {
+    pub fn new(s: &str) -> TopicPattern {
+        if s.contains(['*', '?']) {
+            TopicPattern::Glob(s.to_string())
+        } else {
+            TopicPattern::Exact(s.to_string())
+        }
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            TopicPattern::Exact(t) => t == topic,
+            TopicPattern::Glob(g) => glob_match(g.as_bytes(), topic.as_bytes()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -144,8 +199,8 @@ pub struct Update {
     pub labels: Vec<LabelSource>,
     pub value: Option<ValueSource>,
     pub op: Op,
-    /// Multiplies the value, e.g. 0.001 to turn milliseconds into seconds.
-    pub scale: f64,
+    /// Multiplies the value exactly, e.g. 0.001 to turn milliseconds into seconds; `None` is 1.
+    pub scale: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,35 +215,52 @@ pub enum Op {
 #[derive(Debug)]
 pub enum LabelSource {
     Static(String),
+    /// A field's value, through `map` when there is one. `default` stands for a value that is
+    /// missing or empty, or not mapped when there is a map; without a default that is the empty
+    /// value (the label is still there: every series of a family has the same label names).
     Field {
         field: FieldRef,
         map: Option<Arc<ValueMap>>,
+        default: Option<String>,
     },
 }
 
-/// `map:` on a label: exact keys first, then `?`/`*` globs in file order, then `default`.
+impl LabelSource {
+    /// The label value for a field's text (`None`: the field is missing).
+    pub fn value<'a>(
+        map: Option<&'a ValueMap>,
+        default: Option<&'a str>,
+        text: Option<&'a str>,
+    ) -> &'a str {
+        match (text.filter(|t| !t.is_empty()), map) {
+            (None, _) => default.unwrap_or(""),
+            (Some(t), None) => t,
+            (Some(t), Some(m)) => m.get(t).or(default).unwrap_or(t),
+        }
+    }
+}
+
+/// `map:` on a label: exact keys first, then `?`/`*` globs in file order.
 #[derive(Debug, Default)]
 pub struct ValueMap {
     pub exact: HashMap<String, String>,
     pub globs: Vec<(String, String)>,
-    pub default: Option<String>,
 }
 
 impl ValueMap {
-    pub fn apply<'a>(&'a self, value: &'a str) -> &'a str {
+    pub fn get(&self, value: &str) -> Option<&str> {
         if let Some(v) = self.exact.get(value) {
-            return v;
+            return Some(v);
         }
-        for (glob, v) in &self.globs {
-            if glob_match(glob.as_bytes(), value.as_bytes()) {
-                return v;
-            }
-        }
-        self.default.as_deref().unwrap_or(value)
+        self.globs
+            .iter()
+            .find(|(glob, _)| glob_match(glob.as_bytes(), value.as_bytes()))
+            .map(|(_, v)| v.as_str())
     }
 }
 
-fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+/// `*` (any run of bytes) and `?` (one byte) globs, as in label maps and `match.topic`.
+pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
     match pat.split_first() {
         None => s.is_empty(),
         Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, &s[i..])),
@@ -251,8 +323,25 @@ mod tests {
         m.exact.insert("503".into(), "unavailable".into());
         m.globs.push(("5??".into(), "5xx".into()));
         m.globs.push(("*".into(), "other".into()));
-        assert_eq!(m.apply("503"), "unavailable");
-        assert_eq!(m.apply("500"), "5xx");
-        assert_eq!(m.apply("5000"), "other");
+        assert_eq!(m.get("503"), Some("unavailable"));
+        assert_eq!(m.get("500"), Some("5xx"));
+        assert_eq!(m.get("5000"), Some("other"));
+    }
+
+    /// Issue 9: `default:` without `map:` replaced every value (all users became `unknown`);
+    /// it stands only for a missing value, or an unmapped one when there is a map.
+    #[test]
+    fn issue9_default_without_map_keeps_values() {
+        let v = LabelSource::value;
+        assert_eq!(v(None, Some("unknown"), Some("root")), "root");
+        assert_eq!(v(None, Some("unknown"), None), "unknown");
+        assert_eq!(v(None, Some("unknown"), Some("")), "unknown");
+        assert_eq!(v(None, None, None), "");
+        let mut m = ValueMap::default();
+        m.globs.push(("5??".into(), "5xx".into()));
+        assert_eq!(v(Some(&m), Some("other"), Some("503")), "5xx");
+        assert_eq!(v(Some(&m), Some("other"), Some("200")), "other");
+        assert_eq!(v(Some(&m), None, Some("200")), "200");
+        assert_eq!(v(Some(&m), Some("other"), None), "other");
     }
 }

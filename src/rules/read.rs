@@ -43,6 +43,25 @@ impl<'a> MapView<'a> {
 
     pub fn finish(self, known: &[&str], what: &str, sink: &mut Sink) {
         for (i, (k, _)) in self.entries.iter().enumerate() {
+            // A key written twice: only the first is read, so say that, not "unknown key".
+            let first = self.entries[..i]
+                .iter()
+                .find(|(prev, _)| prev.as_scalar().is_some() && prev.as_scalar() == k.as_scalar());
+            if let Some((prev, _)) = first {
+                sink.error(
+                    k.pos,
+                    Code::DuplicateKey,
+                    format!(
+                        "key `{}` is written twice in {what}",
+                        k.as_scalar().unwrap_or("?")
+                    ),
+                )
+                .hint(format!(
+                    "the first is at line {}, and only one is read: merge the two",
+                    prev.pos.line
+                ));
+                continue;
+            }
             if !self.used[i] {
                 let name = k.as_scalar().unwrap_or("?");
                 sink.error(

@@ -52,6 +52,8 @@ pub struct Node {
     /// Where the scalar's text starts (after an opening quote), for pointing into patterns.
     pub text_pos: Pos,
     pub quoted: bool,
+    /// A literal block scalar (`|`), whose lines are the file's lines.
+    pub literal: bool,
 }
 
 impl Node {
@@ -110,6 +112,27 @@ impl Node {
         }
     }
 
+    /// Where character `col` of line `line` (both from 0) of a scalar's text is in the file:
+    /// exact for single-line scalars and literal blocks (`|`), the scalar's start otherwise.
+    pub fn pos_in_text(&self, line: usize, col: usize) -> Pos {
+        let Kind::Scalar { text, .. } = &self.kind else {
+            return self.pos;
+        };
+        if !text.contains('\n') {
+            return self.text_pos.shifted(col);
+        }
+        // A literal block keeps its lines; its marker is at the first non-blank one.
+        let leading = text.chars().take_while(|c| *c == '\n').count();
+        if self.literal && self.pos.line as usize >= leading {
+            Pos {
+                line: (self.pos.line as usize - leading + line) as u32,
+                col: self.pos.col + col as u32,
+            }
+        } else {
+            self.pos
+        }
+    }
+
     /// What the node is, in words, for "expected X, found Y" messages.
     pub fn describe(&self) -> &'static str {
         match &self.kind {
@@ -146,6 +169,7 @@ pub fn parse(src: &str) -> Result<Node, SyntaxError> {
         pos: Pos { line: 1, col: 1 },
         text_pos: Pos { line: 1, col: 1 },
         quoted: false,
+        literal: false,
     }))
 }
 
@@ -191,12 +215,14 @@ impl MarkedEventReceiver for Builder {
                     style,
                     TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
                 );
+                let literal = matches!(style, TScalarStyle::Literal);
                 let text_pos = if quoted { pos.shifted(1) } else { pos };
                 let node = Node {
                     kind: Kind::Scalar { text, plain },
                     pos,
                     text_pos,
                     quoted,
+                    literal,
                 };
                 self.push_value(node, anchor);
             }
@@ -206,6 +232,7 @@ impl MarkedEventReceiver for Builder {
                     pos,
                     text_pos: pos,
                     quoted: false,
+                    literal: false,
                 };
                 self.stack.push((node, anchor));
             }
@@ -215,6 +242,7 @@ impl MarkedEventReceiver for Builder {
                     pos,
                     text_pos: pos,
                     quoted: false,
+                    literal: false,
                 };
                 self.stack.push((node, anchor));
                 self.keys.push(None);
@@ -265,6 +293,14 @@ mod tests {
     fn syntax_error_has_position() {
         let err = parse("a: [1, 2\nb: c\n").unwrap_err();
         assert!(err.pos.line >= 1, "{err:?}");
+    }
+
+    #[test]
+    fn positions_inside_scalars() {
+        let doc = parse("a: |\n  x 1\n    y 2\nb: 'q r'\n").unwrap();
+        let map = doc.as_map().unwrap();
+        assert_eq!(map[0].1.pos_in_text(1, 2), Pos { line: 3, col: 5 });
+        assert_eq!(map[1].1.pos_in_text(0, 2), Pos { line: 4, col: 7 });
     }
 
     #[test]

@@ -136,11 +136,9 @@ pub fn render(
 
 fn labels(family: &Family, values: &[&str]) -> String {
     let mut s = String::new();
+    // Every label, empty ones included: every series of a family carries the same label
+    // names, so a family never mixes `{service="sshd"}` and `{service="sshd",user="root"}`.
     for (name, value) in family.label_names.iter().zip(values) {
-        if value.is_empty() {
-            // An empty label is the same series as no label; say so by leaving it out.
-            continue;
-        }
         if !s.is_empty() {
             s.push(',');
         }

@@ -4,14 +4,30 @@ use std::fmt::Write;
 
 use base64::Engine as _;
 
-use crate::reduce::Reason;
+use crate::reduce::{Culprit, Reason};
 
-/// One dead letter as a JSON line: why, where from, and the record itself (base64 when it is
-/// not UTF-8, so nothing is lost).
-pub fn dead_letter_json(out: &mut String, reason: Reason, source: &str, offset: u64, raw: &[u8]) {
+/// One dead letter as a JSON line: why (and, for a value, which rule, metric and field), where
+/// from, and the record itself (base64 when it is not UTF-8, so nothing is lost).
+pub fn dead_letter_json(
+    out: &mut String,
+    reason: Reason,
+    culprit: Option<&Culprit>,
+    source: &str,
+    offset: u64,
+    raw: &[u8],
+) {
     out.push_str("{\"reason\":\"");
     out.push_str(reason.as_str());
-    out.push_str("\",\"source\":");
+    out.push('"');
+    if let Some(c) = culprit {
+        out.push_str(",\"rule\":");
+        json_string(out, &c.rule);
+        out.push_str(",\"metric\":");
+        json_string(out, &c.metric);
+        out.push_str(",\"field\":");
+        json_string(out, &c.field);
+    }
+    out.push_str(",\"source\":");
     json_string(out, source);
     let _ = write!(out, ",\"offset\":{offset},");
     match std::str::from_utf8(raw) {
@@ -57,6 +73,7 @@ mod tests {
         dead_letter_json(
             &mut s,
             Reason::Decode(DecodeError::InvalidUtf8),
+            None,
             "f.log",
             7,
             b"\xff\x00",
@@ -69,6 +86,7 @@ mod tests {
         dead_letter_json(
             &mut s,
             Reason::Decode(DecodeError::MalformedJson),
+            None,
             "f",
             0,
             b"{\"a\"\t",

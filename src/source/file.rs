@@ -85,8 +85,10 @@ pub fn read_chunks(
     Ok(total)
 }
 
-/// Splits a chunk into lines (without `\n` or a trailing `\r`), with their offsets.
-pub fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+/// Splits a chunk into lines, with their offsets: each as the event (without `\n` or a
+/// trailing `\r`, so `$` in a pattern works on CRLF files) and as read (with the `\r`, so
+/// kept events and dead letters are byte-exact).
+pub fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8], &[u8])> {
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= data.len() {
@@ -94,12 +96,10 @@ pub fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         }
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
         let line_start = start;
-        let mut line = &data[start..end];
-        if let Some(stripped) = line.strip_suffix(b"\r") {
-            line = stripped;
-        }
+        let raw = &data[start..end];
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         start = end + 1;
-        Some((line_start, line))
+        Some((line_start, line, raw))
     })
 }
 
@@ -108,9 +108,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_keep_empty_ones_and_strip_cr() {
+    fn lines_keep_empty_ones_and_strip_cr_from_the_event_only() {
         let v: Vec<_> = lines(b"a\r\n\nb").collect();
-        assert_eq!(v, vec![(0, &b"a"[..]), (3, &b""[..]), (4, &b"b"[..])]);
+        assert_eq!(
+            v,
+            vec![
+                (0, &b"a"[..], &b"a\r"[..]),
+                (3, &b""[..], &b""[..]),
+                (4, &b"b"[..], &b"b"[..])
+            ]
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Data-driven cases: `tests/data/<case>/` holds `rules.yaml`, and either `input.log` with the
+//! Data-driven cases: `tests/data/<case>/` holds `rules.yaml` (or a `rules/` directory of
+//! files), and either `input.log` with the
 //! expected outputs (`expected.prom`, and `expected.kept` / `expected.dead` when present) or
 //! `expected.diag` with what `logmill check` prints. An `args` file adds replay flags.
 //! `UPDATE_EXPECT=1 cargo test` rewrites the expectations from what the code does now.
@@ -17,7 +18,12 @@ fn data_cases() {
     assert!(cases.len() > 20, "the cases are there");
     let mut failures = Vec::new();
     for case in &cases {
-        let rules = case.join("rules.yaml");
+        // A `rules/` directory stands for several files (teams) checked together.
+        let rules = if case.join("rules").is_dir() {
+            case.join("rules")
+        } else {
+            case.join("rules.yaml")
+        };
         let rel = |p: &std::path::Path| p.strip_prefix(repo()).unwrap().display().to_string();
         if case.join("expected.diag").exists() {
             let o = logmill()

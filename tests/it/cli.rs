@@ -194,3 +194,256 @@ fn check_config_reports_every_problem() {
     );
     assert!(err.contains("bad.yaml:3:10: error[bad-limit]"), "{err}");
 }
+
+/// Issue 9: `logmill test` reported "1 passed" for expectations it could not parse
+/// (`some_metric three`, an unquoted label value); they are errors at file:line:col, the file's
+/// tests do not run, and the command fails. `expected:` for `expect:` gets a suggestion.
+#[test]
+fn issue9_test_rejects_expectations_it_cannot_parse() {
+    let tmp = TempDir::new("bad-expectations");
+    std::fs::write(
+        tmp.path("r.yaml"),
+        "team: t\nrules:\n  - name: r\n    extract: [{regex: '(?P<component>\\w+)'}]\n    metrics: [{name: lines_total, type: counter, labels: {component: component}}]\n",
+    )
+    .unwrap();
+    let test = tmp.path("r.test.yaml");
+    std::fs::write(
+        &test,
+        "tests:\n  - name: unparseable\n    input: |\n      Step_LSC\n    expect:\n      metrics: |\n        some_metric three\n        lines_total{component=Step_LSC} 7\n  - name: misspelt\n    input: a\n    expected:\n      metrics: 'lines_total 1'\n",
+    )
+    .unwrap();
+    let o = run(&["test", test.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    let f = test.display();
+    for want in [
+        format!(
+            "{f}:7:21: error[bad-expectation]: invalid expected sample: expected a number as the value of `some_metric`, found `three`"
+        ),
+        format!(
+            "{f}:8:31: error[bad-expectation]: invalid expected sample: the value of label `component` must be quoted\n  hint: write `component=\"Step_LSC\"`"
+        ),
+        format!(
+            "{f}:11:5: error[unknown-key]: unknown key `expected` in a test\n  hint: did you mean `expect`?"
+        ),
+    ] {
+        assert!(err.contains(&want), "{want}\nin\n{err}");
+    }
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+    assert!(!out.contains("1 passed"), "{out}");
+
+    // An expectation that parses but names no metric of the rules cannot pass either.
+    std::fs::write(
+        &test,
+        "tests:\n  - name: typo\n    input: a\n    expect:\n      metrics: |\n        line_total 1\n",
+    )
+    .unwrap();
+    let o = run(&["test", test.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("{f}:6:9: error[bad-expectation]: `line_total` is not a sample of any metric these rules define (did you mean `lines_total`?)")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 9: `check` on a `*.test.yaml` read it as rules; it says it is a test file, checks its
+/// syntax and names the command that runs it.
+#[test]
+fn issue9_check_on_a_test_file_says_what_it_is() {
+    let o = logmill()
+        .current_dir(repo())
+        .args(["check", "rules/nginx.test.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("rules/nginx.test.yaml:1:1: warning[test-file]: `rules/nginx.test.yaml` is a rule test file: its syntax was checked, not its rules\n  hint: run its tests with `logmill test rules/nginx.test.yaml`"),
+        "{}",
+        stderr(&o)
+    );
+    let tmp = TempDir::new("check-test-file");
+    let bad = tmp.path("x.test.yaml");
+    std::fs::write(
+        &bad,
+        "tests:\n  - name: t\n    input: a\n    expect: {metrics: 'x three'}\n",
+    )
+    .unwrap();
+    let o = run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("error[bad-expectation]"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 9: `replay` and `test` say when a rule matched nothing.
+#[test]
+fn issue9_rules_that_match_nothing_are_reported() {
+    let tmp = TempDir::new("idle-rules");
+    std::fs::write(
+        tmp.path("r.yaml"),
+        "team: t\nrules:\n  - name: used\n    metrics: [{name: a_total, type: counter}]\n  - name: idle\n    match: {contains: nowhere}\n    metrics: [{name: b_total, type: counter}]\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.path("in.log"), "x\n").unwrap();
+    let o = run(&[
+        "replay",
+        "--rules",
+        tmp.path("r.yaml").to_str().unwrap(),
+        tmp.path("in.log").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: rule t/idle matched no event\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("t/used"), "{}", stderr(&o));
+    std::fs::write(
+        tmp.path("r.test.yaml"),
+        "tests:\n  - name: t\n    input: x\n    expect: {metrics: 'a_total 1'}\n",
+    )
+    .unwrap();
+    let o = run(&["test", tmp.path("r.test.yaml").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("warning: rule t/idle matched no test input"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Issue 9: a team checks its file against the deployed set: a metric another team defines
+/// without `shared: true` is an error naming both files; the deployed file of the same name is
+/// the one being replaced, so the team's old version does not conflict with its new one.
+#[test]
+fn issue9_check_against_the_deployed_rules() {
+    let tmp = TempDir::new("against");
+    let deployed = tmp.path("deployed");
+    std::fs::create_dir_all(&deployed).unwrap();
+    let edge = "team: edge\nrules:\n  - name: access\n    metrics:\n      - {name: http_requests_total, type: counter, labels: {method: method}}\n";
+    std::fs::write(deployed.join("edge.yaml"), edge).unwrap();
+    let shop_v1 = "team: shop\nrules:\n  - name: orders\n    metrics: [{name: shop_orders_total, type: counter}]\n";
+    std::fs::write(deployed.join("shop.yaml"), shop_v1).unwrap();
+    let new = tmp.path("shop.yaml");
+    let shop_v2 = format!(
+        "{shop_v1}  - name: access\n    metrics:\n      - {{name: http_requests_total, type: counter, labels: {{method: method}}}}\n"
+    );
+    std::fs::write(&new, &shop_v2).unwrap();
+    let o = run(&["check", new.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "alone, the file is fine: {}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "check",
+        "--against",
+        deployed.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "{}:7:16: error[shared-metric]: metric `http_requests_total` is also defined by team `edge` at {}:5:16: the two teams' series would add up",
+        new.display(),
+        deployed.join("edge.yaml").display()
+    );
+    assert!(stderr(&o).contains(&want), "{want}\nin\n{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("error[").count(), 1, "{}", stderr(&o));
+
+    // Both declare it shared: one metric, checked against the deployed set.
+    std::fs::write(
+        deployed.join("edge.yaml"),
+        edge.replace(
+            "labels: {method: method}}",
+            "labels: {method: method}, shared: true}",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &new,
+        shop_v2.replace(
+            "labels: {method: method}}",
+            "labels: {method: method}, shared: true}",
+        ),
+    )
+    .unwrap();
+    let o = run(&[
+        "check",
+        "--against",
+        deployed.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ok: 3 rule(s), 2 metric(s) in 2 file(s), 1 of them deployed"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Issue 9: a line that starts `key=value` is decoded as logfmt and a `format: text` rule never
+/// sees it; the replay summary says so, per rule.
+#[test]
+fn issue9_replay_says_what_a_text_rule_skipped_as_logfmt() {
+    let tmp = TempDir::new("format-skips");
+    std::fs::write(
+        tmp.path("r.yaml"),
+        "team: t\nrules:\n  - name: took\n    format: text\n    extract: [{regex: 'took (?P<took>\\d+ms)'}]\n    types: {took: duration}\n    metrics: [{name: took_seconds_total, type: counter, value: took}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path("in.log"),
+        "request took 700ms\nms=700 request took 700ms\nlevel=info request took 5ms\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "replay",
+        "--rules",
+        tmp.path("r.yaml").to_str().unwrap(),
+        tmp.path("in.log").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: rule t/took (format: text) skipped 2 event(s) decoded as logfmt that contain its literals\n  hint: a line that starts with `key=value` is decoded as logfmt"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The README's rule examples pass `check`, and its test example passes `logmill test`
+/// against the shipped nginx rules: the reference stays true.
+#[test]
+fn readme_examples_check_and_pass() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    let tmp = TempDir::new("readme");
+    let (mut rules, mut tests) = (0, 0);
+    for (i, block) in blocks.iter().enumerate() {
+        if block.starts_with("team:") {
+            let f = tmp.path(&format!("example{i}.yaml"));
+            std::fs::write(&f, block).unwrap();
+            let o = run(&["check", f.to_str().unwrap()]);
+            assert!(o.status.success(), "{block}\n{}", stderr(&o));
+            assert!(!stderr(&o).contains("warning"), "{block}\n{}", stderr(&o));
+            rules += 1;
+        } else if block.starts_with("rules: [nginx.yaml]") {
+            std::fs::copy(repo().join("rules/nginx.yaml"), tmp.path("nginx.yaml")).unwrap();
+            let f = tmp.path("nginx.test.yaml");
+            std::fs::write(&f, block).unwrap();
+            let o = run(&["test", f.to_str().unwrap()]);
+            assert!(o.status.success(), "{block}\n{}{}", stdout(&o), stderr(&o));
+            tests += 1;
+        }
+    }
+    assert!(
+        rules >= 3 && tests == 1,
+        "{rules} rule examples, {tests} test examples"
+    );
+}

@@ -1,0 +1,690 @@
+//! Rule files in, a `Program` and every diagnostic out.
+//!
+//! **Compilation is a pure function of the rule files and never stops at the first error**: each
+//! file, rule and metric is checked on its own, a broken one is left out of the program, and
+//! the caller decides whether any error is fatal (`logmill check` prints them all; the service
+//! refuses to swap to a rule set with errors).
+//!
+//! This module holds what every section shares: files, teams, `defaults`, the rule skeleton
+//! and name resolution. Each section of a rule is compiled in its own module, in the order of
+//! `SECTIONS` (see `Section`), the way rust-analyzer lowers each construct on its own:
+//! `extract` (with `types`), `match`, `metrics` and `then`.
+
+mod conditions;
+mod extract;
+mod metrics;
+mod then;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::diagnostic::{Code, Diagnostic, Sink};
+use super::program::*;
+use super::read::{MapView, duration, limit, scalar};
+use super::suggest::did_you_mean;
+use super::yaml::{self, Node, Pos};
+use crate::decode::Format;
+use crate::extract::prefilter::Prefilter;
+/// A rule file's name (as printed in diagnostics) and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub name: Arc<str>,
+    pub text: String,
+}
+
+/// Reads rule files: each path is a file, or a directory whose `*.yaml`/`*.yml` files (not
+/// `*.test.yaml`) are read in name order.
+pub fn load_paths(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    let mut diags = Vec::new();
+    for path in paths {
+        let mut found = Vec::new();
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    found.extend(
+                        entries
+                            .filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| is_yaml(p) && !is_test_file(p)),
+                    );
+                    found.sort();
+                }
+                Err(e) => diags.push(io_diag(path, &e)),
+            }
+        } else if is_test_file(path) {
+            test_file_diags(path, &mut diags);
+        } else {
+            found.push(path.clone());
+        }
+        for p in found {
+            match std::fs::read_to_string(&p) {
+                Ok(text) => files.push(SourceFile {
+                    name: p.display().to_string().into(),
+                    text,
+                }),
+                Err(e) => diags.push(io_diag(&p, &e)),
+            }
+        }
+    }
+    (files, diags)
+}
+
+pub fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+pub fn is_test_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
+}
+
+/// A test file given where rule files are expected (`logmill check rules/x.test.yaml`, or a
+/// shell glob): it is not read as rules, but its syntax is checked, and the reader is told
+/// what runs it.
+fn test_file_diags(path: &Path, diags: &mut Vec<Diagnostic>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return diags.push(io_diag(path, &e)),
+    };
+    let name: Arc<str> = path.display().to_string().into();
+    let (_, more) =
+        super::testfile::read(name.clone(), &text, path.parent().unwrap_or(Path::new(".")));
+    diags.extend(more);
+    let mut sink = Sink::new(name);
+    sink.warning(
+        Pos { line: 1, col: 1 },
+        Code::TestFile,
+        format!(
+            "`{}` is a rule test file: its syntax was checked, not its rules",
+            path.display()
+        ),
+    )
+    .hint(format!(
+        "run its tests with `logmill test {}`",
+        path.display()
+    ));
+    diags.extend(sink.diags);
+}
+
+fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
+    let mut sink = Sink::new(path.display().to_string().into());
+    sink.error(
+        Pos { line: 1, col: 1 },
+        Code::Io,
+        format!("cannot read rule file: {e}"),
+    );
+    sink.diags.pop().expect("just pushed")
+}
+
+/// Compiles rule files into one program. Rules with errors are left out; see the module docs.
+pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
+    let mut b = Builder::default();
+    let mut diags = Vec::new();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.name.hash(&mut hasher);
+        file.text.hash(&mut hasher);
+        let mut sink = Sink::new(file.name.clone());
+        match yaml::parse(&file.text) {
+            Ok(root) => b.file(&root, &mut sink),
+            Err(e) => yaml_error(&e, &file.text, &mut sink),
+        }
+        diags.extend(sink.diags);
+    }
+    let rule_clauses: Vec<Vec<Vec<u32>>> = b.rules.iter().map(|r| r.clauses.clone()).collect();
+    let program = Program {
+        prefilter: Prefilter::new(&b.literals, &rule_clauses),
+        rules: b.rules,
+        families: b.families.into_iter().map(|f| f.family).collect(),
+        event_fields: b.event_fields,
+        hash: hasher.finish(),
+        files: files.iter().map(|f| f.name.clone()).collect(),
+    };
+    diags.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+    (program, diags)
+}
+
+/// Reports a YAML syntax error, with a hint where the parser's message is about structure:
+/// most of those are indentation, which the message does not say.
+pub(crate) fn yaml_error(e: &yaml::SyntaxError, text: &str, sink: &mut Sink) {
+    let d = sink.error(
+        e.pos,
+        Code::YamlSyntax,
+        format!("invalid yaml: {}", e.message),
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let at = (e.pos.line as usize).saturating_sub(1);
+    let Some(line) = lines.get(at) else {
+        return;
+    };
+    // Where a line's key starts: after its indentation and any `- ` list markers.
+    let key_col = |l: &str| {
+        let t = l.trim_start_matches(' ');
+        let mut col = l.len() - t.len();
+        let mut rest = t;
+        while let Some(r) = rest.strip_prefix("- ") {
+            let r2 = r.trim_start_matches(' ');
+            col += 2 + r.len() - r2.len();
+            rest = r2;
+        }
+        col + 1
+    };
+    let above = lines[..at]
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let m = e.message.as_str();
+    if m.contains("tabs disallowed") || line.starts_with('\t') {
+        d.hint("YAML indents with spaces only: replace the tab with spaces");
+    } else if m.contains("mapping values are not allowed")
+        && line
+            .chars()
+            .take((e.pos.col as usize).saturating_sub(1))
+            .collect::<String>()
+            .contains(": ")
+    {
+        d.hint("a value that contains `: ` must be quoted, e.g. `msg: 'took: 3s'`");
+    } else if m.contains("mapping values are not allowed")
+        || m.contains("did not find expected key")
+        || m.contains("did not find expected '-'")
+        || m.contains("illegal placement of ':'")
+    {
+        let mut hint = format!(
+            "check the indentation: line {} starts at column {}",
+            e.pos.line,
+            key_col(line)
+        );
+        if let Some(above) = above {
+            hint.push_str(&format!(", the line above at column {}", key_col(above)));
+        }
+        hint.push_str(
+            "; the keys of one mapping start in the same column (a list item's after its `- `)",
+        );
+        d.hint(hint);
+    }
+}
+
+/// Parses `a.b[0].c`. Keys are anything but `.` and `[`; indices are decimal.
+pub fn parse_path(name: &str) -> Option<FieldPath> {
+    let mut segments = Vec::new();
+    for part in name.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if key.is_empty() && (segments.is_empty() || rest.is_empty()) {
+            return None;
+        }
+        if !key.is_empty() {
+            segments.push(PathSegment::Key(key.to_string()));
+        }
+        while !rest.is_empty() {
+            let close = rest.find(']')?;
+            let idx: usize = rest[1..close].parse().ok()?;
+            segments.push(PathSegment::Index(idx));
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return None;
+            }
+        }
+    }
+    Some(FieldPath {
+        name: name.to_string(),
+        segments,
+    })
+}
+
+#[derive(Default)]
+struct Builder {
+    families: Vec<metrics::FamilyEntry>,
+    family_index: HashMap<String, usize>,
+    event_fields: Vec<FieldPath>,
+    field_index: HashMap<String, u32>,
+    literals: Vec<Vec<u8>>,
+    literal_index: HashMap<Vec<u8>, u32>,
+    rules: Vec<Rule>,
+}
+
+/// File-level settings that rules inherit.
+#[derive(Clone)]
+struct Defaults {
+    max_series: usize,
+    expire_after: Option<Duration>,
+    format: Option<Format>,
+}
+
+fn format_of(node: &Node, sink: &mut Sink) -> Option<Format> {
+    let s = scalar(node, "`format`", sink)?;
+    match s.as_str() {
+        "json" => Some(Format::Json),
+        "logfmt" => Some(Format::Logfmt),
+        "text" => Some(Format::Text),
+        "auto" => None,
+        other => {
+            sink.error(
+                node.pos,
+                Code::UnknownVariant,
+                format!("unknown format `{other}`"),
+            )
+            .hint(did_you_mean(other, &["json", "logfmt", "text", "auto"]));
+            None
+        }
+    }
+}
+
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+fn check_name(
+    name: &str,
+    pos: Pos,
+    what: &str,
+    sink: &mut Sink,
+    valid: fn(&str) -> bool,
+    shape: &str,
+) -> bool {
+    if !valid(name) {
+        sink.error(pos, Code::InvalidName, format!("invalid {what} `{name}`"))
+            .hint(format!("{what}s match {shape}"));
+        return false;
+    }
+    if name.starts_with("__") {
+        sink.error(
+            pos,
+            Code::ReservedName,
+            format!("{what} `{name}` uses the reserved `__` prefix"),
+        )
+        .hint("names starting with `__` are reserved for Prometheus internals");
+        return false;
+    }
+    true
+}
+
+const FILE_KEYS: &[&str] = &["team", "defaults", "patterns", "rules"];
+const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format"];
+/// Keys the rule skeleton reads itself; every other key belongs to a section.
+const SKELETON_KEYS: &[&str] = &["name", "format", "max_series"];
+
+/// One section of a rule: the keys it owns, and how it compiles them into the rule under
+/// construction. Sections run in `SECTIONS` order, so a section may use what earlier ones
+/// defined (every section after `extract` may name its captures).
+///
+/// Adding a section is local: a module with its `SECTION`, the fields it fills in `RuleCx` and
+/// `Rule`, and one line in `SECTIONS`.
+struct Section {
+    keys: &'static [&'static str],
+    compile: fn(&mut Builder, &mut MapView<'_>, &mut RuleCx<'_>, &mut Sink),
+}
+
+const SECTIONS: &[Section] = &[
+    extract::SECTION,
+    conditions::SECTION,
+    metrics::SECTION,
+    then::SECTION,
+];
+
+/// What a rule's own `extract` defines, while the rule is being compiled.
+struct RuleScope {
+    format: Option<Format>,
+    captures: Vec<String>,
+    types: HashMap<String, ValueType>,
+    /// An extract step had an error, so the captures it would define are unknown: names
+    /// that are not found are not reported again (the rule is left out anyway).
+    incomplete: bool,
+}
+
+impl RuleScope {
+    fn capture_slot(&mut self, name: &str) -> u32 {
+        match self.captures.iter().position(|c| c == name) {
+            Some(i) => i as u32,
+            None => {
+                self.captures.push(name.to_string());
+                (self.captures.len() - 1) as u32
+            }
+        }
+    }
+}
+
+/// A rule while its sections compile: what the skeleton read, and what each section adds.
+struct RuleCx<'a> {
+    name: Option<String>,
+    team: &'a str,
+    /// The file's defaults with the rule's own `max_series` applied.
+    defaults: Defaults,
+    patterns: &'a HashMap<String, String>,
+    scope: RuleScope,
+    /// Whether some section gives the rule an effect (metrics, a drop); see `rule`.
+    has_effect: bool,
+    // extract
+    steps: Vec<Step>,
+    /// The longest literal the first pattern step cannot match without.
+    line_literal: Option<Vec<u8>>,
+    // match
+    topics: Vec<TopicPattern>,
+    clauses: Vec<Vec<u32>>,
+    pre: Vec<Cond>,
+    post: Vec<Cond>,
+    // metrics
+    updates: Vec<Update>,
+    // then
+    then: Then,
+}
+
+impl Builder {
+    fn file(&mut self, root: &Node, sink: &mut Sink) {
+        if root.is_null() {
+            sink.error(root.pos, Code::MissingKey, "empty rule file")
+                .hint("a rule file has `team:` and `rules:`");
+            return;
+        }
+        let Some(mut top) = MapView::new(root, "a rule file", sink) else {
+            return;
+        };
+        let team = match top.get("team") {
+            Some(n) => scalar(n, "`team`", sink).filter(|t| {
+                let ok = !t.is_empty()
+                    && t.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                    });
+                if !ok {
+                    sink.error(n.pos, Code::InvalidName, format!("invalid team `{t}`"))
+                        .hint("teams match [a-z0-9_-]+");
+                }
+                ok
+            }),
+            None => {
+                sink.error(root.pos, Code::MissingKey, "missing `team`")
+                    .hint("every rule file belongs to one team: add `team: <name>`");
+                None
+            }
+        };
+        let mut defaults = Defaults {
+            max_series: DEFAULT_MAX_SERIES,
+            expire_after: None,
+            format: None,
+        };
+        if let Some(d) = top
+            .get("defaults")
+            .and_then(|n| MapView::new(n, "`defaults`", sink))
+        {
+            let mut d = d;
+            if let Some(n) = d.get("max_series") {
+                defaults.max_series = limit(n, "`max_series`", sink).unwrap_or(DEFAULT_MAX_SERIES);
+            }
+            if let Some(n) = d.get("expire_after") {
+                defaults.expire_after = duration(n, "`expire_after`", sink);
+            }
+            if let Some(n) = d.get("format") {
+                defaults.format = format_of(n, sink);
+            }
+            d.finish(DEFAULT_KEYS, "`defaults`", sink);
+        }
+        let mut patterns = std::collections::HashMap::new();
+        if let Some(mut p) = top
+            .get("patterns")
+            .and_then(|n| MapView::new(n, "`patterns`", sink))
+        {
+            for (k, v) in p.entries {
+                // A pattern may use others, so it is checked where a grok expression uses it.
+                if let (Some(k), Some(v)) = (k.as_scalar(), scalar(v, "a pattern", sink)) {
+                    patterns.insert(k.to_string(), v);
+                }
+            }
+            p.accept_all();
+            p.finish(&[], "`patterns`", sink);
+        }
+        let rules = top.get("rules");
+        top.finish(FILE_KEYS, "a rule file", sink);
+        // Without a valid team the rules are still checked, to report everything at once, but
+        // none of them is kept.
+        let team_ok = team.is_some();
+        let team = team.unwrap_or_default();
+        let Some(rules) = rules else {
+            sink.error(root.pos, Code::MissingKey, "missing `rules`")
+                .hint("add `rules:` with a list of rules");
+            return;
+        };
+        let Some(items) = rules.as_seq() else {
+            sink.error(
+                rules.pos,
+                Code::WrongType,
+                format!("`rules` must be a list, found {}", rules.describe()),
+            );
+            return;
+        };
+        let mut names: HashMap<String, Pos> = HashMap::new();
+        for item in items {
+            if let Some(rule) = self.rule(item, &team, &defaults, &patterns, sink) {
+                if let Some(first) = names.get(&rule.name) {
+                    sink.error(
+                        item.pos,
+                        Code::DuplicateRule,
+                        format!("rule `{}` is defined twice", rule.name),
+                    )
+                    .hint(format!("the first definition is at line {}", first.line));
+                    continue;
+                }
+                names.insert(rule.name.clone(), item.pos);
+                if team_ok {
+                    self.rules.push(rule);
+                }
+            }
+        }
+    }
+
+    /// The rule skeleton: name and format, then every section in order, then the rule.
+    fn rule(
+        &mut self,
+        node: &Node,
+        team: &str,
+        defaults: &Defaults,
+        patterns: &HashMap<String, String>,
+        sink: &mut Sink,
+    ) -> Option<Rule> {
+        let errors_before = sink.diags.iter().filter(|d| d.is_error()).count();
+        let mut m = MapView::new(node, "a rule", sink)?;
+        let name = match m.get("name") {
+            Some(n) => scalar(n, "`name`", sink).filter(|s| {
+                let ok = !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !ok {
+                    sink.error(n.pos, Code::InvalidName, format!("invalid rule name `{s}`"))
+                        .hint("rule names match [A-Za-z0-9_.-]+");
+                }
+                ok
+            }),
+            None => {
+                sink.error(node.pos, Code::MissingKey, "rule has no `name`")
+                    .hint("add `name: <what it counts>`");
+                None
+            }
+        };
+        let format = match m.get("format") {
+            Some(n) => format_of(n, sink),
+            None => defaults.format,
+        };
+        let rule_max = m
+            .get("max_series")
+            .and_then(|n| limit(n, "`max_series`", sink));
+        let mut cx = RuleCx {
+            name,
+            team,
+            defaults: Defaults {
+                max_series: rule_max.unwrap_or(defaults.max_series),
+                ..defaults.clone()
+            },
+            patterns,
+            scope: RuleScope {
+                format,
+                captures: Vec::new(),
+                types: HashMap::new(),
+                incomplete: false,
+            },
+            has_effect: false,
+            steps: Vec::new(),
+            line_literal: None,
+            topics: Vec::new(),
+            clauses: Vec::new(),
+            pre: Vec::new(),
+            post: Vec::new(),
+            updates: Vec::new(),
+            then: Then::Default,
+        };
+        for section in SECTIONS {
+            (section.compile)(self, &mut m, &mut cx, sink);
+        }
+        if !cx.has_effect {
+            sink.warning(
+                node.pos,
+                Code::MissingKey,
+                "rule has no `metrics` and does not drop: it has no effect",
+            )
+            .hint("add `metrics:` or `then: drop`");
+        }
+        let known: Vec<&str> = SKELETON_KEYS
+            .iter()
+            .chain(SECTIONS.iter().flat_map(|s| s.keys))
+            .copied()
+            .collect();
+        m.finish(&known, "a rule", sink);
+        let errors_after = sink.diags.iter().filter(|d| d.is_error()).count();
+        if errors_after > errors_before {
+            return None;
+        }
+        Some(Rule {
+            name: cx.name?,
+            team: team.to_string(),
+            file: sink.file().clone(),
+            format,
+            topics: cx.topics,
+            clauses: cx.clauses,
+            pre: cx.pre,
+            steps: cx.steps,
+            post: cx.post,
+            n_captures: cx.scope.captures.len(),
+            capture_names: cx.scope.captures,
+            updates: cx.updates,
+            then: cx.then,
+        })
+    }
+
+    fn literal(&mut self, lit: Vec<u8>) -> u32 {
+        let next = self.literals.len() as u32;
+        *self.literal_index.entry(lit.clone()).or_insert_with(|| {
+            self.literals.push(lit);
+            next
+        })
+    }
+
+    fn event_field(&mut self, path: FieldPath) -> u32 {
+        let next = self.event_fields.len() as u32;
+        *self
+            .field_index
+            .entry(path.name.clone())
+            .or_insert_with(|| {
+                self.event_fields.push(path);
+                next
+            })
+    }
+
+    /// Resolves a name used in a rule: a capture of this rule, a built-in, or an event field.
+    fn field_ref(
+        &mut self,
+        name: &str,
+        pos: Pos,
+        scope: &RuleScope,
+        sink: &mut Sink,
+    ) -> Option<FieldRef> {
+        if let Some(i) = scope.captures.iter().position(|c| c == name) {
+            return Some(FieldRef::Capture(i as u32));
+        }
+        match name {
+            "_line" => return Some(FieldRef::Line),
+            "_topic" => return Some(FieldRef::Topic),
+            _ => {}
+        }
+        if scope.incomplete {
+            return None;
+        }
+        let names: Vec<&str> = scope.captures.iter().map(String::as_str).collect();
+        if scope.format == Some(Format::Text) {
+            let hint = if names.is_empty() {
+                "text events have no fields of their own: capture it with `extract` (`regex` or `grok`)".to_string()
+            } else {
+                format!(
+                    "the rule's extract defines {}; {}",
+                    names.join(", "),
+                    did_you_mean(name, &names)
+                )
+            };
+            sink.error(
+                pos,
+                Code::UndefinedField,
+                format!("`{name}` is not captured by this rule's extract"),
+            )
+            .hint(hint);
+            return None;
+        }
+        if let Some(c) = super::suggest::closest(name, names.iter().copied()) {
+            sink.warning(
+                pos,
+                Code::UndefinedField,
+                format!("`{name}` is not a capture; it is read as an event field"),
+            )
+            .hint(format!("did you mean the capture `{c}`?"));
+        }
+        match parse_path(name) {
+            Some(path) => Some(FieldRef::Event(self.event_field(path))),
+            None => {
+                sink.error(
+                    pos,
+                    Code::BadJsonPath,
+                    format!("invalid field path `{name}`"),
+                )
+                .hint("paths look like `level`, `http.status` or `tags[0]`");
+                None
+            }
+        }
+    }
+}
+
+/// Compiles a regex, reporting the regex crate's message at the error's position.
+fn compile_regex(pattern: &str, node: &Node, sink: &mut Sink) -> Option<regex::Regex> {
+    if let Err(e) = regex_syntax::Parser::new().parse(pattern) {
+        let (offset, msg) = match &e {
+            regex_syntax::Error::Parse(p) => (p.span().start.offset, p.kind().to_string()),
+            regex_syntax::Error::Translate(t) => (t.span().start.offset, t.kind().to_string()),
+            _ => (0, e.to_string()),
+        };
+        // Inside a single-line scalar the offset maps to a column; grok output does not.
+        let single_line = !pattern.contains('\n') && node.as_scalar() == Some(pattern);
+        let pos = if single_line {
+            node.text_pos
+                .shifted(pattern[..offset.min(pattern.len())].chars().count())
+        } else {
+            node.pos
+        };
+        sink.error(pos, Code::BadRegex, format!("invalid regex: {msg}"))
+            .hint(if single_line {
+                format!("in `{pattern}`")
+            } else {
+                "in the regex this grok expression expands to".to_string()
+            });
+        return None;
+    }
+    match regex::Regex::new(pattern) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            sink.error(node.pos, Code::BadRegex, format!("invalid regex: {e}"));
+            None
+        }
+    }
+}
