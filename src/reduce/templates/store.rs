@@ -1,0 +1,273 @@
+//! The miner's state: templates in a fixed number of slots with least-recently-used eviction,
+//! an inverted index from constant words to templates, the cache of line shapes already
+//! matched, and the words learned as variable values.
+//!
+//! Nothing here depends on hash-map iteration order: posting lists are vectors in creation
+//! order, maps are only looked up, and the snapshot writes them sorted.
+
+use std::collections::{HashMap, HashSet};
+
+use super::align::{SlotKind, SlotLike};
+use super::hash::BuildIdentity;
+
+pub(super) const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Slot {
+    pub kind: SlotKind,
+    pub glued: bool,
+    pub hash: u64,
+    /// Range of the constant's text in `Template::text` (empty for variables born as such).
+    pub text: (u32, u32),
+    /// Stable number of this variable within its template (creation order).
+    pub var: u16,
+}
+
+impl SlotLike for Slot {
+    fn kind(&self) -> SlotKind {
+        self.kind
+    }
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn text<'a>(&self, template_text: &'a str) -> &'a str {
+        &template_text[self.text.0 as usize..self.text.1 as usize]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Template {
+    pub id: u64,
+    /// Creation order, for deterministic preference among candidates.
+    pub seq: u64,
+    pub count: u64,
+    pub slots: Vec<Slot>,
+    pub text: String,
+    pub next_var: u16,
+}
+
+impl Template {
+    /// Distinct constant words (their hashes, sorted).
+    pub fn words(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(
+            self.slots
+                .iter()
+                .filter(|s| s.kind == SlotKind::Word)
+                .map(|s| s.hash),
+        );
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+/// The shape cache's value: which slot, in which of its lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cached {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Store {
+    pub templates: Vec<Template>,
+    /// Bumped each time a slot is reused, so cache entries of an evicted template go stale.
+    pub generations: Vec<u32>,
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    /// Most recently used.
+    pub head: u32,
+    /// Least recently used: the next to be evicted.
+    pub tail: u32,
+    pub by_id: HashMap<u64, u32, BuildIdentity>,
+    pub postings: HashMap<u64, Vec<u32>, BuildIdentity>,
+    /// Templates without a constant word (`<*>: <*>`).
+    pub wordless: Vec<u32>,
+    pub cache: HashMap<u64, Cached, BuildIdentity>,
+    pub learned: HashSet<u64, BuildIdentity>,
+    pub next_seq: u64,
+    scratch_words: Vec<u64>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store {
+            head: NONE,
+            tail: NONE,
+            ..Store::default()
+        }
+    }
+
+    pub fn touch(&mut self, s: u32) {
+        if self.head == s {
+            return;
+        }
+        self.unlink(s);
+        self.push_front(s);
+    }
+
+    fn unlink(&mut self, s: u32) {
+        let (p, n) = (self.prev[s as usize], self.next[s as usize]);
+        if p != NONE {
+            self.next[p as usize] = n;
+        } else if self.head == s {
+            self.head = n;
+        }
+        if n != NONE {
+            self.prev[n as usize] = p;
+        } else if self.tail == s {
+            self.tail = p;
+        }
+        self.prev[s as usize] = NONE;
+        self.next[s as usize] = NONE;
+    }
+
+    fn push_front(&mut self, s: u32) {
+        self.prev[s as usize] = NONE;
+        self.next[s as usize] = self.head;
+        if self.head != NONE {
+            self.prev[self.head as usize] = s;
+        }
+        self.head = s;
+        if self.tail == NONE {
+            self.tail = s;
+        }
+    }
+
+    /// Slots from most to least recently used.
+    pub fn lru_order(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.templates.len());
+        let mut s = self.head;
+        while s != NONE && out.len() < self.templates.len() {
+            out.push(s);
+            s = self.next[s as usize];
+        }
+        out
+    }
+
+    /// Adds a template; at the cap, the least recently used one gives up its slot first.
+    /// Returns the slot and whether a template was evicted.
+    pub fn insert(&mut self, mut t: Template, cap: usize) -> (u32, bool) {
+        t.seq = self.next_seq;
+        self.next_seq += 1;
+        while self.by_id.contains_key(&t.id) {
+            // A 64-bit collision between live templates: derive another id, deterministically.
+            t.id = super::hash::mix(t.id.wrapping_add(1));
+        }
+        let (slot, evicted) = if self.templates.len() < cap.max(1) {
+            let s = self.templates.len() as u32;
+            self.templates.push(t);
+            self.generations.push(0);
+            self.prev.push(NONE);
+            self.next.push(NONE);
+            (s, false)
+        } else {
+            let s = self.tail;
+            self.unindex(s);
+            self.by_id.remove(&self.templates[s as usize].id);
+            self.unlink(s);
+            self.generations[s as usize] = self.generations[s as usize].wrapping_add(1);
+            self.templates[s as usize] = t;
+            (s, true)
+        };
+        self.by_id.insert(self.templates[slot as usize].id, slot);
+        self.index(slot);
+        self.push_front(slot);
+        (slot, evicted)
+    }
+
+    /// Adds a template at a known slot, for decoding; the caller restores the LRU order.
+    pub fn restore(&mut self, t: Template, generation: u32) {
+        let slot = self.templates.len() as u32;
+        self.by_id.insert(t.id, slot);
+        self.templates.push(t);
+        self.generations.push(generation);
+        self.prev.push(NONE);
+        self.next.push(NONE);
+    }
+
+    /// Rebuilds the index (in creation order) and links `order` (most recent first).
+    pub fn finish_restore(&mut self, order: &[u32]) {
+        let mut by_seq: Vec<u32> = (0..self.templates.len() as u32).collect();
+        by_seq.sort_by_key(|&s| self.templates[s as usize].seq);
+        for s in by_seq {
+            self.index(s);
+        }
+        for &s in order.iter().rev() {
+            self.push_front(s);
+        }
+    }
+
+    fn index(&mut self, s: u32) {
+        let mut words = std::mem::take(&mut self.scratch_words);
+        self.templates[s as usize].words(&mut words);
+        if words.is_empty() {
+            self.wordless.push(s);
+        }
+        for w in &words {
+            self.postings.entry(*w).or_default().push(s);
+        }
+        self.scratch_words = words;
+    }
+
+    fn unindex(&mut self, s: u32) {
+        let mut words = std::mem::take(&mut self.scratch_words);
+        self.templates[s as usize].words(&mut words);
+        if words.is_empty() {
+            self.wordless.retain(|&x| x != s);
+        }
+        for w in &words {
+            self.unpost(*w, s);
+        }
+        self.scratch_words = words;
+    }
+
+    fn unpost(&mut self, w: u64, s: u32) {
+        if let Some(list) = self.postings.get_mut(&w) {
+            list.retain(|&x| x != s);
+            if list.is_empty() {
+                self.postings.remove(&w);
+            }
+        }
+    }
+
+    /// After slot `i` of template `s` stopped being the constant word `w`.
+    pub fn word_removed(&mut self, s: u32, w: u64) {
+        let t = &self.templates[s as usize];
+        if t.slots
+            .iter()
+            .any(|x| x.kind == SlotKind::Word && x.hash == w)
+        {
+            return;
+        }
+        let wordless = !t.slots.iter().any(|x| x.kind == SlotKind::Word);
+        self.unpost(w, s);
+        if wordless {
+            self.wordless.push(s);
+            // Keep creation order, as everywhere else.
+            let templates = &self.templates;
+            self.wordless.sort_by_key(|&x| templates[x as usize].seq);
+        }
+    }
+
+    pub fn learn(&mut self, word: u64, cap: usize) {
+        if self.learned.len() >= cap {
+            // Forget everything at once: deterministic, and cheap to snapshot.
+            self.learned.clear();
+        }
+        self.learned.insert(word);
+    }
+
+    pub fn cache_put(&mut self, shape: u64, slot: u32, cap: usize) {
+        if self.cache.len() >= cap && !self.cache.contains_key(&shape) {
+            self.cache.clear();
+        }
+        let generation = self.generations[slot as usize];
+        self.cache.insert(shape, Cached { slot, generation });
+    }
+
+    pub fn cache_get(&self, shape: u64) -> Option<u32> {
+        let c = self.cache.get(&shape)?;
+        (self.generations.get(c.slot as usize) == Some(&c.generation)).then_some(c.slot)
+    }
+}
