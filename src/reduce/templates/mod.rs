@@ -149,6 +149,9 @@ pub struct Observation<'a> {
     pub generalised: bool,
     /// The values of the template's variables, in text order.
     pub variables: &'a [Variable],
+    /// The template evicted to make room for this one (at the `max_templates` cap); see
+    /// [`Miner::evicted`] for its last state.
+    pub evicted: Option<TemplateId>,
 }
 
 /// Counters since the miner was created (carried by snapshots).
@@ -225,6 +228,8 @@ pub struct Miner {
     touched: Vec<u32>,
     candidates: Vec<u32>,
     removed: Vec<u64>,
+    /// The template the last `observe` evicted, if it evicted one.
+    evicted: Option<Template>,
 }
 
 const ID_SEED: u64 = 0x6c6f_676d_696c_6c31; // "logmill1"
@@ -246,6 +251,7 @@ impl Miner {
             touched: Vec::new(),
             candidates: Vec::new(),
             removed: Vec::new(),
+            evicted: None,
         }
     }
 
@@ -266,6 +272,12 @@ impl Miner {
         self.store.templates.is_empty()
     }
 
+    /// The template the last [`Miner::observe`] evicted, as it was (its text, its count), so
+    /// that what was pending for it can be flushed. `None` when that call evicted nothing.
+    pub fn evicted(&self) -> Option<TemplateView<'_>> {
+        self.evicted.as_ref().map(|t| TemplateView { t })
+    }
+
     pub fn template(&self, id: TemplateId) -> Option<TemplateView<'_>> {
         let slot = *self.store.by_id.get(&id)?;
         Some(TemplateView {
@@ -283,6 +295,7 @@ impl Miner {
     /// Gives `message` its template id and the values of its variables.
     pub fn observe(&mut self, message: &str) -> Observation<'_> {
         self.stats.lines += 1;
+        self.evicted = None;
         if self.tok.run(message, self.config.limits()) {
             self.stats.truncated += 1;
         }
@@ -340,6 +353,7 @@ impl Miner {
             new,
             generalised,
             variables: &self.vars,
+            evicted: self.evicted.as_ref().map(|t| t.id),
         }
     }
 
@@ -547,9 +561,10 @@ impl Miner {
         };
         let (slot, evicted) = self.store.insert(t, self.config.max_templates);
         self.stats.created += 1;
-        if evicted {
+        if evicted.is_some() {
             self.stats.evicted += 1;
         }
+        self.evicted = evicted;
         slot
     }
 

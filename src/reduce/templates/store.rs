@@ -146,8 +146,8 @@ impl Store {
     }
 
     /// Adds a template; at the cap, the least recently used one gives up its slot first.
-    /// Returns the slot and whether a template was evicted.
-    pub fn insert(&mut self, mut t: Template, cap: usize) -> (u32, bool) {
+    /// Returns the slot and the evicted template.
+    pub fn insert(&mut self, mut t: Template, cap: usize) -> (u32, Option<Template>) {
         t.seq = self.next_seq;
         self.next_seq += 1;
         while self.by_id.contains_key(&t.id) {
@@ -160,15 +160,15 @@ impl Store {
             self.generations.push(0);
             self.prev.push(NONE);
             self.next.push(NONE);
-            (s, false)
+            (s, None)
         } else {
             let s = self.tail;
             self.unindex(s);
             self.by_id.remove(&self.templates[s as usize].id);
             self.unlink(s);
             self.generations[s as usize] = self.generations[s as usize].wrapping_add(1);
-            self.templates[s as usize] = t;
-            (s, true)
+            let old = std::mem::replace(&mut self.templates[s as usize], t);
+            (s, Some(old))
         };
         self.by_id.insert(self.templates[slot as usize].id, slot);
         self.index(slot);

@@ -220,9 +220,18 @@ fn the_cap_evicts_the_least_recently_used_and_counts() {
     let b = m.observe("beta event here").id;
     m.observe("gamma event over there");
     m.observe("alpha event"); // a is now the most recent; b the least
-    let d = m.observe("delta happened twice now ok").id;
+    let o = m.observe("delta happened twice now ok");
+    assert_eq!(o.evicted, Some(b));
+    let d = o.id;
+    let gone = m.evicted().expect("the evicted template");
+    assert_eq!(
+        (gone.id(), gone.count(), gone.to_string()),
+        (b, 1, "beta event here".into())
+    );
     assert_eq!(m.len(), 3);
     assert_eq!(m.stats().evicted, 1);
+    m.observe("alpha event");
+    assert!(m.evicted().is_none());
     assert!(m.template(b).is_none());
     assert!(m.template(a).is_some() && m.template(d).is_some());
     // A flood of distinct shapes stays within the cap.
@@ -259,7 +268,13 @@ fn corpus() -> Vec<String> {
     lines
 }
 
-type Seen = (TemplateId, bool, bool, Vec<(u16, u32, u32)>);
+type Seen = (
+    TemplateId,
+    bool,
+    bool,
+    Option<TemplateId>,
+    Vec<(u16, u32, u32)>,
+);
 
 fn run(m: &mut Miner, lines: &[String]) -> Vec<Seen> {
     lines
@@ -271,7 +286,7 @@ fn run(m: &mut Miner, lines: &[String]) -> Vec<Seen> {
                 .iter()
                 .map(|v| (v.var, v.start, v.end))
                 .collect();
-            (o.id, o.new, o.generalised, vars)
+            (o.id, o.new, o.generalised, o.evicted, vars)
         })
         .collect()
 }

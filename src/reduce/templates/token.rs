@@ -433,6 +433,21 @@ impl Tokenizer {
                 glued = true;
                 continue;
             }
+            // `"key":value`, as in JSON: the key, its closing quote, the colon, the value.
+            let quoted_key = colon.filter(|&k| {
+                k > 1
+                    && k + 1 < core.len()
+                    && matches!(core[k - 1], b'"' | b'\'')
+                    && is_ident(&core[..k - 1])
+            });
+            if let Some(k) = quoted_key {
+                self.core(b, i, i + k - 1, glued, limits);
+                self.raw.push(punct(b, i + k - 1, true));
+                self.raw.push(punct(b, i + k, true));
+                i += k + 1;
+                glued = true;
+                continue;
+            }
             if core.is_empty() {
                 // `()`, `[]`: an empty value, still a variable slot.
                 if i > piece_start && j < tail_end && b[j] == pair_of(b[i - 1]) {
@@ -723,6 +738,14 @@ mod tests {
     fn names_with_an_index_stay_words() {
         assert_eq!(show("via interface eth0"), "via interface eth0");
         assert_eq!(show("node-12 up"), "<node-12> up");
+    }
+
+    #[test]
+    fn json_keys_and_values() {
+        assert_eq!(
+            show(r#"{"level":"info","took":12}"#),
+            r#"{ " level " : " info " , " took " : <12> }"#
+        );
     }
 
     #[test]
