@@ -36,6 +36,8 @@ pub(super) enum SlotKind {
 pub(super) trait SlotLike {
     fn kind(&self) -> SlotKind;
     fn hash(&self) -> u64;
+    /// Length of a constant's text.
+    fn len(&self) -> usize;
     fn text<'a>(&self, template_text: &'a str) -> &'a str;
 }
 
@@ -84,7 +86,9 @@ impl<S: SlotLike> Ctx<'_, S> {
             (s.kind(), t.kind),
             (SlotKind::Word, Kind::Word) | (SlotKind::Punct, Kind::Punct)
         );
-        same_kind && s.hash() == t.hash && self.slot_text(i) == self.token_text(j)
+        // 64-bit hashes of the texts, and their lengths: a false match would take a collision
+        // between two words of one length, about 2^-64 for each pair compared.
+        same_kind && s.hash() == t.hash && s.len() == (t.end - t.start) as usize
     }
 
     /// Positional alignment of equal-length sequences; `None` when punctuation differs or a

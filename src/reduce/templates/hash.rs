@@ -9,12 +9,22 @@ use std::hash::{BuildHasherDefault, Hasher};
 const K: u64 = 0x9fb2_1c65_1e98_df25;
 
 /// A 64-bit finaliser (Murmur3's `fmix64`): every input bit affects every output bit.
-pub(super) fn mix(mut h: u64) -> u64 {
+pub(super) const fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// One step of folding a sequence of hashes into one (finish with [`mix`]).
+pub(super) const fn combine(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(K).rotate_left(31)
+}
+
+/// `hash_bytes(&[c])`, usable in constants.
+pub(super) const fn hash_byte(c: u8) -> u64 {
+    mix((K ^ c as u64).wrapping_mul(K).rotate_left(29))
 }
 
 pub(super) fn hash_bytes(b: &[u8]) -> u64 {
@@ -26,9 +36,12 @@ pub(super) fn hash_bytes(b: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+        // The remainder as a zero-padded little-endian word, without a copy.
+        let w = rest
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (i, &c)| w | u64::from(c) << (8 * i));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
     }
     mix(h)
 }

@@ -202,12 +202,38 @@ impl fmt::Display for TemplateView<'_> {
             if k > 0 && !s.glued {
                 f.write_str(" ")?;
             }
+            let (a, b) = (s.text.0 as usize, s.text.1 as usize);
             match s.kind {
-                SlotKind::Var { .. } => f.write_str("<*>")?,
-                _ => f.write_str(&self.t.text[s.text.0 as usize..s.text.1 as usize])?,
+                // An optional variable may be absent, with whatever surrounds its values.
+                SlotKind::Var { optional: true } => f.write_str("<*>")?,
+                SlotKind::Var { optional: false } => {
+                    f.write_str(&self.t.text[a..a + s.pre as usize])?;
+                    f.write_str("<*>")?;
+                    f.write_str(&self.t.text[b - s.suf as usize..b])?;
+                }
+                _ => f.write_str(&self.t.text[a..b])?,
             }
         }
         Ok(())
+    }
+}
+
+/// A variable slot born from `value`: its fixed prefix and suffix are kept in `text`.
+fn var_slot(text: &mut String, value: &str, glued: bool, var: u16, optional: bool) -> Slot {
+    let b = value.as_bytes();
+    let (pre, suf) = store::affixes(b);
+    let (pre, suf) = store::balanced(b, pre, b, suf);
+    let start = text.len() as u32;
+    text.push_str(&value[..pre]);
+    text.push_str(&value[value.len() - suf..]);
+    Slot {
+        kind: SlotKind::Var { optional },
+        glued,
+        hash: VAR_HASH,
+        text: (start, text.len() as u32),
+        var,
+        pre: pre as u16,
+        suf: suf as u16,
     }
 }
 
@@ -222,6 +248,8 @@ pub struct Miner {
     best: Alignment,
     dp: Vec<(u32, u8)>,
     vars: Vec<Variable>,
+    /// The template slot of each of `vars`.
+    var_slots: Vec<u32>,
     words: Vec<u64>,
     order: Vec<(usize, u64)>,
     hits: Vec<u16>,
@@ -245,6 +273,7 @@ impl Miner {
             best: Alignment::default(),
             dp: Vec::new(),
             vars: Vec::new(),
+            var_slots: Vec::new(),
             words: Vec::new(),
             order: Vec::new(),
             hits: Vec::new(),
@@ -394,6 +423,7 @@ impl Miner {
             return false;
         }
         self.vars.clear();
+        self.var_slots.clear();
         let mut pos = 0u32;
         for op in &self.alignment.ops {
             match *op {
@@ -406,6 +436,7 @@ impl Miner {
                             start: t.start,
                             end: t.end,
                         });
+                        self.var_slots.push(i);
                     }
                 }
                 Op::Skip(i) => self.vars.push(Variable {
@@ -414,6 +445,14 @@ impl Miner {
                     end: pos,
                 }),
                 Op::Substitute(..) | Op::Insert(_) => {}
+            }
+        }
+        // Values without a template's fixed prefix or suffix shrink it.
+        let t = &mut self.store.templates[slot as usize];
+        for (v, &i) in self.vars.iter().zip(&self.var_slots) {
+            let s = &mut t.slots[i as usize];
+            if s.pre > 0 || s.suf > 0 {
+                s.narrow(&t.text, &message.as_bytes()[v.span()]);
             }
         }
         true
@@ -452,6 +491,7 @@ impl Miner {
         let tokens = &self.tok.out;
         let cap = self.config.max_learned_values;
         let t = &self.store.templates[slot as usize];
+        let mut text = t.text.clone();
         let mut slots = Vec::with_capacity(self.best.ops.len());
         let mut next_var = t.next_var;
         let mut changed = false;
@@ -481,6 +521,8 @@ impl Miner {
                         hash: VAR_HASH,
                         text: s.text,
                         var: next_var,
+                        pre: 0,
+                        suf: 0,
                     });
                     next_var = next_var.saturating_add(1);
                     changed = true;
@@ -494,25 +536,26 @@ impl Miner {
                     slots.push(s);
                 }
                 Op::Insert(j) => {
-                    slots.push(Slot {
-                        kind: SlotKind::Var { optional: true },
-                        glued: tokens[j as usize].glued,
-                        hash: VAR_HASH,
-                        text: (0, 0),
-                        var: next_var,
-                    });
+                    let tok = tokens[j as usize];
+                    slots.push(var_slot(
+                        &mut text,
+                        tok.text(message),
+                        tok.glued,
+                        next_var,
+                        true,
+                    ));
                     next_var = next_var.saturating_add(1);
                     changed = true;
                 }
             }
         }
-        let _ = message;
         for w in learn {
             self.store.learn(w, cap);
         }
         if changed {
             let t = &mut self.store.templates[slot as usize];
             t.slots = slots;
+            t.text = text;
             t.next_var = next_var;
             for k in 0..self.removed.len() {
                 let w = self.removed[k];
@@ -529,8 +572,15 @@ impl Miner {
         for tok in &self.tok.out {
             let (kind, range, var) = match tok.kind {
                 Kind::Var => {
+                    slots.push(var_slot(
+                        &mut text,
+                        tok.text(message),
+                        tok.glued,
+                        next_var,
+                        false,
+                    ));
                     next_var = next_var.saturating_add(1);
-                    (SlotKind::Var { optional: false }, (0, 0), next_var - 1)
+                    continue;
                 }
                 k => {
                     let s = text.len() as u32;
@@ -549,6 +599,8 @@ impl Miner {
                 hash: tok.hash,
                 text: range,
                 var,
+                pre: 0,
+                suf: 0,
             });
         }
         let t = Template {

@@ -143,6 +143,8 @@ impl Miner {
                 put_u16(out, s.var);
                 put_u32(out, s.text.0);
                 put_u32(out, s.text.1);
+                put_u16(out, s.pre);
+                put_u16(out, s.suf);
             }
         }
         for s in store.lru_order() {
@@ -210,7 +212,7 @@ impl Miner {
             let text = std::str::from_utf8(r.take(text_len)?)
                 .map_err(|_| Corrupt)?
                 .to_string();
-            let n_slots = r.count(12)?;
+            let n_slots = r.count(16)?;
             if n_slots > config.max_tokens || seq >= store.next_seq {
                 return Err(Corrupt);
             }
@@ -224,9 +226,17 @@ impl Miner {
                 };
                 let var = r.u16()?;
                 let range = (r.u32()?, r.u32()?);
+                let (pre, suf) = (r.u16()?, r.u16()?);
                 let t = text
                     .get(range.0 as usize..range.1 as usize)
                     .ok_or(Corrupt)?;
+                let affixes_fit = t.len() >= pre as usize + suf as usize
+                    && t.is_char_boundary(pre as usize)
+                    && t.is_char_boundary(t.len() - suf as usize);
+                let is_var = matches!(kind, SlotKind::Var { .. });
+                if !affixes_fit || (!is_var && (pre, suf) != (0, 0)) {
+                    return Err(Corrupt);
+                }
                 let hash = match kind {
                     SlotKind::Var { .. } => {
                         if var >= next_var {
@@ -243,6 +253,8 @@ impl Miner {
                     hash,
                     text: range,
                     var,
+                    pre,
+                    suf,
                 });
             }
             if store.by_id.contains_key(&id) || !seqs.insert(seq) {

@@ -17,10 +17,139 @@ pub(super) struct Slot {
     pub kind: SlotKind,
     pub glued: bool,
     pub hash: u64,
-    /// Range of the constant's text in `Template::text` (empty for variables born as such).
+    /// Range of the constant's text in `Template::text`. For a variable born as one, the
+    /// range of its first value's fixed prefix and suffix (see `pre`, `suf`).
     pub text: (u32, u32),
     /// Stable number of this variable within its template (creation order).
     pub var: u16,
+    /// A variable's fixed prefix, `text.0..text.0 + pre`, and suffix, `text.1 - suf..text.1`:
+    /// what every value so far had around its digits (`blk_` in `blk_<*>`, `(` `)` in
+    /// `(<*>)`). They only shrink.
+    pub pre: u16,
+    pub suf: u16,
+}
+
+/// Longest fixed prefix and suffix `value` allows: what precedes its first digit and follows
+/// its last (nothing without a digit), when short and shaped like a marker rather than
+/// like data: `blk_`, `node-`, `(`, `/`, `[`; `)`, `ms`, `KB)`. A path or a file name around
+/// a number (`/etc/workers2.properties`) is all value.
+pub(super) fn affixes(value: &[u8]) -> (usize, usize) {
+    let Some(first) = value.iter().position(u8::is_ascii_digit) else {
+        return (0, 0);
+    };
+    let last = value
+        .iter()
+        .rposition(u8::is_ascii_digit)
+        .expect("has a digit");
+    // Up to the first digit, or back to the last separator before it (`[Thunderbird_` of
+    // `[Thunderbird_A8]`).
+    let cut = value[..first]
+        .iter()
+        .rposition(|c| !c.is_ascii_alphanumeric())
+        .map_or(0, |k| k + 1);
+    let pre = [first, cut]
+        .into_iter()
+        .find(|&p| p <= MAX_AFFIX && marker_prefix(&value[..p]))
+        .unwrap_or(0);
+    let suf = value.len() - 1 - last;
+    let suf = if suf <= MAX_AFFIX && marker_suffix(&value[last + 1..]) {
+        suf
+    } else {
+        0
+    };
+    (pre, suf)
+}
+
+/// Punctuation, then at most one word followed by punctuation: `(`, `/`, `blk_`, `(blk_-`.
+fn marker_prefix(p: &[u8]) -> bool {
+    let punct = |c: &u8| !c.is_ascii_alphanumeric() && c.is_ascii();
+    let lead = p.iter().take_while(|c| punct(c)).count();
+    let word = p[lead..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    let tail = &p[lead + word..];
+    tail.iter().all(punct) && (word == 0 || !tail.is_empty())
+}
+
+/// Punctuation, or a short unit then punctuation: `)`, `]:`, `ms`, `KB)`; not hex digits
+/// (`0x800f080d` has no suffix `d`).
+fn marker_suffix(s: &[u8]) -> bool {
+    let punct = |c: &u8| !c.is_ascii_alphanumeric() && c.is_ascii();
+    let unit = s.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let unit_ok = unit == 0 || (unit <= 3 && s[..unit].iter().any(|c| !c.is_ascii_hexdigit()));
+    unit_ok && s[unit..].iter().all(punct)
+}
+
+pub(super) const MAX_AFFIX: usize = 32;
+
+impl Slot {
+    /// Shrinks the fixed prefix and suffix to what `value` shares with them. A prefix ends
+    /// right before the value's digits or after a separator (`blk_`, `(`), never inside a
+    /// word or a character.
+    pub fn narrow(&mut self, text: &str, value: &[u8]) {
+        if self.pre == 0 && self.suf == 0 {
+            return;
+        }
+        let (vp, vs) = affixes(value);
+        let t = text.as_bytes();
+        let prefix = &t[self.text.0 as usize..self.text.0 as usize + self.pre as usize];
+        let mut p = prefix
+            .iter()
+            .zip(&value[..vp])
+            .take_while(|(a, b)| a == b)
+            .count();
+        while p > 0
+            && (p != vp && prefix[p - 1].is_ascii_alphanumeric()
+                || !text.is_char_boundary(self.text.0 as usize + p))
+        {
+            p -= 1;
+        }
+        let suffix = &t[self.text.1 as usize - self.suf as usize..self.text.1 as usize];
+        let mut q = suffix
+            .iter()
+            .rev()
+            .zip(value[value.len() - vs..].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        while q > 0
+            && (q != vs && suffix[suffix.len() - q].is_ascii_alphanumeric()
+                || !text.is_char_boundary(self.text.1 as usize - q))
+        {
+            q -= 1;
+        }
+        let p = if marker_prefix(&prefix[..p]) { p } else { 0 };
+        let q = if marker_suffix(&suffix[suffix.len() - q..]) {
+            q
+        } else {
+            0
+        };
+        let (p, q) = balanced(prefix, p, suffix, q);
+        self.pre = p as u16;
+        self.suf = q as u16;
+    }
+}
+
+/// Cuts a prefix of `prefix[..p]` and a suffix of `suffix[suffix.len() - q..]` so that their
+/// brackets and quotes pair up: `(<*>)` stays, `<*>]` (the `[` was inside the value) loses
+/// its `]`.
+pub(super) fn balanced(prefix: &[u8], p: usize, suffix: &[u8], q: usize) -> (usize, usize) {
+    let (pre, suf) = (&prefix[..p], &suffix[suffix.len() - q..]);
+    let pairs = [(b'(', b')'), (b'[', b']'), (b'{', b'}'), (b'<', b'>')];
+    let count = |s: &[u8], c: u8| s.iter().filter(|&&x| x == c).count();
+    let even = pairs
+        .iter()
+        .all(|&(o, c)| count(pre, o) == count(suf, c) && count(pre, c) == 0 && count(suf, o) == 0)
+        && [b'"', b'\'']
+            .iter()
+            .all(|&c| count(pre, c) == count(suf, c));
+    if even {
+        return (p, q);
+    }
+    let bracket = |c: &u8| b"()[]{}<>\"'".contains(c);
+    let p = pre.iter().position(bracket).unwrap_or(p);
+    let q = suf.iter().rev().position(bracket).unwrap_or(q);
+    (p, q)
 }
 
 impl SlotLike for Slot {
@@ -29,6 +158,9 @@ impl SlotLike for Slot {
     }
     fn hash(&self) -> u64 {
         self.hash
+    }
+    fn len(&self) -> usize {
+        (self.text.1 - self.text.0) as usize
     }
     fn text<'a>(&self, template_text: &'a str) -> &'a str {
         &template_text[self.text.0 as usize..self.text.1 as usize]
@@ -66,6 +198,47 @@ impl Template {
 pub(super) struct Cached {
     pub slot: u32,
     pub generation: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_around_values() {
+        let show = |v: &str| {
+            let (p, q) = affixes(v.as_bytes());
+            let (p, q) = balanced(v.as_bytes(), p, v.as_bytes(), q);
+            format!("{}<*>{}", &v[..p], &v[v.len() - q..])
+        };
+        assert_eq!(show("blk_-1608999687919862906"), "blk_-<*>");
+        assert_eq!(show("(1234)"), "(<*>)");
+        assert_eq!(show("/10.250.19.102:50010"), "/<*>");
+        assert_eq!(show("12ms"), "<*>ms");
+        assert_eq!(show("0x800f080d"), "<*>");
+        assert_eq!(show("/etc/httpd/conf/workers2.properties"), "<*>");
+        assert_eq!(show("jk2_init()"), "<*>");
+        assert_eq!(show("12ms (1234) [77]"), "<*>");
+        assert_eq!(show("root"), "<*>");
+        assert_eq!(show("[Thunderbird_A8]"), "[Thunderbird_<*>]");
+        let mut s = Slot {
+            kind: SlotKind::Var { optional: false },
+            glued: false,
+            hash: 0,
+            text: (0, 6),
+            var: 0,
+            pre: 4,
+            suf: 2,
+        };
+        // `blk_` and `ms` stored; a value `blk_9ms`, then one without the suffix.
+        let text = "blk_ms";
+        s.narrow(text, b"blk_9ms");
+        assert_eq!((s.pre, s.suf), (4, 2));
+        s.narrow(text, b"blk_12");
+        assert_eq!((s.pre, s.suf), (4, 0));
+        s.narrow(text, b"bl_3");
+        assert_eq!((s.pre, s.suf), (0, 0));
+    }
 }
 
 #[derive(Debug, Default)]

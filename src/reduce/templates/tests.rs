@@ -33,7 +33,7 @@ fn numbers_glued_to_units_and_punctuation_do_not_split_a_template() {
     assert_eq!(ids[0], ids[1]);
     assert_eq!(ids[2], ids[3]);
     assert_eq!(text(&m, ids[0]), "request took <*> port:<*>");
-    assert_eq!(text(&m, ids[2]), "<*>: session closed");
+    assert_eq!(text(&m, ids[2]), "sshd[<*>]: session closed");
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn key_value_pairs_hex_ids_and_ip_ports() {
     assert_ne!(ids[0], ids[2]);
     assert_eq!(
         text(&m, ids[0]),
-        "Session <*> closed for client <*> state=ACTIVE"
+        "Session <*> closed for client /<*> state=ACTIVE"
     );
 }
 
@@ -205,7 +205,7 @@ fn ids_are_stable_and_a_function_of_the_first_line() {
     let (_, first_only) = mine(&["open file a.txt"]);
     assert_eq!(first_only[0], ids4[0]);
     // Pinned: ids are stored by users, so the function must not change by accident.
-    assert_eq!(ids1[0], 0x74f9_af9d_41d2_ead3, "{:#x}", ids1[0]);
+    assert_eq!(ids1[0], 0x5b98_46bc_5d43_8a7d, "{:#x}", ids1[0]);
     assert_eq!(m1.len(), m2.len());
 }
 
@@ -434,6 +434,8 @@ fn pathological_input_does_not_recurse_or_rescan() {
     let cases = [
         format!("{} 5", "a/b ".repeat(20_000)),
         format!("{}(x)", "k=".repeat(20_000)),
+        "k:".repeat(20_000),
+        format!("{}x", "k:a=".repeat(10_000)),
         "(".repeat(30_000) + &")".repeat(30_000),
         "=:,;|\"'<>[]{}()".repeat(3_000),
         "é ".repeat(20_000),

@@ -13,7 +13,7 @@
 //! Everything here is linear in the line: one scan to cut, one pass to fold, and at most
 //! `max_tokens` tokens (the rest of a longer line is one trailing variable).
 
-use super::hash::{hash_bytes, mix};
+use super::hash::{combine, hash_byte, hash_bytes, mix};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -48,6 +48,8 @@ const DIGIT: u8 = 2;
 const SPLIT: u8 = 4;
 const OPEN: u8 = 8;
 const TRAIL: u8 = 16;
+/// `,` `;` `|`: a chunk holding one is cut into pieces.
+const SEP: u8 = 32;
 
 /// Byte classes, so that one scan of a chunk says whether it needs more than one token.
 static CLASS: [u8; 256] = {
@@ -64,6 +66,9 @@ static CLASS: [u8; 256] = {
         }
         if matches!(b, b',' | b';' | b'|' | b'=' | b':') {
             k |= SPLIT;
+        }
+        if matches!(b, b',' | b';' | b'|') {
+            k |= SEP;
         }
         if is_opener(b) {
             k |= OPEN;
@@ -338,6 +343,8 @@ impl Tokenizer {
                 && CLASS[b[i - 1] as usize] & TRAIL == 0;
             if plain {
                 self.core_known(b, start, i, false, classes & DIGIT != 0, limits);
+            } else if classes & SEP == 0 {
+                self.piece(b, start, i, false, limits);
             } else {
                 self.chunk(b, start, i, limits);
             }
@@ -363,13 +370,7 @@ impl Tokenizer {
                 if k > last {
                     self.piece(b, last, k, last != start, limits);
                 }
-                self.raw.push(Token {
-                    kind: Kind::Punct,
-                    start: k as u32,
-                    end: k as u32 + 1,
-                    glued: k != start,
-                    hash: hash_bytes(&b[k..k + 1]),
-                });
+                self.raw.push(punct(b, k, k != start));
                 last = k + 1;
             }
         }
@@ -384,13 +385,9 @@ impl Tokenizer {
         let tails_base = self.tails.len();
         // Where each kind of opening bracket last occurs: a closing bracket at the end is
         // peeled only when its opener is not inside. Trailing characters are never openers,
-        // so one scan serves every step below.
-        let mut last_open = [None; 4];
-        for (k, &c) in b[i..j].iter().enumerate() {
-            if let Some(t) = bracket_index(c) {
-                last_open[t] = Some(i + k);
-            }
-        }
+        // so one scan (made when first needed) serves every step below.
+        let mut last_open: Option<[Option<usize>; 4]> = None;
+        let (mut next_eq, mut next_colon) = (Cursor(i), Cursor(i));
         loop {
             let piece_start = i;
             while i < j && is_opener(b[i]) {
@@ -403,8 +400,18 @@ impl Tokenizer {
                 let c = b[j - 1];
                 let inside = opener_of_bracket(c)
                     .and_then(bracket_index)
-                    .and_then(|t| last_open[t])
-                    .is_some_and(|at| at >= i);
+                    .is_some_and(|t| {
+                        let last = last_open.get_or_insert_with(|| {
+                            let mut last = [None; 4];
+                            for (k, &c) in b[i..j].iter().enumerate() {
+                                if let Some(t) = bracket_index(c) {
+                                    last[t] = Some(i + k);
+                                }
+                            }
+                            last
+                        });
+                        last[t].is_some_and(|at| at >= i)
+                    });
                 if inside {
                     break;
                 }
@@ -412,7 +419,10 @@ impl Tokenizer {
             }
             self.tails.push((j as u32, tail_end as u32));
             let core = &b[i..j];
-            let eq = core.iter().position(|&c| c == b'=');
+            // The first `=` and `:` of the core. `i` only grows, so each search resumes where
+            // the last one stopped: `k:k:k:…` is not rescanned at every step.
+            let eq = next_eq.find(b, i, j, b'=');
+            let colon = next_colon.find(b, i, j, b':');
             if let Some(k) = eq.filter(|&k| k > 0 && is_key(&core[..k])) {
                 self.core(b, i, i + k, glued, limits);
                 self.raw.push(punct(b, i + k, true));
@@ -424,7 +434,6 @@ impl Tokenizer {
                 glued = true;
                 continue;
             }
-            let colon = core.iter().position(|&c| c == b':');
             if let Some(k) = colon.filter(|&k| k > 0 && k + 1 < core.len() && is_ident(&core[..k]))
             {
                 self.core(b, i, i + k, glued, limits);
@@ -504,16 +513,8 @@ impl Tokenizer {
 
     /// The folding pass (see the module doc), as a shift-reduce over the raw tokens.
     fn fold(&mut self, b: &[u8]) {
+        // Filled on first use: only a value glued to a lone opener needs it.
         self.closers_after.clear();
-        self.closers_after.resize(self.raw.len(), 0);
-        let mut seen = 0u8;
-        for k in (0..self.raw.len()).rev() {
-            self.closers_after[k] = seen;
-            let t = self.raw[k];
-            if t.kind == Kind::Punct {
-                seen |= closer_bit(b[t.start as usize]);
-            }
-        }
         for k in 0..self.raw.len() {
             let t = self.raw[k];
             match t.kind {
@@ -567,6 +568,22 @@ impl Tokenizer {
         }
     }
 
+    /// Whether closer `c` occurs among the raw tokens after `k`.
+    fn closer_after(&mut self, b: &[u8], k: usize, c: u8) -> bool {
+        if self.closers_after.len() != self.raw.len() {
+            self.closers_after.resize(self.raw.len(), 0);
+            let mut seen = 0u8;
+            for k in (0..self.raw.len()).rev() {
+                self.closers_after[k] = seen;
+                let t = self.raw[k];
+                if t.kind == Kind::Punct {
+                    seen |= closer_bit(b[t.start as usize]);
+                }
+            }
+        }
+        self.closers_after[k] & closer_bit(c) != 0
+    }
+
     fn push_var(&mut self, b: &[u8], mut v: Token, k: usize) {
         // Iterative, not recursive: a line may hold thousands of these in a row.
         while !v.glued {
@@ -604,14 +621,12 @@ impl Tokenizer {
             break;
         }
         // A lone opener glued to a value (`<1 sec`, `#3`) with no closer later: part of it.
-        let lone_opener = self.out.last().is_some_and(|last| {
-            let o = b[last.start as usize];
-            last.kind == Kind::Punct
-                && !last.glued
-                && is_opener(o)
-                && self.closers_after[k] & closer_bit(pair_of(o)) == 0
+        let opener = self.out.last().copied().filter(|last| {
+            v.glued && last.kind == Kind::Punct && !last.glued && is_opener(b[last.start as usize])
         });
-        if v.glued && lone_opener {
+        let lone_opener =
+            opener.is_some_and(|o| !self.closer_after(b, k, pair_of(b[o.start as usize])));
+        if lone_opener {
             let last = self.out.pop().expect("checked");
             v.start = last.start;
             v.glued = last.glued;
@@ -637,6 +652,22 @@ impl Tokenizer {
     }
 }
 
+/// A forward-only search for a byte in one piece.
+struct Cursor(usize);
+
+impl Cursor {
+    /// Offset from `i` of the first `c` in `b[i..j]`; `i` never decreases between calls.
+    fn find(&mut self, b: &[u8], i: usize, j: usize, c: u8) -> Option<usize> {
+        if self.0 < i {
+            self.0 = i;
+        }
+        while self.0 < j && b[self.0] != c {
+            self.0 += 1;
+        }
+        (self.0 < j).then(|| self.0 - i)
+    }
+}
+
 /// Punctuation characters that may join two variables into one (`10:05:25`, `1),(2`).
 const MAX_JOINING_PUNCT: usize = 8;
 
@@ -656,15 +687,26 @@ fn punct(b: &[u8], i: usize, glued: bool) -> Token {
         start: i as u32,
         end: i as u32 + 1,
         glued,
-        hash: hash_bytes(&b[i..i + 1]),
+        hash: BYTE_HASH[b[i] as usize],
     }
 }
+
+/// `hash_bytes` of each single byte, for punctuation.
+static BYTE_HASH: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = hash_byte(c as u8);
+        c += 1;
+    }
+    t
+};
 
 /// The hash of a tokenised line's shape: its words and punctuation, and where variables are.
 pub(super) fn key_hash(tokens: &[Token]) -> u64 {
     let mut h = 0x243f_6a88_85a3_08d3u64;
     for t in tokens {
-        h = mix(h ^ t.hash ^ ((t.kind as u64) << 62));
+        h = combine(h, t.hash ^ ((t.kind as u64) << 62));
     }
     mix(h ^ tokens.len() as u64)
 }
@@ -738,6 +780,13 @@ mod tests {
     fn names_with_an_index_stay_words() {
         assert_eq!(show("via interface eth0"), "via interface eth0");
         assert_eq!(show("node-12 up"), "<node-12> up");
+    }
+
+    #[test]
+    fn byte_hashes_are_the_hashes_of_one_byte() {
+        for c in 0..=255u8 {
+            assert_eq!(BYTE_HASH[c as usize], hash_bytes(&[c]));
+        }
     }
 
     #[test]
