@@ -91,6 +91,20 @@ impl<S: SlotLike> Ctx<'_, S> {
         same_kind && s.hash() == t.hash && s.len() == (t.end - t.start) as usize
     }
 
+    /// Whether the line fits the template as it is, token for slot.
+    pub fn matches_positionally(&self) -> bool {
+        self.slots.len() == self.tokens.len()
+            && self
+                .slots
+                .iter()
+                .zip(self.tokens)
+                .enumerate()
+                .all(|(i, (s, t))| match s.kind() {
+                    SlotKind::Var { .. } => t.kind != Kind::Punct,
+                    _ => self.equal(i, i),
+                })
+    }
+
     /// Positional alignment of equal-length sequences; `None` when punctuation differs or a
     /// variable slot would take punctuation.
     pub fn positional(&self, allow_substitution: bool, out: &mut Alignment) -> bool {

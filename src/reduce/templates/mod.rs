@@ -21,8 +21,8 @@
 //! ```
 //!
 //! How it works, in three steps per message:
-//! 1. **Tokenise** ([`token`]): words, punctuation and variables. Anything holding a digit is a
-//!    variable, and so are dates, units after numbers, paths and hosts next to values, and
+//! 1. **Tokenise** (`token.rs`): words, punctuation and variables. Anything holding a digit is
+//!    a variable, and so are dates, units after numbers, paths and hosts next to values, and
 //!    bracketed values; runs of values are folded into one variable, so lists and dates of any
 //!    length do not change a template.
 //! 2. **Look up the line's shape** (its words, punctuation and variable positions, hashed) in a
@@ -30,22 +30,28 @@
 //!    template only to extract the variables' spans.
 //! 3. Otherwise **find candidates** through an inverted index from constant words to templates
 //!    (rarest words first, at most `max_candidates`), line each up with the message
-//!    ([`align`]), and take the first exact match, else the cheapest acceptable near match,
-//!    which generalises the template (a constant becomes a variable, or a variable becomes
-//!    optional); else the message starts a new template.
+//!    (`align.rs`), and take the first exact match, else the cheapest acceptable near match,
+//!    which generalises the template (a constant becomes a variable, a variable becomes
+//!    optional, or an optional variable is added); else the message starts a new template.
 //!
 //! Whether a word that differs is a variable is decided from the words themselves, with no
 //! per-dataset configuration: numbers and identifiers (paths, hosts, `dotted.names`,
 //! `snake_case`) are values; `true`/`false` and `UPPER_CASE` words are states that distinguish
 //! events; a value after `key=` or after `user` is a value; and a word that was ever seen as a
 //! variable's value stays one. A plain English word that differs means a different event.
+//! Constants are compared by their 64-bit hash and length.
+//!
+//! A template's text shows what all of a variable's values had around their digits
+//! (`blk_<*>`, `(<*>)`, `<*>ms`); that part shrinks when a value without it arrives, which
+//! changes the text but not the template (the observation is not `generalised` for it).
 //!
 //! **Ids are a function of a template's origin**: the hash of the shape of the line that
 //! created it, by a fixed hash function. The same input gives the same ids on every instance
 //! and after every restart; generalising a template never changes its id. **Memory is
 //! bounded by `max_templates`**: at the cap, creating a template evicts the least recently used
-//! one (counted in [`MinerStats::evicted`]); the shape cache and the learned values have caps
-//! of their own and are cleared when full.
+//! one (counted in [`MinerStats::evicted`], reported in [`Observation::evicted`]); the shape
+//! cache and the learned values have caps of their own and are cleared when full. A template
+//! holds at most `max_tokens` slots of at most `max_word_bytes` bytes.
 //!
 //! The whole state has a deterministic byte encoding ([`Miner::encode`], [`Miner::decode`]):
 //! a miner restored from a checkpoint continues exactly as the original would have.
@@ -405,9 +411,25 @@ impl Miner {
     /// variables' values. False when the message does not fit the template as it is.
     fn extract(&mut self, slot: u32, message: &str) -> bool {
         self.vars.clear();
+        self.var_slots.clear();
         let ctx = Self::ctx(&self.store, &self.tok.out, slot, message);
         let ok = if ctx.slots.len() == ctx.tokens.len() {
-            ctx.positional(false, &mut self.alignment)
+            // The common case, straight to the variables without an alignment.
+            if !ctx.matches_positionally() {
+                return false;
+            }
+            for (i, (s, t)) in ctx.slots.iter().zip(ctx.tokens).enumerate() {
+                if let SlotKind::Var { .. } = s.kind {
+                    self.vars.push(Variable {
+                        var: s.var,
+                        start: t.start,
+                        end: t.end,
+                    });
+                    self.var_slots.push(i as u32);
+                }
+            }
+            self.alignment.ops.clear();
+            true
         } else {
             ctx.greedy(&mut self.alignment)
                 || ctx.varying(&mut self.dp, &mut self.alignment)
@@ -422,8 +444,6 @@ impl Miner {
         if !ok {
             return false;
         }
-        self.vars.clear();
-        self.var_slots.clear();
         let mut pos = 0u32;
         for op in &self.alignment.ops {
             match *op {

@@ -13,7 +13,7 @@
 //! Everything here is linear in the line: one scan to cut, one pass to fold, and at most
 //! `max_tokens` tokens (the rest of a longer line is one trailing variable).
 
-use super::hash::{combine, hash_byte, hash_bytes, mix};
+use super::hash::{START, combine, finish, hash_byte, hash_bytes, mix, step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -328,21 +328,15 @@ impl Tokenizer {
                 break;
             }
             let start = i;
-            let mut classes = 0u8;
-            while i < b.len() {
-                let c = CLASS[b[i] as usize];
-                if c & SPACE != 0 {
-                    break;
-                }
-                classes |= c;
-                i += 1;
-            }
+            let (end, mut classes, hash) = scan_chunk(b, i);
+            i = end;
+            classes &= DIGIT | SPLIT | SEP;
             // Most chunks are a plain word or number: nothing to peel or split.
             let plain = classes & SPLIT == 0
                 && CLASS[b[start] as usize] & OPEN == 0
                 && CLASS[b[i - 1] as usize] & TRAIL == 0;
             if plain {
-                self.core_known(b, start, i, false, classes & DIGIT != 0, limits);
+                self.core_known(b, start, i, false, classes & DIGIT != 0, hash, limits);
             } else if classes & SEP == 0 {
                 self.piece(b, start, i, false, limits);
             } else {
@@ -365,14 +359,13 @@ impl Tokenizer {
 
     fn chunk(&mut self, b: &[u8], start: usize, end: usize, limits: Limits) {
         let mut last = start;
-        for k in start..end {
-            if matches!(b[k], b',' | b';' | b'|') {
-                if k > last {
-                    self.piece(b, last, k, last != start, limits);
-                }
-                self.raw.push(punct(b, k, k != start));
-                last = k + 1;
+        for k in memchr::memchr3_iter(b',', b';', b'|', &b[start..end]) {
+            let k = start + k;
+            if k > last {
+                self.piece(b, last, k, last != start, limits);
             }
+            self.raw.push(punct(b, k, k != start));
+            last = k + 1;
         }
         if last < end {
             self.piece(b, last, end, last != start, limits);
@@ -480,7 +473,7 @@ impl Tokenizer {
             return;
         }
         let digit = b[i..j].iter().any(u8::is_ascii_digit);
-        self.core_known(b, i, j, glued, digit, limits);
+        self.core_known(b, i, j, glued, digit, None, limits);
     }
 
     fn core_known(
@@ -490,6 +483,7 @@ impl Tokenizer {
         j: usize,
         glued: bool,
         digit: bool,
+        hash: Option<u64>,
         limits: Limits,
     ) {
         let t = &b[i..j];
@@ -506,7 +500,7 @@ impl Tokenizer {
                 start: i as u32,
                 end: j as u32,
                 glued,
-                hash: hash_bytes(t),
+                hash: hash.unwrap_or_else(|| hash_bytes(t)),
             }
         });
     }
@@ -652,6 +646,91 @@ impl Tokenizer {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// High bit of each byte below `n` (exact up to the first such byte; enough for "any").
+fn below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH
+}
+
+fn equal_to(w: u64, c: u8) -> u64 {
+    below(w ^ (ONES * u64::from(c)), 1)
+}
+
+/// High bit of each ASCII byte `b` with `lo < b < hi`.
+fn between(w: u64, lo: u8, hi: u8) -> u64 {
+    let low7 = w & (ONES * 0x7f);
+    (ONES * (127 + u64::from(hi))).wrapping_sub(low7)
+        & !w
+        & low7.wrapping_add(ONES * (127 - u64::from(lo)))
+        & HIGH
+}
+
+/// The end of the chunk starting at `i` (the next whitespace), the classes of its bytes, and
+/// its hash when the scan could make it on the way; eight bytes at a time where the line
+/// allows.
+fn scan_chunk(b: &[u8], mut i: usize) -> (usize, u8, Option<u64>) {
+    let start = i;
+    let mut classes = 0u8;
+    let mut h = Some(START);
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        // Bytes up to 0x20 are whitespace or control characters; the table decides.
+        let low = below(w, 0x21);
+        let n = if low == 0 {
+            8
+        } else {
+            (low.trailing_zeros() / 8) as usize
+        };
+        let keep = if n == 8 {
+            HIGH
+        } else {
+            HIGH & ((1u64 << (8 * n)) - 1)
+        };
+        if between(w, b'0' - 1, b'9' + 1) & keep != 0 {
+            classes |= DIGIT;
+        }
+        let sep = equal_to(w, b',') | equal_to(w, b';') | equal_to(w, b'|');
+        if sep & keep != 0 {
+            classes |= SEP | SPLIT;
+        }
+        if (equal_to(w, b'=') | equal_to(w, b':')) & keep != 0 {
+            classes |= SPLIT;
+        }
+        i += n;
+        if n == 8 {
+            h = h.map(|h| step(h, w));
+            continue;
+        }
+        if CLASS[b[i] as usize] & SPACE != 0 {
+            let h = h.map(|h| {
+                if n > 0 {
+                    step(h, w & ((1u64 << (8 * n)) - 1))
+                } else {
+                    h
+                }
+            });
+            return (i, classes, h.map(|h| finish(h, i - start)));
+        }
+        // A control character inside the chunk: count it, go on (and hash later).
+        classes |= CLASS[b[i] as usize];
+        i += 1;
+        h = None;
+    }
+    while i < b.len() {
+        let c = CLASS[b[i] as usize];
+        if c & SPACE != 0 {
+            break;
+        }
+        classes |= c;
+        i += 1;
+    }
+    // The tail was not hashed word by word.
+    let h = h.filter(|_| i == start);
+    (i, classes, h)
+}
+
 /// A forward-only search for a byte in one piece.
 struct Cursor(usize);
 
@@ -661,8 +740,8 @@ impl Cursor {
         if self.0 < i {
             self.0 = i;
         }
-        while self.0 < j && b[self.0] != c {
-            self.0 += 1;
+        if self.0 < j {
+            self.0 = memchr::memchr(c, &b[self.0..j]).map_or(j, |k| self.0 + k);
         }
         (self.0 < j).then(|| self.0 - i)
     }
@@ -780,6 +859,44 @@ mod tests {
     fn names_with_an_index_stay_words() {
         assert_eq!(show("via interface eth0"), "via interface eth0");
         assert_eq!(show("node-12 up"), "<node-12> up");
+    }
+
+    #[test]
+    fn chunk_scan_agrees_with_the_byte_table() {
+        let samples = [
+            "plainword rest",
+            "a1",
+            "key=value,x;y|z: 12:00 \t tab",
+            "é€ unicode ünïcödé42 end",
+            "ctl\x01char\x1fhere more",
+            "exactly8 bytes12 x",
+            "0123456789abcdef:ghij,",
+            "sixteen_bytes_ab sixteen_bytes_abc x",
+        ];
+        for s in samples {
+            let b = s.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if CLASS[b[i] as usize] & SPACE != 0 {
+                    i += 1;
+                    continue;
+                }
+                let (end, classes, hash) = scan_chunk(b, i);
+                if let Some(h) = hash {
+                    assert_eq!(h, hash_bytes(&b[i..end]), "{s:?} at {i}");
+                }
+                let mut want = 0;
+                let mut j = i;
+                while j < b.len() && CLASS[b[j] as usize] & SPACE == 0 {
+                    want |= CLASS[b[j] as usize];
+                    j += 1;
+                }
+                assert_eq!(end, j, "{s:?} at {i}");
+                let bits = DIGIT | SPLIT | SEP;
+                assert_eq!(classes & bits, want & bits, "{s:?} at {i}");
+                i = end;
+            }
+        }
     }
 
     #[test]
