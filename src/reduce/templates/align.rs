@@ -316,7 +316,8 @@ impl<S: SlotLike> Ctx<'_, S> {
     /// Whether constant slot `i` and token `j` are two values of one variable rather than two
     /// different events. Numbers are values; `true`/`false` and `UPPER_CASE` are states, which
     /// name events; paths, hosts and dotted or underscored names are values; so is the value of
-    /// a `key=value` pair, the word after `user`, and any word seen as a variable's value before.
+    /// a `key=value` pair, the word after `user` or `for` (a name), and any word seen as a
+    /// variable's value before.
     fn substitution_is_variable(&self, i: usize, j: usize, learned: &dyn Fn(&str) -> bool) -> bool {
         if self.tokens[j].kind == Kind::Var {
             return true;
@@ -336,7 +337,11 @@ impl<S: SlotLike> Ctx<'_, S> {
             if after_separator {
                 return true;
             }
-            if prev.kind() == SlotKind::Word && self.slot_text(i - 1).eq_ignore_ascii_case("user") {
+            if prev.kind() == SlotKind::Word
+                && ["user", "for"]
+                    .iter()
+                    .any(|w| self.slot_text(i - 1).eq_ignore_ascii_case(w))
+            {
                 return true;
             }
         }

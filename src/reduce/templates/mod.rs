@@ -37,8 +37,8 @@
 //! Whether a word that differs is a variable is decided from the words themselves, with no
 //! per-dataset configuration: numbers and identifiers (paths, hosts, `dotted.names`,
 //! `snake_case`) are values; `true`/`false` and `UPPER_CASE` words are states that distinguish
-//! events; a value after `key=` or after `user` is a value; and a word that was ever seen as a
-//! variable's value stays one. A plain English word that differs means a different event.
+//! events; a value after `key=`, or a name after `user` or `for`, is a value; and a word that
+//! was ever seen as a variable's value stays one. A plain English word that differs means a different event.
 //! Constants are compared by their 64-bit hash and length.
 //!
 //! A template's text shows what all of a variable's values had around their digits
@@ -251,6 +251,7 @@ pub struct Miner {
     stats: MinerStats,
     tok: Tokenizer,
     alignment: Alignment,
+    alternative: Alignment,
     best: Alignment,
     dp: Vec<(u32, u8)>,
     vars: Vec<Variable>,
@@ -276,6 +277,7 @@ impl Miner {
             stats: MinerStats::default(),
             tok: Tokenizer::default(),
             alignment: Alignment::default(),
+            alternative: Alignment::default(),
             best: Alignment::default(),
             dp: Vec::new(),
             vars: Vec::new(),
@@ -350,9 +352,6 @@ impl Miner {
             }
             let cost = self.alignment.cost;
             if cost > 0 && best.is_some_and(|_| cost >= self.best.cost) {
-                continue;
-            }
-            if cost > 0 && !self.acceptable(slot, message) {
                 continue;
             }
             std::mem::swap(&mut self.alignment, &mut self.best);
@@ -480,30 +479,33 @@ impl Miner {
 
     /// Lines the message up with a candidate, allowing generalisation; the result is in
     /// `self.alignment`.
+    /// The cheapest acceptable alignment of the line with a candidate, allowing
+    /// generalisation; the result is in `self.alignment`. Lines of the template's length are
+    /// tried positionally first and, unless that is exact, also with variables present on one
+    /// side only (`a <*> b , c` against `a b , <*> c`).
     fn evaluate(&mut self, slot: u32, message: &str) -> bool {
         let ctx = Self::ctx(&self.store, &self.tok.out, slot, message);
-        if ctx.slots.len() == ctx.tokens.len() {
-            return ctx.positional(true, &mut self.alignment);
-        }
-        if !ctx.varying(&mut self.dp, &mut self.alignment) {
-            return false;
-        }
-        // Inserted slots make the template longer: never beyond what a line may have.
-        let inserts = self
-            .alignment
-            .ops
-            .iter()
-            .filter(|op| matches!(op, Op::Insert(_)))
-            .count();
-        ctx.slots.len() + inserts <= self.config.max_tokens
-    }
-
-    fn acceptable(&self, slot: u32, message: &str) -> bool {
-        let ctx = Self::ctx(&self.store, &self.tok.out, slot, message);
         let learned = &self.store.learned;
-        ctx.acceptable(&self.alignment, &|w: &str| {
-            learned.contains(&hash_bytes(w.as_bytes()))
-        })
+        let learned = |w: &str| learned.contains(&hash_bytes(w.as_bytes()));
+        let mut found = false;
+        if ctx.slots.len() == ctx.tokens.len() {
+            found = ctx.positional(true, &mut self.alignment)
+                && (self.alignment.cost == 0 || ctx.acceptable(&self.alignment, &learned));
+            if found && self.alignment.substitutions == 0 {
+                return true;
+            }
+        }
+        let alt = &mut self.alternative;
+        let varying = ctx.varying(&mut self.dp, alt)
+            && (alt.cost == 0 || ctx.acceptable(alt, &learned))
+            // Inserted slots make the template longer: never beyond what a line may have.
+            && ctx.slots.len() + alt.ops.iter().filter(|op| matches!(op, Op::Insert(_))).count()
+                <= self.config.max_tokens;
+        if varying && (!found || alt.cost < self.alignment.cost) {
+            std::mem::swap(&mut self.alignment, &mut self.alternative);
+            found = true;
+        }
+        found
     }
 
     /// Applies `self.best` to template `slot`; returns whether the template changed.

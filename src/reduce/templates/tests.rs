@@ -79,6 +79,20 @@ fn optional_values_make_an_optional_variable() {
 }
 
 #[test]
+fn an_optional_value_in_another_place_at_the_same_length() {
+    // As many tokens, but the optional value moved: positionally a mismatch of punctuation.
+    let (m, ids) = mine(&[
+        "a.example:80 close, 1248 bytes (1.21 KB) sent, 331 bytes received, lifetime 00:02",
+        "b.example:443 close, 471 bytes sent, 4693 bytes (4.58 KB) received, lifetime 00:13",
+    ]);
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(
+        text(&m, ids[0]),
+        "<*> close, <*> bytes <*> sent, <*> bytes <*> received, lifetime <*>"
+    );
+}
+
+#[test]
 fn key_value_pairs_hex_ids_and_ip_ports() {
     let (m, ids) = mine(&[
         "Session 0x14f05578bf8000b closed for client /10.10.34.11:52131 state=ACTIVE",
