@@ -12,9 +12,10 @@
 //!   holds exactly the lines of their ground-truth group (`EventId`);
 //! - PA (parsing accuracy): the share of lines whose template's final text equals the ground
 //!   truth's `EventTemplate`, whitespace runs counted as one space;
-//! - speed: the miner alone (no CSV reading), with the thread's CPU clock: per dataset, a fresh
-//!   miner over its 2,000 lines, repeated for a quarter of a CPU-second; overall, every dataset
-//!   once in turn (each with a fresh miner) for 0.3 CPU-seconds, in 9 rounds: the median.
+//! - speed: the miner alone (no CSV reading), with the thread's CPU clock, a fresh miner per
+//!   file: per dataset, the median of 5 rounds of 0.1 CPU-seconds; overall, every dataset once
+//!   in turn for 0.3 CPU-seconds, the median of 9 rounds (and their range: a shared machine's
+//!   busy sibling hyperthread slows this thread's CPU-seconds too).
 //!
 //! `SHUFFLE=seed` mines each dataset in a shuffled order instead, to see how much the result
 //! depends on the order of arrival.
@@ -79,6 +80,37 @@ fn cpu_seconds(wall: Instant) -> f64 {
         .map_or_else(|| wall.elapsed().as_secs_f64(), |ns| ns as f64 / 1e9)
 }
 
+/// Lines per CPU-second mining `corpus` (a fresh miner per file), in `rounds` rounds of at
+/// least `seconds` each: (median, lowest, highest).
+fn rates<S: AsRef<str>>(rounds: usize, seconds: f64, corpus: &[Vec<S>]) -> (f64, f64, f64) {
+    let mut rates: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let wall = Instant::now();
+            let start = cpu_seconds(wall);
+            let mut lines = 0usize;
+            loop {
+                for messages in corpus {
+                    let mut m = Miner::new(MinerConfig::default());
+                    for msg in messages {
+                        std::hint::black_box(m.observe(msg.as_ref()).id);
+                    }
+                    lines += messages.len();
+                }
+                let spent = cpu_seconds(wall) - start;
+                if spent >= seconds {
+                    break lines as f64 / spent;
+                }
+            }
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    (rates[rounds / 2], rates[0], rates[rounds - 1])
+}
+
+fn median_rate<S: AsRef<str>>(rounds: usize, seconds: f64, corpus: &[Vec<S>]) -> f64 {
+    rates(rounds, seconds, corpus).0
+}
+
 fn grouping_accuracy(predicted: &[u64], truth: &[&str]) -> f64 {
     let mut by_pred: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut by_truth: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -141,29 +173,20 @@ fn main() {
             .count();
         let pa = correct as f64 / ids.len() as f64;
 
-        let wall = Instant::now();
-        let start = cpu_seconds(wall);
-        let mut reps = 0usize;
-        let cpu = loop {
-            let mut m = Miner::new(MinerConfig::default());
-            for msg in &messages {
-                std::hint::black_box(m.observe(msg).id);
-            }
-            reps += 1;
-            let spent = cpu_seconds(wall) - start;
-            if spent >= 0.25 {
-                break spent;
-            }
-        };
-        let lines = reps * messages.len();
-        corpus.push(messages.iter().map(|m| m.to_string()).collect());
+        let per_dataset = median_rate(5, 0.1, std::slice::from_ref(&messages));
+        corpus.push(
+            messages
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<String>>(),
+        );
         let truth_groups = truth.iter().collect::<std::collections::HashSet<_>>().len();
         println!(
             "| {name} | {} | {} ({truth_groups}) | {} | {ga:.3} | {pa:.3} | {:.2} M |",
             messages.len(),
             miner.len(),
             miner.stats().searched,
-            lines as f64 / cpu / 1e6
+            per_dataset / 1e6
         );
         ga_sum += ga;
         pa_sum += pa;
@@ -175,37 +198,17 @@ fn main() {
     }
     // Rounds of every dataset in turn; the median round is the figure (the machine may be
     // shared: a busy sibling hyperthread slows this thread's CPU-seconds too).
-    let mut rates: Vec<f64> = (0..ROUNDS)
-        .map(|_| {
-            let wall = Instant::now();
-            let start = cpu_seconds(wall);
-            let mut lines = 0usize;
-            loop {
-                for messages in &corpus {
-                    let mut m = Miner::new(MinerConfig::default());
-                    for msg in messages {
-                        std::hint::black_box(m.observe(msg).id);
-                    }
-                    lines += messages.len();
-                }
-                let spent = cpu_seconds(wall) - start;
-                if spent >= 0.3 {
-                    break lines as f64 / spent;
-                }
-            }
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
+    let (overall, low, high) = rates(ROUNDS, 0.3, &corpus);
     println!(
         "| **average of {n}** | | | | **{:.3}** | **{:.3}** | **{:.2} M** |",
         ga_sum / n as f64,
         pa_sum / n as f64,
-        rates[ROUNDS / 2] / 1e6
+        overall / 1e6
     );
     println!(
         "\nall {n} datasets in turn, {ROUNDS} rounds: median {:.2} M lines / CPU-s, range {:.2} M to {:.2} M",
-        rates[ROUNDS / 2] / 1e6,
-        rates[0] / 1e6,
-        rates[ROUNDS - 1] / 1e6
+        overall / 1e6,
+        low / 1e6,
+        high / 1e6
     );
 }

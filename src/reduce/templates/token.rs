@@ -740,8 +740,13 @@ impl Cursor {
         if self.0 < i {
             self.0 = i;
         }
-        if self.0 < j {
+        if j - self.0.min(j) > 32 {
             self.0 = memchr::memchr(c, &b[self.0..j]).map_or(j, |k| self.0 + k);
+        } else {
+            // Short: a plain loop beats the vectorised search's setup.
+            while self.0 < j && b[self.0] != c {
+                self.0 += 1;
+            }
         }
         (self.0 < j).then(|| self.0 - i)
     }
