@@ -5,10 +5,11 @@
 //! - *positional*, when both have as many tokens: constants must be equal, except for a few
 //!   *substitutions* (a constant word becomes a variable), each of which has to pass
 //!   [`substitution_is_variable`];
-//! - *varying length*, when the counts differ by at most [`MAX_LEN_DIFF`]: no substitution at
-//!   all, only variables that are present in one and absent in the other (`bytes sent` against
-//!   `bytes (1.16 KB) sent`); the absent ones become optional slots. A small dynamic programme
-//!   in a diagonal band finds the cheapest alignment.
+//! - *varying length*, when the counts differ by at most [`MAX_LEN_DIFF`] (or are equal but the
+//!   positional alignment needs substitutions): no substitution at all, only variables that are
+//!   present in one and absent in the other (`bytes sent` against `bytes (1.16 KB) sent`); the
+//!   absent ones become optional slots. A small dynamic programme in a diagonal band finds the
+//!   cheapest alignment.
 //!
 //! Costs are integers so that ties break the same way everywhere: a substitution costs 50, a
 //! variable slot taking a word 1, a variable missing from a non-optional slot or added to the
@@ -105,7 +106,7 @@ impl<S: SlotLike> Ctx<'_, S> {
                 })
     }
 
-    /// Positional alignment of equal-length sequences; `None` when punctuation differs or a
+    /// Positional alignment of equal-length sequences; false when punctuation differs or a
     /// variable slot would take punctuation.
     pub fn positional(&self, allow_substitution: bool, out: &mut Alignment) -> bool {
         out.ops.clear();
@@ -197,7 +198,7 @@ impl<S: SlotLike> Ctx<'_, S> {
         }
     }
 
-    /// The cheapest alignment allowing only variables to be missing on either side. `None` when
+    /// The cheapest alignment allowing only variables to be missing on either side; false when
     /// the constants cannot be lined up in order.
     pub fn varying(&self, dp: &mut Vec<(u32, u8)>, out: &mut Alignment) -> bool {
         out.ops.clear();

@@ -404,7 +404,7 @@ impl Store {
         }
     }
 
-    /// After slot `i` of template `s` stopped being the constant word `w`.
+    /// After template `s` lost the constant word `w` (one of its slots became a variable).
     pub fn word_removed(&mut self, s: u32, w: u64) {
         let t = &self.templates[s as usize];
         if t.slots
