@@ -139,6 +139,39 @@ enum Command {
         #[arg(long = "topic", default_values = ["logs"])]
         topics: Vec<String>,
     },
+    /// Mine the templates of log messages: CSV `line,template_id,template`, one row per input
+    /// line, in order.
+    #[command(after_help = "Examples:
+  logmill templates app.log > templates.csv
+  kubectl logs deploy/api | logmill templates --field msg -
+  logmill templates --stream --field message - < events.jsonl
+  logmill templates --templates-out summary.csv -q syslog > /dev/null
+
+Each line gets the id of its template when it arrives; ids never change when a template
+generalises, and are the same on every run for the same input. Without --stream, rows are
+written after the input ends, each with its template's final text (8 bytes of memory per
+line until then); with --stream, each row is written at once with the template's text as
+of that line.")]
+    Templates {
+        /// Mine this JSON field (`msg`, `log.message`, `a[0].b`) or logfmt key instead of the
+        /// whole line; a line without it (or that does not decode) is mined whole.
+        #[arg(long)]
+        field: Option<String>,
+        /// Write each row as its line arrives, with the template's text at that point.
+        #[arg(long)]
+        stream: bool,
+        /// Also write the templates themselves: CSV `template_id,count,template`.
+        #[arg(long)]
+        templates_out: Option<PathBuf>,
+        /// Templates kept; at the cap the least recently used one is evicted.
+        #[arg(long, default_value_t = logmill::reduce::templates::MinerConfig::default().max_templates)]
+        max_templates: usize,
+        /// No summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Input file; `-` is stdin.
+        input: PathBuf,
+    },
     /// Generate the reference workload: nginx access lines, JSON service logs, or a mix.
     #[command(
         after_help = "Examples:\n  logmill gen nginx 2000000 > nginx.log\n  logmill gen json 1000 --seed 7\n  logmill gen mixed 2000 > examples/mixed.log"
@@ -347,6 +380,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             topics,
         } => {
             cmd::service::broker(port, partitions, &topics)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Templates {
+            field,
+            stream,
+            templates_out,
+            max_templates,
+            quiet,
+            input,
+        } => {
+            cmd::templates::run(cmd::templates::Options {
+                input,
+                field,
+                stream,
+                templates_out,
+                max_templates,
+                quiet,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen { kind, n, seed } => {

@@ -2,3 +2,4 @@
 pub mod replay;
 pub mod ruletest;
 pub mod service;
+pub mod templates;

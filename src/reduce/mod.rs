@@ -3,6 +3,8 @@
 //! Today this is the `then:` decision of the rules that matched. Sampling, deduplication,
 //! throttling and template mining plug in here, after `derive`, with per-partition state.
 
+pub mod templates;
+
 use crate::extract::value::ValueError;
 use crate::rules::program::{FieldRef, Program, Then};
 

@@ -6,3 +6,4 @@ mod loghub;
 mod peers;
 mod service;
 mod support;
+mod templates;

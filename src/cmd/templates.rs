@@ -1,0 +1,216 @@
+//! `logmill templates`: the template miner alone over a file or stdin, as CSV
+//! `line,template_id,template`, one row per input line in order.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use logmill::decode::{Decoded, Decoder, InputFormat, Limits};
+use logmill::reduce::templates::{Miner, MinerConfig, TemplateId};
+use logmill::rules::compile::parse_path;
+
+pub struct Options {
+    pub input: PathBuf,
+    /// Mine this JSON field path or logfmt key instead of the whole line.
+    pub field: Option<String>,
+    /// Write each row as its line arrives, with the template as it was then.
+    pub stream: bool,
+    pub templates_out: Option<PathBuf>,
+    pub max_templates: usize,
+    pub quiet: bool,
+}
+
+/// Where the mined text of a line comes from. The rule language's reduce section will add a
+/// variant here: a rule's configured message field (a JSON field, a capture, or `_line`).
+enum MessageSource {
+    Line,
+    Field { name: String, decoder: Decoder },
+}
+
+impl MessageSource {
+    /// The message of `line`; the whole line when the field is absent or the line does not
+    /// decode (counted in `fallbacks`).
+    fn message<'a>(&self, line: &'a str, decoded: &'a mut Decoded, fallbacks: &mut u64) -> &'a str {
+        match self {
+            MessageSource::Line => line,
+            MessageSource::Field { decoder, .. } => {
+                match decoder.decode(line.as_bytes(), decoded) {
+                    Ok(_) => match decoded.slots.first().copied().flatten() {
+                        Some(span) => span.get(line, &decoded.scratch),
+                        None => {
+                            *fallbacks += 1;
+                            line
+                        }
+                    },
+                    Err(_) => {
+                        *fallbacks += 1;
+                        line
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// RFC 4180: quoted only when needed, quotes doubled.
+fn csv_field(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.write_all(b"\"")?;
+        out.write_all(s.replace('"', "\"\"").as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        out.write_all(s.as_bytes())
+    }
+}
+
+fn row(out: &mut impl Write, line: u64, id: TemplateId, template: &str) -> std::io::Result<()> {
+    write!(out, "{line},{id:016x},")?;
+    csv_field(out, template)?;
+    out.write_all(b"\n")
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    match mine(opts) {
+        // `logmill templates big.log | head`: a reader that stops early is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn mine(opts: Options) -> Result<()> {
+    let source = match &opts.field {
+        None => MessageSource::Line,
+        Some(name) => {
+            let Some(path) = parse_path(name) else {
+                bail!("`{name}` is not a field path (expected `a.b`, `a[0].b` or a logfmt key)");
+            };
+            MessageSource::Field {
+                name: name.clone(),
+                decoder: Decoder::new(
+                    &[path],
+                    InputFormat::Auto,
+                    Limits {
+                        max_event_bytes: usize::MAX,
+                        ..Limits::default()
+                    },
+                ),
+            }
+        }
+    };
+    let reader: Box<dyn Read> = if opts.input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(&opts.input)
+                .with_context(|| format!("opening {}", opts.input.display()))?,
+        )
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    out.write_all(b"line,template_id,template\n")?;
+
+    let mut miner = Miner::new(MinerConfig {
+        max_templates: opts.max_templates,
+        ..MinerConfig::default()
+    });
+    let mut decoded = Decoded::default();
+    let mut fallbacks = 0u64;
+    let mut buf = Vec::new();
+    // --stream: the current text of each live template, re-rendered when it changes.
+    let mut texts: HashMap<TemplateId, String> = HashMap::new();
+    // Otherwise: every line's id, and the last text of templates that were evicted.
+    let mut ids: Vec<TemplateId> = Vec::new();
+    let mut evicted: HashMap<TemplateId, String> = HashMap::new();
+    let mut n = 0u64;
+    loop {
+        buf.clear();
+        if reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {}", opts.input.display()))?
+            == 0
+        {
+            break;
+        }
+        n += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let message = source.message(&line, &mut decoded, &mut fallbacks);
+        let o = miner.observe(message);
+        let (id, changed, gone) = (o.id, o.new || o.generalised, o.evicted);
+        if let Some(gone) = gone {
+            let last = miner.evicted().map(|t| t.to_string()).unwrap_or_default();
+            texts.remove(&gone);
+            if !opts.stream {
+                evicted.insert(gone, last);
+            }
+        }
+        if opts.stream {
+            if changed || !texts.contains_key(&id) {
+                let t = miner
+                    .template(id)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                texts.insert(id, t);
+            }
+            row(&mut out, n, id, &texts[&id])?;
+        } else {
+            ids.push(id);
+        }
+    }
+    if !opts.stream {
+        let live: HashMap<TemplateId, String> =
+            miner.templates().map(|t| (t.id(), t.to_string())).collect();
+        for (k, id) in ids.iter().enumerate() {
+            let text = live
+                .get(id)
+                .or_else(|| evicted.get(id))
+                .map_or("", String::as_str);
+            row(&mut out, k as u64 + 1, *id, text)?;
+        }
+    }
+    out.flush()?;
+    if let Some(path) = &opts.templates_out {
+        let mut f = BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        f.write_all(b"template_id,count,template\n")?;
+        for t in miner.templates() {
+            write!(f, "{:016x},{},", t.id(), t.count())?;
+            csv_field(&mut f, &t.to_string())?;
+            f.write_all(b"\n")?;
+        }
+        f.flush()?;
+    }
+    if !opts.quiet {
+        let s = miner.stats();
+        eprintln!(
+            "{n} line{}, {} templates ({} created, {} evicted at the cap of {})",
+            if n == 1 { "" } else { "s" },
+            miner.len(),
+            s.created,
+            s.evicted,
+            miner.config().max_templates
+        );
+        if let MessageSource::Field { name, .. } = &source {
+            if fallbacks > 0 {
+                eprintln!(
+                    "{fallbacks} line{} without field `{name}`: mined whole",
+                    if fallbacks == 1 { "" } else { "s" }
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! Template mining: an online, one-pass miner that gives every message a template id on
+//! arrival, with the values of its variables.
+//!
+//! ```
+//! use logmill::reduce::templates::{Miner, MinerConfig};
+//!
+//! let mut miner = Miner::new(MinerConfig::default());
+//! let a = miner.observe("session opened for user alice by (uid=0)").id;
+//! let o = miner.observe("session opened for user bob by (uid=1001)");
+//! assert_eq!(o.id, a);
+//! let values: Vec<&str> = o
+//!     .variables
+//!     .iter()
+//!     .map(|v| &"session opened for user bob by (uid=1001)"[v.span()])
+//!     .collect();
+//! assert_eq!(values, ["bob", "1001"]);
+//! assert_eq!(
+//!     miner.template(a).unwrap().to_string(),
+//!     "session opened for user <*> by (uid=<*>)"
+//! );
+//! ```
+//!
+//! How it works, in three steps per message:
+//! 1. **Tokenise** (`token.rs`): words, punctuation and variables. Anything holding a digit is
+//!    a variable, and so are dates, units after numbers, paths and hosts next to values, and
+//!    bracketed values; runs of values are folded into one variable, so lists and dates of any
+//!    length do not change a template.
+//! 2. **Look up the line's shape** (its words, punctuation and variable positions, hashed) in a
+//!    cache of shapes already seen: most lines stop here, and are matched against their
+//!    template only to extract the variables' spans.
+//! 3. Otherwise **find candidates** through an inverted index from constant words to templates
+//!    (rarest words first, at most `max_candidates`), line each up with the message
+//!    (`align.rs`), and take the first exact match, else the cheapest acceptable near match,
+//!    which generalises the template (a constant becomes a variable, a variable becomes
+//!    optional, or an optional variable is added); else the message starts a new template.
+//!
+//! Whether a word that differs is a variable is decided from the words themselves, with no
+//! per-dataset configuration: numbers and identifiers (paths, hosts, `dotted.names`,
+//! `snake_case`) are values; `true`/`false` and `UPPER_CASE` words are states that distinguish
+//! events; a value after `key=`, or a name after `user` or `for`, is a value; and a word that
+//! was ever seen as a variable's value stays one. A plain English word that differs means a different event.
+//! Constants are compared by their 64-bit hash and length.
+//!
+//! A template's text shows what all of a variable's values had around their digits
+//! (`blk_<*>`, `(<*>)`, `<*>ms`); that part shrinks when a value without it arrives, which
+//! changes the text but not the template (the observation is not `generalised` for it).
+//!
+//! **Ids are a function of a template's origin**: the hash of the shape of the line that
+//! created it, by a fixed hash function. The same input gives the same ids on every instance
+//! and after every restart; generalising a template never changes its id. **Memory is
+//! bounded by `max_templates`**: at the cap, creating a template evicts the least recently used
+//! one (counted in [`MinerStats::evicted`], reported in [`Observation::evicted`]); the shape
+//! cache and the learned values have caps of their own and are cleared when full. A template
+//! holds at most `max_tokens` slots of at most `max_word_bytes` bytes.
+//!
+//! The whole state has a deterministic byte encoding ([`Miner::encode`], [`Miner::decode`]):
+//! a miner restored from a checkpoint continues exactly as the original would have.
+
+mod align;
+mod hash;
+mod snapshot;
+mod store;
+mod token;
+
+use std::fmt;
+use std::ops::Range;
+
+pub use snapshot::SnapshotError;
+
+use align::{Alignment, Ctx, Op, SlotKind};
+use hash::{hash_bytes, mix};
+use store::{Slot, Store, Template};
+use token::{Kind, Limits, Tokenizer, VAR_HASH, key_hash};
+
+/// A template's id: stable for the template's life, equal across instances for the same input.
+pub type TemplateId = u64;
+
+/// Caps on the miner's work and memory. They bound resources; they are not tuning knobs (the
+/// grouping does not depend on them until a cap is reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinerConfig {
+    /// Templates kept; at the cap the least recently used one is evicted.
+    pub max_templates: usize,
+    /// Tokens considered per line; the rest of a longer line is one trailing variable.
+    pub max_tokens: usize,
+    /// Longer words are treated as variables (they are data, and they would cost memory).
+    pub max_word_bytes: usize,
+    /// Templates a new line shape is compared with, at most.
+    pub max_candidates: usize,
+    /// Line shapes remembered with their template; the cache is cleared when full.
+    pub max_cached_shapes: usize,
+    /// Words remembered as variable values; forgotten all at once when full.
+    pub max_learned_values: usize,
+}
+
+impl Default for MinerConfig {
+    fn default() -> MinerConfig {
+        MinerConfig {
+            max_templates: 1000,
+            max_tokens: 128,
+            max_word_bytes: 256,
+            max_candidates: 32,
+            max_cached_shapes: 8192,
+            max_learned_values: 8192,
+        }
+    }
+}
+
+impl MinerConfig {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_tokens: self.max_tokens.max(2),
+            max_word_bytes: self.max_word_bytes,
+        }
+    }
+
+    fn sanitized(mut self) -> MinerConfig {
+        self.max_templates = self.max_templates.clamp(1, u32::MAX as usize - 1);
+        self.max_tokens = self.max_tokens.clamp(2, u16::MAX as usize);
+        self.max_candidates = self.max_candidates.max(1);
+        self.max_cached_shapes = self.max_cached_shapes.max(1);
+        self.max_learned_values = self.max_learned_values.max(1);
+        self
+    }
+}
+
+/// One variable of an observed line: which variable of the template, and where its value is
+/// in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variable {
+    /// The variable's number within its template. Numbers are given in order of creation and
+    /// never change, so they stay valid when the template later gains variables (the position
+    /// in the text may shift; this does not).
+    pub var: u16,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Variable {
+    /// The value's byte range in the observed message (empty for an optional variable that
+    /// this line does not have).
+    pub fn span(&self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// What the miner made of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation<'a> {
+    pub id: TemplateId,
+    /// The message started this template.
+    pub new: bool,
+    /// The message changed its template (a constant became a variable, or a variable became
+    /// optional, or a variable was added); the id is unchanged.
+    pub generalised: bool,
+    /// The values of the template's variables, in text order.
+    pub variables: &'a [Variable],
+    /// The template evicted to make room for this one (at the `max_templates` cap); see
+    /// [`Miner::evicted`] for its last state.
+    pub evicted: Option<TemplateId>,
+}
+
+/// Counters since the miner was created (carried by snapshots).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MinerStats {
+    pub lines: u64,
+    pub created: u64,
+    pub generalised: u64,
+    /// Templates evicted at the `max_templates` cap.
+    pub evicted: u64,
+    /// Lines longer than `max_tokens` tokens.
+    pub truncated: u64,
+    /// Lines whose shape was not in the cache, so candidates were searched.
+    pub searched: u64,
+}
+
+/// A read-only view of a template.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateView<'a> {
+    t: &'a Template,
+}
+
+impl TemplateView<'_> {
+    pub fn id(&self) -> TemplateId {
+        self.t.id
+    }
+
+    /// Lines matched so far (including the first).
+    pub fn count(&self) -> u64 {
+        self.t.count
+    }
+
+    /// The variables' numbers in text order (see [`Variable::var`]).
+    pub fn variables(&self) -> impl Iterator<Item = u16> + '_ {
+        self.t
+            .slots
+            .iter()
+            .filter(|s| matches!(s.kind, SlotKind::Var { .. }))
+            .map(|s| s.var)
+    }
+}
+
+/// The template's text: constants as they were written, `<*>` for each variable (as loghub
+/// writes templates).
+impl fmt::Display for TemplateView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, s) in self.t.slots.iter().enumerate() {
+            if k > 0 && !s.glued {
+                f.write_str(" ")?;
+            }
+            let (a, b) = (s.text.0 as usize, s.text.1 as usize);
+            match s.kind {
+                // An optional variable may be absent, with whatever surrounds its values.
+                SlotKind::Var { optional: true } => f.write_str("<*>")?,
+                SlotKind::Var { optional: false } => {
+                    f.write_str(&self.t.text[a..a + s.pre as usize])?;
+                    f.write_str("<*>")?;
+                    f.write_str(&self.t.text[b - s.suf as usize..b])?;
+                }
+                _ => f.write_str(&self.t.text[a..b])?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A variable slot born from `value`: its fixed prefix and suffix are kept in `text`.
+fn var_slot(text: &mut String, value: &str, glued: bool, var: u16, optional: bool) -> Slot {
+    let b = value.as_bytes();
+    let (pre, suf) = store::affixes(b);
+    let (pre, suf) = store::balanced(b, pre, b, suf);
+    let start = text.len() as u32;
+    text.push_str(&value[..pre]);
+    text.push_str(&value[value.len() - suf..]);
+    Slot {
+        kind: SlotKind::Var { optional },
+        glued,
+        hash: VAR_HASH,
+        text: (start, text.len() as u32),
+        var,
+        pre: pre as u16,
+        suf: suf as u16,
+    }
+}
+
+/// The miner. Feed it messages in order with [`Miner::observe`].
+#[derive(Debug)]
+pub struct Miner {
+    config: MinerConfig,
+    store: Store,
+    stats: MinerStats,
+    tok: Tokenizer,
+    alignment: Alignment,
+    alternative: Alignment,
+    best: Alignment,
+    dp: Vec<(u32, u8)>,
+    vars: Vec<Variable>,
+    /// The template slot of each of `vars`.
+    var_slots: Vec<u32>,
+    words: Vec<u64>,
+    order: Vec<(usize, u64)>,
+    hits: Vec<u16>,
+    touched: Vec<u32>,
+    candidates: Vec<u32>,
+    removed: Vec<u64>,
+    /// The template the last `observe` evicted, if it evicted one.
+    evicted: Option<Template>,
+}
+
+const ID_SEED: u64 = 0x6c6f_676d_696c_6c31; // "logmill1"
+
+impl Miner {
+    pub fn new(config: MinerConfig) -> Miner {
+        Miner {
+            config: config.sanitized(),
+            store: Store::new(),
+            stats: MinerStats::default(),
+            tok: Tokenizer::default(),
+            alignment: Alignment::default(),
+            alternative: Alignment::default(),
+            best: Alignment::default(),
+            dp: Vec::new(),
+            vars: Vec::new(),
+            var_slots: Vec::new(),
+            words: Vec::new(),
+            order: Vec::new(),
+            hits: Vec::new(),
+            touched: Vec::new(),
+            candidates: Vec::new(),
+            removed: Vec::new(),
+            evicted: None,
+        }
+    }
+
+    pub fn config(&self) -> &MinerConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> MinerStats {
+        self.stats
+    }
+
+    /// Templates currently held.
+    pub fn len(&self) -> usize {
+        self.store.templates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.templates.is_empty()
+    }
+
+    /// The template the last [`Miner::observe`] evicted, as it was (its text, its count), so
+    /// that what was pending for it can be flushed. `None` when that call evicted nothing.
+    pub fn evicted(&self) -> Option<TemplateView<'_>> {
+        self.evicted.as_ref().map(|t| TemplateView { t })
+    }
+
+    pub fn template(&self, id: TemplateId) -> Option<TemplateView<'_>> {
+        let slot = *self.store.by_id.get(&id)?;
+        Some(TemplateView {
+            t: &self.store.templates[slot as usize],
+        })
+    }
+
+    /// Every template, oldest first.
+    pub fn templates(&self) -> impl Iterator<Item = TemplateView<'_>> + '_ {
+        let mut slots: Vec<&Template> = self.store.templates.iter().collect();
+        slots.sort_by_key(|t| t.seq);
+        slots.into_iter().map(|t| TemplateView { t })
+    }
+
+    /// Gives `message` its template id and the values of its variables.
+    pub fn observe(&mut self, message: &str) -> Observation<'_> {
+        self.stats.lines += 1;
+        self.evicted = None;
+        if self.tok.run(message, self.config.limits()) {
+            self.stats.truncated += 1;
+        }
+        let shape = key_hash(&self.tok.out);
+        if let Some(slot) = self.store.cache_get(shape) {
+            if self.extract(slot, message) {
+                return self.seen(slot, false, false);
+            }
+        }
+        self.stats.searched += 1;
+        self.find_candidates();
+        let mut best: Option<u32> = None;
+        for c in 0..self.candidates.len() {
+            let slot = self.candidates[c];
+            if !self.evaluate(slot, message) {
+                continue;
+            }
+            let cost = self.alignment.cost;
+            if cost > 0 && best.is_some_and(|_| cost >= self.best.cost) {
+                continue;
+            }
+            std::mem::swap(&mut self.alignment, &mut self.best);
+            best = Some(slot);
+            if cost == 0 {
+                break;
+            }
+        }
+        let (slot, new, generalised) = match best {
+            Some(slot) => {
+                let generalised = self.best.cost > 0 && self.apply(slot, message);
+                (slot, false, generalised)
+            }
+            None => (self.create(shape, message), true, false),
+        };
+        self.store
+            .cache_put(shape, slot, self.config.max_cached_shapes);
+        let matched = self.extract(slot, message);
+        debug_assert!(matched, "a line matches the template it was given");
+        self.seen(slot, new, generalised)
+    }
+
+    fn seen(&mut self, slot: u32, new: bool, generalised: bool) -> Observation<'_> {
+        self.store.touch(slot);
+        let t = &mut self.store.templates[slot as usize];
+        t.count += 1;
+        let id = t.id;
+        if generalised {
+            self.stats.generalised += 1;
+        }
+        Observation {
+            id,
+            new,
+            generalised,
+            variables: &self.vars,
+            evicted: self.evicted.as_ref().map(|t| t.id),
+        }
+    }
+
+    fn ctx<'a>(
+        store: &'a Store,
+        tokens: &'a [token::Token],
+        slot: u32,
+        message: &'a str,
+    ) -> Ctx<'a, Slot> {
+        let t = &store.templates[slot as usize];
+        Ctx {
+            slots: &t.slots,
+            template_text: &t.text,
+            tokens,
+            message,
+        }
+    }
+
+    /// Lines the message up with template `slot` without changing it, and records the
+    /// variables' values. False when the message does not fit the template as it is.
+    fn extract(&mut self, slot: u32, message: &str) -> bool {
+        self.vars.clear();
+        self.var_slots.clear();
+        let ctx = Self::ctx(&self.store, &self.tok.out, slot, message);
+        let ok = if ctx.slots.len() == ctx.tokens.len() {
+            // The common case, straight to the variables without an alignment.
+            if !ctx.matches_positionally() {
+                return false;
+            }
+            for (i, (s, t)) in ctx.slots.iter().zip(ctx.tokens).enumerate() {
+                if let SlotKind::Var { .. } = s.kind {
+                    self.vars.push(Variable {
+                        var: s.var,
+                        start: t.start,
+                        end: t.end,
+                    });
+                    self.var_slots.push(i as u32);
+                }
+            }
+            self.alignment.ops.clear();
+            true
+        } else {
+            ctx.greedy(&mut self.alignment)
+                || ctx.varying(&mut self.dp, &mut self.alignment)
+                    && self.alignment.ops.iter().all(|op| match *op {
+                        Op::Skip(i) => {
+                            matches!(ctx.slots[i as usize].kind, SlotKind::Var { optional: true })
+                        }
+                        Op::Match(..) => true,
+                        Op::Substitute(..) | Op::Insert(_) => false,
+                    })
+        };
+        if !ok {
+            return false;
+        }
+        let mut pos = 0u32;
+        for op in &self.alignment.ops {
+            match *op {
+                Op::Match(i, j) => {
+                    let t = ctx.tokens[j as usize];
+                    pos = t.end;
+                    if let SlotKind::Var { .. } = ctx.slots[i as usize].kind {
+                        self.vars.push(Variable {
+                            var: ctx.slots[i as usize].var,
+                            start: t.start,
+                            end: t.end,
+                        });
+                        self.var_slots.push(i);
+                    }
+                }
+                Op::Skip(i) => self.vars.push(Variable {
+                    var: ctx.slots[i as usize].var,
+                    start: pos,
+                    end: pos,
+                }),
+                Op::Substitute(..) | Op::Insert(_) => {}
+            }
+        }
+        // Values without a template's fixed prefix or suffix shrink it.
+        let t = &mut self.store.templates[slot as usize];
+        for (v, &i) in self.vars.iter().zip(&self.var_slots) {
+            let s = &mut t.slots[i as usize];
+            if s.pre > 0 || s.suf > 0 {
+                s.narrow(&t.text, &message.as_bytes()[v.span()]);
+            }
+        }
+        true
+    }
+
+    /// Lines the message up with a candidate, allowing generalisation; the result is in
+    /// `self.alignment`.
+    /// The cheapest acceptable alignment of the line with a candidate, allowing
+    /// generalisation; the result is in `self.alignment`. Lines of the template's length are
+    /// tried positionally first and, unless that is exact, also with variables present on one
+    /// side only (`a <*> b , c` against `a b , <*> c`).
+    fn evaluate(&mut self, slot: u32, message: &str) -> bool {
+        let ctx = Self::ctx(&self.store, &self.tok.out, slot, message);
+        let learned = &self.store.learned;
+        let learned = |w: &str| learned.contains(&hash_bytes(w.as_bytes()));
+        let mut found = false;
+        if ctx.slots.len() == ctx.tokens.len() {
+            found = ctx.positional(true, &mut self.alignment)
+                && (self.alignment.cost == 0 || ctx.acceptable(&self.alignment, &learned));
+            if found && self.alignment.substitutions == 0 {
+                return true;
+            }
+        }
+        let alt = &mut self.alternative;
+        let varying = ctx.varying(&mut self.dp, alt)
+            && (alt.cost == 0 || ctx.acceptable(alt, &learned))
+            // Inserted slots make the template longer: never beyond what a line may have.
+            && ctx.slots.len() + alt.ops.iter().filter(|op| matches!(op, Op::Insert(_))).count()
+                <= self.config.max_tokens;
+        if varying && (!found || alt.cost < self.alignment.cost) {
+            std::mem::swap(&mut self.alignment, &mut self.alternative);
+            found = true;
+        }
+        found
+    }
+
+    /// Applies `self.best` to template `slot`; returns whether the template changed.
+    fn apply(&mut self, slot: u32, message: &str) -> bool {
+        let tokens = &self.tok.out;
+        let cap = self.config.max_learned_values;
+        let t = &self.store.templates[slot as usize];
+        let mut text = t.text.clone();
+        let mut slots = Vec::with_capacity(self.best.ops.len());
+        let mut next_var = t.next_var;
+        let mut changed = false;
+        let mut learn: Vec<u64> = Vec::new();
+        self.removed.clear();
+        for op in &self.best.ops {
+            match *op {
+                Op::Match(i, j) => {
+                    let s = t.slots[i as usize].clone();
+                    if matches!(s.kind, SlotKind::Var { .. })
+                        && tokens[j as usize].kind == Kind::Word
+                    {
+                        learn.push(tokens[j as usize].hash);
+                    }
+                    slots.push(s);
+                }
+                Op::Substitute(i, j) => {
+                    let s = &t.slots[i as usize];
+                    if tokens[j as usize].kind == Kind::Word {
+                        learn.push(tokens[j as usize].hash);
+                    }
+                    learn.push(s.hash);
+                    self.removed.push(s.hash);
+                    slots.push(Slot {
+                        kind: SlotKind::Var { optional: false },
+                        glued: s.glued,
+                        hash: VAR_HASH,
+                        text: s.text,
+                        var: next_var,
+                        pre: 0,
+                        suf: 0,
+                    });
+                    next_var = next_var.saturating_add(1);
+                    changed = true;
+                }
+                Op::Skip(i) => {
+                    let mut s = t.slots[i as usize].clone();
+                    if s.kind != (SlotKind::Var { optional: true }) {
+                        s.kind = SlotKind::Var { optional: true };
+                        changed = true;
+                    }
+                    slots.push(s);
+                }
+                Op::Insert(j) => {
+                    let tok = tokens[j as usize];
+                    slots.push(var_slot(
+                        &mut text,
+                        tok.text(message),
+                        tok.glued,
+                        next_var,
+                        true,
+                    ));
+                    next_var = next_var.saturating_add(1);
+                    changed = true;
+                }
+            }
+        }
+        for w in learn {
+            self.store.learn(w, cap);
+        }
+        if changed {
+            let t = &mut self.store.templates[slot as usize];
+            t.slots = slots;
+            t.text = text;
+            t.next_var = next_var;
+            for k in 0..self.removed.len() {
+                let w = self.removed[k];
+                self.store.word_removed(slot, w);
+            }
+        }
+        changed
+    }
+
+    fn create(&mut self, shape: u64, message: &str) -> u32 {
+        let mut text = String::new();
+        let mut slots = Vec::with_capacity(self.tok.out.len());
+        let mut next_var = 0u16;
+        for tok in &self.tok.out {
+            let (kind, range, var) = match tok.kind {
+                Kind::Var => {
+                    slots.push(var_slot(
+                        &mut text,
+                        tok.text(message),
+                        tok.glued,
+                        next_var,
+                        false,
+                    ));
+                    next_var = next_var.saturating_add(1);
+                    continue;
+                }
+                k => {
+                    let s = text.len() as u32;
+                    text.push_str(tok.text(message));
+                    let kind = if k == Kind::Word {
+                        SlotKind::Word
+                    } else {
+                        SlotKind::Punct
+                    };
+                    (kind, (s, text.len() as u32), 0)
+                }
+            };
+            slots.push(Slot {
+                kind,
+                glued: tok.glued,
+                hash: tok.hash,
+                text: range,
+                var,
+                pre: 0,
+                suf: 0,
+            });
+        }
+        let t = Template {
+            id: mix(shape ^ ID_SEED),
+            seq: 0,
+            count: 0,
+            slots,
+            text,
+            next_var,
+        };
+        let (slot, evicted) = self.store.insert(t, self.config.max_templates);
+        self.stats.created += 1;
+        if evicted.is_some() {
+            self.stats.evicted += 1;
+        }
+        self.evicted = evicted;
+        slot
+    }
+
+    /// Candidate templates for the current line, in creation order.
+    fn find_candidates(&mut self) {
+        let tokens = &self.tok.out;
+        let store = &self.store;
+        self.candidates.clear();
+        self.words.clear();
+        self.words.extend(
+            tokens
+                .iter()
+                .filter(|t| t.kind == Kind::Word)
+                .map(|t| t.hash),
+        );
+        self.words.sort_unstable();
+        self.words.dedup();
+        let n = tokens.len();
+        let fits =
+            |s: u32| store.templates[s as usize].slots.len().abs_diff(n) <= align::MAX_LEN_DIFF;
+        if self.words.is_empty() {
+            self.candidates.extend(
+                store
+                    .wordless
+                    .iter()
+                    .copied()
+                    .filter(|&s| fits(s))
+                    .take(self.config.max_candidates),
+            );
+            return;
+        }
+        // Rarest words first, within a budget of postings to read.
+        self.order.clear();
+        for &w in &self.words {
+            let len = store.postings.get(&w).map_or(0, Vec::len);
+            if len > 0 {
+                self.order.push((len, w));
+            }
+        }
+        self.order.sort_unstable();
+        self.hits.resize(store.templates.len(), 0);
+        self.touched.clear();
+        let budget = 16 * self.config.max_candidates;
+        let mut read = 0;
+        for &(len, w) in &self.order {
+            if read > 0 && read + len > budget {
+                break;
+            }
+            read += len;
+            for &s in &store.postings[&w] {
+                if self.hits[s as usize] == 0 {
+                    self.touched.push(s);
+                }
+                self.hits[s as usize] = self.hits[s as usize].saturating_add(1);
+            }
+        }
+        let hits = &self.hits;
+        self.candidates
+            .extend(self.touched.iter().copied().filter(|&s| fits(s)));
+        self.candidates.sort_by_key(|&s| {
+            (
+                std::cmp::Reverse(hits[s as usize]),
+                store.templates[s as usize].seq,
+            )
+        });
+        self.candidates.truncate(self.config.max_candidates);
+        self.candidates
+            .sort_by_key(|&s| store.templates[s as usize].seq);
+        for &s in &self.touched {
+            self.hits[s as usize] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

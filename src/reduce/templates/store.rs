@@ -1,0 +1,446 @@
+//! The miner's state: templates in a fixed number of slots with least-recently-used eviction,
+//! an inverted index from constant words to templates, the cache of line shapes already
+//! matched, and the words learned as variable values.
+//!
+//! Nothing here depends on hash-map iteration order: posting lists are vectors in creation
+//! order, maps are only looked up, and the snapshot writes them sorted.
+
+use std::collections::{HashMap, HashSet};
+
+use super::align::{SlotKind, SlotLike};
+use super::hash::BuildIdentity;
+
+pub(super) const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Slot {
+    pub kind: SlotKind,
+    pub glued: bool,
+    pub hash: u64,
+    /// Range of the constant's text in `Template::text`. For a variable born as one, the
+    /// range of its first value's fixed prefix and suffix (see `pre`, `suf`).
+    pub text: (u32, u32),
+    /// Stable number of this variable within its template (creation order).
+    pub var: u16,
+    /// A variable's fixed prefix, `text.0..text.0 + pre`, and suffix, `text.1 - suf..text.1`:
+    /// what every value so far had around its digits (`blk_` in `blk_<*>`, `(` `)` in
+    /// `(<*>)`). They only shrink.
+    pub pre: u16,
+    pub suf: u16,
+}
+
+/// Longest fixed prefix and suffix `value` allows: what precedes its first digit and follows
+/// its last (nothing without a digit), when short and shaped like a marker rather than
+/// like data: `blk_`, `node-`, `(`, `/`, `[`; `)`, `ms`, `KB)`. A path or a file name around
+/// a number (`/etc/workers2.properties`) is all value.
+pub(super) fn affixes(value: &[u8]) -> (usize, usize) {
+    let Some(first) = value.iter().position(u8::is_ascii_digit) else {
+        return (0, 0);
+    };
+    let last = value
+        .iter()
+        .rposition(u8::is_ascii_digit)
+        .expect("has a digit");
+    // Up to the first digit, or back to the last separator before it (`[Thunderbird_` of
+    // `[Thunderbird_A8]`).
+    let cut = value[..first]
+        .iter()
+        .rposition(|c| !c.is_ascii_alphanumeric())
+        .map_or(0, |k| k + 1);
+    let pre = [first, cut]
+        .into_iter()
+        .find(|&p| p <= MAX_AFFIX && marker_prefix(&value[..p]))
+        .unwrap_or(0);
+    let suf = value.len() - 1 - last;
+    let suf = if suf <= MAX_AFFIX && marker_suffix(&value[last + 1..]) {
+        suf
+    } else {
+        0
+    };
+    (pre, suf)
+}
+
+/// Punctuation, then at most one word followed by punctuation: `(`, `/`, `blk_`, `(blk_-`.
+fn marker_prefix(p: &[u8]) -> bool {
+    let punct = |c: &u8| !c.is_ascii_alphanumeric() && c.is_ascii();
+    let lead = p.iter().take_while(|c| punct(c)).count();
+    let word = p[lead..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    let tail = &p[lead + word..];
+    tail.iter().all(punct) && (word == 0 || !tail.is_empty())
+}
+
+/// Punctuation, or a short unit then punctuation: `)`, `]:`, `ms`, `KB)`; not hex digits
+/// (`0x800f080d` has no suffix `d`).
+fn marker_suffix(s: &[u8]) -> bool {
+    let punct = |c: &u8| !c.is_ascii_alphanumeric() && c.is_ascii();
+    let unit = s.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let unit_ok = unit == 0 || (unit <= 3 && s[..unit].iter().any(|c| !c.is_ascii_hexdigit()));
+    unit_ok && s[unit..].iter().all(punct)
+}
+
+pub(super) const MAX_AFFIX: usize = 32;
+
+impl Slot {
+    /// Shrinks the fixed prefix and suffix to what `value` shares with them. A prefix ends
+    /// right before the value's digits or after a separator (`blk_`, `(`), never inside a
+    /// word or a character.
+    pub fn narrow(&mut self, text: &str, value: &[u8]) {
+        if self.pre == 0 && self.suf == 0 {
+            return;
+        }
+        let (vp, vs) = affixes(value);
+        let t = text.as_bytes();
+        let prefix = &t[self.text.0 as usize..self.text.0 as usize + self.pre as usize];
+        let mut p = prefix
+            .iter()
+            .zip(&value[..vp])
+            .take_while(|(a, b)| a == b)
+            .count();
+        while p > 0
+            && (p != vp && prefix[p - 1].is_ascii_alphanumeric()
+                || !text.is_char_boundary(self.text.0 as usize + p))
+        {
+            p -= 1;
+        }
+        let suffix = &t[self.text.1 as usize - self.suf as usize..self.text.1 as usize];
+        let mut q = suffix
+            .iter()
+            .rev()
+            .zip(value[value.len() - vs..].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        while q > 0
+            && (q != vs && suffix[suffix.len() - q].is_ascii_alphanumeric()
+                || !text.is_char_boundary(self.text.1 as usize - q))
+        {
+            q -= 1;
+        }
+        let p = if marker_prefix(&prefix[..p]) { p } else { 0 };
+        let q = if marker_suffix(&suffix[suffix.len() - q..]) {
+            q
+        } else {
+            0
+        };
+        let (p, q) = balanced(prefix, p, suffix, q);
+        self.pre = p as u16;
+        self.suf = q as u16;
+    }
+}
+
+/// Cuts a prefix of `prefix[..p]` and a suffix of `suffix[suffix.len() - q..]` so that their
+/// brackets and quotes pair up: `(<*>)` stays, `<*>]` (the `[` was inside the value) loses
+/// its `]`.
+pub(super) fn balanced(prefix: &[u8], p: usize, suffix: &[u8], q: usize) -> (usize, usize) {
+    let (pre, suf) = (&prefix[..p], &suffix[suffix.len() - q..]);
+    let pairs = [(b'(', b')'), (b'[', b']'), (b'{', b'}'), (b'<', b'>')];
+    let count = |s: &[u8], c: u8| s.iter().filter(|&&x| x == c).count();
+    let even = pairs
+        .iter()
+        .all(|&(o, c)| count(pre, o) == count(suf, c) && count(pre, c) == 0 && count(suf, o) == 0)
+        && [b'"', b'\'']
+            .iter()
+            .all(|&c| count(pre, c) == count(suf, c));
+    if even {
+        return (p, q);
+    }
+    let bracket = |c: &u8| b"()[]{}<>\"'".contains(c);
+    let p = pre.iter().position(bracket).unwrap_or(p);
+    let q = suf.iter().rev().position(bracket).unwrap_or(q);
+    (p, q)
+}
+
+impl SlotLike for Slot {
+    fn kind(&self) -> SlotKind {
+        self.kind
+    }
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn len(&self) -> usize {
+        (self.text.1 - self.text.0) as usize
+    }
+    fn text<'a>(&self, template_text: &'a str) -> &'a str {
+        &template_text[self.text.0 as usize..self.text.1 as usize]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Template {
+    pub id: u64,
+    /// Creation order, for deterministic preference among candidates.
+    pub seq: u64,
+    pub count: u64,
+    pub slots: Vec<Slot>,
+    pub text: String,
+    pub next_var: u16,
+}
+
+impl Template {
+    /// Distinct constant words (their hashes, sorted).
+    pub fn words(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(
+            self.slots
+                .iter()
+                .filter(|s| s.kind == SlotKind::Word)
+                .map(|s| s.hash),
+        );
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+/// The shape cache's value: which slot, in which of its lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cached {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_around_values() {
+        let show = |v: &str| {
+            let (p, q) = affixes(v.as_bytes());
+            let (p, q) = balanced(v.as_bytes(), p, v.as_bytes(), q);
+            format!("{}<*>{}", &v[..p], &v[v.len() - q..])
+        };
+        assert_eq!(show("blk_-1608999687919862906"), "blk_-<*>");
+        assert_eq!(show("(1234)"), "(<*>)");
+        assert_eq!(show("/10.250.19.102:50010"), "/<*>");
+        assert_eq!(show("12ms"), "<*>ms");
+        assert_eq!(show("0x800f080d"), "<*>");
+        assert_eq!(show("/etc/httpd/conf/workers2.properties"), "<*>");
+        assert_eq!(show("jk2_init()"), "<*>");
+        assert_eq!(show("12ms (1234) [77]"), "<*>");
+        assert_eq!(show("root"), "<*>");
+        assert_eq!(show("[Thunderbird_A8]"), "[Thunderbird_<*>]");
+        let mut s = Slot {
+            kind: SlotKind::Var { optional: false },
+            glued: false,
+            hash: 0,
+            text: (0, 6),
+            var: 0,
+            pre: 4,
+            suf: 2,
+        };
+        // `blk_` and `ms` stored; a value `blk_9ms`, then one without the suffix.
+        let text = "blk_ms";
+        s.narrow(text, b"blk_9ms");
+        assert_eq!((s.pre, s.suf), (4, 2));
+        s.narrow(text, b"blk_12");
+        assert_eq!((s.pre, s.suf), (4, 0));
+        s.narrow(text, b"bl_3");
+        assert_eq!((s.pre, s.suf), (0, 0));
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Store {
+    pub templates: Vec<Template>,
+    /// Bumped each time a slot is reused, so cache entries of an evicted template go stale.
+    pub generations: Vec<u32>,
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    /// Most recently used.
+    pub head: u32,
+    /// Least recently used: the next to be evicted.
+    pub tail: u32,
+    pub by_id: HashMap<u64, u32, BuildIdentity>,
+    pub postings: HashMap<u64, Vec<u32>, BuildIdentity>,
+    /// Templates without a constant word (`<*>: <*>`).
+    pub wordless: Vec<u32>,
+    pub cache: HashMap<u64, Cached, BuildIdentity>,
+    pub learned: HashSet<u64, BuildIdentity>,
+    pub next_seq: u64,
+    scratch_words: Vec<u64>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store {
+            head: NONE,
+            tail: NONE,
+            ..Store::default()
+        }
+    }
+
+    pub fn touch(&mut self, s: u32) {
+        if self.head == s {
+            return;
+        }
+        self.unlink(s);
+        self.push_front(s);
+    }
+
+    fn unlink(&mut self, s: u32) {
+        let (p, n) = (self.prev[s as usize], self.next[s as usize]);
+        if p != NONE {
+            self.next[p as usize] = n;
+        } else if self.head == s {
+            self.head = n;
+        }
+        if n != NONE {
+            self.prev[n as usize] = p;
+        } else if self.tail == s {
+            self.tail = p;
+        }
+        self.prev[s as usize] = NONE;
+        self.next[s as usize] = NONE;
+    }
+
+    fn push_front(&mut self, s: u32) {
+        self.prev[s as usize] = NONE;
+        self.next[s as usize] = self.head;
+        if self.head != NONE {
+            self.prev[self.head as usize] = s;
+        }
+        self.head = s;
+        if self.tail == NONE {
+            self.tail = s;
+        }
+    }
+
+    /// Slots from most to least recently used.
+    pub fn lru_order(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.templates.len());
+        let mut s = self.head;
+        while s != NONE && out.len() < self.templates.len() {
+            out.push(s);
+            s = self.next[s as usize];
+        }
+        out
+    }
+
+    /// Adds a template; at the cap, the least recently used one gives up its slot first.
+    /// Returns the slot and the evicted template.
+    pub fn insert(&mut self, mut t: Template, cap: usize) -> (u32, Option<Template>) {
+        t.seq = self.next_seq;
+        self.next_seq += 1;
+        while self.by_id.contains_key(&t.id) {
+            // A 64-bit collision between live templates: derive another id, deterministically.
+            t.id = super::hash::mix(t.id.wrapping_add(1));
+        }
+        let (slot, evicted) = if self.templates.len() < cap.max(1) {
+            let s = self.templates.len() as u32;
+            self.templates.push(t);
+            self.generations.push(0);
+            self.prev.push(NONE);
+            self.next.push(NONE);
+            (s, None)
+        } else {
+            let s = self.tail;
+            self.unindex(s);
+            self.by_id.remove(&self.templates[s as usize].id);
+            self.unlink(s);
+            self.generations[s as usize] = self.generations[s as usize].wrapping_add(1);
+            let old = std::mem::replace(&mut self.templates[s as usize], t);
+            (s, Some(old))
+        };
+        self.by_id.insert(self.templates[slot as usize].id, slot);
+        self.index(slot);
+        self.push_front(slot);
+        (slot, evicted)
+    }
+
+    /// Adds a template at a known slot, for decoding; the caller restores the LRU order.
+    pub fn restore(&mut self, t: Template, generation: u32) {
+        let slot = self.templates.len() as u32;
+        self.by_id.insert(t.id, slot);
+        self.templates.push(t);
+        self.generations.push(generation);
+        self.prev.push(NONE);
+        self.next.push(NONE);
+    }
+
+    /// Rebuilds the index (in creation order) and links `order` (most recent first).
+    pub fn finish_restore(&mut self, order: &[u32]) {
+        let mut by_seq: Vec<u32> = (0..self.templates.len() as u32).collect();
+        by_seq.sort_by_key(|&s| self.templates[s as usize].seq);
+        for s in by_seq {
+            self.index(s);
+        }
+        for &s in order.iter().rev() {
+            self.push_front(s);
+        }
+    }
+
+    fn index(&mut self, s: u32) {
+        let mut words = std::mem::take(&mut self.scratch_words);
+        self.templates[s as usize].words(&mut words);
+        if words.is_empty() {
+            self.wordless.push(s);
+        }
+        for w in &words {
+            self.postings.entry(*w).or_default().push(s);
+        }
+        self.scratch_words = words;
+    }
+
+    fn unindex(&mut self, s: u32) {
+        let mut words = std::mem::take(&mut self.scratch_words);
+        self.templates[s as usize].words(&mut words);
+        if words.is_empty() {
+            self.wordless.retain(|&x| x != s);
+        }
+        for w in &words {
+            self.unpost(*w, s);
+        }
+        self.scratch_words = words;
+    }
+
+    fn unpost(&mut self, w: u64, s: u32) {
+        if let Some(list) = self.postings.get_mut(&w) {
+            list.retain(|&x| x != s);
+            if list.is_empty() {
+                self.postings.remove(&w);
+            }
+        }
+    }
+
+    /// After template `s` lost the constant word `w` (one of its slots became a variable).
+    pub fn word_removed(&mut self, s: u32, w: u64) {
+        let t = &self.templates[s as usize];
+        if t.slots
+            .iter()
+            .any(|x| x.kind == SlotKind::Word && x.hash == w)
+        {
+            return;
+        }
+        let wordless = !t.slots.iter().any(|x| x.kind == SlotKind::Word);
+        self.unpost(w, s);
+        if wordless {
+            self.wordless.push(s);
+            // Keep creation order, as everywhere else.
+            let templates = &self.templates;
+            self.wordless.sort_by_key(|&x| templates[x as usize].seq);
+        }
+    }
+
+    pub fn learn(&mut self, word: u64, cap: usize) {
+        if self.learned.len() >= cap {
+            // Forget everything at once: deterministic, and cheap to snapshot.
+            self.learned.clear();
+        }
+        self.learned.insert(word);
+    }
+
+    pub fn cache_put(&mut self, shape: u64, slot: u32, cap: usize) {
+        if self.cache.len() >= cap && !self.cache.contains_key(&shape) {
+            self.cache.clear();
+        }
+        let generation = self.generations[slot as usize];
+        self.cache.insert(shape, Cached { slot, generation });
+    }
+
+    pub fn cache_get(&self, shape: u64) -> Option<u32> {
+        let c = self.cache.get(&shape)?;
+        (self.generations.get(c.slot as usize) == Some(&c.generation)).then_some(c.slot)
+    }
+}
