@@ -20,7 +20,11 @@ fn load_program(paths: &[PathBuf]) -> Result<logmill::rules::Program> {
     let (files, mut diags) = logmill::rules::load_paths(paths);
     let (program, more) = logmill::rules::compile(&files);
     diags.extend(more);
-    diags.iter().for_each(|d| eprintln!("{d}"));
+    // Notes (default buckets, say) are for `logmill check`.
+    diags
+        .iter()
+        .filter(|d| !d.is_note())
+        .for_each(|d| eprintln!("{d}"));
     let errors = diags.iter().filter(|d| d.is_error()).count();
     if errors > 0 {
         bail!("{errors} error(s) in the rules; not starting");

@@ -100,7 +100,7 @@ pub fn run(
             // Every record is routed, whatever happened to the one before: a record the
             // producer refuses is counted as lost in its epoch (`Outputs::route`), and the
             // checkpoint that would cover it rolls back instead.
-            outputs.route(rec, fate);
+            outputs.route(rec, fate, &job.program);
         }
         let timestamps = job.records.iter().filter_map(|r| r.timestamp_ms).collect();
         let result = Done {

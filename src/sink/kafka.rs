@@ -30,6 +30,10 @@ pub const HEADER_TOPIC: &str = "logmill.source.topic";
 pub const HEADER_PARTITION: &str = "logmill.source.partition";
 pub const HEADER_OFFSET: &str = "logmill.source.offset";
 pub const HEADER_REASON: &str = "logmill.reason";
+/// On a dead letter whose value could not be used: the rule, metric and field that failed.
+pub const HEADER_RULE: &str = "logmill.rule";
+pub const HEADER_METRIC: &str = "logmill.metric";
+pub const HEADER_FIELD: &str = "logmill.field";
 
 /// Epochs counted at once: the open one, the one a checkpoint waits for, and slack. Only one
 /// checkpoint is in flight at a time, so a slot is long settled when its epoch number comes
@@ -117,7 +121,7 @@ impl Outputs {
     /// Sends a record where its fate says: the kept topic, the dead-letter topic, or nowhere.
     /// A record the producer refuses at once counts as lost in its epoch, as one that fails
     /// later does: either way the checkpoint that would cover it is not written.
-    pub fn route(&self, rec: &OwnedRecord, fate: &Fate) {
+    pub fn route(&self, rec: &OwnedRecord, fate: &Fate, program: &crate::rules::Program) {
         let (topic, reason) = match fate {
             Fate::Keep => (self.kept.as_deref(), None),
             Fate::Drop => (None, None),
@@ -147,6 +151,23 @@ impl Outputs {
                 key: HEADER_REASON,
                 value: Some(reason.as_bytes()),
             });
+        }
+        if let Fate::DeadLetter(r) = fate {
+            if let Some(c) = r.culprit(program) {
+                headers = headers
+                    .insert(Header {
+                        key: HEADER_RULE,
+                        value: Some(c.rule.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: HEADER_METRIC,
+                        value: Some(c.metric.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: HEADER_FIELD,
+                        value: Some(c.field.as_bytes()),
+                    });
+            }
         }
         // Only an event too large to process can be larger than this: its dead letter carries
         // its beginning, its size and its digest, so that it fits and can still be found.

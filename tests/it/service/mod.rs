@@ -1105,3 +1105,45 @@ fn records_until_idle(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, String, Str
     }
     out
 }
+
+/// Issue 9: a dead letter whose value could not be used names the rule, metric and field.
+#[test]
+fn issue9_dead_letters_name_rule_metric_and_field() {
+    let c = cluster(1);
+    produce(
+        &c.bootstrap,
+        ["level=info n=1", "level=info n=abc"]
+            .iter()
+            .map(|l| l.as_bytes().to_vec()),
+    );
+    let tmp = TempDir::new("svc-culprit");
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "culprit-0", port);
+    let _child = start(&cfg);
+    let (consumer, _) = reader(&c.bootstrap, "dead");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut headers = BTreeMap::new();
+    while headers.is_empty() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            for h in m.headers().unwrap().iter() {
+                headers.insert(
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+    }
+    for (k, v) in [
+        ("logmill.reason", "not_a_number"),
+        ("logmill.rule", "it/events"),
+        ("logmill.metric", "it_value_total"),
+        ("logmill.field", "n"),
+    ] {
+        assert_eq!(
+            headers.get(k).map(String::as_str),
+            Some(v),
+            "{headers:?}\n{}",
+            log_of(&cfg)
+        );
+    }
+}
