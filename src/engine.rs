@@ -10,8 +10,11 @@ use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
 use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
 use crate::extract::value::{ValueError, convert};
-use crate::reduce::{Decision, Fate, Reason, ValueFailure};
-use crate::rules::program::{Cond, FieldRef, LabelSource, Op, Program, Rule, Step, Test};
+use crate::reduce::hash::{combine, hash_bytes};
+use crate::reduce::{Ask, Decision, Fate, Reason, ValueFailure};
+use crate::rules::program::{
+    Cond, FieldRef, KeyFields, LabelSource, Op, Program, Reduce, Rule, Step, Test,
+};
 
 /// One record as the source hands it over.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +110,46 @@ pub struct Engine {
     key: Vec<u8>,
     pub local: Aggregates,
     pub counters: Counters,
+    /// For each kept event of the last batch whose rule reduces, what the reduction needs;
+    /// text it refers to is in `text`.
+    pub asks: Vec<Ask>,
+    pub text: String,
+}
+
+/// A field's text in the event being evaluated (a free function, so that callers can borrow
+/// the engine's other fields beside it).
+fn field_text<'a>(
+    decoded: &'a Decoded,
+    captures: &[Option<Span>],
+    field: FieldRef,
+    line: &'a str,
+    topic: &'a str,
+) -> Option<&'a str> {
+    let scratch = decoded.scratch.as_str();
+    match field {
+        FieldRef::Line => Some(line),
+        FieldRef::Topic => Some(topic),
+        FieldRef::Event(i) => decoded.slots[i as usize].map(|s| s.get(line, scratch)),
+        FieldRef::Capture(i) => captures[i as usize].map(|s| s.get(line, scratch)),
+    }
+}
+
+/// Levels an event is never reduced at (compared without case).
+const ERROR_LEVELS: &[&str] = &[
+    "error",
+    "err",
+    "fatal",
+    "critical",
+    "crit",
+    "alert",
+    "emerg",
+    "emergency",
+    "panic",
+    "severe",
+];
+
+fn is_error_level(level: &str) -> bool {
+    ERROR_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
 }
 
 impl Engine {
@@ -133,6 +176,8 @@ impl Engine {
                 ..Counters::default()
             },
             program,
+            asks: Vec::new(),
+            text: String::new(),
         }
     }
 
@@ -146,8 +191,18 @@ impl Engine {
         // One reference count per batch, not per event.
         let program = Arc::clone(&self.program);
         fates.clear();
-        for rec in batch {
+        self.asks.clear();
+        self.text.clear();
+        for (i, rec) in batch.iter().enumerate() {
             let fate = self.event(&program, rec, now_ms);
+            if let (Fate::Keep, Some(ask)) = (fate, self.asks.last_mut()) {
+                if ask.record == u32::MAX {
+                    ask.record = i as u32;
+                }
+            } else if self.asks.last().is_some_and(|a| a.record == u32::MAX) {
+                // Its rule matched, but the event is not kept after all.
+                self.asks.pop();
+            }
             match fate {
                 Fate::Keep => self.counters.kept += 1,
                 Fate::Drop => self.counters.dropped += 1,
@@ -177,6 +232,7 @@ impl Engine {
         let mut decision = Decision::default();
         let mut matched = false;
         let mut failure = None;
+        let mut asked = false;
         for i in 0..self.candidates.len() {
             let r = self.candidates[i];
             let rule = &program.rules[r as usize];
@@ -191,6 +247,13 @@ impl Engine {
             }
             matched = true;
             self.counters.rule_matches[r as usize] += 1;
+            // The first matching rule that reduces decides the reduction; its captures are
+            // only live now.
+            if let (false, Some(reduce)) = (asked, rule.reduce.as_deref()) {
+                asked = true;
+                let ask = self.ask(reduce, r, line, rec);
+                self.asks.push(ask);
+            }
             if let Err((error, update)) = self.derive(rule, program, line, rec, now_ms) {
                 self.counters.value_error(r, error);
                 failure.get_or_insert(ValueFailure {
@@ -212,14 +275,90 @@ impl Engine {
         }
     }
 
-    fn text<'a>(&'a self, field: FieldRef, line: &'a str, topic: &'a str) -> Option<&'a str> {
-        let scratch = self.decoded.scratch.as_str();
-        match field {
-            FieldRef::Line => Some(line),
-            FieldRef::Topic => Some(topic),
-            FieldRef::Event(i) => self.decoded.slots[i as usize].map(|s| s.get(line, scratch)),
-            FieldRef::Capture(i) => self.captures[i as usize].map(|s| s.get(line, scratch)),
+    /// What the reduction needs of an event its rule matched (see `Ask`); `record` is filled
+    /// in once the event is known to be kept.
+    fn ask(&mut self, reduce: &Reduce, rule: u32, line: &str, rec: &Record<'_>) -> Ask {
+        let topic = rec.topic;
+        let level_error = reduce
+            .level
+            .iter()
+            .find_map(|f| self.text(*f, line, topic))
+            .is_some_and(is_error_level);
+        let protected = level_error
+            || reduce
+                .always_keep
+                .as_ref()
+                .is_some_and(|c| self.holds(c, line, topic));
+        let time_ms = reduce
+            .time
+            .and_then(|t| crate::extract::time::parse(self.text(t.field, line, topic)?, t.format));
+        let keyed = |e: &Engine, k: &KeyFields| -> u64 {
+            k.fields.iter().fold(0x6c6d_6b79, |h, f| {
+                combine(
+                    h,
+                    e.text(*f, line, topic)
+                        .map_or(0x6e_6f6e65, |v| hash_bytes(v.as_bytes())),
+                )
+            })
+        };
+        let sample_key = match &reduce.sample {
+            None => 0,
+            Some(s) if !s.key.fields.is_empty() => keyed(self, &s.key),
+            Some(s) => match s
+                .trace_fields
+                .iter()
+                .find_map(|f| self.text(*f, line, topic))
+            {
+                Some(trace) => hash_bytes(trace.as_bytes()),
+                None => hash_bytes(rec.payload),
+            },
+        };
+        let mut ask = Ask {
+            record: u32::MAX,
+            rule,
+            protected,
+            time_ms,
+            sample_key,
+            ..Ask::default()
+        };
+        if let Some(d) = reduce.dedupe.as_ref().filter(|d| !d.whole) {
+            ask.dedupe_key = keyed(self, &d.key);
+            ask.dedupe_text = self.key_text(&d.key, line, topic);
         }
+        if let Some(t) = &reduce.throttle {
+            ask.throttle_key = keyed(self, &t.key);
+            ask.throttle_text = self.key_text(&t.key, line, topic);
+        }
+        if reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole) {
+            let at = self.text.len() as u32;
+            let message = reduce
+                .message
+                .iter()
+                .find_map(|f| field_text(&self.decoded, &self.captures, *f, line, topic))
+                .unwrap_or(line);
+            self.text.push_str(message);
+            ask.message = (at, self.text.len() as u32);
+        }
+        ask
+    }
+
+    /// The key fields' `name=value` pairs, joined by `\x1f`, into the text arena.
+    fn key_text(&mut self, k: &KeyFields, line: &str, topic: &str) -> (u32, u32) {
+        let at = self.text.len() as u32;
+        for (i, (f, name)) in k.fields.iter().zip(&k.names).enumerate() {
+            if i > 0 {
+                self.text.push('\u{1f}');
+            }
+            self.text.push_str(name);
+            self.text.push('=');
+            let value = field_text(&self.decoded, &self.captures, *f, line, topic).unwrap_or("");
+            self.text.push_str(value);
+        }
+        (at, self.text.len() as u32)
+    }
+
+    fn text<'a>(&'a self, field: FieldRef, line: &'a str, topic: &'a str) -> Option<&'a str> {
+        field_text(&self.decoded, &self.captures, field, line, topic)
     }
 
     fn span(&self, field: FieldRef, line: &str) -> Option<Span> {

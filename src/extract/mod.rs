@@ -1,4 +1,5 @@
 //! Extract: which rules apply to an event, and the field values they read.
 pub mod matcher;
 pub mod prefilter;
+pub mod time;
 pub mod value;

@@ -1,9 +1,21 @@
 //! Reduce: what happens to an event after it was counted.
 //!
-//! Today this is the `then:` decision of the rules that matched. Sampling, deduplication,
-//! throttling and template mining plug in here, after `derive`, with per-partition state.
+//! First the `then:` decision of the rules that matched (`Decision`), in the engine. Then,
+//! for a kept event whose rule has a `reduce:` section, the reduction (`Reducer`): sampling,
+//! deduplication, throttling and template summaries, with per-partition state, run in each
+//! partition's order after the engine (by the service's worker that owns the partition, by
+//! replay's writer). The engine hands it an `Ask` per such event: what the rule's fields say,
+//! hashed, so the sequential part does little.
 
+pub mod hash;
+pub mod reducer;
+mod snapshot;
+pub mod summary;
+pub mod table;
 pub mod templates;
+
+pub use reducer::{Reducer, Source};
+pub use summary::Summary;
 
 use crate::extract::value::ValueError;
 use crate::rules::program::{FieldRef, Program, Then};
@@ -116,5 +128,146 @@ mod tests {
         assert_eq!(d.fate(), Fate::Drop);
         d.add(Then::Keep);
         assert_eq!(d.fate(), Fate::Keep);
+    }
+}
+
+/// A reduction action. Bounded: a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    Sample = 0,
+    Dedupe = 1,
+    Throttle = 2,
+    Patterns = 3,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Sample,
+        Action::Dedupe,
+        Action::Throttle,
+        Action::Patterns,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Sample => "sample",
+            Action::Dedupe => "dedupe",
+            Action::Throttle => "throttle",
+            Action::Patterns => "patterns",
+        }
+    }
+}
+
+/// What the reduction decided for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Kept; `sample_rate` when sampling kept it (one in that many), so readers can re-weigh;
+    /// `template` when the event's template was mined.
+    Keep {
+        sample_rate: Option<u32>,
+        template: Option<u64>,
+    },
+    Suppressed(Action),
+}
+
+/// What the engine found out about one kept event whose rule reduces: everything the
+/// reduction needs from the event's fields, so that the reduction itself (sequential per
+/// partition) does no decoding. Text it needs is in the batch's text arena.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Index of the record in its batch.
+    pub record: u32,
+    /// Index of the rule in the program.
+    pub rule: u32,
+    /// An error level, or `always_keep`: never reduced.
+    pub protected: bool,
+    /// The event's own time (the rule's `time` field), when it has one.
+    pub time_ms: Option<u64>,
+    pub sample_key: u64,
+    /// The dedupe key's fields (the template is added by the reduction).
+    pub dedupe_key: u64,
+    pub throttle_key: u64,
+    /// Ranges of the text arena: the message templates are mined from, and the key fields'
+    /// `name=value` pairs for summaries.
+    pub message: (u32, u32),
+    pub dedupe_text: (u32, u32),
+    pub throttle_text: (u32, u32),
+}
+
+impl Ask {
+    pub fn message<'a>(&self, text: &'a str) -> &'a str {
+        text.get(self.message.0 as usize..self.message.1 as usize)
+            .unwrap_or_default()
+    }
+
+    pub fn key_text<'a>(&self, text: &'a str, range: (u32, u32)) -> &'a str {
+        text.get(range.0 as usize..range.1 as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// Events and bytes through a rule's reduction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleReduction {
+    pub events_in: u64,
+    pub bytes_in: u64,
+    pub events_out: u64,
+    pub bytes_out: u64,
+    /// Kept because of their level or `always_keep`.
+    pub protected: u64,
+    /// By `Action` as index.
+    pub suppressed: [u64; 4],
+    pub suppressed_bytes: [u64; 4],
+}
+
+/// Plain counters of the reduction, per rule (by index) and per action.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reduction {
+    pub rules: Vec<RuleReduction>,
+    /// Windows closed early at a cap (or templates evicted), by `Action` as index.
+    pub evictions: [u64; 4],
+    /// Summary records emitted, by `Action` as index.
+    pub summaries: [u64; 4],
+}
+
+impl Reduction {
+    pub fn new(program: &Program) -> Reduction {
+        Reduction {
+            rules: vec![RuleReduction::default(); program.rules.len()],
+            ..Reduction::default()
+        }
+    }
+
+    pub fn absorb(&mut self, o: &Reduction) {
+        if self.rules.len() < o.rules.len() {
+            self.rules.resize(o.rules.len(), RuleReduction::default());
+        }
+        for (a, b) in self.rules.iter_mut().zip(&o.rules) {
+            a.events_in += b.events_in;
+            a.bytes_in += b.bytes_in;
+            a.events_out += b.events_out;
+            a.bytes_out += b.bytes_out;
+            a.protected += b.protected;
+            for i in 0..4 {
+                a.suppressed[i] += b.suppressed[i];
+                a.suppressed_bytes[i] += b.suppressed_bytes[i];
+            }
+        }
+        for i in 0..4 {
+            self.evictions[i] += o.evictions[i];
+            self.summaries[i] += o.summaries[i];
+        }
+    }
+
+    /// Events and bytes in and out over every rule.
+    pub fn totals(&self) -> (u64, u64, u64, u64) {
+        self.rules.iter().fold((0, 0, 0, 0), |(a, b, c, d), r| {
+            (
+                a + r.events_in,
+                b + r.bytes_in,
+                c + r.events_out,
+                d + r.bytes_out,
+            )
+        })
     }
 }

@@ -88,7 +88,80 @@ pub struct Rule {
     pub capture_names: Vec<String>,
     pub updates: Vec<Update>,
     pub then: Then,
+    /// What happens to the event after it is counted and kept: sampling, deduplication,
+    /// throttling, template summaries (`reduce:` and the team's `defaults.reduce`).
+    pub reduce: Option<Box<Reduce>>,
 }
+
+/// A rule's `reduce:` section, compiled. Every action works per partition, in event time, and
+/// decides from the partition's records in order only (see `crate::reduce`).
+#[derive(Debug)]
+pub struct Reduce {
+    /// The text templates are mined from: the first of these the event has, else the line.
+    pub message: Vec<FieldRef>,
+    /// The event's level: the first of these it has. Error levels are never reduced.
+    pub level: Vec<FieldRef>,
+    /// The event's own time, for windows; the record's time (Kafka timestamp) otherwise.
+    pub time: Option<TimeSource>,
+    /// Events for which this holds are never reduced.
+    pub always_keep: Option<Cond>,
+    pub sample: Option<Sample>,
+    pub dedupe: Option<Dedupe>,
+    pub throttle: Option<Throttle>,
+    pub patterns: Option<Patterns>,
+    /// Entries (keys, templates) each action keeps per partition; past it the oldest is
+    /// closed early, its summary emitted.
+    pub max_keys: usize,
+}
+
+/// Fields that make a key, with their names (for summaries).
+#[derive(Debug, Default)]
+pub struct KeyFields {
+    pub fields: Vec<FieldRef>,
+    pub names: Vec<String>,
+}
+
+/// Keep 1 in `rate`, decided by a hash of the key.
+#[derive(Debug)]
+pub struct Sample {
+    pub rate: u32,
+    /// Empty: the event's trace id (`trace_fields`), else the whole event.
+    pub key: KeyFields,
+    pub trace_fields: Vec<FieldRef>,
+}
+
+/// The first event of a key in a window is kept, its repeats are summarised.
+#[derive(Debug)]
+pub struct Dedupe {
+    pub window_ms: u64,
+    /// The template of the message and these fields; or, with `whole`, the event's bytes.
+    pub key: KeyFields,
+    pub whole: bool,
+}
+
+/// At most `limit` events per key per interval.
+#[derive(Debug)]
+pub struct Throttle {
+    pub limit: u32,
+    pub per_ms: u64,
+    /// Empty: one key for the rule.
+    pub key: KeyFields,
+}
+
+/// The first `keep` events of each template per interval; the rest summarised.
+#[derive(Debug)]
+pub struct Patterns {
+    pub keep: u32,
+    pub per_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TimeSource {
+    pub field: FieldRef,
+    pub format: crate::extract::time::TimeFormat,
+}
+
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Then {

@@ -57,7 +57,7 @@
 //! a miner restored from a checkpoint continues exactly as the original would have.
 
 mod align;
-mod hash;
+
 mod snapshot;
 mod store;
 mod token;
@@ -67,8 +67,8 @@ use std::ops::Range;
 
 pub use snapshot::SnapshotError;
 
+use crate::reduce::hash::{hash_bytes, mix};
 use align::{Alignment, Ctx, Op, SlotKind};
-use hash::{hash_bytes, mix};
 use store::{Slot, Store, Template};
 use token::{Kind, Limits, Tokenizer, VAR_HASH, key_hash};
 

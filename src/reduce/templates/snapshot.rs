@@ -7,10 +7,10 @@
 //! and the word index are recomputed from the texts.
 
 use super::align::SlotKind;
-use super::hash::hash_bytes;
 use super::store::{Cached, NONE, Slot, Store, Template};
 use super::token::VAR_HASH;
 use super::{Miner, MinerConfig, MinerStats};
+use crate::reduce::hash::hash_bytes;
 
 const MAGIC: &[u8; 4] = b"LMTP";
 const VERSION: u8 = 1;

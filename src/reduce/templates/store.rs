@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::align::{SlotKind, SlotLike};
-use super::hash::BuildIdentity;
+use crate::reduce::hash::BuildIdentity;
 
 pub(super) const NONE: u32 = u32::MAX;
 
@@ -325,7 +325,7 @@ impl Store {
         self.next_seq += 1;
         while self.by_id.contains_key(&t.id) {
             // A 64-bit collision between live templates: derive another id, deterministically.
-            t.id = super::hash::mix(t.id.wrapping_add(1));
+            t.id = crate::reduce::hash::mix(t.id.wrapping_add(1));
         }
         let (slot, evicted) = if self.templates.len() < cap.max(1) {
             let s = self.templates.len() as u32;

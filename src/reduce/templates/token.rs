@@ -13,7 +13,7 @@
 //! Everything here is linear in the line: one scan to cut, one pass to fold, and at most
 //! `max_tokens` tokens (the rest of a longer line is one trailing variable).
 
-use super::hash::{START, combine, finish, hash_byte, hash_bytes, mix, step};
+use crate::reduce::hash::{START, combine, finish, hash_byte, hash_bytes, mix, step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {

@@ -84,7 +84,7 @@ fn clause(c: &Cond) -> Option<Vec<u32>> {
 }
 
 /// The parts a block's conditions are the conjunction of.
-fn all_of(mut parts: Vec<Cond>) -> Cond {
+pub(super) fn all_of(mut parts: Vec<Cond>) -> Cond {
     if parts.len() == 1 {
         parts.pop().expect("one part")
     } else {
@@ -94,7 +94,7 @@ fn all_of(mut parts: Vec<Cond>) -> Cond {
 
 impl Builder {
     /// Reads a condition block into `out`, one `Cond` per part.
-    fn block(
+    pub(super) fn block(
         &mut self,
         node: &Node,
         what: &str,

@@ -8,11 +8,12 @@
 //! This module holds what every section shares: files, teams, `defaults`, the rule skeleton
 //! and name resolution. Each section of a rule is compiled in its own module, in the order of
 //! `SECTIONS` (see `Section`), the way rust-analyzer lowers each construct on its own:
-//! `extract` (with `types`), `match`, `metrics` and `then`.
+//! `extract` (with `types`), `match`, `metrics`, `then` and `reduce`.
 
 mod conditions;
 mod extract;
 mod metrics;
+mod reduce;
 mod then;
 
 use std::collections::HashMap;
@@ -145,6 +146,8 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
         files: files.iter().map(|f| f.name.clone()).collect(),
     };
     diags.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+    // A team's defaults compile in each of its rules: say a problem there once.
+    diags.dedup();
     (program, diags)
 }
 
@@ -255,6 +258,8 @@ struct Defaults {
     max_series: usize,
     expire_after: Option<Duration>,
     format: Option<Format>,
+    /// The team's `reduce` settings, compiled in each rule's scope (they name its fields).
+    reduce: Option<Node>,
 }
 
 fn format_of(node: &Node, sink: &mut Sink) -> Option<Format> {
@@ -308,7 +313,7 @@ fn check_name(
 }
 
 const FILE_KEYS: &[&str] = &["team", "defaults", "patterns", "rules"];
-const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format"];
+const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format", "reduce"];
 /// Keys the rule skeleton reads itself; every other key belongs to a section.
 const SKELETON_KEYS: &[&str] = &["name", "format", "max_series"];
 
@@ -328,6 +333,7 @@ const SECTIONS: &[Section] = &[
     conditions::SECTION,
     metrics::SECTION,
     then::SECTION,
+    reduce::SECTION,
 ];
 
 /// What a rule's own `extract` defines, while the rule is being compiled.
@@ -375,6 +381,8 @@ struct RuleCx<'a> {
     updates: Vec<Update>,
     // then
     then: Then,
+    // reduce
+    reduce: Option<Box<Reduce>>,
 }
 
 impl Builder {
@@ -409,6 +417,7 @@ impl Builder {
             max_series: DEFAULT_MAX_SERIES,
             expire_after: None,
             format: None,
+            reduce: None,
         };
         if let Some(d) = top
             .get("defaults")
@@ -424,6 +433,7 @@ impl Builder {
             if let Some(n) = d.get("format") {
                 defaults.format = format_of(n, sink);
             }
+            defaults.reduce = d.get("reduce").cloned();
             d.finish(DEFAULT_KEYS, "`defaults`", sink);
         }
         let mut patterns = std::collections::HashMap::new();
@@ -537,6 +547,7 @@ impl Builder {
             post: Vec::new(),
             updates: Vec::new(),
             then: Then::Default,
+            reduce: None,
         };
         for section in SECTIONS {
             (section.compile)(self, &mut m, &mut cx, sink);
@@ -573,6 +584,7 @@ impl Builder {
             capture_names: cx.scope.captures,
             updates: cx.updates,
             then: cx.then,
+            reduce: cx.reduce,
         })
     }
 

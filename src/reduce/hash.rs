@@ -1,4 +1,5 @@
-//! A fixed 64-bit hash for template ids and line shapes.
+//! A fixed 64-bit hash for what must hash the same everywhere: template ids and line shapes,
+//! sampling decisions, dedupe and throttle keys.
 //!
 //! Ids must be equal on every instance, after every restart and under every Rust release, so
 //! neither `std`'s randomly seeded hasher nor a crate whose output may change can produce them.
@@ -9,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 const K: u64 = 0x9fb2_1c65_1e98_df25;
 
 /// A 64-bit finaliser (Murmur3's `fmix64`): every input bit affects every output bit.
-pub(super) const fn mix(mut h: u64) -> u64 {
+pub(crate) const fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -18,29 +19,29 @@ pub(super) const fn mix(mut h: u64) -> u64 {
 }
 
 /// One step of folding a sequence of hashes into one (finish with [`mix`]).
-pub(super) const fn combine(h: u64, x: u64) -> u64 {
+pub(crate) const fn combine(h: u64, x: u64) -> u64 {
     (h ^ x).wrapping_mul(K).rotate_left(31)
 }
 
 /// Hashing a byte string: `finish(step(step(START, w0), w1)…, len)` over its little-endian
 /// 8-byte words, the last one zero-padded. Exposed in parts so that a scan that loads the
 /// words anyway can hash as it goes.
-pub(super) const START: u64 = 0x5851_f42d_4c95_7f2d;
+pub(crate) const START: u64 = 0x5851_f42d_4c95_7f2d;
 
-pub(super) const fn step(h: u64, w: u64) -> u64 {
+pub(crate) const fn step(h: u64, w: u64) -> u64 {
     (h ^ w).wrapping_mul(K).rotate_left(29)
 }
 
-pub(super) const fn finish(h: u64, len: usize) -> u64 {
+pub(crate) const fn finish(h: u64, len: usize) -> u64 {
     mix(h ^ (len as u64).wrapping_mul(K))
 }
 
 /// `hash_bytes(&[c])`, usable in constants.
-pub(super) const fn hash_byte(c: u8) -> u64 {
+pub(crate) const fn hash_byte(c: u8) -> u64 {
     finish(step(START, c as u64), 1)
 }
 
-pub(super) fn hash_bytes(b: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(b: &[u8]) -> u64 {
     let mut h = START;
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
@@ -60,7 +61,7 @@ pub(super) fn hash_bytes(b: &[u8]) -> u64 {
 
 /// Keys that are already hashes need no hashing again.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Identity(u64);
+pub(crate) struct Identity(u64);
 
 impl Hasher for Identity {
     fn finish(&self) -> u64 {
@@ -76,7 +77,7 @@ impl Hasher for Identity {
     }
 }
 
-pub(super) type BuildIdentity = BuildHasherDefault<Identity>;
+pub(crate) type BuildIdentity = BuildHasherDefault<Identity>;
 
 #[cfg(test)]
 mod tests {

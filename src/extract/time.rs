@@ -1,0 +1,243 @@
+//! Timestamps in events, to milliseconds since the Unix epoch: RFC 3339 / ISO 8601, epoch
+//! numbers in seconds, milliseconds, microseconds or nanoseconds, and the common log format of
+//! Apache and nginx. No time zone database: an offset is what the text says, and a time
+//! without one is UTC.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// RFC 3339 / ISO 8601 text, or an epoch number whose unit its magnitude tells.
+    Auto,
+    Rfc3339,
+    UnixSeconds,
+    UnixMillis,
+    UnixMicros,
+    UnixNanos,
+    /// `26/Nov/2026:10:00:00 +0000`, optionally in brackets.
+    Clf,
+}
+
+impl TimeFormat {
+    pub const NAMES: &'static [&'static str] = &[
+        "auto", "rfc3339", "unix_s", "unix_ms", "unix_us", "unix_ns", "clf",
+    ];
+
+    pub fn parse(name: &str) -> Option<TimeFormat> {
+        Some(match name {
+            "auto" => TimeFormat::Auto,
+            "rfc3339" | "iso8601" => TimeFormat::Rfc3339,
+            "unix_s" => TimeFormat::UnixSeconds,
+            "unix_ms" => TimeFormat::UnixMillis,
+            "unix_us" => TimeFormat::UnixMicros,
+            "unix_ns" => TimeFormat::UnixNanos,
+            "clf" => TimeFormat::Clf,
+            _ => return None,
+        })
+    }
+}
+
+/// Milliseconds since the epoch, `None` when the text is not a time in that format (or before
+/// 1970).
+pub fn parse(text: &str, format: TimeFormat) -> Option<u64> {
+    let t = text.trim().trim_matches('"');
+    match format {
+        TimeFormat::Rfc3339 => rfc3339(t),
+        TimeFormat::Clf => clf(t.trim_start_matches('[').trim_end_matches(']')),
+        TimeFormat::UnixSeconds => epoch(t, 1e3),
+        TimeFormat::UnixMillis => epoch(t, 1.0),
+        TimeFormat::UnixMicros => epoch(t, 1e-3),
+        TimeFormat::UnixNanos => epoch(t, 1e-6),
+        TimeFormat::Auto => {
+            if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+                // By magnitude: seconds until the year 5138, then ms, µs, ns.
+                let v: f64 = t.parse().ok()?;
+                let scale = if v < 1e11 {
+                    1e3
+                } else if v < 1e14 {
+                    1.0
+                } else if v < 1e17 {
+                    1e-3
+                } else {
+                    1e-6
+                };
+                epoch(t, scale)
+            } else {
+                rfc3339(t).or_else(|| clf(t.trim_start_matches('[').trim_end_matches(']')))
+            }
+        }
+    }
+}
+
+fn epoch(t: &str, to_ms: f64) -> Option<u64> {
+    let v: f64 = t.parse().ok()?;
+    let ms = v * to_ms;
+    (0.0..1e16).contains(&ms).then_some(ms as u64)
+}
+
+/// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn digits(s: &[u8], at: usize, n: usize) -> Option<u32> {
+    let part = s.get(at..at + n)?;
+    part.iter().try_fold(0u32, |acc, b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
+}
+
+fn to_ms(
+    y: i64,
+    mo: u32,
+    d: u32,
+    h: u32,
+    mi: u32,
+    s: u32,
+    frac_ms: u64,
+    offset_s: i64,
+) -> Option<u64> {
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s) - offset_s;
+    (secs >= 0).then(|| secs as u64 * 1000 + frac_ms)
+}
+
+/// `2026-11-26T10:00:00.123Z`, `2026-11-26 10:00:00+01:00`, `2026-11-26T10:00:00` (UTC).
+fn rfc3339(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    let y = digits(b, 0, 4)? as i64;
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    let mo = digits(b, 5, 2)?;
+    let d = digits(b, 8, 2)?;
+    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
+    let h = digits(b, 11, 2)?;
+    let mi = digits(b, 14, 2)?;
+    let s = digits(b, 17, 2)?;
+    if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_ms = 0u64;
+    if matches!(b.get(i), Some(b'.' | b',')) {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 3 {
+                frac_ms = frac_ms * 10 + u64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..3 {
+            frac_ms *= 10;
+        }
+    }
+    let offset = match b.get(i) {
+        None => 0,
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let oh = digits(b, i + 1, 2)? as i64;
+            let om = match b.get(i + 3) {
+                Some(b':') => digits(b, i + 4, 2)?,
+                _ => digits(b, i + 3, 2)?,
+            } as i64;
+            let o = oh * 3600 + om * 60;
+            if sign == b'-' { -o } else { o }
+        }
+        _ => return None,
+    };
+    to_ms(y, mo, d, h, mi, s, frac_ms, offset)
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `26/Nov/2026:10:00:00 +0000`.
+fn clf(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    let d = digits(b, 0, 2)?;
+    let mo = MONTHS.iter().position(|m| t.get(3..6) == Some(*m))? as u32 + 1;
+    let y = digits(b, 7, 4)? as i64;
+    let h = digits(b, 12, 2)?;
+    let mi = digits(b, 15, 2)?;
+    let s = digits(b, 18, 2)?;
+    if b.get(2) != Some(&b'/') || b.get(6) != Some(&b'/') || b.get(11) != Some(&b':') {
+        return None;
+    }
+    let offset = match b.get(20) {
+        None => 0,
+        Some(b' ') => {
+            let sign = *b.get(21)?;
+            let o = digits(b, 22, 2)? as i64 * 3600 + digits(b, 24, 2)? as i64 * 60;
+            match sign {
+                b'+' => o,
+                b'-' => -o,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    to_ms(y, mo, d, h, mi, s, 0, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        let base = 1_795_700_000_000u64; // 2026-11-26T10:53:20Z
+        assert_eq!(parse("2026-11-26T10:53:20Z", TimeFormat::Auto), Some(base));
+        assert_eq!(
+            parse("2026-11-26T10:53:20.5Z", TimeFormat::Rfc3339),
+            Some(base + 500)
+        );
+        assert_eq!(
+            parse("2026-11-26 11:53:20.123456+01:00", TimeFormat::Auto),
+            Some(base + 123)
+        );
+        assert_eq!(
+            parse("2026-11-26T10:53:20", TimeFormat::Rfc3339),
+            Some(base)
+        );
+        assert_eq!(parse("1795700000", TimeFormat::Auto), Some(base));
+        assert_eq!(parse("1795700000000", TimeFormat::Auto), Some(base));
+        assert_eq!(parse("1795700000000000", TimeFormat::Auto), Some(base));
+        assert_eq!(
+            parse("1795700000.25", TimeFormat::UnixSeconds),
+            Some(base + 250)
+        );
+        assert_eq!(
+            parse("[26/Nov/2026:10:53:20 +0000]", TimeFormat::Auto),
+            Some(base)
+        );
+        assert_eq!(
+            parse("26/Nov/2026:11:53:20 +0100", TimeFormat::Clf),
+            Some(base)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-26T10:53",
+            "-5",
+            "1e400",
+        ] {
+            assert_eq!(parse(bad, TimeFormat::Auto), None, "{bad}");
+        }
+        assert_eq!(parse("1969-12-31T23:59:59Z", TimeFormat::Auto), None);
+    }
+}

@@ -1,0 +1,685 @@
+//! The reduction of one partition: its clock, its template miner, and the open windows of
+//! dedupe, throttle and patterns. **A decision depends only on the partition's events in order
+//! and their times**, so a partition read again after a crash, or by its next owner from the
+//! checkpointed state, decides and summarises exactly as before.
+//!
+//! For each event a rule reduces, in order: windows whose time has passed close (their
+//! summaries come out first); a protected event (an error level, `always_keep`) is kept; then
+//! `sample`, `dedupe`, `throttle` and `patterns`, each of which may suppress it.
+
+use std::sync::Arc;
+
+use super::hash::{combine, hash_bytes, mix};
+use super::summary::Summary;
+use super::table::{Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, Table, cut};
+use super::templates::{Miner, MinerConfig};
+use super::{Action, Ask, Reduction, Verdict};
+use crate::rules::program::{Program, Reduce};
+
+/// Where an event came from: its partition (for summary ids) and offset (for the range a
+/// summary covers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug)]
+pub struct Reducer {
+    /// The partition's reduction clock: the latest event time seen (the rule's time field, or
+    /// the record's).
+    pub clock: u64,
+    pub miner: Miner,
+    pub tables: [Table; 3],
+    /// Whether anything changed since the last snapshot was taken.
+    pub dirty: bool,
+}
+
+/// Indexes into `Reducer::tables`.
+const DEDUPE: usize = 0;
+const THROTTLE: usize = 1;
+const PATTERNS: usize = 2;
+
+impl Default for Reducer {
+    fn default() -> Reducer {
+        Reducer::new()
+    }
+}
+
+fn action_of(table: usize) -> Action {
+    match table {
+        DEDUPE => Action::Dedupe,
+        THROTTLE => Action::Throttle,
+        _ => Action::Patterns,
+    }
+}
+
+/// The rule's identity in keys and summaries: stable across reloads that move rules around.
+fn rule_id(program: &Program, rule: u32) -> (u64, Arc<str>) {
+    let r = &program.rules[rule as usize];
+    let name = format!("{}/{}", r.team, r.name);
+    (hash_bytes(name.as_bytes()), name.into())
+}
+
+impl Reducer {
+    pub fn new() -> Reducer {
+        Reducer {
+            clock: 0,
+            miner: Miner::new(MinerConfig::default()),
+            tables: Default::default(),
+            dirty: false,
+        }
+    }
+
+    /// Closes windows whose time has passed at `now`: their summaries.
+    fn close_due(
+        &mut self,
+        now: u64,
+        partition: i32,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) {
+        for t in 0..self.tables.len() {
+            while let Some((key, e)) = self.tables[t].expire(now) {
+                self.closed(t, key, e, partition, counts, out);
+            }
+        }
+    }
+
+    fn closed(
+        &mut self,
+        table: usize,
+        key: u64,
+        e: Entry,
+        partition: i32,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) {
+        if e.suppressed == 0 {
+            return;
+        }
+        counts.summaries[action_of(table) as usize] += 1;
+        let template_text = e
+            .template
+            .and_then(|id| self.miner.template(id).map(|t| t.to_string()));
+        out.push(Summary::new(
+            action_of(table),
+            partition,
+            key,
+            e,
+            template_text,
+        ));
+    }
+
+    /// Closes every window (the end of a replay's input).
+    pub fn flush(&mut self, partition: i32, counts: &mut Reduction, out: &mut Vec<Summary>) {
+        for t in 0..self.tables.len() {
+            while let Some((key, e)) = self.tables[t].close_all() {
+                self.closed(t, key, e, partition, counts, out);
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Decides one kept event. `message` is the text its templates are mined from, `event`
+    /// the event itself (for byte counts and throttle's samples), `record_ms` the record's
+    /// event time (used when the rule names no time field).
+    pub fn decide(
+        &mut self,
+        program: &Program,
+        ask: &Ask,
+        text: &str,
+        event: &[u8],
+        record_ms: u64,
+        source: Source,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) -> Verdict {
+        let rule = ask.rule as usize;
+        let Some(reduce) = program.rules.get(rule).and_then(|r| r.reduce.as_deref()) else {
+            return Verdict::Keep {
+                sample_rate: None,
+                template: None,
+            };
+        };
+        self.dirty = true;
+        let now = self.clock.max(ask.time_ms.unwrap_or(record_ms));
+        self.clock = now;
+        self.close_due(now, source.partition, counts, out);
+        let bytes = event.len() as u64;
+        let c = &mut counts.rules[rule];
+        c.events_in += 1;
+        c.bytes_in += bytes;
+        if ask.protected {
+            c.protected += 1;
+            c.events_out += 1;
+            c.bytes_out += bytes;
+            return Verdict::Keep {
+                sample_rate: None,
+                template: None,
+            };
+        }
+        let verdict = self.actions(program, reduce, ask, text, event, now, source, counts, out);
+        let c = &mut counts.rules[rule];
+        match verdict {
+            Verdict::Keep { .. } => {
+                c.events_out += 1;
+                c.bytes_out += bytes;
+            }
+            Verdict::Suppressed(a) => {
+                c.suppressed[a as usize] += 1;
+                c.suppressed_bytes[a as usize] += bytes;
+            }
+        }
+        verdict
+    }
+
+    fn actions(
+        &mut self,
+        program: &Program,
+        reduce: &Reduce,
+        ask: &Ask,
+        text: &str,
+        event: &[u8],
+        now: u64,
+        source: Source,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) -> Verdict {
+        let mut sample_rate = None;
+        if let Some(s) = &reduce.sample {
+            // The same key gets the same decision on every instance and after every restart.
+            if mix(ask.sample_key) % u64::from(s.rate) != 0 {
+                return Verdict::Suppressed(Action::Sample);
+            }
+            if s.rate > 1 {
+                sample_rate = Some(s.rate);
+            }
+        }
+        let mined = reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole);
+        let mut template = None;
+        let mut values: Vec<(u16, Box<str>)> = Vec::new();
+        if mined {
+            let message = ask.message(text);
+            let o = self.miner.observe(message);
+            template = Some(o.id);
+            if reduce.patterns.is_some() {
+                values = o
+                    .variables
+                    .iter()
+                    .map(|v| (v.var, cut(&message[v.span()], MAX_VALUE_BYTES)))
+                    .collect();
+            }
+            if let Some(gone) = o.evicted {
+                self.template_evicted(gone, source.partition, counts, out);
+            }
+        }
+        let (rule_hash, rule_name) = rule_id(program, ask.rule);
+        let cap = reduce.max_keys;
+        if let Some(d) = &reduce.dedupe {
+            let key = if d.whole {
+                combine(rule_hash, hash_bytes(event))
+            } else {
+                combine(combine(rule_hash, template.unwrap_or(0)), ask.dedupe_key)
+            };
+            match self.tables[DEDUPE].get_mut(key) {
+                Some(e) => {
+                    e.suppress(now, source.offset);
+                    return Verdict::Suppressed(Action::Dedupe);
+                }
+                None => {
+                    let e = Entry {
+                        rule: rule_name.as_ref().into(),
+                        start_ms: now,
+                        deadline: now.saturating_add(d.window_ms),
+                        kept: 1,
+                        template: (!d.whole).then_some(template).flatten(),
+                        key_text: ask.key_text(text, ask.dedupe_text).into(),
+                        ..Entry::default()
+                    };
+                    self.open(DEDUPE, key, e, cap, source.partition, counts, out);
+                }
+            }
+        }
+        if let Some(t) = &reduce.throttle {
+            let start = now - now % t.per_ms;
+            let key = combine(combine(rule_hash, ask.throttle_key), start);
+            match self.tables[THROTTLE].get_mut(key) {
+                Some(e) if e.kept >= u64::from(t.limit) => {
+                    e.suppress(now, source.offset);
+                    if e.samples.len() < MAX_SAMPLES {
+                        e.samples
+                            .push(cut(&String::from_utf8_lossy(event), MAX_SAMPLE_BYTES));
+                    }
+                    return Verdict::Suppressed(Action::Throttle);
+                }
+                Some(e) => e.kept += 1,
+                None => {
+                    let e = Entry {
+                        rule: rule_name.as_ref().into(),
+                        start_ms: start,
+                        deadline: start.saturating_add(t.per_ms),
+                        kept: 1,
+                        key_text: ask.key_text(text, ask.throttle_text).into(),
+                        ..Entry::default()
+                    };
+                    self.open(THROTTLE, key, e, cap, source.partition, counts, out);
+                }
+            }
+        }
+        if let (Some(p), Some(id)) = (&reduce.patterns, template) {
+            let start = now - now % p.per_ms;
+            let key = combine(combine(rule_hash, id), start);
+            match self.tables[PATTERNS].get_mut(key) {
+                Some(e) if e.kept >= u64::from(p.keep) => {
+                    e.suppress(now, source.offset);
+                    for (var, value) in values {
+                        match e.variables.iter_mut().find(|(v, _)| *v == var) {
+                            Some((_, vs)) => {
+                                if vs.len() < MAX_SAMPLES && !vs.contains(&value) {
+                                    vs.push(value);
+                                }
+                            }
+                            None => e.variables.push((var, vec![value])),
+                        }
+                    }
+                    return Verdict::Suppressed(Action::Patterns);
+                }
+                Some(e) => e.kept += 1,
+                None => {
+                    let mut e = Entry {
+                        rule: rule_name.as_ref().into(),
+                        start_ms: start,
+                        deadline: start.saturating_add(p.per_ms),
+                        kept: 0,
+                        template: Some(id),
+                        ..Entry::default()
+                    };
+                    let suppressed = p.keep == 0;
+                    if suppressed {
+                        e.suppress(now, source.offset);
+                        e.variables = values.into_iter().map(|(v, x)| (v, vec![x])).collect();
+                    } else {
+                        e.kept = 1;
+                    }
+                    self.open(PATTERNS, key, e, cap, source.partition, counts, out);
+                    if suppressed {
+                        return Verdict::Suppressed(Action::Patterns);
+                    }
+                }
+            }
+        }
+        Verdict::Keep {
+            sample_rate,
+            template,
+        }
+    }
+
+    fn open(
+        &mut self,
+        table: usize,
+        key: u64,
+        e: Entry,
+        cap: usize,
+        partition: i32,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) {
+        if let Some((k, old)) = self.tables[table].insert(key, e, cap) {
+            counts.evictions[action_of(table) as usize] += 1;
+            self.closed(table, k, old, partition, counts, out);
+        }
+    }
+
+    /// A template left the miner (its cap): its pattern windows close now, while its text is
+    /// still known.
+    fn template_evicted(
+        &mut self,
+        id: u64,
+        partition: i32,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) {
+        let text = self.miner.evicted().map(|t| t.to_string());
+        let keys: Vec<u64> = self.tables[PATTERNS]
+            .ordered()
+            .into_iter()
+            .filter(|(_, e)| e.template == Some(id))
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            let e = self.tables[PATTERNS].remove(k).expect("listed above");
+            counts.evictions[Action::Patterns as usize] += 1;
+            if e.suppressed > 0 {
+                counts.summaries[Action::Patterns as usize] += 1;
+                out.push(Summary::new(
+                    Action::Patterns,
+                    partition,
+                    k,
+                    e,
+                    text.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// What comes out of reducing a batch, in order: each record's verdict, with the summaries
+/// that closed before it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// A record whose rule reduces: what was decided.
+    Decided(usize, Verdict),
+    Summary(Summary),
+}
+
+impl Reducer {
+    /// Reduces the kept events of one partition's records, in order. `asks` are the engine's,
+    /// in record order; `record(i)` gives record `i`'s payload, event time and source.
+    pub fn batch<'a>(
+        &mut self,
+        program: &Program,
+        asks: &[Ask],
+        text: &str,
+        record: impl Fn(usize) -> (&'a [u8], u64, Source),
+        counts: &mut Reduction,
+        out: &mut Vec<Out>,
+    ) {
+        let mut summaries = Vec::new();
+        for ask in asks {
+            let i = ask.record as usize;
+            let (payload, record_ms, source) = record(i);
+            let verdict = self.decide(
+                program,
+                ask,
+                text,
+                payload,
+                record_ms,
+                source,
+                counts,
+                &mut summaries,
+            );
+            out.extend(summaries.drain(..).map(Out::Summary));
+            out.push(Out::Decided(i, verdict));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{InputFormat, Limits};
+    use crate::derive::Version;
+    use crate::engine::{Engine, Record};
+    use crate::reduce::Fate;
+    use crate::rules::{SourceFile, compile};
+
+    /// Runs `lines` (with their times, ms) through the engine and one partition's reduction:
+    /// the lines kept, and the summaries as JSON, in output order.
+    pub(crate) fn reduce(rules: &str, lines: &[(&str, u64)]) -> (Vec<String>, Vec<String>) {
+        let (program, diags) = compile(&[SourceFile {
+            name: "t.yaml".into(),
+            text: rules.into(),
+        }]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let program = Arc::new(program);
+        let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
+        let batch: Vec<Record> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, (l, t))| Record {
+                payload: l.as_bytes(),
+                topic: "t",
+                version: Version {
+                    offset: i as u64,
+                    ..Version::default()
+                },
+                event_ms: *t,
+            })
+            .collect();
+        let mut fates = Vec::new();
+        engine.process(&batch, 0, &mut fates);
+        let mut r = Reducer::new();
+        let mut counts = Reduction::new(&program);
+        let mut out = Vec::new();
+        r.batch(
+            &program,
+            &engine.asks,
+            &engine.text,
+            |i| {
+                (
+                    batch[i].payload,
+                    batch[i].event_ms,
+                    Source {
+                        partition: 0,
+                        offset: i as i64,
+                    },
+                )
+            },
+            &mut counts,
+            &mut out,
+        );
+        let mut summaries = Vec::new();
+        r.flush(0, &mut counts, &mut summaries);
+        out.extend(summaries.into_iter().map(Out::Summary));
+        let decided: std::collections::HashMap<usize, Verdict> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Decided(i, v) => Some((*i, *v)),
+                _ => None,
+            })
+            .collect();
+        let mut kept = Vec::new();
+        let mut sums = Vec::new();
+        // Records without a verdict are kept or not by their fate alone.
+        for (i, f) in fates.iter().enumerate() {
+            let keep = *f == Fate::Keep
+                && decided
+                    .get(&i)
+                    .is_none_or(|v| matches!(v, Verdict::Keep { .. }));
+            if keep {
+                kept.push(lines[i].0.to_string());
+            }
+        }
+        for o in &out {
+            if let Out::Summary(s) = o {
+                let mut j = String::new();
+                s.json(&mut j);
+                sums.push(j.trim_end().to_string());
+            }
+        }
+        // Every reduced event is kept or counted in a summary.
+        let (events_in, _, events_out, _) = counts.totals();
+        let suppressed: u64 = counts
+            .rules
+            .iter()
+            .map(|r| r.suppressed.iter().sum::<u64>())
+            .sum();
+        assert_eq!(events_in, events_out + suppressed);
+        (kept, sums)
+    }
+
+    const DEDUPE: &str = "team: t\nrules:\n  - name: health\n    format: json\n    metrics: [{name: health_total, type: counter}]\n    reduce:\n      dedupe: {window: 10s}\n";
+
+    #[test]
+    fn dedupe_keeps_the_first_of_a_template_per_window_and_summarises_the_rest() {
+        let lines = [
+            (r#"{"msg":"health check ok in 12ms"}"#, 1_000),
+            (r#"{"msg":"health check ok in 15ms"}"#, 2_000),
+            (r#"{"msg":"user 7 logged in"}"#, 3_000),
+            (r#"{"msg":"health check ok in 9ms"}"#, 10_999),
+            (r#"{"msg":"health check ok in 11ms"}"#, 11_000),
+        ];
+        let (kept, sums) = reduce(DEDUPE, &lines);
+        assert_eq!(kept, vec![lines[0].0, lines[2].0, lines[4].0]);
+        assert_eq!(sums.len(), 1, "{sums:?}");
+        let s = &sums[0];
+        for want in [
+            "\"action\":\"dedupe\"",
+            "\"repeat_count\":2",
+            "\"first_ms\":2000",
+            "\"last_ms\":10999",
+            "\"template\":\"health check ok in <*>ms\"",
+            "\"rule\":\"t/health\"",
+        ] {
+            assert!(s.contains(want), "{want} in {s}");
+        }
+    }
+
+    #[test]
+    fn errors_and_always_keep_are_never_reduced() {
+        let rules = format!("{DEDUPE}      always_keep: {{fields: {{user: vip}}}}\n");
+        let lines = [
+            (r#"{"msg":"disk full","level":"info"}"#, 1),
+            (r#"{"msg":"disk full","level":"ERROR"}"#, 2),
+            (r#"{"msg":"disk full","level":"info","user":"vip"}"#, 3),
+            (r#"{"msg":"disk full","level":"info"}"#, 4),
+        ];
+        let (kept, sums) = reduce(&rules, &lines);
+        assert_eq!(kept, vec![lines[0].0, lines[1].0, lines[2].0]);
+        assert!(sums[0].contains("\"repeat_count\":1"), "{sums:?}");
+    }
+
+    #[test]
+    fn throttle_and_patterns_count_exactly() {
+        let rules = "team: t\nrules:\n  - name: r\n    format: logfmt\n    metrics: [{name: r_total, type: counter}]\n    reduce:\n      throttle: {limit: 2, per: 1m, key: [svc]}\n      patterns: {keep: 1, per: 1m}\n";
+        let lines: Vec<(String, u64)> = (0..10)
+            .map(|i| {
+                (
+                    format!(
+                        "svc={} msg=\"request {i} took {}ms\"",
+                        if i % 2 == 0 { "a" } else { "b" },
+                        i * 3
+                    ),
+                    i as u64 * 1000,
+                )
+            })
+            .collect();
+        let lines: Vec<(&str, u64)> = lines.iter().map(|(l, t)| (l.as_str(), *t)).collect();
+        let (kept, sums) = reduce(rules, &lines);
+        // Throttle keeps two per service; patterns then keeps the first of the template.
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        let throttled: u64 = sums
+            .iter()
+            .filter(|s| s.contains("\"action\":\"throttle\""))
+            .map(|s| {
+                s.split("\"suppressed\":")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        let patterned: u64 = sums
+            .iter()
+            .filter(|s| s.contains("\"action\":\"patterns\""))
+            .map(|s| {
+                s.split("\"suppressed\":")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!((throttled, patterned), (6, 3), "{sums:?}");
+        let p = sums.iter().find(|s| s.contains("patterns")).unwrap();
+        assert!(
+            p.contains("\"samples\"") || p.contains("\"variables\""),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn sampling_is_a_function_of_the_key() {
+        let rules = "team: t\nrules:\n  - name: r\n    format: json\n    metrics: [{name: r_total, type: counter}]\n    reduce:\n      sample: {rate: 4}\n";
+        let lines: Vec<String> = (0..400)
+            .map(|i| format!(r#"{{"trace_id":"t{}","n":{i}}}"#, i / 4))
+            .collect();
+        let input: Vec<(&str, u64)> = lines.iter().map(|l| (l.as_str(), 0)).collect();
+        let (kept, _) = reduce(rules, &input);
+        // Whole traces are kept or dropped together.
+        let traces: std::collections::BTreeMap<&str, usize> =
+            kept.iter().fold(Default::default(), |mut m, l| {
+                *m.entry(&l[13..l.find("\",").unwrap()]).or_default() += 1;
+                m
+            });
+        assert!(traces.values().all(|n| *n == 4), "{traces:?}");
+        assert!(
+            (15..=35).contains(&traces.len()),
+            "{} of 100 traces kept",
+            traces.len()
+        );
+        let (again, _) = reduce(rules, &input);
+        assert_eq!(kept, again);
+    }
+
+    #[test]
+    fn a_snapshot_resumes_exactly() {
+        let lines: Vec<String> = (0..60)
+            .map(|i| format!(r#"{{"msg":"job {} done in {}ms"}}"#, i % 5, i))
+            .collect();
+        let input: Vec<(&str, u64)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i as u64 * 700))
+            .collect();
+        let (program, _) = compile(&[SourceFile {
+            name: "t.yaml".into(),
+            text: DEDUPE.into(),
+        }]);
+        let program = Arc::new(program);
+        let run = |r: &mut Reducer, part: &[(&str, u64)], base: usize| -> Vec<Out> {
+            let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
+            let batch: Vec<Record> = part
+                .iter()
+                .map(|(l, t)| Record {
+                    payload: l.as_bytes(),
+                    topic: "t",
+                    version: Version::default(),
+                    event_ms: *t,
+                })
+                .collect();
+            let mut fates = Vec::new();
+            engine.process(&batch, 0, &mut fates);
+            let mut out = Vec::new();
+            let mut counts = Reduction::new(&program);
+            r.batch(
+                &program,
+                &engine.asks,
+                &engine.text,
+                |i| {
+                    (
+                        batch[i].payload,
+                        batch[i].event_ms,
+                        Source {
+                            partition: 3,
+                            offset: (base + i) as i64,
+                        },
+                    )
+                },
+                &mut counts,
+                &mut out,
+            );
+            out
+        };
+        let mut whole = Reducer::new();
+        let mut a = run(&mut whole, &input[..30], 0);
+        a.extend(run(&mut whole, &input[30..], 30));
+        let mut first = Reducer::new();
+        let mut b = run(&mut first, &input[..30], 0);
+        let mut second = Reducer::decode(&first.encode()).unwrap();
+        b.extend(run(&mut second, &input[30..], 30));
+        assert_eq!(a, b);
+        assert_eq!(whole.encode(), second.encode());
+        let bytes = whole.encode();
+        for cut in 0..bytes.len() {
+            assert!(Reducer::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! A byte encoding of a partition's reduction state, for the checkpoint: it moves with the
+//! partition to its next owner, which goes on deciding exactly as this owner would have.
+//! Deterministic (entries in deadline order) and total to decode.
+
+use super::reducer::Reducer;
+use super::table::{Entry, Table};
+use super::templates::Miner;
+use crate::codec::{Corrupt, Reader, Writer};
+
+const MAGIC: &[u8; 4] = b"LMRD";
+const VERSION: u8 = 1;
+
+fn write_entry(w: &mut Writer, key: u64, e: &Entry) {
+    w.u64(key);
+    w.str(&e.rule);
+    w.u64(e.start_ms);
+    w.u64(e.deadline);
+    w.u64(e.kept);
+    w.u64(e.suppressed);
+    w.u64(e.first_ms);
+    w.u64(e.last_ms);
+    w.i64(e.first_offset);
+    w.i64(e.last_offset);
+    w.bool(e.template.is_some());
+    w.u64(e.template.unwrap_or(0));
+    w.str(&e.key_text);
+    w.u32(e.samples.len() as u32);
+    for s in &e.samples {
+        w.str(s);
+    }
+    w.u32(e.variables.len() as u32);
+    for (v, values) in &e.variables {
+        w.u32(u32::from(*v));
+        w.u32(values.len() as u32);
+        for x in values {
+            w.str(x);
+        }
+    }
+}
+
+fn read_entry(r: &mut Reader<'_>) -> Result<(u64, Entry), Corrupt> {
+    let key = r.u64()?;
+    let mut e = Entry {
+        rule: r.str()?.into(),
+        start_ms: r.u64()?,
+        deadline: r.u64()?,
+        kept: r.u64()?,
+        suppressed: r.u64()?,
+        first_ms: r.u64()?,
+        last_ms: r.u64()?,
+        first_offset: r.i64()?,
+        last_offset: r.i64()?,
+        ..Entry::default()
+    };
+    let has_template = r.bool()?;
+    let t = r.u64()?;
+    e.template = has_template.then_some(t);
+    e.key_text = r.str()?.into();
+    for _ in 0..r.count(4)? {
+        e.samples.push(r.str()?.into());
+    }
+    for _ in 0..r.count(8)? {
+        let v = u16::try_from(r.u32()?).map_err(|_| Corrupt)?;
+        let mut values = Vec::new();
+        for _ in 0..r.count(4)? {
+            values.push(r.str()?.into());
+        }
+        e.variables.push((v, values));
+    }
+    Ok((key, e))
+}
+
+impl Reducer {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.0.extend_from_slice(MAGIC);
+        w.u8(VERSION);
+        w.u64(self.clock);
+        let mut miner = Vec::new();
+        self.miner.encode(&mut miner);
+        w.bytes(&miner);
+        w.u32(self.tables.len() as u32);
+        for t in &self.tables {
+            let entries = t.ordered();
+            w.u32(entries.len() as u32);
+            for (k, e) in entries {
+                write_entry(&mut w, k, e);
+            }
+        }
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Reducer, Corrupt> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC || r.u8()? != VERSION {
+            return Err(Corrupt);
+        }
+        let clock = r.u64()?;
+        let miner = Miner::decode(r.bytes()?).map_err(|_| Corrupt)?;
+        let mut tables: [Table; 3] = Default::default();
+        if r.u32()? as usize != tables.len() {
+            return Err(Corrupt);
+        }
+        for t in &mut tables {
+            let n = r.count(80)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                entries.push(read_entry(&mut r)?);
+            }
+            *t = Table::from_entries(entries);
+        }
+        r.finish()?;
+        Ok(Reducer {
+            clock,
+            miner,
+            tables,
+            dirty: false,
+        })
+    }
+}

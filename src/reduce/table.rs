@@ -1,0 +1,188 @@
+//! Open windows of one reduction action in one partition: entries by key, each with the
+//! event time its window closes, closed in deadline order as the partition's clock passes
+//! them. The number of entries is capped: at the cap the entry that would close first is
+//! closed early (its summary is not lost, it comes out then).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use hashbrown::HashMap;
+
+use super::hash::BuildIdentity;
+
+/// What one open window holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entry {
+    /// `team/rule` of the rule the window belongs to.
+    pub rule: Box<str>,
+    /// When the window (or interval) started, and when it closes.
+    pub start_ms: u64,
+    pub deadline: u64,
+    /// Events kept in the window, and events suppressed with their first and last times and
+    /// the records they came from.
+    pub kept: u64,
+    pub suppressed: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The template, for dedupe (its default key) and patterns.
+    pub template: Option<u64>,
+    /// The key's field values, for summaries (`name=value` pairs joined by `\x1f`).
+    pub key_text: Box<str>,
+    /// Suppressed events (throttle), or variable values by variable number (patterns), at most
+    /// `MAX_SAMPLES` of each.
+    pub samples: Vec<Box<str>>,
+    pub variables: Vec<(u16, Vec<Box<str>>)>,
+}
+
+pub const MAX_SAMPLES: usize = 3;
+/// Bytes of a sampled event kept in a summary; longer ones are cut (at a character boundary).
+pub const MAX_SAMPLE_BYTES: usize = 512;
+/// Bytes of a sampled variable value.
+pub const MAX_VALUE_BYTES: usize = 128;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn cut(s: &str, max: usize) -> Box<str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].into()
+}
+
+impl Entry {
+    /// Counts a suppressed event.
+    pub fn suppress(&mut self, time_ms: u64, offset: i64) {
+        if self.suppressed == 0 {
+            self.first_ms = time_ms;
+            self.first_offset = offset;
+        }
+        self.suppressed += 1;
+        self.last_ms = time_ms;
+        self.last_offset = offset;
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Table {
+    entries: HashMap<u64, Entry, BuildIdentity>,
+    /// Every entry's `(deadline, key)`; an entry removed out of turn leaves a stale item.
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+}
+
+impl Table {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(&key)
+    }
+
+    /// Opens a window. At `cap` entries the one that would close first is closed now and
+    /// returned.
+    pub fn insert(&mut self, key: u64, entry: Entry, cap: usize) -> Option<(u64, Entry)> {
+        let evicted = if self.entries.len() >= cap.max(1) {
+            self.pop()
+        } else {
+            None
+        };
+        self.heap.push(Reverse((entry.deadline, key)));
+        self.entries.insert(key, entry);
+        evicted
+    }
+
+    /// The heap's first item that still stands for its entry (one removed by `remove` leaves
+    /// its item behind, skipped here).
+    fn live_top(&mut self) -> Option<(u64, u64)> {
+        while let Some(Reverse((deadline, key))) = self.heap.peek().copied() {
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.deadline == deadline)
+            {
+                return Some((deadline, key));
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    fn pop(&mut self) -> Option<(u64, Entry)> {
+        let (_, key) = self.live_top()?;
+        self.heap.pop();
+        let entry = self.entries.remove(&key)?;
+        Some((key, entry))
+    }
+
+    /// Closes the next window whose deadline is at or before `now`.
+    pub fn expire(&mut self, now: u64) -> Option<(u64, Entry)> {
+        match self.live_top() {
+            Some((deadline, _)) if deadline <= now => self.pop(),
+            _ => None,
+        }
+    }
+
+    /// Closes one window now, whatever its deadline.
+    pub fn remove(&mut self, key: u64) -> Option<Entry> {
+        self.entries.remove(&key)
+    }
+
+    /// Closes every window, in deadline order (the end of a replay's input).
+    pub fn close_all(&mut self) -> Option<(u64, Entry)> {
+        self.pop()
+    }
+
+    /// Entries in deadline order, for a snapshot.
+    pub fn ordered(&self) -> Vec<(u64, &Entry)> {
+        let mut v: Vec<(u64, &Entry)> = self.entries.iter().map(|(k, e)| (*k, e)).collect();
+        v.sort_by_key(|(k, e)| (e.deadline, *k));
+        v
+    }
+
+    /// Rebuilds a table from a snapshot's entries.
+    pub fn from_entries(entries: Vec<(u64, Entry)>) -> Table {
+        let mut t = Table::default();
+        for (k, e) in entries {
+            t.heap.push(Reverse((e.deadline, k)));
+            t.entries.insert(k, e);
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(deadline: u64) -> Entry {
+        Entry {
+            deadline,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn windows_close_in_deadline_order_and_the_cap_closes_the_first() {
+        let mut t = Table::default();
+        assert!(t.insert(1, entry(30), 3).is_none());
+        assert!(t.insert(2, entry(10), 3).is_none());
+        assert!(t.insert(3, entry(20), 3).is_none());
+        let (k, e) = t.insert(4, entry(40), 3).expect("at the cap");
+        assert_eq!((k, e.deadline), (2, 10));
+        assert_eq!(t.expire(19).map(|(k, _)| k), None);
+        assert_eq!(t.expire(25).map(|(k, _)| k), Some(3));
+        assert_eq!(t.expire(100).map(|(k, _)| k), Some(1));
+        assert_eq!(t.close_all().map(|(k, _)| k), Some(4));
+        assert!(t.is_empty());
+        assert_eq!(&*cut("héllo", 2), "h");
+    }
+}
