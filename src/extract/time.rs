@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn formats() {
-        let base = 1_795_700_000_000u64; // 2026-11-26T10:53:20Z
+        let base = 1_795_690_400_000u64; // 2026-11-26T10:53:20Z
         assert_eq!(parse("2026-11-26T10:53:20Z", TimeFormat::Auto), Some(base));
         assert_eq!(
             parse("2026-11-26T10:53:20.5Z", TimeFormat::Rfc3339),
@@ -213,9 +213,9 @@ mod tests {
             parse("2026-11-26T10:53:20", TimeFormat::Rfc3339),
             Some(base)
         );
-        assert_eq!(parse("1795700000", TimeFormat::Auto), Some(base));
-        assert_eq!(parse("1795700000000", TimeFormat::Auto), Some(base));
-        assert_eq!(parse("1795700000000000", TimeFormat::Auto), Some(base));
+        assert_eq!(parse("1795690400", TimeFormat::Auto), Some(base));
+        assert_eq!(parse("1795690400000", TimeFormat::Auto), Some(base));
+        assert_eq!(parse("1795690400000000", TimeFormat::Auto), Some(base));
         assert_eq!(
             parse("1795700000.25", TimeFormat::UnixSeconds),
             Some(base + 250)
