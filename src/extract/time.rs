@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(parse("1795690400000", TimeFormat::Auto), Some(base));
         assert_eq!(parse("1795690400000000", TimeFormat::Auto), Some(base));
         assert_eq!(
-            parse("1795700000.25", TimeFormat::UnixSeconds),
+            parse("1795690400.25", TimeFormat::UnixSeconds),
             Some(base + 250)
         );
         assert_eq!(
