@@ -51,6 +51,8 @@ pub struct Counters {
     /// By rule, then by the event's format (`Format as usize`): events the prefilter let
     /// through that the rule skipped because they were decoded as another format.
     pub format_skips: Vec<[u64; 3]>,
+    /// What the reduction did (filled where it runs: the service's workers, replay's writer).
+    pub reduction: crate::reduce::Reduction,
 }
 
 impl Counters {

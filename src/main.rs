@@ -41,9 +41,14 @@ enum Command {
         /// Write the exposition here instead of stdout.
         #[arg(long)]
         metrics_out: Option<PathBuf>,
-        /// Write the events that were kept here, in input order.
+        /// Write the events that were kept here, in input order; with rules that reduce, their
+        /// summaries too (JSON lines, `"logmill":"summary"`).
         #[arg(long)]
         logs_out: Option<PathBuf>,
+        /// Kept events as JSON objects (`{"event": ..., "sample_rate": N, "template_id": ...}`)
+        /// rather than byte for byte.
+        #[arg(long)]
+        logs_json: bool,
         /// Write undecodable or unprocessable events here, as JSON lines with the reason.
         #[arg(long)]
         dead_letter_out: Option<PathBuf>,
@@ -254,6 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             metrics_out,
             logs_out,
+            logs_json,
             dead_letter_out,
             telemetry_out,
             openmetrics,
@@ -292,6 +298,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     threads,
                     quiet,
                     topic,
+                    logs_json,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -359,6 +359,7 @@ impl Counters {
         for (a, b) in self.format_skips.iter_mut().zip(&o.format_skips) {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
         }
+        self.reduction.absorb(&o.reduction);
         for (r, e, n) in &o.value_errors {
             match self
                 .value_errors

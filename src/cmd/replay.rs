@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use logmill::decode::{InputFormat, Limits};
 use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Counters, Engine, Record};
-use logmill::reduce::Fate;
+use logmill::reduce::reducer::Out;
+use logmill::reduce::{Ask, Fate, Reducer, Reduction, Source, Verdict};
 use logmill::rules::Program;
 use logmill::sink::exposition::{ExpositionFormat, render};
 use logmill::sink::output::dead_letter_json;
@@ -30,6 +31,9 @@ pub struct Options {
     pub quiet: bool,
     /// The topic every input is read as (`_topic`, `match.topic`); by default its path.
     pub topic: Option<String>,
+    /// Kept events as JSON objects with what reduction says of them (`sample_rate`,
+    /// `template_id`), instead of the events byte for byte.
+    pub logs_json: bool,
 }
 
 pub fn now_ms() -> u64 {
@@ -44,6 +48,21 @@ struct ChunkOutput {
     id: u64,
     kept: Vec<u8>,
     dead: String,
+    /// When rules reduce: every kept event, in order, for the writer to reduce.
+    events: Vec<KeptEvent>,
+    asks: Vec<Ask>,
+    text: String,
+}
+
+/// A kept event of a chunk, for the reduction: its bytes in `kept`, where it came from, and
+/// what its rule asks of the reduction.
+struct KeptEvent {
+    start: u32,
+    end: u32,
+    /// The payload's length (the line without a `\r`).
+    payload: u32,
+    offset: u64,
+    ask: Option<u32>,
 }
 
 pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
@@ -58,6 +77,8 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     };
     let want_kept = opts.logs_out.is_some();
     let want_dead = opts.dead_letter_out.is_some();
+    // Reduction decides in line order, in the writer: the workers hand it every kept event.
+    let reducing = program.rules.iter().any(|r| r.reduce.is_some());
     let names: Vec<String> = opts
         .inputs
         .iter()
@@ -95,109 +116,163 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let (out_tx, out_rx) = sync_channel::<ChunkOutput>(opts.threads * 4);
 
-    let (results, read) = std::thread::scope(|s| -> Result<(Vec<(Aggregates, Counters)>, u64)> {
-        let reader = s.spawn(|| {
-            let tx = chunk_tx;
-            read_chunks(&opts.inputs, &tx, |n| {
-                if let Some(b) = &bar {
-                    b.inc(n)
-                }
-            })
-        });
-        let mut workers = Vec::new();
-        for _ in 0..opts.threads {
-            let rx = Arc::clone(&chunk_rx);
-            let tx = out_tx.clone();
-            let program = Arc::clone(&program);
-            let names = &names;
-            let topic_name = opts.topic.as_deref();
-            let (format, limits) = (opts.format, opts.limits);
-            workers.push(s.spawn(move || {
-                let mut engine = Engine::new(Arc::clone(&program), format, limits);
-                let mut fates = Vec::with_capacity(BATCH);
-                loop {
-                    let chunk = match rx.lock().expect("reader never panics holding it").recv() {
-                        Ok(c) => c,
-                        Err(_) => break,
-                    };
-                    let source = names[chunk.input].as_str();
-                    let topic = topic_name.unwrap_or(source);
-                    let base = ((chunk.input as u64) << 40) + chunk.offset;
-                    let mut out = ChunkOutput {
-                        id: chunk.id,
-                        kept: Vec::new(),
-                        dead: String::new(),
-                    };
-                    let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
-                    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-                    for group in all.chunks(BATCH) {
-                        batch.clear();
-                        // Replay has no event time: the wall clock stands in for it, and line
-                        // order decides which gauge `set` wins.
-                        let now = now_ms();
-                        batch.extend(group.iter().map(|(off, l, _)| Record {
-                            payload: l,
-                            topic,
-                            version: Version {
-                                offset: base + *off as u64,
-                                ..Version::default()
-                            },
-                            event_ms: now,
-                        }));
-                        engine.process(&batch, now, &mut fates);
-                        if want_kept || want_dead {
-                            for ((off, _, raw), fate) in group.iter().zip(&fates) {
-                                match fate {
-                                    Fate::Keep if want_kept => {
-                                        out.kept.extend_from_slice(raw);
-                                        out.kept.push(b'\n');
+    let (results, read, reduction) = std::thread::scope(
+        |s| -> Result<(Vec<(Aggregates, Counters)>, u64, Reduction)> {
+            let reader = s.spawn(|| {
+                let tx = chunk_tx;
+                read_chunks(&opts.inputs, &tx, |n| {
+                    if let Some(b) = &bar {
+                        b.inc(n)
+                    }
+                })
+            });
+            let mut workers = Vec::new();
+            for _ in 0..opts.threads {
+                let rx = Arc::clone(&chunk_rx);
+                let tx = out_tx.clone();
+                let program = Arc::clone(&program);
+                let names = &names;
+                let topic_name = opts.topic.as_deref();
+                let (format, limits) = (opts.format, opts.limits);
+                workers.push(s.spawn(move || {
+                    let mut engine = Engine::new(Arc::clone(&program), format, limits);
+                    let mut fates = Vec::with_capacity(BATCH);
+                    loop {
+                        let chunk = match rx.lock().expect("reader never panics holding it").recv()
+                        {
+                            Ok(c) => c,
+                            Err(_) => break,
+                        };
+                        let source = names[chunk.input].as_str();
+                        let topic = topic_name.unwrap_or(source);
+                        let base = ((chunk.input as u64) << 40) + chunk.offset;
+                        let mut out = ChunkOutput {
+                            id: chunk.id,
+                            kept: Vec::new(),
+                            dead: String::new(),
+                            events: Vec::new(),
+                            asks: Vec::new(),
+                            text: String::new(),
+                        };
+                        let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
+                        let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+                        for group in all.chunks(BATCH) {
+                            batch.clear();
+                            // Replay has no event time: the wall clock stands in for it, and line
+                            // order decides which gauge `set` wins.
+                            let now = now_ms();
+                            batch.extend(group.iter().map(|(off, l, _)| Record {
+                                payload: l,
+                                topic,
+                                version: Version {
+                                    offset: base + *off as u64,
+                                    ..Version::default()
+                                },
+                                event_ms: now,
+                            }));
+                            engine.process(&batch, now, &mut fates);
+                            if reducing {
+                                // The batch's asks, moved into the chunk's text.
+                                let shift = out.text.len() as u32;
+                                out.text.push_str(&engine.text);
+                                let mut asks = engine.asks.iter().peekable();
+                                for (i, ((off, payload, raw), fate)) in
+                                    group.iter().zip(&fates).enumerate()
+                                {
+                                    if *fate != Fate::Keep {
+                                        continue;
                                     }
-                                    Fate::DeadLetter(reason) if want_dead => dead_letter_json(
-                                        &mut out.dead,
-                                        *reason,
-                                        reason.culprit(&program).as_ref(),
-                                        source,
-                                        chunk.offset + *off as u64,
-                                        raw,
-                                    ),
-                                    _ => {}
+                                    let ask = asks.next_if(|a| a.record as usize == i).map(|a| {
+                                        let mut a = *a;
+                                        for r in [
+                                            &mut a.message,
+                                            &mut a.dedupe_text,
+                                            &mut a.throttle_text,
+                                        ] {
+                                            *r = (r.0 + shift, r.1 + shift);
+                                        }
+                                        out.asks.push(a);
+                                        out.asks.len() as u32 - 1
+                                    });
+                                    let start = out.kept.len() as u32;
+                                    out.kept.extend_from_slice(raw);
+                                    out.events.push(KeptEvent {
+                                        start,
+                                        end: out.kept.len() as u32,
+                                        payload: payload.len() as u32,
+                                        offset: base + *off as u64,
+                                        ask,
+                                    });
+                                }
+                            }
+                            if (want_kept && !reducing) || want_dead {
+                                for ((off, _, raw), fate) in group.iter().zip(&fates) {
+                                    match fate {
+                                        Fate::Keep if want_kept && !reducing => {
+                                            out.kept.extend_from_slice(raw);
+                                            out.kept.push(b'\n');
+                                        }
+                                        Fate::DeadLetter(reason) if want_dead => dead_letter_json(
+                                            &mut out.dead,
+                                            *reason,
+                                            reason.culprit(&program).as_ref(),
+                                            source,
+                                            chunk.offset + *off as u64,
+                                            raw,
+                                        ),
+                                        _ => {}
+                                    }
                                 }
                             }
                         }
+                        if (want_kept || want_dead || reducing) && tx.send(out).is_err() {
+                            break;
+                        }
                     }
-                    if (want_kept || want_dead) && tx.send(out).is_err() {
-                        break;
-                    }
-                }
-                (engine.local, engine.counters)
-            }));
-        }
-        drop(out_tx);
-        // Write outputs in input order while workers run.
-        let mut pending = BTreeMap::new();
-        let mut next = 0u64;
-        for out in out_rx.iter() {
-            pending.insert(out.id, out);
-            while let Some(out) = pending.remove(&next) {
-                if let Some(f) = kept_file.as_mut() {
-                    f.write_all(&out.kept)?;
-                }
-                if let Some(f) = dead_file.as_mut() {
-                    f.write_all(out.dead.as_bytes())?;
-                }
-                next += 1;
+                    (engine.local, engine.counters)
+                }));
             }
-        }
-        let results = workers
-            .into_iter()
-            .map(|w| w.join().expect("worker panicked"))
-            .collect();
-        let read = reader
-            .join()
-            .expect("reader panicked")
-            .context("reading input")?;
-        Ok((results, read))
-    })?;
+            drop(out_tx);
+            // Write outputs in input order while workers run, reducing on the way.
+            let mut pending = BTreeMap::new();
+            let mut next = 0u64;
+            let mut writer = Writer {
+                program: &program,
+                reducer: Reducer::new(),
+                reduction: Reduction::new(&program),
+                json: opts.logs_json,
+                line: String::new(),
+                outs: Vec::new(),
+            };
+            for out in out_rx.iter() {
+                pending.insert(out.id, out);
+                while let Some(out) = pending.remove(&next) {
+                    if reducing {
+                        writer.reduce(&out, kept_file.as_mut())?;
+                    } else if let Some(f) = kept_file.as_mut() {
+                        f.write_all(&out.kept)?;
+                    }
+                    if let Some(f) = dead_file.as_mut() {
+                        f.write_all(out.dead.as_bytes())?;
+                    }
+                    next += 1;
+                }
+            }
+            if reducing {
+                writer.finish(kept_file.as_mut())?;
+            }
+            let reduction = writer.reduction;
+            let results = workers
+                .into_iter()
+                .map(|w| w.join().expect("worker panicked"))
+                .collect();
+            let read = reader
+                .join()
+                .expect("reader panicked")
+                .context("reading input")?;
+            Ok((results, read, reduction))
+        },
+    )?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -215,6 +290,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         global.merge_from(&mut local, &program, now);
         counters.absorb(&c);
     }
+    counters.reduction = reduction;
     let exposition = render(&program, &global, opts.exposition, now);
     match &opts.metrics_out {
         Some(p) => {
@@ -243,6 +319,12 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             counters.events_in as f64 / secs,
             read as f64 / secs / 1e6,
         );
+        if reducing {
+            eprintln!(
+                "{}",
+                logmill::report::reduction(&program, &counters.reduction)
+            );
+        }
         for note in logmill::report::rule_notes(&program, &counters, "event") {
             eprintln!("{note}");
         }
@@ -258,4 +340,139 @@ fn open_out(p: &Option<PathBuf>) -> Result<Option<std::io::BufWriter<std::fs::Fi
                 .with_context(|| format!("creating {}", p.display()))
         })
         .transpose()
+}
+
+/// The writer's end of reduction: one partition (the input, in line order), decided as chunks
+/// come in order.
+struct Writer<'p> {
+    program: &'p Program,
+    reducer: Reducer,
+    reduction: Reduction,
+    json: bool,
+    line: String,
+    outs: Vec<Out>,
+}
+
+impl Writer<'_> {
+    fn reduce(
+        &mut self,
+        out: &ChunkOutput,
+        mut file: Option<&mut std::io::BufWriter<std::fs::File>>,
+    ) -> Result<()> {
+        let asks: Vec<Ask> = out
+            .events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let mut a = out.asks[e.ask? as usize];
+                a.record = i as u32;
+                Some(a)
+            })
+            .collect();
+        self.outs.clear();
+        let event = |i: usize| {
+            let e = &out.events[i];
+            let payload = &out.kept[e.start as usize..(e.start + e.payload) as usize];
+            (
+                payload,
+                0,
+                Source {
+                    partition: 0,
+                    offset: e.offset as i64,
+                },
+            )
+        };
+        self.reducer.batch(
+            self.program,
+            &asks,
+            &out.text,
+            event,
+            &mut self.reduction,
+            &mut self.outs,
+        );
+        let Some(f) = file.as_mut() else {
+            return Ok(());
+        };
+        // Events without an ask are kept as they are; a summary comes right before the event
+        // whose time closed its window.
+        let outs = std::mem::take(&mut self.outs);
+        let mut next = 0;
+        let mut held: Vec<&logmill::reduce::Summary> = Vec::new();
+        for o in &outs {
+            match o {
+                Out::Summary(s) => held.push(s),
+                Out::Decided(j, v) => {
+                    for e in &out.events[next..*j] {
+                        self.write_event(
+                            f,
+                            &out.kept[e.start as usize..e.end as usize],
+                            None,
+                            None,
+                        )?;
+                    }
+                    for s in held.drain(..) {
+                        self.line.clear();
+                        s.json(&mut self.line);
+                        f.write_all(self.line.as_bytes())?;
+                    }
+                    let e = &out.events[*j];
+                    if let Verdict::Keep {
+                        sample_rate,
+                        template,
+                    } = v
+                    {
+                        let raw = &out.kept[e.start as usize..e.end as usize];
+                        self.write_event(f, raw, *sample_rate, *template)?;
+                    }
+                    next = j + 1;
+                }
+            }
+        }
+        for e in &out.events[next..] {
+            self.write_event(f, &out.kept[e.start as usize..e.end as usize], None, None)?;
+        }
+        self.outs = outs;
+        Ok(())
+    }
+
+    fn write_event(
+        &mut self,
+        f: &mut std::io::BufWriter<std::fs::File>,
+        raw: &[u8],
+        sample_rate: Option<u32>,
+        template: Option<u64>,
+    ) -> Result<()> {
+        if !self.json {
+            f.write_all(raw)?;
+            f.write_all(b"\n")?;
+            return Ok(());
+        }
+        self.line.clear();
+        self.line.push_str("{\"event\":");
+        logmill::sink::output::json_string(&mut self.line, &String::from_utf8_lossy(raw));
+        if let Some(r) = sample_rate {
+            self.line.push_str(&format!(",\"sample_rate\":{r}"));
+        }
+        if let Some(t) = template {
+            self.line
+                .push_str(&format!(",\"template_id\":\"{t:016x}\""));
+        }
+        self.line.push_str("}\n");
+        f.write_all(self.line.as_bytes())?;
+        Ok(())
+    }
+
+    /// The end of the input closes every window.
+    fn finish(&mut self, file: Option<&mut std::io::BufWriter<std::fs::File>>) -> Result<()> {
+        let mut summaries = Vec::new();
+        self.reducer.flush(0, &mut self.reduction, &mut summaries);
+        if let Some(f) = file {
+            for s in summaries {
+                self.line.clear();
+                s.json(&mut self.line);
+                f.write_all(self.line.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 use logmill::decode::{InputFormat, Limits};
 use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Counters, Engine, Record};
-use logmill::reduce::Fate;
-use logmill::rules::testfile::{self, Sample, TestCase, parse_sample};
+use logmill::reduce::reducer::Out;
+use logmill::reduce::{Action, Fate, Reducer, Reduction, Source, Summary, Verdict};
+use logmill::rules::testfile::{self, ExpectedSummary, Sample, TestCase, parse_sample};
 use logmill::rules::{Program, compile};
 use logmill::sink::exposition::{ExpositionFormat, render};
 
@@ -146,6 +147,37 @@ fn run_test(program: &Arc<Program>, t: &TestCase, total: &mut Counters) -> Resul
         .collect();
     let mut fates = Vec::new();
     engine.process(&records, 0, &mut fates);
+    // The reduction, as one partition in line order; the end of the input closes its windows.
+    let mut reducer = Reducer::new();
+    let mut reduction = Reduction::new(program);
+    let mut outs = Vec::new();
+    reducer.batch(
+        program,
+        &engine.asks,
+        &engine.text,
+        |i| {
+            (
+                records[i].payload,
+                0,
+                Source {
+                    partition: 0,
+                    offset: i as i64,
+                },
+            )
+        },
+        &mut reduction,
+        &mut outs,
+    );
+    let mut summaries: Vec<Summary> = Vec::new();
+    let mut verdicts = vec![None; records.len()];
+    for o in outs {
+        match o {
+            Out::Decided(i, v) => verdicts[i] = Some(v),
+            Out::Summary(s) => summaries.push(s),
+        }
+    }
+    reducer.flush(0, &mut reduction, &mut summaries);
+    engine.counters.reduction = reduction;
     total.absorb(&engine.counters);
     let mut global = Aggregates::new(program);
     global.merge_from(&mut engine.local, program, 0);
@@ -157,10 +189,17 @@ fn run_test(program: &Arc<Program>, t: &TestCase, total: &mut Counters) -> Resul
     if let Some(want) = &t.fates {
         let got: Vec<&str> = fates
             .iter()
-            .map(|f| match f {
-                Fate::Keep => "keep",
-                Fate::Drop => "drop",
-                Fate::DeadLetter(_) => "dead_letter",
+            .zip(&verdicts)
+            .map(|(f, v)| match (f, v) {
+                (Fate::Keep, Some(Verdict::Suppressed(a))) => match a {
+                    Action::Sample => "sampled",
+                    Action::Dedupe => "deduped",
+                    Action::Throttle => "throttled",
+                    Action::Patterns => "patterned",
+                },
+                (Fate::Keep, _) => "keep",
+                (Fate::Drop, _) => "drop",
+                (Fate::DeadLetter(_), _) => "dead_letter",
             })
             .collect();
         if *want != got {
@@ -169,11 +208,58 @@ fn run_test(program: &Arc<Program>, t: &TestCase, total: &mut Counters) -> Resul
             ));
         }
     }
+    if let Some(want) = &t.summaries {
+        problems.push_str(&diff_summaries(want, &summaries));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems)
     }
+}
+
+/// The summaries, in order, each with the fields its expectation names.
+fn diff_summaries(want: &[ExpectedSummary], got: &[Summary]) -> String {
+    let mut out = String::new();
+    let json = |s: &Summary| {
+        let mut j = String::new();
+        s.json(&mut j);
+        j.trim_end().to_string()
+    };
+    for (i, w) in want.iter().enumerate() {
+        let Some(g) = got.get(i) else {
+            out.push_str(&format!(
+                "  - summary {} (line {}) missing\n",
+                i + 1,
+                w.pos.line
+            ));
+            continue;
+        };
+        let wrong: Vec<String> = w
+            .fields
+            .iter()
+            .filter(|(k, v)| g.field(k).as_deref() != Some(v.as_str()))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: expected {v}, got {}",
+                    g.field(k).unwrap_or_else(|| "nothing".into())
+                )
+            })
+            .collect();
+        if !wrong.is_empty() {
+            out.push_str(&format!(
+                "  summary {} (line {}): {}\n    {}\n",
+                i + 1,
+                w.pos.line,
+                wrong.join("; "),
+                json(g)
+            ));
+        }
+    }
+    for g in got.iter().skip(want.len()) {
+        out.push_str(&format!("  + {}   (unexpected)\n", json(g)));
+    }
+    out
 }
 
 /// For each sample name the expectation mentions, the actual samples of that name must be

@@ -45,6 +45,31 @@ impl Summary {
         }
     }
 
+    /// One field as text, as a test expectation names it (`testfile::SUMMARY_FIELDS`; a key's
+    /// value is `key.<name>`, `samples` is their number).
+    pub fn field(&self, name: &str) -> Option<String> {
+        let e = &self.entry;
+        Some(match name {
+            "action" => self.action.as_str().to_string(),
+            "rule" => e.rule.to_string(),
+            "template" => self.template_text.clone()?,
+            "repeat_count" | "suppressed" => e.suppressed.to_string(),
+            "kept" => e.kept.to_string(),
+            "first_ms" => e.first_ms.to_string(),
+            "last_ms" => e.last_ms.to_string(),
+            "window_start_ms" => e.start_ms.to_string(),
+            "samples" => e.samples.len().to_string(),
+            key => {
+                let want = key.strip_prefix("key.")?;
+                e.key_text
+                    .split('\u{1f}')
+                    .find_map(|p| p.split_once('=').filter(|(k, _)| *k == want))?
+                    .1
+                    .to_string()
+            }
+        })
+    }
+
     /// The offsets of the first and last suppressed events.
     pub fn offsets(&self) -> (i64, i64) {
         (self.entry.first_offset, self.entry.last_offset)

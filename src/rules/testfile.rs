@@ -16,7 +16,11 @@
 //!     expect:
 //!       metrics: |             # every sample of each sample name written here, exactly
 //!         http_requests_total{code_class="5xx",method="GET"} 1
-//!       fates: [keep]          # optional: keep, drop or dead_letter per input line
+//!       fates: [keep]          # optional: keep, drop or dead_letter per input line, or the
+//!                              # reduction that suppressed it: sampled, deduped, throttled,
+//!                              # patterned
+//!       summaries:             # optional: the reduction's summaries, in order, each by the
+//!         - {action: dedupe, repeat_count: 2, key: {service: cart}}   # fields it names
 //! ```
 
 use std::fmt;
@@ -30,8 +34,30 @@ use super::yaml::{self, Node, Pos};
 
 const FILE_KEYS: &[&str] = &["rules", "tests"];
 const TEST_KEYS: &[&str] = &["name", "topic", "input", "expect"];
-const EXPECT_KEYS: &[&str] = &["metrics", "fates"];
-pub const FATES: &[&str] = &["keep", "drop", "dead_letter"];
+const EXPECT_KEYS: &[&str] = &["metrics", "fates", "summaries"];
+pub const FATES: &[&str] = &[
+    "keep",
+    "drop",
+    "dead_letter",
+    "sampled",
+    "deduped",
+    "throttled",
+    "patterned",
+];
+/// What an expected summary may name; see `reduce::Summary::field`.
+pub const SUMMARY_FIELDS: &[&str] = &[
+    "action",
+    "rule",
+    "key",
+    "template",
+    "repeat_count",
+    "suppressed",
+    "kept",
+    "first_ms",
+    "last_ms",
+    "window_start_ms",
+    "samples",
+];
 
 #[derive(Debug)]
 pub struct TestFile {
@@ -49,6 +75,15 @@ pub struct TestCase {
     /// Expected samples; only the sample names they mention are compared.
     pub metrics: Option<Vec<Sample>>,
     pub fates: Option<Vec<String>>,
+    /// Expected reduction summaries, in order: each the fields it names, as text.
+    pub summaries: Option<Vec<ExpectedSummary>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedSummary {
+    pub pos: Pos,
+    /// `(field, value)`, the key's pairs as `key.<name>`.
+    pub fields: Vec<(String, String)>,
 }
 
 /// One sample line: labels sorted and unescaped, the value parsed.
@@ -370,7 +405,9 @@ fn test(node: &Node, sink: &mut Sink) -> Option<TestCase> {
     let mut e = MapView::new(expect_node, "`expect`", sink)?;
     let metrics_node = e.get("metrics");
     let fates_node = e.get("fates");
+    let summaries_node = e.get("summaries");
     e.finish(EXPECT_KEYS, "`expect`", sink);
+    let summaries = summaries_node.map(|n| summaries(n, sink));
     let metrics = metrics_node.and_then(|n| samples(n, sink));
     let fates = fates_node.map(|n| {
         let fates: Vec<(String, Pos)> = strings(n, "a fate", sink);
@@ -390,7 +427,7 @@ fn test(node: &Node, sink: &mut Sink) -> Option<TestCase> {
         }
         fates.into_iter().map(|(f, _)| f).collect()
     });
-    if metrics_node.is_none() && fates_node.is_none() {
+    if metrics_node.is_none() && fates_node.is_none() && summaries_node.is_none() {
         sink.error(expect_node.pos, Code::BadExpectation, "`expect` expects nothing")
             .hint("add `metrics: |` with samples and/or `fates: [...]`: a test that expects nothing cannot fail");
     }
@@ -401,7 +438,71 @@ fn test(node: &Node, sink: &mut Sink) -> Option<TestCase> {
         input,
         metrics,
         fates,
+        summaries,
     })
+}
+
+fn summaries(node: &Node, sink: &mut Sink) -> Vec<ExpectedSummary> {
+    let Some(items) = node.as_seq() else {
+        sink.error(
+            node.pos,
+            Code::WrongType,
+            format!("`summaries` must be a list, found {}", node.describe()),
+        )
+        .hint("e.g. `summaries: [{action: dedupe, repeat_count: 2}]`");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(mut m) = MapView::new(item, "a summary", sink) else {
+            continue;
+        };
+        let mut fields = Vec::new();
+        for (k, v) in m.entries {
+            let Some(name) = k.as_scalar() else {
+                continue;
+            };
+            if !SUMMARY_FIELDS.contains(&name) {
+                sink.error(
+                    k.pos,
+                    Code::UnknownKey,
+                    format!("a summary has no field `{name}`"),
+                )
+                .hint(did_you_mean(name, SUMMARY_FIELDS));
+                continue;
+            }
+            if name == "key" {
+                if let Some(mut km) = MapView::new(v, "`key`", sink) {
+                    for (kk, kv) in km.entries {
+                        if let (Some(kk), Some(kv)) =
+                            (kk.as_scalar(), scalar(kv, "a key value", sink))
+                        {
+                            fields.push((format!("key.{kk}"), kv));
+                        }
+                    }
+                    km.accept_all();
+                    km.finish(&[], "`key`", sink);
+                }
+            } else if let Some(value) = scalar(v, "a summary field", sink) {
+                fields.push((name.to_string(), value));
+            }
+        }
+        m.accept_all();
+        m.finish(&[], "a summary", sink);
+        if fields.is_empty() {
+            sink.error(
+                item.pos,
+                Code::BadExpectation,
+                "a summary that names nothing matches any",
+            )
+            .hint("name at least `action`");
+        }
+        out.push(ExpectedSummary {
+            pos: item.pos,
+            fields,
+        });
+    }
+    out
 }
 
 fn samples(node: &Node, sink: &mut Sink) -> Option<Vec<Sample>> {

@@ -120,7 +120,11 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         },
     );
     let pos = own.map_or(Pos { line: 1, col: 1 }, |n| n.pos);
-    if r.sample.is_none() && r.dedupe.is_none() && r.throttle.is_none() && r.patterns.is_none() {
+    // Actions with errors were reported: no knock-on warning for them.
+    let named = entries
+        .iter()
+        .any(|(k, _)| k.as_scalar().is_some_and(|k| ACTIONS.contains(&k)));
+    if !named {
         sink.warning(
             pos,
             Code::MissingKey,
