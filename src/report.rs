@@ -84,6 +84,50 @@ fn hint(want: Option<Format>, skips: [u64; 3]) -> &'static str {
     }
 }
 
+/// What reduction did, in one line and one per rule that reduced anything: events and bytes
+/// in and out, and what each action suppressed.
+pub fn reduction(program: &Program, r: &crate::reduce::Reduction) -> String {
+    use crate::reduce::Action;
+    let (events_in, bytes_in, events_out, bytes_out) = r.totals();
+    let pct = |out: u64, inn: u64| {
+        if inn == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - out as f64 / inn as f64)
+        }
+    };
+    let mut line = format!(
+        "reduction: {events_in} events in, {events_out} kept ({:.1}% fewer), {bytes_in} bytes in, {bytes_out} kept ({:.1}% fewer); summaries {}",
+        pct(events_out, events_in),
+        pct(bytes_out, bytes_in),
+        r.summaries.iter().sum::<u64>(),
+    );
+    let evicted: u64 = r.evictions.iter().sum();
+    if evicted > 0 {
+        let _ = write!(line, "; {evicted} window(s) closed early at a cap");
+    }
+    for (rule, c) in program.rules.iter().zip(&r.rules) {
+        if c.events_in == 0 {
+            continue;
+        }
+        let _ = write!(
+            line,
+            "\n  {}/{}: {} in, {} kept",
+            rule.team, rule.name, c.events_in, c.events_out
+        );
+        if c.protected > 0 {
+            let _ = write!(line, " ({} protected)", c.protected);
+        }
+        for a in Action::ALL {
+            let n = c.suppressed[a as usize];
+            if n > 0 {
+                let _ = write!(line, ", {} by {}", n, a.as_str());
+            }
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,48 +188,4 @@ rules:
         );
         assert_eq!(got.len(), 3, "{got:#?}");
     }
-}
-
-/// What reduction did, in one line and one per rule that reduced anything: events and bytes
-/// in and out, and what each action suppressed.
-pub fn reduction(program: &Program, r: &crate::reduce::Reduction) -> String {
-    use crate::reduce::Action;
-    let (events_in, bytes_in, events_out, bytes_out) = r.totals();
-    let pct = |out: u64, inn: u64| {
-        if inn == 0 {
-            0.0
-        } else {
-            100.0 * (1.0 - out as f64 / inn as f64)
-        }
-    };
-    let mut line = format!(
-        "reduction: {events_in} events in, {events_out} kept ({:.1}% fewer), {bytes_in} bytes in, {bytes_out} kept ({:.1}% fewer); summaries {}",
-        pct(events_out, events_in),
-        pct(bytes_out, bytes_in),
-        r.summaries.iter().sum::<u64>(),
-    );
-    let evicted: u64 = r.evictions.iter().sum();
-    if evicted > 0 {
-        let _ = write!(line, "; {evicted} window(s) closed early at a cap");
-    }
-    for (rule, c) in program.rules.iter().zip(&r.rules) {
-        if c.events_in == 0 {
-            continue;
-        }
-        let _ = write!(
-            line,
-            "\n  {}/{}: {} in, {} kept",
-            rule.team, rule.name, c.events_in, c.events_out
-        );
-        if c.protected > 0 {
-            let _ = write!(line, " ({} protected)", c.protected);
-        }
-        for a in Action::ALL {
-            let n = c.suppressed[a as usize];
-            if n > 0 {
-                let _ = write!(line, ", {} by {}", n, a.as_str());
-            }
-        }
-    }
-    line
 }

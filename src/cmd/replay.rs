@@ -44,6 +44,10 @@ pub fn now_ms() -> u64 {
 
 const BATCH: usize = 1024;
 
+/// What the workers and the writer end with: each worker's aggregates and counts, the bytes
+/// read, and what reduction did.
+type Finished = (Vec<(Aggregates, Counters)>, u64, Reduction);
+
 struct ChunkOutput {
     id: u64,
     kept: Vec<u8>,
