@@ -120,163 +120,158 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let (out_tx, out_rx) = sync_channel::<ChunkOutput>(opts.threads * 4);
 
-    let (results, read, reduction) = std::thread::scope(
-        |s| -> Result<(Vec<(Aggregates, Counters)>, u64, Reduction)> {
-            let reader = s.spawn(|| {
-                let tx = chunk_tx;
-                read_chunks(&opts.inputs, &tx, |n| {
-                    if let Some(b) = &bar {
-                        b.inc(n)
-                    }
-                })
-            });
-            let mut workers = Vec::new();
-            for _ in 0..opts.threads {
-                let rx = Arc::clone(&chunk_rx);
-                let tx = out_tx.clone();
-                let program = Arc::clone(&program);
-                let names = &names;
-                let topic_name = opts.topic.as_deref();
-                let (format, limits) = (opts.format, opts.limits);
-                workers.push(s.spawn(move || {
-                    let mut engine = Engine::new(Arc::clone(&program), format, limits);
-                    let mut fates = Vec::with_capacity(BATCH);
-                    loop {
-                        let chunk = match rx.lock().expect("reader never panics holding it").recv()
-                        {
-                            Ok(c) => c,
-                            Err(_) => break,
-                        };
-                        let source = names[chunk.input].as_str();
-                        let topic = topic_name.unwrap_or(source);
-                        let base = ((chunk.input as u64) << 40) + chunk.offset;
-                        let mut out = ChunkOutput {
-                            id: chunk.id,
-                            kept: Vec::new(),
-                            dead: String::new(),
-                            events: Vec::new(),
-                            asks: Vec::new(),
-                            text: String::new(),
-                        };
-                        let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
-                        let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-                        for group in all.chunks(BATCH) {
-                            batch.clear();
-                            // Replay has no event time: the wall clock stands in for it, and line
-                            // order decides which gauge `set` wins.
-                            let now = now_ms();
-                            batch.extend(group.iter().map(|(off, l, _)| Record {
-                                payload: l,
-                                topic,
-                                version: Version {
-                                    offset: base + *off as u64,
-                                    ..Version::default()
-                                },
-                                event_ms: now,
-                            }));
-                            engine.process(&batch, now, &mut fates);
-                            if reducing {
-                                // The batch's asks, moved into the chunk's text.
-                                let shift = out.text.len() as u32;
-                                out.text.push_str(&engine.text);
-                                let mut asks = engine.asks.iter().peekable();
-                                for (i, ((off, payload, raw), fate)) in
-                                    group.iter().zip(&fates).enumerate()
-                                {
-                                    if *fate != Fate::Keep {
-                                        continue;
-                                    }
-                                    let ask = asks.next_if(|a| a.record as usize == i).map(|a| {
-                                        let mut a = *a;
-                                        for r in [
-                                            &mut a.message,
-                                            &mut a.dedupe_text,
-                                            &mut a.throttle_text,
-                                        ] {
-                                            *r = (r.0 + shift, r.1 + shift);
-                                        }
-                                        out.asks.push(a);
-                                        out.asks.len() as u32 - 1
-                                    });
-                                    let start = out.kept.len() as u32;
-                                    out.kept.extend_from_slice(raw);
-                                    out.events.push(KeptEvent {
-                                        start,
-                                        end: out.kept.len() as u32,
-                                        payload: payload.len() as u32,
-                                        offset: base + *off as u64,
-                                        ask,
-                                    });
-                                }
-                            }
-                            if (want_kept && !reducing) || want_dead {
-                                for ((off, _, raw), fate) in group.iter().zip(&fates) {
-                                    match fate {
-                                        Fate::Keep if want_kept && !reducing => {
-                                            out.kept.extend_from_slice(raw);
-                                            out.kept.push(b'\n');
-                                        }
-                                        Fate::DeadLetter(reason) if want_dead => dead_letter_json(
-                                            &mut out.dead,
-                                            *reason,
-                                            reason.culprit(&program).as_ref(),
-                                            source,
-                                            chunk.offset + *off as u64,
-                                            raw,
-                                        ),
-                                        _ => {}
-                                    }
-                                }
-                            }
-                        }
-                        if (want_kept || want_dead || reducing) && tx.send(out).is_err() {
-                            break;
-                        }
-                    }
-                    (engine.local, engine.counters)
-                }));
-            }
-            drop(out_tx);
-            // Write outputs in input order while workers run, reducing on the way.
-            let mut pending = BTreeMap::new();
-            let mut next = 0u64;
-            let mut writer = Writer {
-                program: &program,
-                reducer: Reducer::new(),
-                reduction: Reduction::new(&program),
-                json: opts.logs_json,
-                line: String::new(),
-                outs: Vec::new(),
-            };
-            for out in out_rx.iter() {
-                pending.insert(out.id, out);
-                while let Some(out) = pending.remove(&next) {
-                    if reducing {
-                        writer.reduce(&out, kept_file.as_mut())?;
-                    } else if let Some(f) = kept_file.as_mut() {
-                        f.write_all(&out.kept)?;
-                    }
-                    if let Some(f) = dead_file.as_mut() {
-                        f.write_all(out.dead.as_bytes())?;
-                    }
-                    next += 1;
+    let (results, read, reduction) = std::thread::scope(|s| -> Result<Finished> {
+        let reader = s.spawn(|| {
+            let tx = chunk_tx;
+            read_chunks(&opts.inputs, &tx, |n| {
+                if let Some(b) = &bar {
+                    b.inc(n)
                 }
+            })
+        });
+        let mut workers = Vec::new();
+        for _ in 0..opts.threads {
+            let rx = Arc::clone(&chunk_rx);
+            let tx = out_tx.clone();
+            let program = Arc::clone(&program);
+            let names = &names;
+            let topic_name = opts.topic.as_deref();
+            let (format, limits) = (opts.format, opts.limits);
+            workers.push(s.spawn(move || {
+                let mut engine = Engine::new(Arc::clone(&program), format, limits);
+                let mut fates = Vec::with_capacity(BATCH);
+                loop {
+                    let chunk = match rx.lock().expect("reader never panics holding it").recv() {
+                        Ok(c) => c,
+                        Err(_) => break,
+                    };
+                    let source = names[chunk.input].as_str();
+                    let topic = topic_name.unwrap_or(source);
+                    let base = ((chunk.input as u64) << 40) + chunk.offset;
+                    let mut out = ChunkOutput {
+                        id: chunk.id,
+                        kept: Vec::new(),
+                        dead: String::new(),
+                        events: Vec::new(),
+                        asks: Vec::new(),
+                        text: String::new(),
+                    };
+                    let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
+                    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+                    for group in all.chunks(BATCH) {
+                        batch.clear();
+                        // Replay has no event time: the wall clock stands in for it, and line
+                        // order decides which gauge `set` wins.
+                        let now = now_ms();
+                        batch.extend(group.iter().map(|(off, l, _)| Record {
+                            payload: l,
+                            topic,
+                            version: Version {
+                                offset: base + *off as u64,
+                                ..Version::default()
+                            },
+                            event_ms: now,
+                        }));
+                        engine.process(&batch, now, &mut fates);
+                        if reducing {
+                            // The batch's asks, moved into the chunk's text.
+                            let shift = out.text.len() as u32;
+                            out.text.push_str(&engine.text);
+                            let mut asks = engine.asks.iter().peekable();
+                            for (i, ((off, payload, raw), fate)) in
+                                group.iter().zip(&fates).enumerate()
+                            {
+                                if *fate != Fate::Keep {
+                                    continue;
+                                }
+                                let ask = asks.next_if(|a| a.record as usize == i).map(|a| {
+                                    let mut a = *a;
+                                    for r in
+                                        [&mut a.message, &mut a.dedupe_text, &mut a.throttle_text]
+                                    {
+                                        *r = (r.0 + shift, r.1 + shift);
+                                    }
+                                    out.asks.push(a);
+                                    out.asks.len() as u32 - 1
+                                });
+                                let start = out.kept.len() as u32;
+                                out.kept.extend_from_slice(raw);
+                                out.events.push(KeptEvent {
+                                    start,
+                                    end: out.kept.len() as u32,
+                                    payload: payload.len() as u32,
+                                    offset: base + *off as u64,
+                                    ask,
+                                });
+                            }
+                        }
+                        if (want_kept && !reducing) || want_dead {
+                            for ((off, _, raw), fate) in group.iter().zip(&fates) {
+                                match fate {
+                                    Fate::Keep if want_kept && !reducing => {
+                                        out.kept.extend_from_slice(raw);
+                                        out.kept.push(b'\n');
+                                    }
+                                    Fate::DeadLetter(reason) if want_dead => dead_letter_json(
+                                        &mut out.dead,
+                                        *reason,
+                                        reason.culprit(&program).as_ref(),
+                                        source,
+                                        chunk.offset + *off as u64,
+                                        raw,
+                                    ),
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                    if (want_kept || want_dead || reducing) && tx.send(out).is_err() {
+                        break;
+                    }
+                }
+                (engine.local, engine.counters)
+            }));
+        }
+        drop(out_tx);
+        // Write outputs in input order while workers run, reducing on the way.
+        let mut pending = BTreeMap::new();
+        let mut next = 0u64;
+        let mut writer = Writer {
+            program: &program,
+            reducer: Reducer::new(),
+            reduction: Reduction::new(&program),
+            json: opts.logs_json,
+            line: String::new(),
+            outs: Vec::new(),
+        };
+        for out in out_rx.iter() {
+            pending.insert(out.id, out);
+            while let Some(out) = pending.remove(&next) {
+                if reducing {
+                    writer.reduce(&out, kept_file.as_mut())?;
+                } else if let Some(f) = kept_file.as_mut() {
+                    f.write_all(&out.kept)?;
+                }
+                if let Some(f) = dead_file.as_mut() {
+                    f.write_all(out.dead.as_bytes())?;
+                }
+                next += 1;
             }
-            if reducing {
-                writer.finish(kept_file.as_mut())?;
-            }
-            let reduction = writer.reduction;
-            let results = workers
-                .into_iter()
-                .map(|w| w.join().expect("worker panicked"))
-                .collect();
-            let read = reader
-                .join()
-                .expect("reader panicked")
-                .context("reading input")?;
-            Ok((results, read, reduction))
-        },
-    )?;
+        }
+        if reducing {
+            writer.finish(kept_file.as_mut())?;
+        }
+        let reduction = writer.reduction;
+        let results = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .collect();
+        let read = reader
+            .join()
+            .expect("reader panicked")
+            .context("reading input")?;
+        Ok((results, read, reduction))
+    })?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
