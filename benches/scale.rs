@@ -155,6 +155,7 @@ fn main() {
             next: 123_456_789,
             owned: p < owned,
             state: PartitionState::Inline(vec![1; 9]),
+            reduce: None,
         })
         .collect();
     let commit = Commit {

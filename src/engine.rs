@@ -35,6 +35,9 @@ pub struct Record<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     pub events_in: u64,
+    /// Bytes of every event read, and of the events kept (before reduction).
+    pub bytes_in: u64,
+    pub bytes_kept: u64,
     pub kept: u64,
     pub dropped: u64,
     pub dead_lettered: u64,
@@ -197,6 +200,10 @@ impl Engine {
         self.text.clear();
         for (i, rec) in batch.iter().enumerate() {
             let fate = self.event(&program, rec, now_ms);
+            self.counters.bytes_in += rec.payload.len() as u64;
+            if fate == Fate::Keep {
+                self.counters.bytes_kept += rec.payload.len() as u64;
+            }
             if let (Fate::Keep, Some(ask)) = (fate, self.asks.last_mut()) {
                 if ask.record == u32::MAX {
                     ask.record = i as u32;

@@ -36,6 +36,11 @@ pub const RULES_INFO: &str = "logmill_rules_info";
 pub const RULES_RELOAD_FAILURES: &str = "logmill_rules_reload_failures_total";
 
 pub const RULES_VALID: &str = "logmill_rules_valid";
+pub const REDUCED_EVENTS: &str = "logmill_reduce_events_total";
+pub const REDUCED_BYTES: &str = "logmill_reduce_bytes_total";
+pub const REDUCE_SUMMARIES: &str = "logmill_reduce_summaries_total";
+pub const REDUCE_EVICTIONS: &str = "logmill_reduce_evictions_total";
+pub const REDUCTION_RATIO: &str = "logmill_reduction_ratio";
 pub const CHECKPOINT_FAILURES: &str = "logmill_checkpoint_failures_total";
 pub const ROLLBACKS: &str = "logmill_rollbacks_total";
 pub const CHECKPOINT_RECORDS_SKIPPED: &str = "logmill_checkpoint_records_skipped_total";
@@ -332,6 +337,8 @@ impl Counters {
     /// Adds another worker's counts.
     pub fn absorb(&mut self, o: &Counters) {
         self.events_in += o.events_in;
+        self.bytes_in += o.bytes_in;
+        self.bytes_kept += o.bytes_kept;
         self.kept += o.kept;
         self.dropped += o.dropped;
         self.dead_lettered += o.dead_lettered;
@@ -375,4 +382,76 @@ impl Counters {
     pub fn matched(&self) -> u64 {
         self.events_in - self.unmatched - self.decode_errors.iter().sum::<u64>()
     }
+}
+
+/// What reduction did in a batch: per rule, events and bytes by outcome (`in`, `kept`,
+/// `protected` and each action's suppressions), and per action its summaries and the windows
+/// closed early at a cap.
+pub fn publish_reduction(program: &Program, r: &crate::reduce::Reduction) {
+    use crate::reduce::Action;
+    for (rule, c) in program.rules.iter().zip(&r.rules) {
+        if c.events_in == 0 {
+            continue;
+        }
+        let labels = |outcome: &'static str| {
+            [
+                ("team", rule.team.clone()),
+                ("rule", rule.name.clone()),
+                ("outcome", outcome.to_string()),
+            ]
+        };
+        counter!(REDUCED_EVENTS, &labels("in")).increment(c.events_in);
+        counter!(REDUCED_BYTES, &labels("in")).increment(c.bytes_in);
+        counter!(REDUCED_EVENTS, &labels("kept")).increment(c.events_out);
+        counter!(REDUCED_BYTES, &labels("kept")).increment(c.bytes_out);
+        if c.protected > 0 {
+            counter!(REDUCED_EVENTS, &labels("protected")).increment(c.protected);
+        }
+        for a in Action::ALL {
+            let (n, b) = (c.suppressed[a as usize], c.suppressed_bytes[a as usize]);
+            if n > 0 {
+                counter!(REDUCED_EVENTS, &labels(a.as_str())).increment(n);
+                counter!(REDUCED_BYTES, &labels(a.as_str())).increment(b);
+            }
+        }
+    }
+    for a in Action::ALL {
+        let (s, e) = (r.summaries[a as usize], r.evictions[a as usize]);
+        if s > 0 {
+            counter!(REDUCE_SUMMARIES, "action" => a.as_str()).increment(s);
+        }
+        if e > 0 {
+            counter!(REDUCE_EVICTIONS, "action" => a.as_str()).increment(e);
+        }
+    }
+}
+
+/// The share of events and bytes read that do not leave as logs (dropped by `then: drop` or
+/// by reduction), since the start.
+pub fn reduction_ratio(c: &Counters) {
+    let suppressed: u64 = c
+        .reduction
+        .rules
+        .iter()
+        .map(|r| r.suppressed.iter().sum::<u64>())
+        .sum();
+    let suppressed_bytes: u64 = c
+        .reduction
+        .rules
+        .iter()
+        .map(|r| r.suppressed_bytes.iter().sum::<u64>())
+        .sum();
+    let ratio = |out: u64, inn: u64| {
+        if inn == 0 {
+            0.0
+        } else {
+            1.0 - out as f64 / inn as f64
+        }
+    };
+    gauge!(REDUCTION_RATIO, "unit" => "events")
+        .set(ratio(c.kept.saturating_sub(suppressed), c.events_in));
+    gauge!(REDUCTION_RATIO, "unit" => "bytes").set(ratio(
+        c.bytes_kept.saturating_sub(suppressed_bytes),
+        c.bytes_in,
+    ));
 }

@@ -78,6 +78,8 @@ pub struct PartitionEntry {
     /// commits until another identity has checkpointed the partition further.
     pub owned: bool,
     pub state: PartitionState,
+    /// The partition's reduction state (open windows, its template miner), when it has one.
+    pub reduce: Option<BlobRef>,
 }
 
 impl PartitionEntry {
@@ -198,6 +200,10 @@ impl Commit {
                     write_blob(&mut w, b);
                 }
             }
+            w.bool(p.reduce.is_some());
+            if let Some(b) = &p.reduce {
+                write_blob(&mut w, b);
+            }
         }
         w.0
     }
@@ -241,12 +247,18 @@ impl Commit {
                 2 => PartitionState::Blob(read_blob(&mut r)?),
                 _ => return Err(ManifestError::Corrupt),
             };
+            let reduce = if r.bool()? {
+                Some(read_blob(&mut r)?)
+            } else {
+                None
+            };
             partitions.push(PartitionEntry {
                 key,
                 epoch,
                 next,
                 owned,
                 state,
+                reduce,
             });
         }
         r.finish()?;
@@ -357,6 +369,7 @@ pub(crate) mod tests {
                     } else {
                         PartitionState::Blob(blob(seq, "p"))
                     },
+                    reduce: (p % 3 == 0).then(|| blob(seq, "r")),
                 })
                 .collect(),
         }

@@ -8,6 +8,7 @@
 //! past it**: a commit whose acknowledgement did not come may still land, so it is resolved by
 //! reading the state topic back (or superseded by the next one), never assumed lost.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,9 +20,10 @@ use super::coordinator::Coordinator;
 use super::partitions::{Carried, Partitions};
 use super::rebalance::Ctx;
 use super::state::{CatchUp, StateStore, WriteError};
+use super::worker::Job;
 use super::{ServiceError, now_ms};
 use crate::checkpoint::manifest::PartitionState;
-use crate::checkpoint::{BlobRef, Commit, Intent, PartitionEntry, keys};
+use crate::checkpoint::{BlobRef, Commit, Intent, PartitionEntry, PartitionKey, keys};
 use crate::config::{Config, Delivery};
 use crate::derive::{Aggregates, Changes, snapshot};
 use crate::rules::Program;
@@ -50,7 +52,7 @@ pub struct Checkpoints {
     pub cut: Option<Cut>,
     /// A commit record sent without an answer: until it is known whether it landed, nothing
     /// rolls back and no new checkpoint is cut.
-    pub unresolved: Option<(Cut, Commit, Option<BlobRef>)>,
+    pub unresolved: Option<(Cut, Commit, Written)>,
     /// When the last checkpoint was attempted.
     pub last: Instant,
     /// The entries of the last commit, to skip writing one that would say the same.
@@ -58,6 +60,9 @@ pub struct Checkpoints {
     /// Whether this identity's own last commit is usable: if it could not be restored, its
     /// partition entries are not trusted either.
     pub restored: bool,
+    /// Reduction states taken at a barrier whose checkpoint was not written: the next one
+    /// writes them (the workers only answer with what changed since).
+    pub unwritten: BTreeMap<PartitionKey, Vec<u8>>,
 }
 
 /// A checkpoint cut and not yet written: the changes since the last one (and the whole state
@@ -70,7 +75,19 @@ pub struct Cut {
     changes: Changes,
     full: Option<Vec<u8>>,
     entries: Vec<PartitionEntry>,
+    /// The reduction states of the partitions that changed since the last checkpoint.
+    states: BTreeMap<PartitionKey, Vec<u8>>,
     timestamps: Vec<i64>,
+}
+
+/// What a checkpoint wrote: the aggregates' blob (when they changed), the partition entries
+/// with their reduction states' blobs, and the bytes.
+pub struct Written {
+    /// The attempt's sequence number: its blobs have it.
+    seq: u64,
+    aggregates: Option<BlobRef>,
+    entries: Vec<PartitionEntry>,
+    bytes: u64,
 }
 
 /// Why a checkpoint was not written, and whether it may have been all the same.
@@ -137,6 +154,7 @@ impl Checkpoints {
             last: Instant::now(),
             last_entries: Vec::new(),
             restored: true,
+            unwritten: BTreeMap::new(),
         };
         let mut pending = Aggregates::new(program);
         let mut partitions = Partitions::default();
@@ -233,20 +251,26 @@ impl Checkpoints {
 }
 
 impl Coordinator {
-    /// Cuts a checkpoint without stopping: the changes and offsets as they are now
-    /// (consistent between merges), written once the outputs of their events are acknowledged
+    /// Cuts a checkpoint without stopping: a barrier goes to the workers, and when they have
+    /// all answered (`Coordinator::collect`) the changes, offsets and reduction states stand
+    /// at it; the cut is written once the outputs of its events are acknowledged
     /// (`advance_checkpoint`) while consumption goes on. One cut at a time.
     pub(super) fn cut(&mut self) {
-        if self.checkpoints.cut.is_some() || self.checkpoints.unresolved.is_some() {
+        if self.checkpoints.cut.is_some()
+            || self.checkpoints.unresolved.is_some()
+            || self.barrier_in_progress()
+        {
             return;
         }
-        self.outputs.close_epoch();
-        let cut = self.take_cut();
-        self.checkpoints.cut = Some(cut);
+        self.start_barrier();
     }
 
-    /// The state as it is: series idle past `expire_after` (in event time) leave first.
-    fn take_cut(&mut self) -> Cut {
+    /// The state as it is at a barrier, with the reduction states the workers answered: series
+    /// idle past `expire_after` (in event time) leave first.
+    pub(super) fn take_cut(&mut self, states: Vec<(PartitionKey, Vec<u8>)>) -> Cut {
+        // States of an abandoned cut are still to be written; newer ones replace them.
+        let mut all = std::mem::take(&mut self.checkpoints.unwritten);
+        all.extend(states);
         let clock = self.partitions.clock();
         if clock > 0 {
             self.pending.expire(&self.program, clock);
@@ -258,6 +282,8 @@ impl Coordinator {
             || c.base.is_none()
             || c.deltas.len() >= self.cfg.max_deltas
             || stored > base.max(MIN_FULL_BYTES);
+        // Only the partitions still owned: a state of one since revoked went with it.
+        all.retain(|k, _| self.partitions.owned.contains_key(k));
         Cut {
             started: Instant::now(),
             clock,
@@ -265,13 +291,17 @@ impl Coordinator {
             changes: self.pending.take_changes(),
             full: full.then(|| snapshot::encode(&self.program, &self.pending, clock)),
             entries: self.partitions.entries(),
+            states: all,
             timestamps: std::mem::take(&mut self.timestamps),
         }
     }
 
     /// Gives a cut's changes back to the live state, for the next checkpoint to carry.
-    fn abandon(&mut self, cut: Cut) {
+    pub(super) fn abandon(&mut self, cut: Cut) {
         self.pending.unmark_failed(cut.changes);
+        for (k, v) in cut.states {
+            self.checkpoints.unwritten.entry(k).or_insert(v);
+        }
     }
 
     /// Writes the cut checkpoint once its outputs are settled. A cut whose outputs were lost
@@ -322,7 +352,8 @@ impl Coordinator {
         consumer: &BaseConsumer<Ctx>,
         deadline: Instant,
     ) -> Result<(), Failure> {
-        // A cut in flight is covered by this checkpoint.
+        // A barrier or cut in flight is covered by this checkpoint.
+        self.wait_idle();
         if let Some(cut) = self.checkpoints.cut.take() {
             self.abandon(cut);
         }
@@ -334,8 +365,11 @@ impl Coordinator {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
-        self.dispatch();
-        self.collect(true);
+        self.start_barrier();
+        self.wait_idle();
+        if let Some(cut) = self.checkpoints.cut.take() {
+            self.abandon(cut);
+        }
         let flush = deadline
             .saturating_duration_since(Instant::now())
             .min(FLUSH_TIMEOUT);
@@ -349,7 +383,8 @@ impl Coordinator {
             ));
         }
         loop {
-            let cut = self.take_cut();
+            // Nothing is in flight: the cut is what was merged, and the states abandoned above.
+            let cut = self.take_cut(Vec::new());
             self.checkpoints.last = Instant::now();
             match self.write(consumer, cut) {
                 Ok(()) => return Ok(()),
@@ -374,9 +409,22 @@ impl Coordinator {
         }
     }
 
+    /// The chunk keys of a blob this identity wrote.
+    fn chunk_keys(&self, b: &BlobRef) -> Vec<(i32, String)> {
+        (0..b.chunks.len())
+            .map(|n| {
+                (
+                    b.partition,
+                    keys::chunk(&self.cfg.group_id, &self.instance, b.seq, &b.name, n),
+                )
+            })
+            .collect()
+    }
+
     /// Steps 3 to 5 of the protocol (ARCHITECTURE.md, "Delivery"), once the outputs of the
     /// cut's events are acknowledged: commit the group's offsets, write the chunks (after an
-    /// intent naming them), write the commit, publish.
+    /// intent naming them) of the aggregates' snapshot and of each changed partition's
+    /// reduction state, write the commit naming them, publish.
     fn write(&mut self, consumer: &BaseConsumer<Ctx>, cut: Cut) -> Result<(), Failure> {
         // Committing first fences a zombie: a member that lost its partitions fails here and
         // writes no checkpoint for them.
@@ -390,33 +438,61 @@ impl Coordinator {
                 return Err(failure(CheckpointFailure::CommitOffsets, e));
             }
         }
+        let aggregates_changed = cut.full.is_some()
+            || cut.changes.series() > 0
+            || cut.changes.families.iter().any(|f| f.overflowed.is_some());
         // Nothing changed since the last commit: it still says everything.
-        if cut.full.is_none()
-            && cut.changes.series() == 0
-            && cut.changes.families.iter().all(|f| f.overflowed.is_none())
+        if !aggregates_changed
+            && cut.states.is_empty()
             && cut.entries == self.checkpoints.last_entries
         {
-            self.succeeded(cut, None, 0);
+            let entries = cut.entries.clone();
+            let seq = self.checkpoints.seq;
+            self.succeeded(
+                cut,
+                Written {
+                    seq,
+                    aggregates: None,
+                    entries,
+                    bytes: 0,
+                },
+            );
             return Ok(());
         }
         let seq = self.checkpoints.seq;
         self.checkpoints.seq = seq.saturating_add(1);
-        let (name, raw) = match &cut.full {
-            Some(full) => ("base", full.clone()),
-            None => (
-                "delta",
-                snapshot::encode_changes(&cut.program, &cut.changes, cut.clock),
-            ),
-        };
+        // The blobs: the aggregates' (full or changes), then each changed partition's state.
+        let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+        if aggregates_changed {
+            blobs.push(match &cut.full {
+                Some(full) => ("base".to_string(), full.clone()),
+                None => (
+                    "delta".to_string(),
+                    snapshot::encode_changes(&cut.program, &cut.changes, cut.clock),
+                ),
+            });
+        }
+        for (k, state) in &cut.states {
+            blobs.push((format!("r/{}/{}", k.topic, k.partition), state.clone()));
+        }
         let store = &self.checkpoints.store;
-        let pieces = crate::checkpoint::blob::split(&raw, store.chunk_bytes);
         let group = &self.cfg.group_id;
-        let chunk_keys: Vec<String> = (0..pieces.len())
-            .map(|n| keys::chunk(group, &self.instance, seq, name, n))
-            .collect();
+        let mut records: Vec<(i32, String, Vec<u8>)> = Vec::new();
+        let mut shapes: Vec<(String, usize, u64)> = Vec::new();
+        for (name, raw) in &blobs {
+            let pieces = crate::checkpoint::blob::split(raw, store.chunk_bytes);
+            shapes.push((name.clone(), pieces.len(), raw.len() as u64));
+            for (n, p) in pieces.into_iter().enumerate() {
+                records.push((
+                    store.chunk_partition,
+                    keys::chunk(group, &self.instance, seq, name, n),
+                    p,
+                ));
+            }
+        }
         let intent = Intent {
             seq,
-            keys: chunk_keys.clone(),
+            keys: records.iter().map(|(_, k, _)| k.clone()).collect(),
         };
         let intent_bytes = intent.encode();
         let state_write = |e: WriteError| failure(CheckpointFailure::StateWrite, e);
@@ -428,44 +504,60 @@ impl Coordinator {
             self.abandon(cut);
             return Err(state_write(e));
         }
-        let records: Vec<(i32, String, Option<&[u8]>)> = pieces
+        let sends: Vec<(i32, String, Option<&[u8]>)> = records
             .iter()
-            .zip(&chunk_keys)
-            .map(|(p, k)| (store.chunk_partition, k.clone(), Some(p.as_slice())))
+            .map(|(p, k, v)| (*p, k.clone(), Some(v.as_slice())))
             .collect();
-        let offsets = match store.write(&records) {
+        let offsets = match store.write(&sends) {
             Ok(o) => o,
             Err(e) => {
-                let p = store.chunk_partition;
                 self.checkpoints
                     .garbage
-                    .extend(chunk_keys.into_iter().map(|k| (p, k)));
+                    .extend(records.into_iter().map(|(p, k, _)| (p, k)));
                 self.abandon(cut);
                 return Err(state_write(e));
             }
         };
-        let blob = BlobRef {
-            seq,
-            name: name.to_string(),
-            partition: store.chunk_partition,
-            chunks: pieces
+        let mut refs: Vec<BlobRef> = Vec::new();
+        let mut at = 0;
+        for (name, n, raw_len) in shapes {
+            let chunks = records[at..at + n]
                 .iter()
-                .zip(offsets)
-                .map(|(p, offset)| crate::checkpoint::ChunkRef {
-                    offset,
+                .zip(&offsets[at..at + n])
+                .map(|((_, _, p), offset)| crate::checkpoint::ChunkRef {
+                    offset: *offset,
                     len: p.len() as u32,
                     crc: crate::checkpoint::blob::checksum(p),
                 })
-                .collect(),
-            raw_len: raw.len() as u64,
-        };
-        let written = blob.stored_bytes();
-        let (base, deltas) = if cut.full.is_some() {
-            (Some(blob.clone()), Vec::new())
-        } else {
-            let mut d = self.checkpoints.deltas.clone();
-            d.push(blob.clone());
-            (self.checkpoints.base.clone(), d)
+                .collect();
+            refs.push(BlobRef {
+                seq,
+                name,
+                partition: store.chunk_partition,
+                chunks,
+                raw_len,
+            });
+            at += n;
+        }
+        let bytes: u64 = refs.iter().map(BlobRef::stored_bytes).sum();
+        let aggregates = aggregates_changed.then(|| refs.remove(0));
+        let mut entries = cut.entries.clone();
+        for (k, b) in cut.states.keys().zip(refs) {
+            if let Some(e) = entries.iter_mut().find(|e| &e.key == k) {
+                e.reduce = Some(b);
+            }
+        }
+        let (base, deltas) = match &aggregates {
+            Some(b) if cut.full.is_some() => (Some(b.clone()), Vec::new()),
+            Some(b) => {
+                let mut d = self.checkpoints.deltas.clone();
+                d.push(b.clone());
+                (self.checkpoints.base.clone(), d)
+            }
+            None => (
+                self.checkpoints.base.clone(),
+                self.checkpoints.deltas.clone(),
+            ),
         };
         let commit = Commit {
             group: group.clone(),
@@ -477,17 +569,23 @@ impl Coordinator {
             rules_hash: cut.program.hash,
             base,
             deltas,
-            partitions: cut.entries.clone(),
+            partitions: entries.clone(),
         };
-        let bytes = commit.encode();
+        let written = Written {
+            seq,
+            aggregates,
+            entries,
+            bytes,
+        };
+        let commit_bytes = commit.encode();
         match store.write(&[(
             store.commit_partition,
             keys::commit(group, &self.instance),
-            Some(&bytes),
+            Some(&commit_bytes),
         )]) {
             Ok(_) => {
                 self.checkpoints.store.directory.committed(commit);
-                self.succeeded(cut, Some(blob), written);
+                self.succeeded(cut, written);
                 Ok(())
             }
             Err(e) if e.ambiguous => {
@@ -499,21 +597,26 @@ impl Coordinator {
                     ),
                     ambiguous: true,
                 };
-                self.checkpoints.unresolved = Some((cut, commit, Some(blob)));
+                self.checkpoints.unresolved = Some((cut, commit, written));
                 Err(f)
             }
             Err(e) => {
-                let p = store.chunk_partition;
-                self.checkpoints.garbage.extend(
-                    blob.chunks
-                        .iter()
-                        .enumerate()
-                        .map(|(n, _)| (p, keys::chunk(group, &self.instance, seq, name, n))),
-                );
+                let garbage = self.written_keys(&written);
+                self.checkpoints.garbage.extend(garbage);
                 self.abandon(cut);
                 Err(state_write(e))
             }
         }
+    }
+
+    /// The chunk keys of the blobs a checkpoint attempt wrote (those of its sequence number).
+    fn written_keys(&self, w: &Written) -> Vec<(i32, String)> {
+        w.aggregates
+            .iter()
+            .chain(w.entries.iter().filter_map(|e| e.reduce.as_ref()))
+            .filter(|b| b.seq == w.seq)
+            .flat_map(|b| self.chunk_keys(b))
+            .collect()
     }
 
     /// Reads the state topic back to learn whether an unanswered commit landed.
@@ -529,7 +632,7 @@ impl Coordinator {
                 ambiguous: true,
             });
         }
-        let (cut, commit, blob) = self.checkpoints.unresolved.take().expect("checked above");
+        let (cut, commit, written) = self.checkpoints.unresolved.take().expect("checked above");
         let landed = self
             .checkpoints
             .store
@@ -538,43 +641,48 @@ impl Coordinator {
             .is_some_and(|c| c.seq == seq);
         if landed {
             tracing::info!(seq, "the unanswered checkpoint did land");
-            let written = blob.as_ref().map_or(0, BlobRef::stored_bytes);
-            self.succeeded(cut, blob, written);
+            self.succeeded(cut, written);
             return Ok(());
         }
         tracing::info!(
             seq,
             "the unanswered checkpoint did not land; the next one carries its changes"
         );
-        if let Some(b) = blob {
-            let group = self.cfg.group_id.clone();
-            for n in 0..b.chunks.len() {
-                self.checkpoints.garbage.push((
-                    b.partition,
-                    keys::chunk(&group, &self.instance, b.seq, &b.name, n),
-                ));
-            }
-        }
+        let garbage = self.written_keys(&written);
+        self.checkpoints.garbage.extend(garbage);
         drop(commit);
         self.abandon(cut);
         Ok(())
     }
 
     /// Step 5, and the bookkeeping of a durable checkpoint.
-    fn succeeded(&mut self, cut: Cut, blob: Option<BlobRef>, written: u64) {
+    fn succeeded(&mut self, cut: Cut, written: Written) {
         self.exported.apply(&cut.program, &cut.changes);
-        let c = &mut self.checkpoints;
-        if let Some(blob) = blob {
-            if cut.full.is_some() {
-                let group = &self.cfg.group_id;
-                for old in c.base.iter().chain(&c.deltas) {
-                    for n in 0..old.chunks.len() {
-                        c.garbage.push((
-                            old.partition,
-                            keys::chunk(group, &self.instance, old.seq, &old.name, n),
-                        ));
-                    }
+        // Reduction states the new commit replaced are no longer named.
+        let mut garbage = Vec::new();
+        for e in written.entries.iter().filter(|e| e.owned) {
+            let old = self
+                .partitions
+                .owned
+                .get(&e.key)
+                .filter(|o| o.reduce_ours)
+                .and_then(|o| o.reduce.as_ref());
+            if let (Some(old), Some(new)) = (old, &e.reduce) {
+                if old != new {
+                    garbage.extend(self.chunk_keys(old));
                 }
+            }
+        }
+        if let (Some(_), true) = (&written.aggregates, cut.full.is_some()) {
+            let c = &self.checkpoints;
+            for old in c.base.iter().chain(&c.deltas) {
+                garbage.extend(self.chunk_keys(old));
+            }
+        }
+        let c = &mut self.checkpoints;
+        c.garbage.extend(garbage);
+        if let Some(blob) = written.aggregates {
+            if cut.full.is_some() {
                 c.base = Some(blob);
                 c.deltas.clear();
                 c.needs_full = false;
@@ -582,14 +690,27 @@ impl Coordinator {
                 c.deltas.push(blob);
             }
         }
-        self.partitions.committed(&cut.entries);
+        self.partitions.committed(&written.entries);
         // A released partition another identity has checkpointed further is no longer this
-        // identity's to speak for.
+        // identity's to speak for; its state's chunks go.
         let directory = &c.store.directory;
-        self.partitions
+        let gone: Vec<PartitionEntry> = self
+            .partitions
             .released
-            .retain(|_, e| !directory.superseded(&self.instance, e));
-        c.last_entries = cut.entries;
+            .values()
+            .filter(|e| directory.superseded(&self.instance, e))
+            .cloned()
+            .collect();
+        for e in &gone {
+            self.partitions.released.remove(&e.key);
+        }
+        let mut more = Vec::new();
+        for b in gone.iter().filter_map(|e| e.reduce.as_ref()) {
+            more.extend(self.chunk_keys(b));
+        }
+        let c = &mut self.checkpoints;
+        c.garbage.extend(more);
+        c.last_entries = written.entries;
         let garbage = std::mem::take(&mut c.garbage);
         c.store.tombstone(&garbage);
         let now = now_ms();
@@ -607,7 +728,7 @@ impl Coordinator {
         let kind = if cut.full.is_some() { "full" } else { "delta" };
         crate::telemetry::publish_registry(&self.program, &self.pending);
         crate::telemetry::process_memory();
-        crate::telemetry::checkpointed(cut.started.elapsed(), kind, written, state_bytes);
+        crate::telemetry::checkpointed(cut.started.elapsed(), kind, written.bytes, state_bytes);
     }
 
     /// Counts a failed checkpoint, and says so loudly once it keeps failing.
@@ -655,19 +776,39 @@ impl Coordinator {
         why: &str,
     ) -> Result<(), ServiceError> {
         debug_assert!(self.checkpoints.unresolved.is_none());
-        if let Some(cut) = self.checkpoints.cut.take() {
-            self.abandon(cut);
-        }
-        self.drop_batch();
+        self.drop_batches();
         // Batches in flight are read again too: let them land, then forget them.
-        self.collect(true);
+        self.wait_idle();
+        self.checkpoints.cut = None;
+        self.checkpoints.unwritten.clear();
         self.timestamps.clear();
         if self.cfg.delivery == Delivery::ExactlyOnce {
             let shown = self.exported.current();
             self.pending = shown.aggs.clone();
             self.pending.mark_clean();
+        } else {
+            // The values stay, and so do their changes: the next checkpoint writes them.
         }
         self.outputs.forget_losses();
+        // Each partition's reduction goes back to its state at the last checkpoint, so that
+        // what is read again is decided again the same way.
+        let owned: Vec<(PartitionKey, usize, Option<BlobRef>)> = self
+            .partitions
+            .owned
+            .iter()
+            .map(|(k, o)| (k.clone(), o.worker, o.reduce.clone()))
+            .collect();
+        for (key, worker, blob) in owned {
+            let state = match blob {
+                Some(b) => Some(self.checkpoints.store.fetch(&b).map_err(|e| {
+                    ServiceError::Fatal(format!(
+                        "cannot read back the reduction state of {key} ({e}): restarting from the last checkpoint"
+                    ))
+                })?),
+                None => None,
+            };
+            self.send(worker, Job::Load { key, state });
+        }
         for (key, off) in self.partitions.roll_back() {
             let mut attempt = 0;
             while let Err(e) = consumer.seek(

@@ -1,11 +1,19 @@
 //! The coordinator: what the poll loop's thread owns, and the consuming half of its work —
-//! records into batches, batches to the workers, results merged back in dispatch order, and
-//! backpressure. Checkpointing (`checkpointing.rs`) and rebalancing (`rebalance.rs`) are the
-//! other halves, on the same struct because they need the same state consistently.
+//! records into per-worker batches (a partition always goes to the same worker, so that its
+//! reduction sees its records in order), batches to the workers, results merged back, the
+//! barriers that cut a checkpoint, and backpressure. Checkpointing (`checkpointing.rs`) and
+//! rebalancing (`rebalance.rs`) are the other halves, on the same struct because they need the
+//! same state consistently.
+//!
+//! **A cut is consistent without stopping**: the coordinator sends every worker a barrier
+//! behind its batches; a worker answers with its partitions' reduction state as of the batches
+//! before it. A worker's results after its answer are held, not merged, until every worker has
+//! answered; then the merged aggregates, the partitions' offsets and the reduction states all
+//! stand at the barrier, and the held results are merged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,7 +23,7 @@ use super::checkpointing::Checkpoints;
 use super::partitions::Partitions;
 use super::rebalance::Ctx;
 use super::state::StateStore;
-use super::worker::{self, Done, Job};
+use super::worker::{self, BatchDone, Done, Job};
 use super::{ServiceError, now_ms};
 use crate::checkpoint::PartitionKey;
 use crate::config::Config;
@@ -29,6 +37,22 @@ use crate::source::kafka::OwnedRecord;
 /// How long the poll loop waits for stalled workers before it pauses fetching.
 const STALL: Duration = Duration::from_millis(500);
 
+/// One worker: its queue, and the batch being filled for it.
+struct Slot {
+    tx: Option<Sender<Job>>,
+    batch: Vec<OwnedRecord>,
+    started: Instant,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A barrier in progress: who has answered, with which states, and the results held back.
+struct Barrier {
+    epoch: u64,
+    answered: Vec<bool>,
+    states: Vec<(PartitionKey, Vec<u8>)>,
+    held: Vec<BatchDone>,
+}
+
 /// Everything the coordinator thread owns. Rebalance callbacks reach it through the consumer
 /// context's mutex, which only ever has this one thread contending for it.
 pub struct Coordinator {
@@ -40,15 +64,14 @@ pub struct Coordinator {
     pub(super) pending: Aggregates,
     pub(super) partitions: Partitions,
     pub(super) checkpoints: Checkpoints,
-    batch: Vec<OwnedRecord>,
-    pub(super) batch_started: Instant,
-    next_job: u64,
-    next_merge: u64,
-    in_flight: u64,
-    reorder: BTreeMap<u64, Done>,
-    jobs: Option<Sender<Job>>,
+    slots: Vec<Slot>,
     results: Receiver<Done>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    /// Events sent to workers and not merged yet.
+    in_flight: u64,
+    /// Batches and barriers sent and not answered yet.
+    unanswered: u64,
+    barrier: Option<Barrier>,
+    epoch: u64,
     /// Fetching is paused because the workers stalled (`backpressure`).
     paused: bool,
     topics: HashMap<String, Arc<str>>,
@@ -76,17 +99,22 @@ impl Coordinator {
         let (checkpoints, pending, partitions) =
             Checkpoints::restore(store, &cfg, &instance, &program)?;
         exported.publish(Arc::clone(&program), pending.clone());
-        let (job_tx, job_rx) = channel::<Job>();
         let (done_tx, done_rx) = channel::<Done>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let workers = (0..cfg.workers)
+        let slots = (0..cfg.workers.max(1))
             .map(|i| {
-                let (jobs, done) = (Arc::clone(&job_rx), done_tx.clone());
+                let (tx, rx) = channel::<Job>();
+                let done = done_tx.clone();
                 let (outputs, input, limits) = (Arc::clone(&outputs), cfg.input, cfg.limits);
-                std::thread::Builder::new()
+                let handle = std::thread::Builder::new()
                     .name(format!("logmill-worker-{i}"))
-                    .spawn(move || worker::run(jobs, done, outputs, input, limits))
-                    .expect("spawning a worker thread")
+                    .spawn(move || worker::run(i, rx, done, outputs, input, limits))
+                    .expect("spawning a worker thread");
+                Slot {
+                    tx: Some(tx),
+                    batch: Vec::new(),
+                    started: Instant::now(),
+                    handle: Some(handle),
+                }
             })
             .collect();
         Ok(Coordinator {
@@ -101,15 +129,12 @@ impl Coordinator {
             pending,
             partitions,
             checkpoints,
-            batch: Vec::new(),
-            batch_started: Instant::now(),
-            next_job: 0,
-            next_merge: 0,
-            in_flight: 0,
-            reorder: BTreeMap::new(),
-            jobs: Some(job_tx),
+            slots,
             results: done_rx,
-            workers,
+            in_flight: 0,
+            unanswered: 0,
+            barrier: None,
+            epoch: 0,
             paused: false,
             topics: HashMap::new(),
             timestamps: Vec::new(),
@@ -127,47 +152,91 @@ impl Coordinator {
                 t
             }
         };
-        if self.batch.is_empty() {
-            self.batch_started = Instant::now();
+        let (event_ms, w) =
+            self.partitions
+                .event_time(&topic, m.partition(), m.timestamp().to_millis());
+        let w = w.min(self.slots.len() - 1);
+        let slot = &mut self.slots[w];
+        if slot.batch.is_empty() {
+            slot.started = Instant::now();
         }
-        let event_ms = self
-            .partitions
-            .event_time(&topic, m.partition(), m.timestamp().to_millis());
-        self.batch
+        slot.batch
             .push(OwnedRecord::from_message(m, topic, event_ms));
-        if self.batch.len() >= self.cfg.batch_max_events {
-            self.dispatch();
+        if slot.batch.len() >= self.cfg.batch_max_events {
+            self.dispatch(w);
         }
     }
 
-    pub(super) fn dispatch(&mut self) {
-        if self.batch.is_empty() {
-            return;
+    /// Sends a job to a worker, counting what it will answer.
+    pub(super) fn send(&mut self, w: usize, job: Job) {
+        if matches!(job, Job::Batch { .. } | Job::Cut { .. }) {
+            self.unanswered += 1;
         }
-        let records = std::mem::take(&mut self.batch);
-        self.in_flight += records.len() as u64;
-        let job = Job {
-            id: self.next_job,
-            program: Arc::clone(&self.program),
-            records,
-        };
-        self.next_job += 1;
-        self.jobs
+        self.slots[w]
+            .tx
             .as_ref()
             .expect("workers run until shutdown")
             .send(job)
             .expect("workers outlive the coordinator");
     }
 
-    /// Forgets the records read and not dispatched: a rollback reads them again.
-    pub(super) fn drop_batch(&mut self) {
-        self.batch.clear();
+    fn dispatch(&mut self, w: usize) {
+        if self.slots[w].batch.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.slots[w].batch);
+        self.in_flight += records.len() as u64;
+        let program = Arc::clone(&self.program);
+        self.send(w, Job::Batch { program, records });
     }
 
-    /// Merges finished batches in dispatch order; `wait` blocks until none is in flight.
+    pub(super) fn dispatch_all(&mut self) {
+        for w in 0..self.slots.len() {
+            self.dispatch(w);
+        }
+    }
+
+    /// Sends batches that have waited `max_wait`.
+    pub(super) fn dispatch_due(&mut self, max_wait: Duration) {
+        for w in 0..self.slots.len() {
+            if !self.slots[w].batch.is_empty() && self.slots[w].started.elapsed() >= max_wait {
+                self.dispatch(w);
+            }
+        }
+    }
+
+    /// Forgets the records read and not dispatched: a rollback reads them again.
+    pub(super) fn drop_batches(&mut self) {
+        for s in &mut self.slots {
+            s.batch.clear();
+        }
+    }
+
+    /// Sends a barrier behind every worker's batches; the cut is taken when all have answered
+    /// (`collect`).
+    pub(super) fn start_barrier(&mut self) {
+        self.dispatch_all();
+        self.epoch += 1;
+        let epoch = self.epoch;
+        for w in 0..self.slots.len() {
+            self.send(w, Job::Cut { epoch });
+        }
+        self.barrier = Some(Barrier {
+            epoch,
+            answered: vec![false; self.slots.len()],
+            states: Vec::new(),
+            held: Vec::new(),
+        });
+    }
+
+    pub(super) fn barrier_in_progress(&self) -> bool {
+        self.barrier.is_some()
+    }
+
+    /// Takes in finished work; `wait` blocks until every batch and barrier sent is answered.
     pub(super) fn collect(&mut self, wait: bool) {
         loop {
-            let done = if wait && self.next_merge < self.next_job {
+            let done = if wait && self.unanswered > 0 {
                 Some(
                     self.results
                         .recv()
@@ -177,28 +246,57 @@ impl Coordinator {
                 self.results.try_recv().ok()
             };
             match done {
-                Some(d) => {
-                    self.reorder.insert(d.id, d);
-                }
-                None if !wait || self.next_merge == self.next_job => return,
-                None => {}
+                Some(d) => self.take(d),
+                None => return,
             }
-            self.merge_ready();
         }
     }
 
-    fn merge_ready(&mut self) {
-        while let Some(d) = self.reorder.remove(&self.next_merge) {
-            self.next_merge += 1;
-            self.merge(d);
+    /// Waits until every worker has answered everything, a barrier in progress included.
+    pub(super) fn wait_idle(&mut self) {
+        self.collect(true);
+        debug_assert!(self.barrier.is_none());
+    }
+
+    fn take(&mut self, d: Done) {
+        self.unanswered -= 1;
+        match d {
+            Done::Batch(b) => match &mut self.barrier {
+                Some(bar) if bar.answered[b.worker] => bar.held.push(*b),
+                _ => self.merge(*b),
+            },
+            Done::Cut {
+                worker,
+                epoch,
+                states,
+            } => {
+                let Some(bar) = self.barrier.as_mut().filter(|b| b.epoch == epoch) else {
+                    return;
+                };
+                bar.answered[worker] = true;
+                bar.states.extend(states);
+                if bar.answered.iter().all(|a| *a) {
+                    let bar = self.barrier.take().expect("checked above");
+                    // Every record of every batch before the barrier was routed by now: they
+                    // are all in the epoch this closes.
+                    self.outputs.close_epoch();
+                    let cut = self.take_cut(bar.states);
+                    self.checkpoints.cut = Some(cut);
+                    for b in bar.held {
+                        self.merge(b);
+                    }
+                }
+            }
         }
     }
 
-    fn merge(&mut self, mut d: Done) {
+    fn merge(&mut self, mut d: BatchDone) {
         let now = now_ms();
         self.pending.merge_from(&mut d.delta, &self.program, now);
         crate::telemetry::publish(&self.program, &d.counters, crate::telemetry::Publish::Add);
+        crate::telemetry::publish_reduction(&self.program, &d.counters.reduction);
         self.counters.absorb(&d.counters);
+        crate::telemetry::reduction_ratio(&self.counters);
         self.in_flight -= d.events as u64;
         crate::telemetry::batch_merged();
         if self.timestamps.len() < self.cfg.max_in_flight {
@@ -224,16 +322,14 @@ impl Coordinator {
         consumer: &BaseConsumer<Ctx>,
     ) -> Result<(), ServiceError> {
         let limit = self.cfg.max_in_flight;
-        if self.in_flight as usize + self.batch.len() > limit {
-            self.dispatch();
+        let waiting: usize = self.slots.iter().map(|s| s.batch.len()).sum();
+        if self.in_flight as usize + waiting > limit {
+            self.dispatch_all();
             let deadline = Instant::now() + STALL;
             while self.in_flight as usize > limit {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.results.recv_timeout(left) {
-                    Ok(d) => {
-                        self.reorder.insert(d.id, d);
-                        self.merge_ready();
-                    }
+                    Ok(d) => self.take(d),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
                         unreachable!("workers outlive the coordinator")
@@ -257,9 +353,13 @@ impl Coordinator {
     }
 
     pub(super) fn shutdown_workers(&mut self) {
-        self.jobs = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        for s in &mut self.slots {
+            s.tx = None;
+        }
+        for s in &mut self.slots {
+            if let Some(h) = s.handle.take() {
+                let _ = h.join();
+            }
         }
     }
 

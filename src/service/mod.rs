@@ -179,9 +179,7 @@ fn poll(
         }
         unattended = 0;
         c.exported.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-        if c.batch_started.elapsed() >= cfg.batch_max_wait {
-            c.dispatch();
-        }
+        c.dispatch_due(cfg.batch_max_wait);
         c.collect(false);
         c.backpressure(consumer)?;
         if c.checkpoints.last.elapsed() >= cfg.checkpoint_interval {

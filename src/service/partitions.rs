@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::checkpoint::BlobRef;
 use crate::checkpoint::PartitionKey;
 use crate::checkpoint::manifest::{PartitionEntry, PartitionState};
 use crate::codec::{Corrupt, Reader, Writer};
@@ -45,6 +46,14 @@ impl Carried {
 
 #[derive(Debug, Clone)]
 pub struct Owned {
+    /// The worker that evaluates (and reduces) the partition's records, always the same one,
+    /// so that its reduction sees them in order.
+    pub worker: usize,
+    /// The partition's reduction state as the last durable checkpoint has it.
+    pub reduce: Option<BlobRef>,
+    /// Whether this identity wrote that state (its chunks are then this identity's to remove
+    /// once a newer one replaces it); one restored from another owner is that owner's.
+    pub reduce_ours: bool,
     pub epoch: u32,
     /// Next offset to read, as far as merged results go.
     pub next: i64,
@@ -60,6 +69,7 @@ struct Polled {
     topic: Arc<str>,
     partition: i32,
     clock: u64,
+    worker: usize,
 }
 
 #[derive(Debug, Default)]
@@ -73,7 +83,9 @@ pub struct Partitions {
 }
 
 impl Partitions {
-    /// Starts following a partition from a checkpoint or a log start.
+    /// Starts following a partition from a checkpoint or a log start; it goes to the worker
+    /// with the fewest partitions (of `workers`), which is returned.
+    #[allow(clippy::too_many_arguments)]
     pub fn assign(
         &mut self,
         key: PartitionKey,
@@ -81,18 +93,31 @@ impl Partitions {
         epoch: u32,
         next: i64,
         carried: Carried,
-    ) {
+        reduce: Option<BlobRef>,
+        workers: usize,
+    ) -> usize {
         self.released.remove(&key);
         self.polled
             .retain(|p| !(p.partition == key.partition && *p.topic == *key.topic));
+        let mut load = vec![0usize; workers.max(1)];
+        for o in self.owned.values() {
+            if let Some(l) = load.get_mut(o.worker) {
+                *l += 1;
+            }
+        }
+        let worker = (0..load.len()).min_by_key(|w| load[*w]).unwrap_or(0);
         self.polled.push(Polled {
             topic,
             partition: key.partition,
             clock: carried.clock,
+            worker,
         });
         self.owned.insert(
             key,
             Owned {
+                worker,
+                reduce,
+                reduce_ours: false,
                 epoch,
                 next,
                 carried,
@@ -100,6 +125,7 @@ impl Partitions {
                 committed: carried,
             },
         );
+        worker
     }
 
     /// Stops following a partition; it is released where the last checkpoint left it.
@@ -116,15 +142,21 @@ impl Partitions {
                     next: o.committed_next,
                     owned: false,
                     state: PartitionState::Inline(o.committed.encode()),
+                    reduce: o.reduce,
                 },
             );
         }
     }
 
-    /// The event time of the next record read from a partition (see the module docs). Called
-    /// once per record, in partition order, by the poll loop.
+    /// The event time of the next record read from a partition (see the module docs), and the
+    /// worker it goes to. Called once per record, in partition order, by the poll loop.
     #[inline]
-    pub fn event_time(&mut self, topic: &str, partition: i32, timestamp_ms: Option<i64>) -> u64 {
+    pub fn event_time(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: Option<i64>,
+    ) -> (u64, usize) {
         let hit = self
             .polled
             .get(self.last)
@@ -143,6 +175,7 @@ impl Partitions {
                         topic: topic.into(),
                         partition,
                         clock: 0,
+                        worker: 0,
                     });
                     self.last = self.polled.len() - 1;
                 }
@@ -150,7 +183,7 @@ impl Partitions {
         }
         let p = &mut self.polled[self.last];
         p.clock = p.clock.max(timestamp_ms.map_or(0, |t| t.max(0) as u64));
-        p.clock
+        (p.clock, p.worker)
     }
 
     /// A batch's results were merged: the partition is counted up to `next`.
@@ -172,6 +205,7 @@ impl Partitions {
                 next: o.next,
                 owned: true,
                 state: PartitionState::Inline(o.carried.encode()),
+                reduce: o.reduce.clone(),
             })
             .chain(self.released.values().cloned())
             .collect()
@@ -182,6 +216,10 @@ impl Partitions {
         for e in entries.iter().filter(|e| e.owned) {
             if let Some(o) = self.owned.get_mut(&e.key) {
                 o.committed_next = e.next;
+                if o.reduce != e.reduce {
+                    o.reduce = e.reduce.clone();
+                    o.reduce_ours = true;
+                }
                 if let PartitionState::Inline(b) = &e.state {
                     o.committed = Carried::decode(b).unwrap_or(o.committed);
                 }
@@ -233,27 +271,29 @@ mod tests {
     #[test]
     fn event_time_is_monotonic_per_partition() {
         let mut ps = Partitions::default();
-        ps.assign(key(0), "logs".into(), 0, 0, Carried { clock: 100 });
-        ps.assign(key(1), "logs".into(), 0, 0, Carried::default());
+        let c = Carried { clock: 100 };
+        assert_eq!(ps.assign(key(0), "logs".into(), 0, 0, c, None, 2), 0);
         assert_eq!(
-            ps.event_time("logs", 0, Some(50)),
-            100,
-            "no older than the checkpoint"
+            ps.assign(key(1), "logs".into(), 0, 0, Carried::default(), None, 2),
+            1
         );
-        assert_eq!(ps.event_time("logs", 0, Some(500)), 500);
+        let mut t = |p, ts| ps.event_time("logs", p, ts).0;
+        assert_eq!(t(0, Some(50)), 100, "no older than the checkpoint");
+        assert_eq!(t(0, Some(500)), 500);
+        assert_eq!(t(1, Some(7)), 7, "partitions have their own clocks");
+        assert_eq!(t(0, None), 500);
+        assert_eq!(t(0, Some(-1)), 500);
         assert_eq!(
-            ps.event_time("logs", 1, Some(7)),
-            7,
-            "partitions have their own clocks"
+            ps.event_time("logs", 1, None).1,
+            1,
+            "the partition's worker"
         );
-        assert_eq!(ps.event_time("logs", 0, None), 500);
-        assert_eq!(ps.event_time("logs", 0, Some(-1)), 500);
     }
 
     #[test]
     fn checkpoint_rollback_and_release() {
         let mut ps = Partitions::default();
-        ps.assign(key(0), "logs".into(), 2, 10, Carried::default());
+        ps.assign(key(0), "logs".into(), 2, 10, Carried::default(), None, 1);
         ps.event_time("logs", 0, Some(9));
         ps.merged(&key(0), 20, 9);
         let entries = ps.entries();
@@ -262,7 +302,7 @@ mod tests {
         ps.merged(&key(0), 30, 12);
         assert_eq!(ps.roll_back(), vec![(key(0), 20)]);
         assert_eq!(
-            ps.event_time("logs", 0, Some(1)),
+            ps.event_time("logs", 0, Some(1)).0,
             9,
             "the clock rolls back too"
         );

@@ -21,6 +21,7 @@ use rdkafka::types::RDKafkaRespErr;
 use super::checkpointing::{carried, start_at, watermarks};
 use super::coordinator::Coordinator;
 use super::partitions::Carried;
+use super::worker::Job;
 use super::{ServiceError, now_ms};
 use crate::checkpoint::PartitionKey;
 
@@ -161,7 +162,7 @@ impl Coordinator {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
-        let except = (!self.checkpoints.restored).then_some(self.instance.as_str());
+        let except = (!self.checkpoints.restored).then(|| self.instance.clone());
         for (topic, partition) in elements {
             let key = PartitionKey {
                 topic: topic.clone(),
@@ -171,9 +172,12 @@ impl Coordinator {
             let store = &self.checkpoints.store;
             let resume = store
                 .directory
-                .resume(&key, except)
+                .resume(&key, except.as_deref())
                 .map(|(who, e)| (who.to_string(), e.clone()));
-            let (start, epoch, state, from) = match resume {
+            let reduce_of = |who: &str, e: &crate::checkpoint::PartitionEntry| {
+                e.reduce.clone().map(|b| (b, who == self.instance))
+            };
+            let (start, epoch, state, reduce, from) = match resume {
                 Some((who, e)) if e.next > high => {
                     // Issue 10, item 6: the topic was recreated or truncated. Counting from the
                     // log start under a higher epoch, so no checkpoint's stale offset wins again.
@@ -185,7 +189,13 @@ impl Coordinator {
                         by = who,
                         "the checkpointed offset is beyond the end of its log (was the topic recreated or truncated?): counting it from the start of its log, {low}"
                     );
-                    (low, e.epoch + 1, Carried::default(), "log start (reset)")
+                    (
+                        low,
+                        e.epoch + 1,
+                        Carried::default(),
+                        None,
+                        "log start (reset)",
+                    )
                 }
                 Some((who, e)) if e.next < low => {
                     crate::telemetry::offset_reset("behind_log");
@@ -198,26 +208,56 @@ impl Coordinator {
                         e.next
                     );
                     let state = carried(store, &e).unwrap_or_default();
-                    (low, e.epoch, state, "log start (records lost)")
+                    let reduce = reduce_of(&who, &e);
+                    (low, e.epoch, state, reduce, "log start (records lost)")
                 }
-                Some((_, e)) => {
+                Some((who, e)) => {
                     let state = carried(store, &e).unwrap_or_else(|why| {
                         tracing::warn!(partition = %key, "the partition's state cannot be read ({why}): starting it empty");
                         Carried::default()
                     });
-                    (e.next, e.epoch, state, "checkpoint")
+                    let reduce = reduce_of(&who, &e);
+                    (e.next, e.epoch, state, reduce, "checkpoint")
                 }
                 None => (
                     if latest { high } else { low },
                     0,
                     Carried::default(),
+                    None,
                     "log start",
                 ),
+            };
+            // The partition's reduction state, for its worker, before any of its records.
+            let loaded = match &reduce {
+                Some((b, _)) => match self.checkpoints.store.fetch(b) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        tracing::error!(partition = %key, "the partition's reduction state cannot be read ({e}): its open windows start empty");
+                        None
+                    }
+                },
+                None => None,
             };
             tracing::info!(topic, partition, offset = start, from, "resuming");
             start_at(tpl, &topic, partition, start)?;
             let topic_arc: std::sync::Arc<str> = topic.as_str().into();
-            self.partitions.assign(key, topic_arc, epoch, start, state);
+            let (blob, ours) = match reduce {
+                Some((b, ours)) => (Some(b), ours),
+                None => (None, false),
+            };
+            let worker = self.partitions.assign(
+                key.clone(),
+                topic_arc,
+                epoch,
+                start,
+                state,
+                blob,
+                self.cfg.workers.max(1),
+            );
+            if let Some(o) = self.partitions.owned.get_mut(&key) {
+                o.reduce_ours = ours;
+            }
+            self.send(worker, Job::Load { key, state: loaded });
         }
         let owned = self.partitions.owned.len();
         self.exported
@@ -258,10 +298,15 @@ impl Coordinator {
             }
         }
         for e in tpl.elements() {
-            self.partitions.revoke(&PartitionKey {
+            let key = PartitionKey {
                 topic: e.topic().to_string(),
                 partition: e.partition(),
-            });
+            };
+            if let Some(o) = self.partitions.owned.get(&key) {
+                let worker = o.worker;
+                self.send(worker, Job::Drop { key: key.clone() });
+            }
+            self.partitions.revoke(&key);
         }
         let owned = self.partitions.owned.len();
         self.exported

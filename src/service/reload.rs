@@ -111,10 +111,12 @@ impl Coordinator {
     /// their values; the exported values move over the same way; the next checkpoint is a full
     /// one, taken at once.
     pub(super) fn swap_program(&mut self, consumer: &BaseConsumer<Ctx>, program: Arc<Program>) {
-        self.dispatch();
-        self.collect(true);
-        // A cut in flight is taken over by the full checkpoint below.
-        self.checkpoints.cut = None;
+        // A barrier or cut in flight is taken over by the full checkpoint below; the states
+        // it took must still be written.
+        self.wait_idle();
+        if let Some(cut) = self.checkpoints.cut.take() {
+            self.abandon(cut);
+        }
         self.pending = snapshot::remap(&self.program, &program, &self.pending);
         let shown = self.exported.current();
         self.exported.publish(

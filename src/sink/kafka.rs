@@ -97,6 +97,23 @@ pub struct Undelivered {
     pub last_error: String,
 }
 
+/// On a kept event its rule sampled: one in how many was kept, to re-weigh counts by.
+pub const HEADER_SAMPLE_RATE: &str = "logmill.sample_rate";
+/// On a kept event whose template was mined.
+pub const HEADER_TEMPLATE: &str = "logmill.template.id";
+/// On a summary record: `summary`; its id (the same each time its partition is read); and the
+/// last offset it covers (`logmill.source.offset` is the first).
+pub const HEADER_KIND: &str = "logmill.kind";
+pub const HEADER_SUMMARY_ID: &str = "logmill.summary.id";
+pub const HEADER_OFFSET_LAST: &str = "logmill.source.offset.last";
+
+/// What the reduction says of a kept event, carried in its headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Meta {
+    pub sample_rate: Option<u32>,
+    pub template: Option<u64>,
+}
+
 pub const HEADER_ORIGINAL_BYTES: &str = "logmill.original.bytes";
 pub const HEADER_ORIGINAL_SHA256: &str = "logmill.original.sha256";
 
@@ -121,7 +138,13 @@ impl Outputs {
     /// Sends a record where its fate says: the kept topic, the dead-letter topic, or nowhere.
     /// A record the producer refuses at once counts as lost in its epoch, as one that fails
     /// later does: either way the checkpoint that would cover it is not written.
-    pub fn route(&self, rec: &OwnedRecord, fate: &Fate, program: &crate::rules::Program) {
+    pub fn route(
+        &self,
+        rec: &OwnedRecord,
+        fate: &Fate,
+        program: &crate::rules::Program,
+        meta: Meta,
+    ) {
         let (topic, reason) = match fate {
             Fate::Keep => (self.kept.as_deref(), None),
             Fate::Drop => (None, None),
@@ -152,6 +175,21 @@ impl Outputs {
                 value: Some(reason.as_bytes()),
             });
         }
+        let (mut r, mut t) = ([0; 20], String::new());
+        if let Some(rate) = meta.sample_rate {
+            headers = headers.insert(Header {
+                key: HEADER_SAMPLE_RATE,
+                value: Some(format_int(&mut r, i64::from(rate))),
+            });
+        }
+        if let Some(id) = meta.template {
+            t = format!("{id:016x}");
+            headers = headers.insert(Header {
+                key: HEADER_TEMPLATE,
+                value: Some(t.as_bytes()),
+            });
+        }
+        let _ = &t;
         if let Fate::DeadLetter(r) = fate {
             if let Some(c) = r.culprit(program) {
                 headers = headers
@@ -187,6 +225,49 @@ impl Outputs {
                 });
             payload = &payload[..self.max_payload];
         }
+        self.send(topic, payload, headers);
+    }
+
+    /// Sends a reduction summary where kept events go, with the source it covers.
+    pub fn route_summary(&self, source_topic: &str, s: &crate::reduce::Summary) {
+        let Some(topic) = self.kept.as_deref() else {
+            return;
+        };
+        let mut json = String::new();
+        s.json(&mut json);
+        let (first, last) = s.offsets();
+        let (mut p, mut o, mut l) = ([0; 20], [0; 20], [0; 20]);
+        let id = format!("{:016x}", s.id);
+        let headers = OwnedHeaders::new_with_capacity(6)
+            .insert(Header {
+                key: HEADER_KIND,
+                value: Some("summary"),
+            })
+            .insert(Header {
+                key: HEADER_SUMMARY_ID,
+                value: Some(id.as_bytes()),
+            })
+            .insert(Header {
+                key: HEADER_TOPIC,
+                value: Some(source_topic.as_bytes()),
+            })
+            .insert(Header {
+                key: HEADER_PARTITION,
+                value: Some(format_int(&mut p, i64::from(s.partition))),
+            })
+            .insert(Header {
+                key: HEADER_OFFSET,
+                value: Some(format_int(&mut o, first)),
+            })
+            .insert(Header {
+                key: HEADER_OFFSET_LAST,
+                value: Some(format_int(&mut l, last)),
+            });
+        self.send(topic, json.trim_end().as_bytes(), headers);
+    }
+
+    /// Sends one record in the open epoch; a refusal counts as a loss in it.
+    fn send(&self, topic: &str, payload: &[u8], headers: OwnedHeaders) {
         let ctx = self.producer.context();
         let slot = ctx.enter();
         let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, slot)

@@ -17,6 +17,7 @@ use crate::support::*;
 
 mod checkpoints;
 mod defects;
+mod reduction;
 mod scenarios;
 
 const RULES: &str = r#"team: it
