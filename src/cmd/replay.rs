@@ -118,7 +118,14 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     let mut dead_file = open_out(&opts.dead_letter_out)?;
     let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(opts.threads * 2);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
-    let (out_tx, out_rx) = sync_channel::<ChunkOutput>(opts.threads * 4);
+    // Reduction makes the writer the slowest stage: a deeper queue would only hold more
+    // chunks (each with its events' asks) in memory.
+    let depth = if reducing {
+        opts.threads
+    } else {
+        opts.threads * 4
+    };
+    let (out_tx, out_rx) = sync_channel::<ChunkOutput>(depth);
 
     let (results, read, reduction) = std::thread::scope(|s| -> Result<Finished> {
         let reader = s.spawn(|| {
