@@ -374,17 +374,37 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         let consumed = total(logmill::telemetry::EVENTS_IN) as u64;
         let kept = total(logmill::telemetry::EVENTS_KEPT);
         let per_sec = consumed.saturating_sub(last.swap(consumed, Ordering::Relaxed));
+        let ratio = |unit: &str| {
+            telemetry
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "{}{{unit=\"{unit}\"}}",
+                        logmill::telemetry::REDUCTION_RATIO
+                    ))
+                })
+                .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        };
         let kept = if consumed == 0 {
             "-".to_string()
         } else {
             format!("{:.1}%", 100.0 * kept / consumed as f64)
+        };
+        // What leaves as logs, after `then: drop` and reduction.
+        let out = match (ratio("events"), ratio("bytes")) {
+            (Some(e), Some(b)) => format!(
+                "logs out {:.0}% of events ({:.0}% of bytes)",
+                100.0 * (1.0 - e),
+                100.0 * (1.0 - b)
+            ),
+            _ => "logs out -".to_string(),
         };
         let ready = match exported.readiness() {
             Ok(()) => "ready".to_string(),
             Err(why) => format!("not ready: {why}"),
         };
         eprint!(
-            "\r{per_sec} events/s, {consumed} consumed of {} produced, kept {kept}, lag {}, {series} series, {ready}\x1b[K",
+            "\r{per_sec} events/s, {consumed} consumed of {} produced, kept {kept}, {out}, lag {}, {series} series, {ready}\x1b[K",
             produced.load(Ordering::Relaxed),
             total(logmill::telemetry::CONSUMER_LAG),
         );
