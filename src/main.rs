@@ -160,8 +160,15 @@ of that line.")]
     Templates {
         /// Mine this JSON field (`msg`, `log.message`, `a[0].b`) or logfmt key instead of the
         /// whole line; a line without it (or that does not decode) is mined whole.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rules")]
         field: Option<String>,
+        /// Mine what these rules' reductions mine: the `message` of the first matching rule
+        /// that reduces the line; other lines are not mined and have no row.
+        #[arg(long = "rules")]
+        rules: Vec<PathBuf>,
+        /// With --rules: read the input as this topic (default: its path, `stdin` for `-`).
+        #[arg(long, value_name = "NAME", requires = "rules")]
+        topic: Option<String>,
         /// Write each row as its line arrives, with the template's text at that point.
         #[arg(long)]
         stream: bool,
@@ -391,15 +398,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Templates {
             field,
+            rules,
+            topic,
             stream,
             templates_out,
             max_templates,
             quiet,
             input,
         } => {
+            let rules = if rules.is_empty() {
+                None
+            } else {
+                let (program, errors) = load_rules(&rules, false)?;
+                if errors > 0 {
+                    bail!("{errors} error(s) in the rules; nothing was run");
+                }
+                Some((Arc::new(program), topic))
+            };
             cmd::templates::run(cmd::templates::Options {
                 input,
                 field,
+                rules,
                 stream,
                 templates_out,
                 max_templates,

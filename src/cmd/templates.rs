@@ -5,9 +5,15 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
 use logmill::decode::{Decoded, Decoder, InputFormat, Limits};
+use logmill::derive::Version;
+use logmill::engine::{Engine, Record};
+use logmill::reduce::Fate;
 use logmill::reduce::templates::{Miner, MinerConfig, TemplateId};
+use logmill::rules::Program;
 use logmill::rules::compile::parse_path;
 
 pub struct Options {
@@ -17,40 +23,74 @@ pub struct Options {
     /// Write each row as its line arrives, with the template as it was then.
     pub stream: bool,
     pub templates_out: Option<PathBuf>,
+    /// Mine what these rules' reductions mine (exclusive with `field`).
+    pub rules: Option<(Arc<Program>, Option<String>)>,
     pub max_templates: usize,
     pub quiet: bool,
 }
 
-/// Where the mined text of a line comes from. The rule language's reduce section will add a
-/// variant here: a rule's configured message field (a JSON field, a capture, or `_line`).
+/// Where the mined text of a line comes from.
 enum MessageSource {
     Line,
-    Field { name: String, decoder: Decoder },
+    Field {
+        name: String,
+        decoder: Decoder,
+        decoded: Decoded,
+    },
+    /// What the service mines: the `message` of the first matching rule that reduces the
+    /// event. Lines no such rule keeps are not mined (the service would not mine them either).
+    Rules {
+        engine: Box<Engine>,
+        topic: String,
+        fates: Vec<Fate>,
+    },
 }
 
 impl MessageSource {
-    /// The message of `line`; the whole line when the field is absent or the line does not
-    /// decode (counted in `fallbacks`).
-    fn message<'a>(&self, line: &'a str, decoded: &'a mut Decoded, fallbacks: &mut u64) -> &'a str {
+    /// The message of `line`, or `None` when it is not mined. With `--field`, the whole line
+    /// when the field is absent or the line does not decode (counted in `fallbacks`).
+    fn message<'a>(&'a mut self, line: &'a str, fallbacks: &mut u64) -> Option<&'a str> {
         match self {
-            MessageSource::Line => line,
-            MessageSource::Field { decoder, .. } => {
-                match decoder.decode(line.as_bytes(), decoded) {
-                    Ok(_) => match decoded.slots.first().copied().flatten() {
-                        Some(span) => span.get(line, &decoded.scratch),
-                        None => {
-                            *fallbacks += 1;
-                            line
-                        }
-                    },
-                    Err(_) => {
+            MessageSource::Line => Some(line),
+            MessageSource::Field {
+                decoder, decoded, ..
+            } => Some(match decoder.decode(line.as_bytes(), decoded) {
+                Ok(_) => match decoded.slots.first().copied().flatten() {
+                    Some(span) => span.get(line, &decoded.scratch),
+                    None => {
                         *fallbacks += 1;
                         line
                     }
+                },
+                Err(_) => {
+                    *fallbacks += 1;
+                    line
                 }
+            }),
+            MessageSource::Rules {
+                engine,
+                topic,
+                fates,
+            } => {
+                let now = now_ms();
+                let record = Record {
+                    payload: line.as_bytes(),
+                    topic,
+                    version: Version::default(),
+                    event_ms: now,
+                };
+                engine.process(&[record], now, fates);
+                let ask = engine.asks.first()?;
+                Some(ask.message(&engine.text))
             }
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// RFC 4180: quoted only when needed, quotes doubled.
@@ -84,9 +124,30 @@ pub fn run(opts: Options) -> Result<()> {
 }
 
 fn mine(opts: Options) -> Result<()> {
-    let source = match &opts.field {
-        None => MessageSource::Line,
-        Some(name) => {
+    let mut source = match (&opts.field, &opts.rules) {
+        (Some(_), Some(_)) => bail!("--field and --rules both say what to mine: give one"),
+        (None, Some((program, topic))) => {
+            if !program.rules.iter().any(|r| r.reduce.is_some()) {
+                bail!("no rule has a `reduce` section: nothing would be mined");
+            }
+            MessageSource::Rules {
+                engine: Box::new(Engine::new(
+                    Arc::clone(program),
+                    InputFormat::Auto,
+                    Limits::default(),
+                )),
+                topic: topic.clone().unwrap_or_else(|| {
+                    if opts.input.as_os_str() == "-" {
+                        "stdin".to_string()
+                    } else {
+                        opts.input.display().to_string()
+                    }
+                }),
+                fates: Vec::new(),
+            }
+        }
+        (None, None) => MessageSource::Line,
+        (Some(name), None) => {
             let Some(path) = parse_path(name) else {
                 bail!("`{name}` is not a field path (expected `a.b`, `a[0].b` or a logfmt key)");
             };
@@ -100,6 +161,7 @@ fn mine(opts: Options) -> Result<()> {
                         ..Limits::default()
                     },
                 ),
+                decoded: Decoded::default(),
             }
         }
     };
@@ -120,13 +182,14 @@ fn mine(opts: Options) -> Result<()> {
         max_templates: opts.max_templates,
         ..MinerConfig::default()
     });
-    let mut decoded = Decoded::default();
     let mut fallbacks = 0u64;
+    // Lines no reducing rule kept (with --rules), which have no row.
+    let mut unmined = 0u64;
     let mut buf = Vec::new();
     // --stream: the current text of each live template, re-rendered when it changes.
     let mut texts: HashMap<TemplateId, String> = HashMap::new();
     // Otherwise: every line's id, and the last text of templates that were evicted.
-    let mut ids: Vec<TemplateId> = Vec::new();
+    let mut ids: Vec<(u64, TemplateId)> = Vec::new();
     let mut evicted: HashMap<TemplateId, String> = HashMap::new();
     let mut n = 0u64;
     loop {
@@ -146,7 +209,10 @@ fn mine(opts: Options) -> Result<()> {
             }
         }
         let line = String::from_utf8_lossy(&buf);
-        let message = source.message(&line, &mut decoded, &mut fallbacks);
+        let Some(message) = source.message(&line, &mut fallbacks) else {
+            unmined += 1;
+            continue;
+        };
         let o = miner.observe(message);
         let (id, changed, gone) = (o.id, o.new || o.generalised, o.evicted);
         if let Some(gone) = gone {
@@ -166,18 +232,18 @@ fn mine(opts: Options) -> Result<()> {
             }
             row(&mut out, n, id, &texts[&id])?;
         } else {
-            ids.push(id);
+            ids.push((n, id));
         }
     }
     if !opts.stream {
         let live: HashMap<TemplateId, String> =
             miner.templates().map(|t| (t.id(), t.to_string())).collect();
-        for (k, id) in ids.iter().enumerate() {
+        for (line, id) in &ids {
             let text = live
                 .get(id)
                 .or_else(|| evicted.get(id))
                 .map_or("", String::as_str);
-            row(&mut out, k as u64 + 1, *id, text)?;
+            row(&mut out, *line, *id, text)?;
         }
     }
     out.flush()?;
@@ -203,6 +269,12 @@ fn mine(opts: Options) -> Result<()> {
             s.evicted,
             miner.config().max_templates
         );
+        if unmined > 0 {
+            eprintln!(
+                "{unmined} line{} that no reducing rule kept: not mined, no row",
+                if unmined == 1 { "" } else { "s" }
+            );
+        }
         if let MessageSource::Field { name, .. } = &source {
             if fallbacks > 0 {
                 eprintln!(

@@ -123,6 +123,48 @@ not json
     assert_eq!(rows[5][2], "not json");
 }
 
+#[test]
+fn rules_mine_what_their_reductions_mine() {
+    let dir = TempDir::new("templates-rules");
+    let rules = dir.0.join("app.yaml");
+    std::fs::write(
+        &rules,
+        r#"
+team: app
+rules:
+  - name: noisy
+    format: json
+    match:
+      fields: { pod: { exists: true } }
+    reduce:
+      message: msg
+      patterns: { keep: 1, per: 1m }
+"#,
+    )
+    .unwrap();
+    let input = br#"{"msg":"cache miss for key k17","pod":"p-1"}
+audit entry 1
+{"msg":"cache miss for key k42","pod":"p-2"}
+{"pod":"p-3"}
+"#;
+    let r = rules.to_str().unwrap();
+    let rows = templates(&["-q", "--rules", r], input);
+    // The audit line matches no rule that reduces: no row. The line without `msg` is mined
+    // whole, as the reduction mines it.
+    let lines: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(lines, ["1", "3", "4"]);
+    assert_eq!(rows[0][1], rows[1][1]);
+    assert_eq!(rows[0][2], "cache miss for key <*>");
+    assert_eq!(rows[2][2], r#"{"pod":"p-<*>"}"#);
+    let o = logmill()
+        .args(["templates", "--rules", r, "--field", "msg", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
 /// Grouping accuracy: lines whose predicted group is exactly their ground-truth group.
 fn grouping_accuracy(predicted: &[String], truth: &[String]) -> f64 {
     let mut by_pred: HashMap<&str, Vec<usize>> = HashMap::new();
