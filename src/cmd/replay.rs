@@ -155,15 +155,20 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                     let source = names[chunk.input].as_str();
                     let topic = topic_name.unwrap_or(source);
                     let base = ((chunk.input as u64) << 40) + chunk.offset;
+                    let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
                     let mut out = ChunkOutput {
                         id: chunk.id,
-                        kept: Vec::new(),
+                        // Most of a chunk is usually kept: one allocation, not a dozen.
+                        kept: if want_kept || reducing {
+                            Vec::with_capacity(chunk.data.len() + all.len())
+                        } else {
+                            Vec::new()
+                        },
                         dead: String::new(),
                         events: Vec::new(),
                         asks: Vec::new(),
                         text: String::new(),
                     };
-                    let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
                     for group in all.chunks(BATCH) {
                         batch.clear();

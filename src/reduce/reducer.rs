@@ -9,10 +9,12 @@
 
 use std::sync::Arc;
 
+use hashbrown::HashMap;
+
 use super::hash::{combine, hash_bytes, mix};
 use super::summary::Summary;
 use super::table::{Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, Table, cut};
-use super::templates::{Miner, MinerConfig};
+use super::templates::{Miner, MinerConfig, TemplateId, Variable};
 use super::{Action, Ask, Reduction, Verdict};
 use crate::rules::program::{Program, Reduce};
 
@@ -31,8 +33,14 @@ pub struct Reducer {
     pub clock: u64,
     pub miner: Miner,
     pub tables: [Table; 3],
+    /// The last text of templates the miner evicted, for the windows still open on them (a
+    /// window outlives its template's eviction; an evicted template that comes back has its
+    /// old id and finds its window). Pruned to the templates open windows name.
+    pub texts: HashMap<TemplateId, Box<str>>,
     /// Whether anything changed since the last snapshot was taken.
     pub dirty: bool,
+    /// The last observation's variables (scratch).
+    vars: Vec<Variable>,
 }
 
 /// Indexes into `Reducer::tables`.
@@ -54,21 +62,51 @@ fn action_of(table: usize) -> Action {
     }
 }
 
-/// The rule's identity in keys and summaries: stable across reloads that move rules around.
-fn rule_id(program: &Program, rule: u32) -> (u64, Arc<str>) {
-    let r = &program.rules[rule as usize];
-    let name = format!("{}/{}", r.team, r.name);
-    (hash_bytes(name.as_bytes()), name.into())
-}
-
 impl Reducer {
     pub fn new() -> Reducer {
         Reducer {
             clock: 0,
             miner: Miner::new(MinerConfig::default()),
             tables: Default::default(),
+            texts: HashMap::new(),
             dirty: false,
+            vars: Vec::new(),
         }
+    }
+
+    /// A reducer restored from a snapshot's parts.
+    pub(super) fn restored(
+        clock: u64,
+        miner: Miner,
+        tables: [Table; 3],
+        texts: HashMap<TemplateId, Box<str>>,
+    ) -> Reducer {
+        Reducer {
+            clock,
+            miner,
+            tables,
+            texts,
+            dirty: false,
+            vars: Vec::new(),
+        }
+    }
+
+    /// A template's text: live, or as it was when the miner evicted it.
+    fn template_text(&self, id: TemplateId) -> Option<String> {
+        match self.miner.template(id) {
+            Some(t) => Some(t.to_string()),
+            None => self.texts.get(&id).map(|t| t.to_string()),
+        }
+    }
+
+    /// Evicted templates no open window names any more.
+    fn prune_texts(&mut self) {
+        let open: hashbrown::HashSet<TemplateId> = self.tables[DEDUPE]
+            .entries()
+            .chain(self.tables[PATTERNS].entries())
+            .filter_map(|e| e.template)
+            .collect();
+        self.texts.retain(|id, _| open.contains(id));
     }
 
     /// Closes windows whose time has passed at `now`: their summaries.
@@ -99,9 +137,7 @@ impl Reducer {
             return;
         }
         counts.summaries[action_of(table) as usize] += 1;
-        let template_text = e
-            .template
-            .and_then(|id| self.miner.template(id).map(|t| t.to_string()));
+        let template_text = e.template.and_then(|id| self.template_text(id));
         out.push(Summary::new(
             action_of(table),
             partition,
@@ -159,7 +195,7 @@ impl Reducer {
                 template: None,
             };
         }
-        let verdict = self.actions(program, reduce, ask, text, event, now, source, counts, out);
+        let verdict = self.actions(reduce, ask, text, event, now, source, counts, out);
         let c = &mut counts.rules[rule];
         match verdict {
             Verdict::Keep { .. } => {
@@ -176,7 +212,6 @@ impl Reducer {
 
     fn actions(
         &mut self,
-        program: &Program,
         reduce: &Reduce,
         ask: &Ask,
         text: &str,
@@ -198,23 +233,19 @@ impl Reducer {
         }
         let mined = reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole);
         let mut template = None;
-        let mut values: Vec<(u16, Box<str>)> = Vec::new();
+        let message = ask.message(text);
         if mined {
-            let message = ask.message(text);
             let o = self.miner.observe(message);
             template = Some(o.id);
+            self.vars.clear();
             if reduce.patterns.is_some() {
-                values = o
-                    .variables
-                    .iter()
-                    .map(|v| (v.var, cut(&message[v.span()], MAX_VALUE_BYTES)))
-                    .collect();
+                self.vars.extend_from_slice(o.variables);
             }
-            if let Some(gone) = o.evicted {
-                self.template_evicted(gone, source.partition, counts, out);
+            if o.evicted.is_some() {
+                self.template_evicted();
             }
         }
-        let (rule_hash, rule_name) = rule_id(program, ask.rule);
+        let (rule_hash, rule_name) = (reduce.rule_hash, &reduce.rule);
         let cap = reduce.max_keys;
         if let Some(d) = &reduce.dedupe {
             let key = if d.whole {
@@ -224,17 +255,21 @@ impl Reducer {
             };
             match self.tables[DEDUPE].get_mut(key) {
                 Some(e) => {
+                    // A key's text is only ever read from a summary, so a key that never
+                    // repeats does not pay for it.
+                    if e.suppressed == 0 {
+                        e.key_text = ask.key_text(text, ask.dedupe_text).into();
+                    }
                     e.suppress(now, source.offset);
                     return Verdict::Suppressed(Action::Dedupe);
                 }
                 None => {
                     let e = Entry {
-                        rule: rule_name.as_ref().into(),
+                        rule: Arc::clone(rule_name),
                         start_ms: now,
                         deadline: now.saturating_add(d.window_ms),
                         kept: 1,
                         template: (!d.whole).then_some(template).flatten(),
-                        key_text: ask.key_text(text, ask.dedupe_text).into(),
                         ..Entry::default()
                     };
                     self.open(DEDUPE, key, e, cap, source.partition, counts, out);
@@ -246,6 +281,9 @@ impl Reducer {
             let key = combine(combine(rule_hash, ask.throttle_key), start);
             match self.tables[THROTTLE].get_mut(key) {
                 Some(e) if e.kept >= u64::from(t.limit) => {
+                    if e.suppressed == 0 {
+                        e.key_text = ask.key_text(text, ask.throttle_text).into();
+                    }
                     e.suppress(now, source.offset);
                     if e.samples.len() < MAX_SAMPLES {
                         e.samples
@@ -256,11 +294,10 @@ impl Reducer {
                 Some(e) => e.kept += 1,
                 None => {
                     let e = Entry {
-                        rule: rule_name.as_ref().into(),
+                        rule: Arc::clone(rule_name),
                         start_ms: start,
                         deadline: start.saturating_add(t.per_ms),
                         kept: 1,
-                        key_text: ask.key_text(text, ask.throttle_text).into(),
                         ..Entry::default()
                     };
                     self.open(THROTTLE, key, e, cap, source.partition, counts, out);
@@ -273,22 +310,13 @@ impl Reducer {
             match self.tables[PATTERNS].get_mut(key) {
                 Some(e) if e.kept >= u64::from(p.keep) => {
                     e.suppress(now, source.offset);
-                    for (var, value) in values {
-                        match e.variables.iter_mut().find(|(v, _)| *v == var) {
-                            Some((_, vs)) => {
-                                if vs.len() < MAX_SAMPLES && !vs.contains(&value) {
-                                    vs.push(value);
-                                }
-                            }
-                            None => e.variables.push((var, vec![value])),
-                        }
-                    }
+                    sample_values(e, &self.vars, message);
                     return Verdict::Suppressed(Action::Patterns);
                 }
                 Some(e) => e.kept += 1,
                 None => {
                     let mut e = Entry {
-                        rule: rule_name.as_ref().into(),
+                        rule: Arc::clone(rule_name),
                         start_ms: start,
                         deadline: start.saturating_add(p.per_ms),
                         kept: 0,
@@ -298,7 +326,7 @@ impl Reducer {
                     let suppressed = p.keep == 0;
                     if suppressed {
                         e.suppress(now, source.offset);
-                        e.variables = values.into_iter().map(|(v, x)| (v, vec![x])).collect();
+                        sample_values(&mut e, &self.vars, message);
                     } else {
                         e.kept = 1;
                     }
@@ -331,35 +359,31 @@ impl Reducer {
         }
     }
 
-    /// A template left the miner (its cap): its pattern windows close now, while its text is
-    /// still known.
-    fn template_evicted(
-        &mut self,
-        id: u64,
-        partition: i32,
-        counts: &mut Reduction,
-        out: &mut Vec<Summary>,
-    ) {
-        let text = self.miner.evicted().map(|t| t.to_string());
-        let keys: Vec<u64> = self.tables[PATTERNS]
-            .ordered()
-            .into_iter()
-            .filter(|(_, e)| e.template == Some(id))
-            .map(|(k, _)| k)
-            .collect();
-        for k in keys {
-            let e = self.tables[PATTERNS].remove(k).expect("listed above");
-            counts.evictions[Action::Patterns as usize] += 1;
-            if e.suppressed > 0 {
-                counts.summaries[Action::Patterns as usize] += 1;
-                out.push(Summary::new(
-                    Action::Patterns,
-                    partition,
-                    k,
-                    e,
-                    text.clone(),
-                ));
+    /// A template left the miner (its cap): windows open on it keep its last text, for their
+    /// summaries. The texts no window needs are dropped once they outnumber the windows, so
+    /// they cost amortised constant time and at most about the tables' own size.
+    fn template_evicted(&mut self) {
+        if let Some(t) = self.miner.evicted() {
+            self.texts.insert(t.id(), t.to_string().into());
+        }
+        let windows = self.tables[DEDUPE].len() + self.tables[PATTERNS].len();
+        if self.texts.len() > 2 * windows + 64 {
+            self.prune_texts();
+        }
+    }
+}
+
+/// Keeps up to `MAX_SAMPLES` distinct values of each variable of a suppressed event.
+fn sample_values(e: &mut Entry, vars: &[Variable], message: &str) {
+    for v in vars {
+        let value = message.get(v.span()).unwrap_or_default();
+        match e.variables.iter_mut().find(|(n, _)| *n == v.var) {
+            Some((_, vs)) => {
+                if vs.len() < MAX_SAMPLES && !vs.iter().any(|x| x.as_ref() == value) {
+                    vs.push(cut(value, MAX_VALUE_BYTES));
+                }
             }
+            None => e.variables.push((v.var, vec![cut(value, MAX_VALUE_BYTES)])),
         }
     }
 }
@@ -681,5 +705,108 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Reducer::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    /// Letters only, so that each is a constant word to the miner.
+    fn word(mut i: usize) -> String {
+        let mut s = Vec::new();
+        i += 26;
+        while i > 0 {
+            s.push(b'a' + (i % 26) as u8);
+            i /= 26;
+        }
+        s.reverse();
+        String::from_utf8(s).unwrap()
+    }
+
+    #[test]
+    fn a_window_outlives_its_templates_eviction() {
+        let rules = "team: t\nrules:\n  - name: r\n    format: json\n    metrics: [{name: r_total, type: counter}]\n    reduce:\n      patterns: {keep: 1, per: 1m}\n";
+        let mut lines: Vec<(String, u64)> = vec![
+            (r#"{"msg":"cache warmed in 12ms"}"#.into(), 0),
+            (r#"{"msg":"cache warmed in 15ms"}"#.into(), 1),
+        ];
+        // More distinct templates than the miner holds: the first one is evicted.
+        let cap = MinerConfig::default().max_templates;
+        for i in 0..cap + 10 {
+            lines.push((
+                format!(r#"{{"msg":"{} {} finished"}}"#, word(i), word(i + 7)),
+                2 + i as u64,
+            ));
+        }
+        lines.push((r#"{"msg":"cache warmed in 19ms"}"#.into(), 5_000));
+        let input: Vec<(&str, u64)> = lines.iter().map(|(l, t)| (l.as_str(), *t)).collect();
+        let (kept, summaries) = reduce(rules, &input);
+        // The template came back with its id and found its window: one summary, exact.
+        let cache: Vec<&String> = summaries
+            .iter()
+            .filter(|s| s.contains("cache warmed"))
+            .collect();
+        assert_eq!(cache.len(), 1, "{cache:?}");
+        assert!(
+            cache[0].contains(r#""template":"cache warmed in <*>ms","suppressed":2"#),
+            "{}",
+            cache[0]
+        );
+        assert_eq!(
+            kept.iter().filter(|k| k.contains("cache warmed")).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_evicted_templates_text_survives_a_snapshot() {
+        let (program, _) = compile(&[SourceFile {
+            name: "t.yaml".into(),
+            text: "team: t\nrules:\n  - name: r\n    format: json\n    metrics: [{name: r_total, type: counter}]\n    reduce:\n      patterns: {keep: 1, per: 1m}\n".into(),
+        }]);
+        let program = Arc::new(program);
+        let cap = MinerConfig::default().max_templates;
+        let mut lines = vec![
+            r#"{"msg":"cache warmed in 12ms"}"#.to_string(),
+            r#"{"msg":"cache warmed in 15ms"}"#.to_string(),
+        ];
+        lines.extend(
+            (0..cap + 10).map(|i| format!(r#"{{"msg":"{} {} finished"}}"#, word(i), word(i + 7))),
+        );
+        let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
+        let batch: Vec<Record> = lines
+            .iter()
+            .map(|l| Record {
+                payload: l.as_bytes(),
+                topic: "t",
+                version: Version::default(),
+                event_ms: 0,
+            })
+            .collect();
+        let mut fates = Vec::new();
+        engine.process(&batch, 0, &mut fates);
+        let mut r = Reducer::new();
+        let mut counts = Reduction::new(&program);
+        let mut out = Vec::new();
+        let source = Source {
+            partition: 0,
+            offset: 0,
+        };
+        r.batch(
+            &program,
+            &engine.asks,
+            &engine.text,
+            |i| (batch[i].payload, 0, source),
+            &mut counts,
+            &mut out,
+        );
+        // Eleven templates were evicted, each with its window still open.
+        assert_eq!(r.texts.len(), 11);
+        let mut back = Reducer::decode(&r.encode()).unwrap();
+        assert_eq!(back.texts, r.texts);
+        let mut summaries = Vec::new();
+        back.flush(0, &mut counts, &mut summaries);
+        let cache: Vec<&Summary> = summaries
+            .iter()
+            .filter(|s| s.template_text.as_deref() == Some("cache warmed in <*>ms"))
+            .collect();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache[0].entry.suppressed, 1);
     }
 }

@@ -8,7 +8,7 @@ use super::templates::Miner;
 use crate::codec::{Corrupt, Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"LMRD";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 fn write_entry(w: &mut Writer, key: u64, e: &Entry) {
     w.u64(key);
@@ -87,6 +87,22 @@ impl Reducer {
                 write_entry(&mut w, k, e);
             }
         }
+        // Only the evicted templates' texts some window still needs, sorted.
+        let open: std::collections::BTreeSet<u64> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.entries())
+            .filter_map(|e| e.template)
+            .collect();
+        let texts: Vec<(&u64, &Box<str>)> = open
+            .iter()
+            .filter_map(|id| self.texts.get_key_value(id))
+            .collect();
+        w.u32(texts.len() as u32);
+        for (id, text) in texts {
+            w.u64(*id);
+            w.str(text);
+        }
         w.0
     }
 
@@ -109,12 +125,12 @@ impl Reducer {
             }
             *t = Table::from_entries(entries);
         }
+        let mut texts = hashbrown::HashMap::new();
+        for _ in 0..r.count(12)? {
+            let id = r.u64()?;
+            texts.insert(id, r.str()?.into());
+        }
         r.finish()?;
-        Ok(Reducer {
-            clock,
-            miner,
-            tables,
-            dirty: false,
-        })
+        Ok(Reducer::restored(clock, miner, tables, texts))
     }
 }

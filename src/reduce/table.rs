@@ -14,7 +14,7 @@ use super::hash::BuildIdentity;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Entry {
     /// `team/rule` of the rule the window belongs to.
-    pub rule: Box<str>,
+    pub rule: std::sync::Arc<str>,
     /// When the window (or interval) started, and when it closes.
     pub start_ms: u64,
     pub deadline: u64,
@@ -67,36 +67,56 @@ impl Entry {
     }
 }
 
+/// Entries live in a dense vector (a removal moves the last one into the hole), the map holds
+/// their positions: an `Entry` is large, and a map of them moves every one when it grows or
+/// cleans up its tombstones.
 #[derive(Debug, Default, Clone)]
 pub struct Table {
-    entries: HashMap<u64, Entry, BuildIdentity>,
+    index: HashMap<u64, u32, BuildIdentity>,
+    slots: Vec<(u64, Entry)>,
     /// Every entry's `(deadline, key)`; an entry removed out of turn leaves a stale item.
     heap: BinaryHeap<Reverse<(u64, u64)>>,
 }
 
 impl Table {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().map(|(_, e)| e)
     }
 
     pub fn get_mut(&mut self, key: u64) -> Option<&mut Entry> {
-        self.entries.get_mut(&key)
+        let i = *self.index.get(&key)?;
+        Some(&mut self.slots[i as usize].1)
+    }
+
+    fn get(&self, key: u64) -> Option<&Entry> {
+        let i = *self.index.get(&key)?;
+        Some(&self.slots[i as usize].1)
     }
 
     /// Opens a window. At `cap` entries the one that would close first is closed now and
     /// returned.
     pub fn insert(&mut self, key: u64, entry: Entry, cap: usize) -> Option<(u64, Entry)> {
-        let evicted = if self.entries.len() >= cap.max(1) {
+        let evicted = if self.slots.len() >= cap.max(1) {
             self.pop()
         } else {
             None
         };
         self.heap.push(Reverse((entry.deadline, key)));
-        self.entries.insert(key, entry);
+        match self.index.get(&key) {
+            Some(&i) => self.slots[i as usize].1 = entry,
+            None => {
+                self.index.insert(key, self.slots.len() as u32);
+                self.slots.push((key, entry));
+            }
+        }
         evicted
     }
 
@@ -104,11 +124,7 @@ impl Table {
     /// its item behind, skipped here).
     fn live_top(&mut self) -> Option<(u64, u64)> {
         while let Some(Reverse((deadline, key))) = self.heap.peek().copied() {
-            if self
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.deadline == deadline)
-            {
+            if self.get(key).is_some_and(|e| e.deadline == deadline) {
                 return Some((deadline, key));
             }
             self.heap.pop();
@@ -119,7 +135,7 @@ impl Table {
     fn pop(&mut self) -> Option<(u64, Entry)> {
         let (_, key) = self.live_top()?;
         self.heap.pop();
-        let entry = self.entries.remove(&key)?;
+        let entry = self.remove(key)?;
         Some((key, entry))
     }
 
@@ -133,7 +149,12 @@ impl Table {
 
     /// Closes one window now, whatever its deadline.
     pub fn remove(&mut self, key: u64) -> Option<Entry> {
-        self.entries.remove(&key)
+        let i = self.index.remove(&key)? as usize;
+        let (_, entry) = self.slots.swap_remove(i);
+        if let Some((moved, _)) = self.slots.get(i) {
+            self.index.insert(*moved, i as u32);
+        }
+        Some(entry)
     }
 
     /// Closes every window, in deadline order (the end of a replay's input).
@@ -143,7 +164,7 @@ impl Table {
 
     /// Entries in deadline order, for a snapshot.
     pub fn ordered(&self) -> Vec<(u64, &Entry)> {
-        let mut v: Vec<(u64, &Entry)> = self.entries.iter().map(|(k, e)| (*k, e)).collect();
+        let mut v: Vec<(u64, &Entry)> = self.slots.iter().map(|(k, e)| (*k, e)).collect();
         v.sort_by_key(|(k, e)| (e.deadline, *k));
         v
     }
@@ -152,8 +173,7 @@ impl Table {
     pub fn from_entries(entries: Vec<(u64, Entry)>) -> Table {
         let mut t = Table::default();
         for (k, e) in entries {
-            t.heap.push(Reverse((e.deadline, k)));
-            t.entries.insert(k, e);
+            t.insert(k, e, usize::MAX);
         }
         t
     }
@@ -184,5 +204,26 @@ mod tests {
         assert_eq!(t.close_all().map(|(k, _)| k), Some(4));
         assert!(t.is_empty());
         assert_eq!(&*cut("héllo", 2), "h");
+    }
+
+    #[test]
+    fn removal_out_of_turn_keeps_every_other_entry_reachable() {
+        let mut t = Table::default();
+        for k in 0..100 {
+            t.insert(k, entry(1000 - k), usize::MAX);
+        }
+        for k in (0..100).step_by(3) {
+            assert_eq!(t.remove(k).map(|e| e.deadline), Some(1000 - k));
+        }
+        for k in 0..100 {
+            assert_eq!(t.get_mut(k).is_some(), k % 3 != 0, "{k}");
+        }
+        // Deadline order skips the removed entries' heap items.
+        let mut closed = Vec::new();
+        while let Some((k, _)) = t.close_all() {
+            closed.push(k);
+        }
+        let want: Vec<u64> = (0..100).rev().filter(|k| k % 3 != 0).collect();
+        assert_eq!(closed, want);
     }
 }

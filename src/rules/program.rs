@@ -97,6 +97,10 @@ pub struct Rule {
 /// decides from the partition's records in order only (see `crate::reduce`).
 #[derive(Debug)]
 pub struct Reduce {
+    /// `team/rule`, which names the rule's windows and summaries (stable across reloads that
+    /// move rules around), and its hash.
+    pub rule: Arc<str>,
+    pub rule_hash: u64,
     /// The text templates are mined from: the first of these the event has, else the line.
     pub message: Vec<FieldRef>,
     /// The event's level: the first of these it has. Error levels are never reduced.

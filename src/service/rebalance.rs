@@ -232,6 +232,7 @@ impl Coordinator {
                 Some((b, _)) => match self.checkpoints.store.fetch(b) {
                     Ok(bytes) => Some(bytes),
                     Err(e) => {
+                        crate::telemetry::restore_failed("reduction_state");
                         tracing::error!(partition = %key, "the partition's reduction state cannot be read ({e}): its open windows start empty");
                         None
                     }

@@ -114,6 +114,7 @@ pub fn run(
                 let reducer = match state.map(|s| Reducer::decode(&s)) {
                     Some(Ok(r)) => r,
                     Some(Err(_)) => {
+                        crate::telemetry::restore_failed("reduction_state");
                         tracing::error!(partition = %key, "the partition's reduction state cannot be read: starting it empty");
                         Reducer::new()
                     }

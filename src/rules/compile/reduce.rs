@@ -62,7 +62,10 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         return;
     }
     let entries = merged(own, defaults.as_ref(), sink);
+    let rule = format!("{}/{}", cx.team, cx.name.as_deref().unwrap_or_default());
     let mut r = Reduce {
+        rule_hash: crate::reduce::hash::hash_bytes(rule.as_bytes()),
+        rule: rule.into(),
         message: Vec::new(),
         level: Vec::new(),
         time: None,
