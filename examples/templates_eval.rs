@@ -18,7 +18,20 @@
 //!   busy sibling hyperthread slows this thread's CPU-seconds too).
 //!
 //! `SHUFFLE=seed` mines each dataset in a shuffled order instead, to see how much the result
-//! depends on the order of arrival.
+//! depends on the order of arrival. `DUMP=dir` writes, per dataset, `dir/<Name>.tsv`: each
+//! line's template id on arrival and its template's final text, so that two versions of the
+//! miner can be compared line for line (`diff -r`).
+//!
+//! `FLOOD=n` measures instead a flood of `n` lines that are each a new template, with the
+//! default configuration, so at the `max_templates` cap from the 1,001st line on: lines per
+//! CPU-second, templates held, and the process's peak resident memory. Two floods:
+//! - *distinct words*: `event <word> happened for <n>`, where the word is new on every line
+//!   and has no digit (so it is a constant): every template shares its other words with all
+//!   the others;
+//! - *reordered words*: lines of known words (`alpha`, `beta`, `gamma`, `delta`, `a`..`z`) in
+//!   an order never seen before, of varying length.
+//!
+//! `FLOOD_KIND=distinct` or `FLOOD_KIND=reordered` runs only that one (for a profiler).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -140,7 +153,91 @@ fn shuffle<T>(v: &mut [T], seed: u64) {
     }
 }
 
+/// Line `i` of a flood of new templates (see the module doc), in `line`.
+fn flood_line(distinct_words: bool, i: u64, line: &mut String) {
+    line.clear();
+    if distinct_words {
+        // `k` and then `i` in base 26: no month, weekday or state starts with a `k`.
+        line.push_str("event k");
+        let mut k = i;
+        loop {
+            line.push(char::from(b'a' + (k % 26) as u8));
+            k /= 26;
+            if k == 0 {
+                break;
+            }
+        }
+        line.push_str(" happened for ");
+        line.push_str(&i.to_string());
+    } else {
+        let mut k = i + 1;
+        while k > 0 {
+            line.push_str(["alpha ", "beta ", "gamma ", "delta "][(k % 4) as usize]);
+            line.push(char::from(b'a' + (k % 26) as u8));
+            line.push(' ');
+            k /= 4;
+        }
+    }
+}
+
+/// Peak resident memory of this process, from `/proc/self/status`, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The flood measurement (`FLOOD=n`).
+fn flood(n: u64) {
+    const CHUNK: u64 = 100_000;
+    println!("| flood | lines | templates held | evicted | lines / CPU-s | peak RSS |");
+    println!("|---|---|---|---|---|---|");
+    let kind = std::env::var("FLOOD_KIND").unwrap_or_default();
+    for distinct_words in [true, false] {
+        if !kind.is_empty() && kind != ["reordered", "distinct"][usize::from(distinct_words)] {
+            continue;
+        }
+        let mut miner = Miner::new(MinerConfig::default());
+        let mut lines: Vec<String> = Vec::new();
+        let (mut spent, mut done) = (0.0, 0u64);
+        while done < n {
+            // Lines are made outside the measurement, a chunk at a time.
+            let count = CHUNK.min(n - done);
+            lines.resize_with(count as usize, String::new);
+            for (k, l) in lines.iter_mut().enumerate() {
+                flood_line(distinct_words, done + k as u64, l);
+            }
+            let wall = Instant::now();
+            let start = cpu_seconds(wall);
+            for l in &lines {
+                std::hint::black_box(miner.observe(l).id);
+            }
+            spent += cpu_seconds(wall) - start;
+            done += count;
+            assert!(miner.len() <= miner.config().max_templates);
+        }
+        let stats = miner.stats();
+        println!(
+            "| {} | {n} | {} | {} | {:.3} M | {} MiB |",
+            if distinct_words {
+                "distinct words"
+            } else {
+                "reordered words"
+            },
+            miner.len(),
+            stats.evicted,
+            n as f64 / spent / 1e6,
+            peak_rss_kib().map_or("?".into(), |k| (k / 1024).to_string()),
+        );
+    }
+}
+
 fn main() {
+    if let Some(n) = std::env::var("FLOOD").ok().and_then(|s| s.parse().ok()) {
+        flood(n);
+        return;
+    }
+    let dump = std::env::var("DUMP").ok();
     let dir = std::env::var("LOGHUB_DIR").unwrap_or_else(|_| "../shared/data/loghub".into());
     let seed: Option<u64> = std::env::var("SHUFFLE").ok().and_then(|s| s.parse().ok());
     println!("| dataset | lines | templates (truth) | searched | GA | PA | lines / CPU-s |");
@@ -164,6 +261,13 @@ fn main() {
         let mut miner = Miner::new(MinerConfig::default());
         let ids: Vec<u64> = messages.iter().map(|m| miner.observe(m).id).collect();
         let ga = grouping_accuracy(&ids, &truth);
+        if let Some(dump) = &dump {
+            let rows: String = ids
+                .iter()
+                .map(|id| format!("{id:016x}\t{}\n", miner.template(*id).expect("live")))
+                .collect();
+            std::fs::write(format!("{dump}/{name}.tsv"), rows).expect("writes the dump");
+        }
         let correct = ids
             .iter()
             .zip(&rows)

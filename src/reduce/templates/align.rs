@@ -15,7 +15,11 @@
 //! variable slot taking a word 1, a variable missing from a non-optional slot or added to the
 //! template 5. Cost 0 is an exact match.
 
-use super::token::{Kind, Token, is_pathlike};
+use std::cell::Cell;
+use std::collections::HashSet;
+
+use super::token::{Kind, Token};
+use crate::reduce::hash::BuildIdentity;
 
 pub(super) const MAX_LEN_DIFF: usize = 4;
 const SUBSTITUTION: u32 = 50;
@@ -33,13 +37,72 @@ pub(super) enum SlotKind {
     },
 }
 
+/// What the text of a word or punctuation says about it for [`Ctx::acceptable`], worked out
+/// once per template slot (when it is made) and once per line token (when first needed), not
+/// for every candidate a line is compared with.
+pub(super) mod flag {
+    /// A state, which names an event (`true`, `LEADING`): see [`super::is_state`].
+    pub const STATE: u8 = 1;
+    /// An identifier, path or host: a value.
+    pub const IDENT: u8 = 2;
+    /// Punctuation `=` or `:`: what follows it, glued, is a value.
+    pub const KEY_SEP: u8 = 4;
+    /// The word `user` or `for` (any case): the word after it is a name, a value.
+    pub const NAME: u8 = 8;
+    /// A line token's word was seen as a variable's value (looked up once per line).
+    pub const LEARNED: u8 = 16;
+    /// A line token's flags were worked out.
+    pub const KNOWN: u8 = 128;
+}
+
+/// The [`flag`]s of a constant of kind `kind` written `text` (no [`flag::LEARNED`]: that one
+/// changes as the miner learns).
+pub(super) fn text_flags(kind: Kind, text: &str) -> u8 {
+    match kind {
+        Kind::Word => {
+            let mut f = 0;
+            if is_state(text) {
+                f |= flag::STATE;
+            }
+            if is_identifier_like(text) {
+                f |= flag::IDENT;
+            }
+            if text.eq_ignore_ascii_case("user") || text.eq_ignore_ascii_case("for") {
+                f |= flag::NAME;
+            }
+            f
+        }
+        Kind::Punct if matches!(text, "=" | ":") => flag::KEY_SEP,
+        Kind::Punct | Kind::Var => 0,
+    }
+}
+
+/// The [`flag`]s of `token` of `message`, kept in `cell` once worked out.
+pub(super) fn token_flags(
+    cell: &Cell<u8>,
+    token: &Token,
+    message: &str,
+    learned: &HashSet<u64, BuildIdentity>,
+) -> u8 {
+    if cell.get() & flag::KNOWN == 0 {
+        let mut f = text_flags(token.kind, token.text(message)) | flag::KNOWN;
+        // A word's hash is the hash of its text, as the learned values are kept.
+        if token.kind == Kind::Word && learned.contains(&token.hash) {
+            f |= flag::LEARNED;
+        }
+        cell.set(f);
+    }
+    cell.get()
+}
+
 /// What a template slot needs for matching; the template keeps the rest.
 pub(super) trait SlotLike {
     fn kind(&self) -> SlotKind;
     fn hash(&self) -> u64;
+    /// The constant's [`flag`]s (see [`text_flags`]).
+    fn flags(&self) -> u8;
     /// Length of a constant's text.
     fn len(&self) -> usize;
-    fn text<'a>(&self, template_text: &'a str) -> &'a str;
 }
 
 /// One step of an alignment, in order.
@@ -67,18 +130,23 @@ pub(super) struct Alignment {
 /// The context the rules look at.
 pub(super) struct Ctx<'a, S> {
     pub slots: &'a [S],
-    pub template_text: &'a str,
     pub tokens: &'a [Token],
     pub message: &'a str,
+    /// The tokens' [`flag`]s, as far as worked out (one per token).
+    pub token_flags: &'a [Cell<u8>],
+    /// Hashes of the words seen as variables' values.
+    pub learned: &'a HashSet<u64, BuildIdentity>,
 }
 
 impl<S: SlotLike> Ctx<'_, S> {
-    fn slot_text(&self, i: usize) -> &str {
-        self.slots[i].text(self.template_text)
-    }
-
-    fn token_text(&self, j: usize) -> &str {
-        self.tokens[j].text(self.message)
+    /// The [`flag`]s of word or punctuation token `j`, worked out on first use.
+    fn token_flags(&self, j: usize) -> u8 {
+        token_flags(
+            &self.token_flags[j],
+            &self.tokens[j],
+            self.message,
+            self.learned,
+        )
     }
 
     fn equal(&self, i: usize, j: usize) -> bool {
@@ -139,6 +207,32 @@ impl<S: SlotLike> Ctx<'_, S> {
             out.ops.push(op);
         }
         true
+    }
+
+    /// Whether the positional alignment of equal-length sequences is certain not to be
+    /// acceptable, found without building it: punctuation out of place, or a constant word
+    /// facing a word that cannot be its variable (any such substitution makes
+    /// [`Ctx::acceptable`] refuse). Most candidates of a new line fail here, at the first
+    /// difference.
+    pub fn positional_fails(&self) -> bool {
+        debug_assert_eq!(self.slots.len(), self.tokens.len());
+        for (i, (s, t)) in self.slots.iter().zip(self.tokens).enumerate() {
+            match s.kind() {
+                SlotKind::Var { .. } => {
+                    if t.kind == Kind::Punct {
+                        return true;
+                    }
+                }
+                _ if self.equal(i, i) => {}
+                SlotKind::Word if t.kind != Kind::Punct => {
+                    if !self.substitution_is_variable(i, i) {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+        }
+        false
     }
 
     /// A quick alignment for a line that fits a template with optional variables as it is:
@@ -285,7 +379,7 @@ impl<S: SlotLike> Ctx<'_, S> {
     }
 
     /// Whether an inexact alignment may generalise the template.
-    pub fn acceptable(&self, a: &Alignment, learned: &dyn Fn(&str) -> bool) -> bool {
+    pub fn acceptable(&self, a: &Alignment) -> bool {
         let words = self
             .slots
             .iter()
@@ -309,7 +403,7 @@ impl<S: SlotLike> Ctx<'_, S> {
             return false;
         }
         a.ops.iter().all(|op| match *op {
-            Op::Substitute(i, j) => self.substitution_is_variable(i as usize, j as usize, learned),
+            Op::Substitute(i, j) => self.substitution_is_variable(i as usize, j as usize),
             _ => true,
         })
     }
@@ -319,75 +413,91 @@ impl<S: SlotLike> Ctx<'_, S> {
     /// name events; paths, hosts and dotted or underscored names are values; so is the value of
     /// a `key=value` pair, the word after `user` or `for` (a name), and any word seen as a
     /// variable's value before.
-    fn substitution_is_variable(&self, i: usize, j: usize, learned: &dyn Fn(&str) -> bool) -> bool {
+    /// From the [`flag`]s worked out beforehand, not the texts: this runs for every candidate.
+    fn substitution_is_variable(&self, i: usize, j: usize) -> bool {
         if self.tokens[j].kind == Kind::Var {
             return true;
         }
-        let (a, b) = (self.slot_text(i), self.token_text(j));
-        if is_state(a) || is_state(b) {
+        let (a, b) = (self.slots[i].flags(), self.token_flags(j));
+        if (a | b) & flag::STATE != 0 {
             return false;
         }
-        if is_identifier_like(a) || is_identifier_like(b) {
+        if (a | b) & flag::IDENT != 0 {
             return true;
         }
         if i > 0 {
             let prev = &self.slots[i - 1];
             let after_separator = prev.kind() == SlotKind::Punct
-                && matches!(self.slot_text(i - 1), "=" | ":")
+                && prev.flags() & flag::KEY_SEP != 0
                 && self.tokens[j].glued;
             if after_separator {
                 return true;
             }
-            if prev.kind() == SlotKind::Word
-                && ["user", "for"]
-                    .iter()
-                    .any(|w| self.slot_text(i - 1).eq_ignore_ascii_case(w))
-            {
+            if prev.kind() == SlotKind::Word && prev.flags() & flag::NAME != 0 {
                 return true;
             }
         }
-        learned(a) || learned(b)
+        // A constant's hash is the hash of its text, as the learned values are kept.
+        b & flag::LEARNED != 0 || self.learned.contains(&self.slots[i].hash())
     }
 }
 
 /// `true`, `disabled`, `LEADING`, `SCREEN_ON`, `android.intent.action.TIME_TICK`: a state.
+/// (On bytes, without allocating: every new template's words go through it.)
 pub(super) fn is_state(w: &str) -> bool {
-    const STATES: [&str; 14] = [
-        "true",
-        "false",
-        "null",
-        "none",
-        "yes",
-        "no",
-        "on",
-        "off",
-        "nil",
-        "undefined",
-        "enabled",
-        "disabled",
-        "enable",
-        "disable",
-    ];
-    if STATES.iter().any(|s| s.eq_ignore_ascii_case(w)) {
-        return true;
+    let b = w.as_bytes();
+    if (2..=9).contains(&b.len()) {
+        let mut buf = [0u8; 9];
+        for (d, s) in buf.iter_mut().zip(b) {
+            *d = s.to_ascii_lowercase();
+        }
+        let named = matches!(
+            &buf[..b.len()],
+            b"true"
+                | b"false"
+                | b"null"
+                | b"none"
+                | b"yes"
+                | b"no"
+                | b"on"
+                | b"off"
+                | b"nil"
+                | b"undefined"
+                | b"enabled"
+                | b"disabled"
+                | b"enable"
+                | b"disable"
+        );
+        if named {
+            return true;
+        }
     }
-    let last = w
-        .trim_matches('.')
-        .rsplit(['.', '/', ':'])
-        .next()
-        .unwrap_or("");
+    // The last part of a dotted, slashed or coloned name, in upper case.
+    let end = b.iter().rposition(|&c| c != b'.').map_or(0, |k| k + 1);
+    if end == 0 || !(b[end - 1].is_ascii_uppercase() || b[end - 1] == b'_') {
+        // Most words end in a lower-case letter.
+        return false;
+    }
+    let start = b.iter().position(|&c| c != b'.').unwrap_or(b.len());
+    let trimmed = &b[start..end.max(start)];
+    let last = trimmed
+        .iter()
+        .rposition(|c| matches!(c, b'.' | b'/' | b':'))
+        .map_or(trimmed, |k| &trimmed[k + 1..]);
     last.len() >= 2
-        && last.bytes().any(|c| c.is_ascii_alphabetic())
-        && last.bytes().all(|c| c.is_ascii_uppercase() || c == b'_')
+        && last.iter().any(u8::is_ascii_alphabetic)
+        && last.iter().all(|&c| c.is_ascii_uppercase() || c == b'_')
 }
 
+/// `a.example`, `/var/log`, `snake_case`, `x-y`, `@home`: a value. (Paths and hosts, which
+/// `is_pathlike` tells, all hold a `.` or a `/`.)
 fn is_identifier_like(w: &str) -> bool {
     w.bytes().any(|c| {
         matches!(
             c,
             b'.' | b'/' | b'\\' | b'_' | b'-' | b'@' | b'#' | b'$' | b'~'
         )
-    }) || is_pathlike(w.as_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -407,6 +517,82 @@ mod tests {
         }
         for w in ["root", "Paused", "com.example.Main", "X", "a_b"] {
             assert!(!is_state(w), "{w}");
+        }
+    }
+
+    /// The definition `is_state` implements on bytes.
+    fn is_state_by_definition(w: &str) -> bool {
+        const STATES: [&str; 14] = [
+            "true",
+            "false",
+            "null",
+            "none",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "nil",
+            "undefined",
+            "enabled",
+            "disabled",
+            "enable",
+            "disable",
+        ];
+        if STATES.iter().any(|s| s.eq_ignore_ascii_case(w)) {
+            return true;
+        }
+        let last = w
+            .trim_matches('.')
+            .rsplit(['.', '/', ':'])
+            .next()
+            .unwrap_or("");
+        last.len() >= 2
+            && last.bytes().any(|c| c.is_ascii_alphabetic())
+            && last.bytes().all(|c| c.is_ascii_uppercase() || c == b'_')
+    }
+
+    #[test]
+    fn states_on_bytes_as_defined() {
+        let words = [
+            "",
+            ".",
+            "..",
+            "on",
+            "ON",
+            "On.",
+            ".on",
+            "off",
+            "Undefined",
+            "undefinedx",
+            "x.ON",
+            "a.b.",
+            "A.",
+            ".AB.",
+            "AB",
+            "A_",
+            "_A",
+            "__",
+            "a/B_C",
+            "a:BC",
+            "BC:",
+            "BC:.",
+            "ÉTAT",
+            "NUL\u{e9}",
+            "enable",
+            "disabled",
+            "TRUE",
+            "tru",
+            "é",
+            "x.Y.Z_",
+            "...A",
+            "A..B",
+            "nonE",
+            "nil",
+            "Yes.",
+            "yes",
+        ];
+        for w in words {
+            assert_eq!(is_state(w), is_state_by_definition(w), "{w:?}");
         }
     }
 }

@@ -62,14 +62,15 @@ mod snapshot;
 mod store;
 mod token;
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::Range;
 
 pub use snapshot::SnapshotError;
 
-use crate::reduce::hash::{hash_bytes, mix};
+use crate::reduce::hash::mix;
 use align::{Alignment, Ctx, Op, SlotKind};
-use store::{Slot, Store, Template};
+use store::{Slot, Store, Summary, Template};
 use token::{Kind, Limits, Tokenizer, VAR_HASH, key_hash};
 
 /// A template's id: stable for the template's life, equal across instances for the same input.
@@ -240,6 +241,7 @@ fn var_slot(text: &mut String, value: &str, glued: bool, var: u16, optional: boo
         var,
         pre: pre as u16,
         suf: suf as u16,
+        flags: 0,
     }
 }
 
@@ -257,14 +259,30 @@ pub struct Miner {
     vars: Vec<Variable>,
     /// The template slot of each of `vars`.
     var_slots: Vec<u32>,
+    /// The current line's tokens' flags, worked out as the candidates need them.
+    token_flags: Vec<Cell<u8>>,
+    /// The current line as the candidate search sees templates (its `seq` unused).
+    line: Summary,
+    /// Bit `j` (of the first 64) for each token `j` of the current line that is a plain word:
+    /// no identifier, not learned as a value (see [`Miner::positional_cannot`]).
+    plain: u64,
     words: Vec<u64>,
     order: Vec<(usize, u64)>,
     hits: Vec<u16>,
     touched: Vec<u32>,
+    /// Touched templates of a fitting length: `seq`, slot, how many of the line's words.
+    ranked: Vec<(u64, u32, u16)>,
+    /// Those with the fewest words shared that may be candidates: `seq`, slot.
+    edge: Vec<(u64, u32)>,
+    /// How many of `ranked` share each number of words.
+    counts: Vec<u32>,
     candidates: Vec<u32>,
     removed: Vec<u64>,
     /// The template the last `observe` evicted, if it evicted one.
     evicted: Option<Template>,
+    /// Tests only: check every search's shortcuts against the plain way (see `tests.rs`).
+    #[cfg(test)]
+    cross_check: bool,
 }
 
 const ID_SEED: u64 = 0x6c6f_676d_696c_6c31; // "logmill1"
@@ -282,13 +300,21 @@ impl Miner {
             dp: Vec::new(),
             vars: Vec::new(),
             var_slots: Vec::new(),
+            token_flags: Vec::new(),
+            line: Summary::default(),
+            plain: 0,
             words: Vec::new(),
             order: Vec::new(),
             hits: Vec::new(),
             touched: Vec::new(),
+            ranked: Vec::new(),
+            edge: Vec::new(),
+            counts: Vec::new(),
             candidates: Vec::new(),
             removed: Vec::new(),
             evicted: None,
+            #[cfg(test)]
+            cross_check: false,
         }
     }
 
@@ -343,7 +369,24 @@ impl Miner {
             }
         }
         self.stats.searched += 1;
+        self.token_flags.clear();
+        self.token_flags.resize(self.tok.out.len(), Cell::new(0));
+        self.line = line_summary(&self.tok.out);
         self.find_candidates();
+        #[cfg(test)]
+        if self.cross_check {
+            assert_eq!(self.candidates, self.reference_candidates(), "{message:?}");
+        }
+        self.plain = 0;
+        if !self.candidates.is_empty() {
+            for (j, t) in self.tok.out.iter().enumerate().take(64) {
+                let plain = t.kind == Kind::Word
+                    && align::token_flags(&self.token_flags[j], t, message, &self.store.learned)
+                        & (align::flag::IDENT | align::flag::LEARNED)
+                        == 0;
+                self.plain |= u64::from(plain) << j;
+            }
+        }
         let mut best: Option<u32> = None;
         for c in 0..self.candidates.len() {
             let slot = self.candidates[c];
@@ -394,15 +437,17 @@ impl Miner {
     fn ctx<'a>(
         store: &'a Store,
         tokens: &'a [token::Token],
+        token_flags: &'a [Cell<u8>],
         slot: u32,
         message: &'a str,
     ) -> Ctx<'a, Slot> {
         let t = &store.templates[slot as usize];
         Ctx {
             slots: &t.slots,
-            template_text: &t.text,
             tokens,
             message,
+            token_flags,
+            learned: &store.learned,
         }
     }
 
@@ -411,7 +456,7 @@ impl Miner {
     fn extract(&mut self, slot: u32, message: &str) -> bool {
         self.vars.clear();
         self.var_slots.clear();
-        let ctx = Self::ctx(&self.store, &self.tok.out, slot, message);
+        let ctx = Self::ctx(&self.store, &self.tok.out, &[], slot, message);
         let ok = if ctx.slots.len() == ctx.tokens.len() {
             // The common case, straight to the variables without an alignment.
             if !ctx.matches_positionally() {
@@ -477,27 +522,52 @@ impl Miner {
         true
     }
 
-    /// Lines the message up with a candidate, allowing generalisation; the result is in
-    /// `self.alignment`.
     /// The cheapest acceptable alignment of the line with a candidate, allowing
     /// generalisation; the result is in `self.alignment`. Lines of the template's length are
     /// tried positionally first and, unless that is exact, also with variables present on one
     /// side only (`a <*> b , c` against `a b , <*> c`).
     fn evaluate(&mut self, slot: u32, message: &str) -> bool {
-        let ctx = Self::ctx(&self.store, &self.tok.out, slot, message);
-        let learned = &self.store.learned;
-        let learned = |w: &str| learned.contains(&hash_bytes(w.as_bytes()));
+        // What the summaries rule out first, without following the template's pointers.
+        let summary = &self.store.summaries[slot as usize];
+        let positional = summary.len as usize == self.tok.out.len();
+        let may_position = positional && !self.positional_cannot(slot);
+        let may_vary = may_vary(summary, &self.line);
+        #[cfg(test)]
+        if self.cross_check {
+            self.check_rejections(slot, message, positional && !may_position, !may_vary);
+        }
+        if !may_position && !may_vary {
+            return false;
+        }
+        let ctx = Self::ctx(&self.store, &self.tok.out, &self.token_flags, slot, message);
         let mut found = false;
-        if ctx.slots.len() == ctx.tokens.len() {
+        #[cfg(test)]
+        if self.cross_check && may_position && ctx.positional_fails() {
+            self.check_rejections(slot, message, true, false);
+        }
+        if may_position && !ctx.positional_fails() {
             found = ctx.positional(true, &mut self.alignment)
-                && (self.alignment.cost == 0 || ctx.acceptable(&self.alignment, &learned));
+                && (self.alignment.cost == 0 || ctx.acceptable(&self.alignment));
             if found && self.alignment.substitutions == 0 {
                 return true;
             }
         }
+        let words = &self.words;
+        let may_vary = may_vary
+            && ctx
+                .slots
+                .iter()
+                .all(|s| s.kind != SlotKind::Word || words.binary_search(&s.hash).is_ok());
+        #[cfg(test)]
+        if self.cross_check {
+            self.check_rejections(slot, message, false, !may_vary);
+        }
+        if !may_vary {
+            return found;
+        }
         let alt = &mut self.alternative;
         let varying = ctx.varying(&mut self.dp, alt)
-            && (alt.cost == 0 || ctx.acceptable(alt, &learned))
+            && (alt.cost == 0 || ctx.acceptable(alt))
             // Inserted slots make the template longer: never beyond what a line may have.
             && ctx.slots.len() + alt.ops.iter().filter(|op| matches!(op, Op::Insert(_))).count()
                 <= self.config.max_tokens;
@@ -506,6 +576,34 @@ impl Miner {
             found = true;
         }
         found
+    }
+
+    /// Whether the positional alignment of the line with template `slot` (of its length) is
+    /// certain to fail, from the template's summary: where the line has a plain word, the
+    /// template has a constant other than that word (its bit is not among the template's)
+    /// and one that may not become a variable (unless it was learned as a value, which takes
+    /// a look at the template when the miner learned any). No pointer is followed for most
+    /// of a new line's candidates.
+    fn positional_cannot(&self, slot: u32) -> bool {
+        let t = &self.store.summaries[slot as usize];
+        let mut differ = self.plain & !t.flexible;
+        while differ != 0 {
+            let j = differ.trailing_zeros() as usize;
+            differ &= differ - 1;
+            if t.word_bits & store::word_bit(self.tok.out[j].hash) != 0 {
+                continue;
+            }
+            let learned = &self.store.learned;
+            if learned.is_empty() {
+                return true;
+            }
+            let s = &self.store.templates[slot as usize].slots[j];
+            let state = s.flags & align::flag::STATE != 0;
+            if s.kind != SlotKind::Word || state || !learned.contains(&s.hash) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Applies `self.best` to template `slot`; returns whether the template changed.
@@ -545,6 +643,7 @@ impl Miner {
                         var: next_var,
                         pre: 0,
                         suf: 0,
+                        flags: 0,
                     });
                     next_var = next_var.saturating_add(1);
                     changed = true;
@@ -579,6 +678,7 @@ impl Miner {
             t.slots = slots;
             t.text = text;
             t.next_var = next_var;
+            self.store.changed(slot);
             for k in 0..self.removed.len() {
                 let w = self.removed[k];
                 self.store.word_removed(slot, w);
@@ -588,10 +688,10 @@ impl Miner {
     }
 
     fn create(&mut self, shape: u64, message: &str) -> u32 {
-        let mut text = String::new();
+        let mut text = String::with_capacity(message.len());
         let mut slots = Vec::with_capacity(self.tok.out.len());
         let mut next_var = 0u16;
-        for tok in &self.tok.out {
+        for (k, tok) in self.tok.out.iter().enumerate() {
             let (kind, range, var) = match tok.kind {
                 Kind::Var => {
                     slots.push(var_slot(
@@ -623,6 +723,9 @@ impl Miner {
                 var,
                 pre: 0,
                 suf: 0,
+                // The line's own flags, mostly worked out by the search already.
+                flags: align::token_flags(&self.token_flags[k], tok, message, &self.store.learned)
+                    & !(align::flag::LEARNED | align::flag::KNOWN),
             });
         }
         let t = Template {
@@ -642,10 +745,17 @@ impl Miner {
         slot
     }
 
-    /// Candidate templates for the current line, in creation order.
+    /// Candidate templates for the current line, in creation order: those sharing the most
+    /// constant words with it, the oldest first among equals, from the posting lists of its
+    /// rarest words within a budget of postings to read. When only the rarest word's list
+    /// fits in the budget, the candidates are that list's oldest templates of a fitting
+    /// length, and the list is read no further than they go (and never beyond the budget):
+    /// a word shared by every template, as in a flood of new templates around a few common
+    /// words, costs `max_candidates` postings, not `max_templates`.
     fn find_candidates(&mut self) {
         let tokens = &self.tok.out;
-        let store = &self.store;
+        let store = &mut self.store;
+        let summaries = &store.summaries;
         self.candidates.clear();
         self.words.clear();
         self.words.extend(
@@ -656,61 +766,122 @@ impl Miner {
         );
         self.words.sort_unstable();
         self.words.dedup();
-        let n = tokens.len();
-        let fits =
-            |s: u32| store.templates[s as usize].slots.len().abs_diff(n) <= align::MAX_LEN_DIFF;
+        let n = tokens.len() as u32;
+        let max = self.config.max_candidates;
+        let budget = 16 * max;
+        let fits = |s: u32| summaries[s as usize].len.abs_diff(n) as usize <= align::MAX_LEN_DIFF;
         if self.words.is_empty() {
-            self.candidates.extend(
-                store
-                    .wordless
-                    .iter()
-                    .copied()
-                    .filter(|&s| fits(s))
-                    .take(self.config.max_candidates),
-            );
+            let list = &mut store.wordless;
+            list.read_oldest(summaries, fits, max, budget, &mut self.candidates);
             return;
         }
-        // Rarest words first, within a budget of postings to read.
+        // Rarest words first.
         self.order.clear();
         for &w in &self.words {
-            let len = store.postings.get(&w).map_or(0, Vec::len);
-            if len > 0 {
-                self.order.push((len, w));
+            if let Some(list) = store.postings.get(&w) {
+                self.order.push((list.live, w));
             }
         }
         self.order.sort_unstable();
-        self.hits.resize(store.templates.len(), 0);
-        self.touched.clear();
-        let budget = 16 * self.config.max_candidates;
-        let mut read = 0;
-        for &(len, w) in &self.order {
+        let (mut read, mut lists) = (0, 0);
+        for &(len, _) in &self.order {
             if read > 0 && read + len > budget {
                 break;
             }
             read += len;
-            for &s in &store.postings[&w] {
-                if self.hits[s as usize] == 0 {
-                    self.touched.push(s);
+            lists += 1;
+        }
+        if lists == 1 {
+            // Every template read shares one word with the line: the oldest win.
+            let list = store.postings.get_mut(&self.order[0].1).expect("listed");
+            list.read_oldest(summaries, fits, max, budget, &mut self.candidates);
+            return;
+        }
+        self.hits.resize(store.templates.len(), 0);
+        self.touched.clear();
+        let (hits, touched) = (&mut self.hits, &mut self.touched);
+        for &(_, w) in &self.order[..lists] {
+            let list = store.postings.get_mut(&w).expect("listed");
+            list.read_all(summaries, |s| {
+                if hits[s as usize] == 0 {
+                    touched.push(s);
                 }
-                self.hits[s as usize] = self.hits[s as usize].saturating_add(1);
+                hits[s as usize] = hits[s as usize].saturating_add(1);
+            });
+        }
+        // The most words shared first, then the oldest (as a sort by both would choose, the
+        // `seq`s being unique), by counting: at most `lists` words are shared.
+        self.ranked.clear();
+        self.counts.clear();
+        self.counts.resize(lists + 1, 0);
+        for &s in &self.touched {
+            let hits = std::mem::take(&mut self.hits[s as usize]);
+            if fits(s) {
+                self.counts[hits as usize] += 1;
+                self.ranked.push((summaries[s as usize].seq, s, hits));
             }
         }
-        let hits = &self.hits;
+        if self.ranked.len() > max {
+            // The fewest shared words a candidate has, and how many have more.
+            let (mut fewest, mut more) = (lists, 0);
+            while more + self.counts[fewest] < max as u32 {
+                more += self.counts[fewest];
+                fewest -= 1;
+            }
+            self.edge.clear();
+            self.edge.extend(
+                self.ranked
+                    .iter()
+                    .filter(|r| r.2 as usize == fewest)
+                    .map(|r| (r.0, r.1)),
+            );
+            let need = max - more as usize;
+            if self.edge.len() > need {
+                self.edge.select_nth_unstable(need - 1);
+                self.edge.truncate(need);
+            }
+            self.ranked.retain(|r| r.2 as usize > fewest);
+            self.ranked
+                .extend(self.edge.iter().map(|&(seq, s)| (seq, s, 0)));
+        }
+        self.ranked.sort_unstable();
         self.candidates
-            .extend(self.touched.iter().copied().filter(|&s| fits(s)));
-        self.candidates.sort_by_key(|&s| {
-            (
-                std::cmp::Reverse(hits[s as usize]),
-                store.templates[s as usize].seq,
-            )
-        });
-        self.candidates.truncate(self.config.max_candidates);
-        self.candidates
-            .sort_by_key(|&s| store.templates[s as usize].seq);
-        for &s in &self.touched {
-            self.hits[s as usize] = 0;
+            .extend(self.ranked.iter().map(|&(_, s, _)| s));
+    }
+}
+
+/// The current line as the candidate search sees a template.
+fn line_summary(tokens: &[token::Token]) -> Summary {
+    let mut s = Summary {
+        len: tokens.len() as u32,
+        ..Summary::default()
+    };
+    for t in tokens {
+        match t.kind {
+            Kind::Word => {
+                s.words += 1;
+                s.word_bits |= store::word_bit(t.hash);
+            }
+            Kind::Punct => s.puncts += 1,
+            Kind::Var => s.vars += 1,
         }
     }
+    s
+}
+
+/// Whether the varying-length alignment ([`Ctx::varying`]) may line up template `t` with
+/// `line`, from their summaries: it matches each of the template's constants with an equal
+/// token, in order, and each of the line's words with an equal constant or a variable slot
+/// of its own. So the template's words are among the line's (the caller checks that exactly
+/// when these bits allow it), the punctuation is as much, and the variable slots take the
+/// line's other words. A flood of new templates fails here rather than in the dynamic
+/// programme.
+fn may_vary(t: &Summary, line: &Summary) -> bool {
+    t.len.abs_diff(line.len) as usize <= align::MAX_LEN_DIFF
+        && t.puncts == line.puncts
+        && t.word_bits & !line.word_bits == 0
+        && t.words <= line.words
+        && line.words - t.words <= t.vars
 }
 
 #[cfg(test)]

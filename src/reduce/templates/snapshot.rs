@@ -6,9 +6,9 @@
 //! slot, the least-recently-used order, the learned values and the shape cache. Word hashes
 //! and the word index are recomputed from the texts.
 
-use super::align::SlotKind;
+use super::align::{SlotKind, text_flags};
 use super::store::{Cached, NONE, Slot, Store, Template};
-use super::token::VAR_HASH;
+use super::token::{Kind, VAR_HASH};
 use super::{Miner, MinerConfig, MinerStats};
 use crate::reduce::hash::hash_bytes;
 
@@ -237,15 +237,16 @@ impl Miner {
                 if !affixes_fit || (!is_var && (pre, suf) != (0, 0)) {
                     return Err(Corrupt);
                 }
-                let hash = match kind {
+                let (hash, flags) = match kind {
                     SlotKind::Var { .. } => {
                         if var >= next_var {
                             return Err(Corrupt);
                         }
-                        VAR_HASH
+                        (VAR_HASH, 0)
                     }
                     _ if t.is_empty() => return Err(Corrupt),
-                    _ => hash_bytes(t.as_bytes()),
+                    SlotKind::Word => (hash_bytes(t.as_bytes()), text_flags(Kind::Word, t)),
+                    SlotKind::Punct => (hash_bytes(t.as_bytes()), text_flags(Kind::Punct, t)),
                 };
                 slots.push(Slot {
                     kind,
@@ -255,6 +256,7 @@ impl Miner {
                     var,
                     pre,
                     suf,
+                    flags,
                 });
             }
             if store.by_id.contains_key(&id) || !seqs.insert(seq) {

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::align::{SlotKind, SlotLike};
+use super::align::{SlotKind, SlotLike, flag};
 use crate::reduce::hash::BuildIdentity;
 
 pub(super) const NONE: u32 = u32::MAX;
@@ -27,6 +27,8 @@ pub(super) struct Slot {
     /// `(<*>)`). They only shrink.
     pub pre: u16,
     pub suf: u16,
+    /// The constant's [`flag`](super::align::flag)s, from its text (0 for a variable).
+    pub flags: u8,
 }
 
 /// Longest fixed prefix and suffix `value` allows: what precedes its first digit and follows
@@ -159,11 +161,11 @@ impl SlotLike for Slot {
     fn hash(&self) -> u64 {
         self.hash
     }
+    fn flags(&self) -> u8 {
+        self.flags
+    }
     fn len(&self) -> usize {
         (self.text.1 - self.text.0) as usize
-    }
-    fn text<'a>(&self, template_text: &'a str) -> &'a str {
-        &template_text[self.text.0 as usize..self.text.1 as usize]
     }
 }
 
@@ -190,6 +192,217 @@ impl Template {
         );
         out.sort_unstable();
         out.dedup();
+    }
+}
+
+/// What the candidate search needs to know of a template, in one array: no pointer to follow
+/// for the templates it rules out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Summary {
+    /// The template's `seq`: which template the slot holds now.
+    pub seq: u64,
+    /// Bit `hash >> 58` of each constant word's hash.
+    pub word_bits: u64,
+    /// Bit `i` (of the first 64) for each slot `i` that may take a word it does not equal
+    /// whatever that word is: a variable, or a word that may become one (an identifier, or
+    /// after `=`, `:`, `user` or `for`; not a state). A word the miner learned as a value
+    /// may too, which these bits do not say: it changes as the miner learns.
+    pub flexible: u64,
+    /// Slots.
+    pub len: u32,
+    /// Constant word slots, variable slots, punctuation slots.
+    pub words: u32,
+    pub vars: u32,
+    pub puncts: u32,
+}
+
+/// The bit of `word_bits` for a word's hash.
+pub(super) fn word_bit(hash: u64) -> u64 {
+    1 << (hash >> 58)
+}
+
+impl Summary {
+    pub fn of(t: &Template) -> Summary {
+        let mut s = Summary {
+            seq: t.seq,
+            len: t.slots.len() as u32,
+            ..Summary::default()
+        };
+        for (i, slot) in t.slots.iter().enumerate() {
+            let flexible = match slot.kind {
+                SlotKind::Word => {
+                    s.words += 1;
+                    s.word_bits |= word_bit(slot.hash);
+                    let after = |kind, f| {
+                        i > 0 && t.slots[i - 1].kind == kind && t.slots[i - 1].flags & f != 0
+                    };
+                    slot.flags & flag::STATE == 0
+                        && (slot.flags & flag::IDENT != 0
+                            || after(SlotKind::Punct, flag::KEY_SEP)
+                            || after(SlotKind::Word, flag::NAME))
+                }
+                SlotKind::Punct => {
+                    s.puncts += 1;
+                    false
+                }
+                SlotKind::Var { .. } => {
+                    s.vars += 1;
+                    true
+                }
+            };
+            if flexible && i < 64 {
+                s.flexible |= 1 << i;
+            }
+        }
+        s
+    }
+}
+
+/// The templates holding one word (or, for [`Store::wordless`], none), oldest first.
+///
+/// Evicting a template leaves its entries in place: they are dead from then on, because their
+/// slot holds a template of another `seq`. Dead entries are dropped by the reads that pass
+/// over them, and all at once when they outnumber the live ones; so an eviction costs O(1)
+/// (amortised) per word of the template however many templates share the word, each dead
+/// entry is read at most once, and the list stays in creation order, which the candidate
+/// search relies on. What a read returns never depends on the dead entries (a miner restored
+/// from a snapshot has none).
+#[derive(Debug, Default)]
+pub(super) struct Postings {
+    /// The list is `entries[start..]`; before `start`, room left by dead entries dropped from
+    /// the front (reclaimed when it is most of the vector).
+    entries: Vec<Posting>,
+    start: usize,
+    /// Live entries.
+    pub live: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Posting {
+    seq: u64,
+    slot: u32,
+}
+
+impl Posting {
+    fn is_live(&self, summaries: &[Summary]) -> bool {
+        summaries[self.slot as usize].seq == self.seq
+    }
+}
+
+impl Postings {
+    /// Entries worth keeping dead before a list is compacted, so that short lists are not
+    /// rewritten on every eviction.
+    const SLACK: usize = 8;
+
+    fn stored(&self) -> usize {
+        self.entries.len() - self.start
+    }
+
+    /// Appends the newest template.
+    fn push(&mut self, seq: u64, slot: u32) {
+        debug_assert!(self.entries.last().is_none_or(|p| p.seq < seq));
+        self.entries.push(Posting { seq, slot });
+        self.live += 1;
+    }
+
+    /// Puts a live template's entry at its place in creation order.
+    fn insert(&mut self, seq: u64, slot: u32) {
+        let at = self.start + self.entries[self.start..].partition_point(|p| p.seq < seq);
+        self.entries.insert(at, Posting { seq, slot });
+        self.live += 1;
+    }
+
+    /// Removes a live template's entry now (it keeps its slot, so it would not look dead).
+    fn remove(&mut self, seq: u64) {
+        if let Ok(at) = self.entries[self.start..].binary_search_by_key(&seq, |p| p.seq) {
+            self.entries.remove(self.start + at);
+            self.live -= 1;
+        }
+    }
+
+    /// One of the live entries died (its template was evicted): compacts when the dead
+    /// outnumber the live.
+    fn died(&mut self, summaries: &[Summary]) {
+        self.live -= 1;
+        if self.stored() - self.live > self.live.max(Self::SLACK) {
+            self.compact(summaries);
+        }
+    }
+
+    fn compact(&mut self, summaries: &[Summary]) {
+        self.entries.drain(..self.start);
+        self.start = 0;
+        self.entries.retain(|p| p.is_live(summaries));
+        debug_assert_eq!(self.entries.len(), self.live);
+    }
+
+    /// Every live template's slot, oldest first; the dead entries on the way are dropped.
+    pub fn read_all(&mut self, summaries: &[Summary], mut f: impl FnMut(u32)) {
+        if self.stored() == self.live {
+            for p in &self.entries[self.start..] {
+                f(p.slot);
+            }
+            return;
+        }
+        let mut w = self.start;
+        for r in self.start..self.entries.len() {
+            let p = self.entries[r];
+            if p.is_live(summaries) {
+                self.entries[w] = p;
+                w += 1;
+                f(p.slot);
+            }
+        }
+        self.entries.truncate(w);
+        debug_assert_eq!(self.stored(), self.live);
+    }
+
+    /// The slots of the oldest live templates that `keep`, at most `max` of them, looking at
+    /// no more than `budget` live ones, into `out`.
+    pub fn read_oldest(
+        &mut self,
+        summaries: &[Summary],
+        keep: impl Fn(u32) -> bool,
+        max: usize,
+        budget: usize,
+        out: &mut Vec<u32>,
+    ) {
+        // Dead entries at the front (the oldest templates are the first evicted) go for free.
+        while self.start < self.entries.len() && !self.entries[self.start].is_live(summaries) {
+            self.start += 1;
+        }
+        let (mut taken, mut looked, mut dead) = (0, 0, 0);
+        let mut end = self.start;
+        while end < self.entries.len() && taken < max && looked < budget {
+            let p = self.entries[end];
+            end += 1;
+            if !p.is_live(summaries) {
+                dead += 1;
+                continue;
+            }
+            looked += 1;
+            if keep(p.slot) {
+                out.push(p.slot);
+                taken += 1;
+            }
+        }
+        if dead > 0 {
+            // Drop the dead entries read: move the live ones read up against the unread
+            // rest, in order, and start the list there.
+            let mut w = end;
+            for r in (self.start..end).rev() {
+                let p = self.entries[r];
+                if p.is_live(summaries) {
+                    w -= 1;
+                    self.entries[w] = p;
+                }
+            }
+            self.start = w;
+        }
+        if self.start > self.stored() {
+            self.entries.drain(..self.start);
+            self.start = 0;
+        }
     }
 }
 
@@ -229,6 +442,7 @@ mod tests {
             var: 0,
             pre: 4,
             suf: 2,
+            flags: 0,
         };
         // `blk_` and `ms` stored; a value `blk_9ms`, then one without the suffix.
         let text = "blk_ms";
@@ -252,10 +466,12 @@ pub(super) struct Store {
     pub head: u32,
     /// Least recently used: the next to be evicted.
     pub tail: u32,
+    /// What the candidate search needs of each slot's template.
+    pub summaries: Vec<Summary>,
     pub by_id: HashMap<u64, u32, BuildIdentity>,
-    pub postings: HashMap<u64, Vec<u32>, BuildIdentity>,
+    pub postings: HashMap<u64, Postings, BuildIdentity>,
     /// Templates without a constant word (`<*>: <*>`).
-    pub wordless: Vec<u32>,
+    pub wordless: Postings,
     pub cache: HashMap<u64, Cached, BuildIdentity>,
     pub learned: HashSet<u64, BuildIdentity>,
     pub next_seq: u64,
@@ -319,7 +535,8 @@ impl Store {
     }
 
     /// Adds a template; at the cap, the least recently used one gives up its slot first.
-    /// Returns the slot and the evicted template.
+    /// Returns the slot and the evicted template. O(1) in the number of templates (amortised:
+    /// see [`Postings`]).
     pub fn insert(&mut self, mut t: Template, cap: usize) -> (u32, Option<Template>) {
         t.seq = self.next_seq;
         self.next_seq += 1;
@@ -327,20 +544,24 @@ impl Store {
             // A 64-bit collision between live templates: derive another id, deterministically.
             t.id = crate::reduce::hash::mix(t.id.wrapping_add(1));
         }
+        let summary = Summary::of(&t);
         let (slot, evicted) = if self.templates.len() < cap.max(1) {
             let s = self.templates.len() as u32;
             self.templates.push(t);
+            self.summaries.push(summary);
             self.generations.push(0);
             self.prev.push(NONE);
             self.next.push(NONE);
             (s, None)
         } else {
             let s = self.tail;
-            self.unindex(s);
             self.by_id.remove(&self.templates[s as usize].id);
             self.unlink(s);
             self.generations[s as usize] = self.generations[s as usize].wrapping_add(1);
             let old = std::mem::replace(&mut self.templates[s as usize], t);
+            // The slot's new `seq` makes the old template's postings dead.
+            self.summaries[s as usize] = summary;
+            self.unindex(&old);
             (s, Some(old))
         };
         self.by_id.insert(self.templates[slot as usize].id, slot);
@@ -353,6 +574,7 @@ impl Store {
     pub fn restore(&mut self, t: Template, generation: u32) {
         let slot = self.templates.len() as u32;
         self.by_id.insert(t.id, slot);
+        self.summaries.push(Summary::of(&t));
         self.templates.push(t);
         self.generations.push(generation);
         self.prev.push(NONE);
@@ -371,37 +593,37 @@ impl Store {
         }
     }
 
+    /// Posts the template of slot `s`, the newest: at the end of each list.
     fn index(&mut self, s: u32) {
         let mut words = std::mem::take(&mut self.scratch_words);
-        self.templates[s as usize].words(&mut words);
+        let t = &self.templates[s as usize];
+        t.words(&mut words);
         if words.is_empty() {
-            self.wordless.push(s);
+            self.wordless.push(t.seq, s);
         }
         for w in &words {
-            self.postings.entry(*w).or_default().push(s);
+            self.postings.entry(*w).or_default().push(t.seq, s);
         }
         self.scratch_words = words;
     }
 
-    fn unindex(&mut self, s: u32) {
+    /// Forgets `old`, whose slot holds another template now.
+    fn unindex(&mut self, old: &Template) {
         let mut words = std::mem::take(&mut self.scratch_words);
-        self.templates[s as usize].words(&mut words);
+        old.words(&mut words);
         if words.is_empty() {
-            self.wordless.retain(|&x| x != s);
+            self.wordless.died(&self.summaries);
         }
         for w in &words {
-            self.unpost(*w, s);
-        }
-        self.scratch_words = words;
-    }
-
-    fn unpost(&mut self, w: u64, s: u32) {
-        if let Some(list) = self.postings.get_mut(&w) {
-            list.retain(|&x| x != s);
-            if list.is_empty() {
-                self.postings.remove(&w);
+            if let Some(list) = self.postings.get_mut(w) {
+                if list.live == 1 {
+                    self.postings.remove(w);
+                } else {
+                    list.died(&self.summaries);
+                }
             }
         }
+        self.scratch_words = words;
     }
 
     /// After template `s` lost the constant word `w` (one of its slots became a variable).
@@ -414,13 +636,20 @@ impl Store {
             return;
         }
         let wordless = !t.slots.iter().any(|x| x.kind == SlotKind::Word);
-        self.unpost(w, s);
-        if wordless {
-            self.wordless.push(s);
-            // Keep creation order, as everywhere else.
-            let templates = &self.templates;
-            self.wordless.sort_by_key(|&x| templates[x as usize].seq);
+        if let Some(list) = self.postings.get_mut(&w) {
+            list.remove(t.seq);
+            if list.live == 0 {
+                self.postings.remove(&w);
+            }
         }
+        if wordless {
+            self.wordless.insert(t.seq, s);
+        }
+    }
+
+    /// After template `s` changed (generalised): what the search knows of it.
+    pub fn changed(&mut self, s: u32) {
+        self.summaries[s as usize] = Summary::of(&self.templates[s as usize]);
     }
 
     pub fn learn(&mut self, word: u64, cap: usize) {

@@ -463,3 +463,242 @@ fn pathological_input_does_not_recurse_or_rescan() {
         assert!(start.elapsed().as_secs() < 2, "{}", &c[..20]);
     }
 }
+
+/// Line `i` of a flood of new templates: `event <word> happened for <i>`, the word new on
+/// every line and without a digit (so a constant), the other words shared by all the lines.
+fn flood_line(i: u64) -> String {
+    // `k` and `i` in base 26: no month, weekday or state starts with a `k`.
+    let mut word = String::from("k");
+    let mut k = i;
+    loop {
+        word.push(char::from(b'a' + (k % 26) as u8));
+        k /= 26;
+        if k == 0 {
+            break;
+        }
+    }
+    format!("event {word} happened for {i}")
+}
+
+/// The flood's speed is measured by `FLOOD=n cargo run --release --example templates_eval`
+/// (benches/RESULTS.md): it was O(templates) per line, 30 times slower than now at the
+/// default cap. Here, what it must never do: outgrow the cap or lose count.
+#[test]
+fn issue7_a_flood_of_new_templates_stays_within_the_cap() {
+    let config = MinerConfig::default();
+    let cap = config.max_templates;
+    let mut flood = Miner::new(config);
+    let lines = 20 * cap as u64;
+    for i in 0..lines {
+        let l = flood_line(i);
+        let o = flood.observe(&l);
+        assert!(o.new, "{l}");
+        assert_eq!(o.evicted.is_some(), i >= cap as u64, "{l}");
+        assert!(flood.len() <= cap);
+    }
+    assert_eq!(flood.len(), cap);
+    let stats = flood.stats();
+    assert_eq!(stats.created, lines);
+    assert_eq!(stats.created, stats.evicted + cap as u64);
+    assert_eq!(stats.searched, stats.lines);
+    // The newest templates are the ones held, each still matching its own line.
+    for i in lines - 10..lines {
+        let l = flood_line(i);
+        let o = flood.observe(&l);
+        assert!(!o.new, "{l}");
+    }
+}
+
+/// Lines of up to 9 words from a small vocabulary holding every kind of token the miner treats
+/// differently (states, names, identifiers, key=value, values, punctuation), so that near
+/// matches, generalisations, learned values, optional variables and evictions all happen.
+fn random_lines(seed: u64, count: usize) -> Vec<String> {
+    const VOCAB: [&str; 32] = [
+        "event",
+        "happened",
+        "for",
+        "user",
+        "alice",
+        "bob",
+        "root",
+        "a.example",
+        "/var/log",
+        "snake_case",
+        "state=ON",
+        "state=OFF",
+        "k=v",
+        "true",
+        "off",
+        "LEADING",
+        "12",
+        "0x1f",
+        "(3)",
+        "port:80",
+        ":",
+        ",",
+        "-",
+        "session",
+        "opened",
+        "closed",
+        "by",
+        "the",
+        "x",
+        "y",
+        "(1.2 KB)",
+        "",
+    ];
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n) as usize
+    };
+    (0..count)
+        .map(|_| {
+            let len = next(10);
+            (0..len)
+                .map(|_| VOCAB[next(VOCAB.len() as u64)])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn the_search_shortcuts_agree_with_the_plain_search() {
+    // Every search checks its candidates against `reference_candidates` and each rejection
+    // without an alignment against the alignment (`cross_check`); and a miner restored from
+    // a snapshot (without the dead postings of the evicted) continues exactly as the
+    // original.
+    let mut lines = corpus();
+    lines.extend(random_lines(7, 2500));
+    for i in 0..600 {
+        lines.insert(3 * i, flood_line(i as u64));
+    }
+    for (max_templates, max_candidates) in [(3, 32), (16, 1), (64, 2), (64, 32), (1000, 4)] {
+        let config = MinerConfig {
+            max_templates,
+            max_candidates,
+            max_learned_values: 16,
+            max_cached_shapes: 64,
+            ..MinerConfig::default()
+        };
+        let mut straight = Miner::new(config);
+        straight.cross_check = true;
+        let mut restored = Miner::new(config);
+        for (k, l) in lines.iter().enumerate() {
+            if k % 400 == 0 {
+                let mut bytes = Vec::new();
+                restored.encode(&mut bytes);
+                restored = Miner::decode(&bytes).expect("decodes");
+                restored.cross_check = true;
+            }
+            let a = run(&mut straight, std::slice::from_ref(l));
+            let b = run(&mut restored, std::slice::from_ref(l));
+            assert_eq!(a, b, "line {k} {l:?} ({config:?})");
+        }
+        let stats = straight.stats();
+        assert!(stats.evicted > 0 || max_templates == 1000, "{stats:?}");
+        assert!(stats.generalised > 0 && stats.searched > 1000, "{stats:?}");
+    }
+}
+
+impl Miner {
+    /// Checks that what the search ruled out without an alignment has none: the positional
+    /// alignment with template `slot` (`positional`), the varying one (`varying`).
+    pub(super) fn check_rejections(
+        &self,
+        slot: u32,
+        message: &str,
+        positional: bool,
+        varying: bool,
+    ) {
+        let ctx = Self::ctx(&self.store, &self.tok.out, &self.token_flags, slot, message);
+        let mut a = Alignment::default();
+        if positional {
+            let fits = ctx.positional(true, &mut a) && (a.cost == 0 || ctx.acceptable(&a));
+            assert!(!fits, "positionally {message:?} {:?}", a.ops);
+        }
+        if varying {
+            assert!(
+                !ctx.varying(&mut Vec::new(), &mut a),
+                "varying {message:?} {:?}",
+                a.ops
+            );
+        }
+    }
+
+    /// The candidates [`Miner::find_candidates`] must give, worked out from the templates
+    /// themselves: those sharing the most of the line's words, the oldest first among
+    /// equals, from the rarest words' lists within the budget of postings (the first list
+    /// read no further than the budget).
+    pub(super) fn reference_candidates(&self) -> Vec<u32> {
+        let store = &self.store;
+        let mut by_age: Vec<u32> = (0..store.templates.len() as u32).collect();
+        by_age.sort_by_key(|&s| store.templates[s as usize].seq);
+        let words_of = |s: u32| {
+            let mut w = Vec::new();
+            store.templates[s as usize].words(&mut w);
+            w
+        };
+        let n = self.tok.out.len();
+        let fits =
+            |s: &u32| store.templates[*s as usize].slots.len().abs_diff(n) <= align::MAX_LEN_DIFF;
+        let max = self.config.max_candidates;
+        let budget = 16 * max;
+        let mut words: Vec<u64> = self
+            .tok
+            .out
+            .iter()
+            .filter(|t| t.kind == Kind::Word)
+            .map(|t| t.hash)
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        let holding = |w: Option<u64>| -> Vec<u32> {
+            by_age
+                .iter()
+                .copied()
+                .filter(|&s| match w {
+                    Some(w) => words_of(s).contains(&w),
+                    None => words_of(s).is_empty(),
+                })
+                .collect()
+        };
+        if words.is_empty() {
+            let list = holding(None).into_iter().take(budget);
+            return list.filter(fits).take(max).collect();
+        }
+        let mut order: Vec<(usize, u64)> = words
+            .iter()
+            .map(|&w| (holding(Some(w)).len(), w))
+            .filter(|&(len, _)| len > 0)
+            .collect();
+        order.sort_unstable();
+        let (mut read, mut lists) = (0, Vec::new());
+        for &(len, w) in &order {
+            if read > 0 && read + len > budget {
+                break;
+            }
+            read += len;
+            lists.push(w);
+        }
+        if lists.len() == 1 {
+            let list = holding(Some(lists[0])).into_iter().take(budget);
+            return list.filter(fits).take(max).collect();
+        }
+        let mut hits: std::collections::HashMap<u32, u16> = std::collections::HashMap::new();
+        for w in lists {
+            for s in holding(Some(w)) {
+                *hits.entry(s).or_default() += 1;
+            }
+        }
+        let seq = |s: &u32| store.templates[*s as usize].seq;
+        let mut out: Vec<u32> = hits.keys().copied().filter(fits).collect();
+        out.sort_by_key(|s| (std::cmp::Reverse(hits[s]), seq(s)));
+        out.truncate(max);
+        out.sort_by_key(seq);
+        out
+    }
+}
