@@ -13,7 +13,9 @@ use hashbrown::HashMap;
 
 use super::hash::{combine, hash_bytes, mix};
 use super::summary::Summary;
-use super::table::{Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, Table, cut};
+use super::table::{
+    Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, MAX_VARIABLES, Table, cut,
+};
 use super::templates::{Miner, MinerConfig, TemplateId, Variable};
 use super::{Action, Ask, Reduction, Verdict};
 use crate::rules::program::{Program, Reduce};
@@ -373,17 +375,19 @@ impl Reducer {
     }
 }
 
-/// Keeps up to `MAX_SAMPLES` distinct values of each variable of a suppressed event.
+/// Keeps up to `MAX_SAMPLES` distinct values of each variable of a suppressed event (of the
+/// first `MAX_VARIABLES` variables met, so a summary of a 10,000-token line stays small).
 fn sample_values(e: &mut Entry, vars: &[Variable], message: &str) {
     for v in vars {
         let value = message.get(v.span()).unwrap_or_default();
+        let room = e.variables.len() < MAX_VARIABLES;
         match e.variables.iter_mut().find(|(n, _)| *n == v.var) {
-            Some((_, vs)) => {
-                if vs.len() < MAX_SAMPLES && !vs.iter().any(|x| x.as_ref() == value) {
-                    vs.push(cut(value, MAX_VALUE_BYTES));
-                }
+            Some((_, vs)) if vs.len() < MAX_SAMPLES && !vs.iter().any(|x| x.as_ref() == value) => {
+                vs.push(cut(value, MAX_VALUE_BYTES));
             }
-            None => e.variables.push((v.var, vec![cut(value, MAX_VALUE_BYTES)])),
+            Some(_) => {}
+            None if room => e.variables.push((v.var, vec![cut(value, MAX_VALUE_BYTES)])),
+            None => {}
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Entry {
 }
 
 pub const MAX_SAMPLES: usize = 3;
+/// Variables of a template whose values a patterns summary samples.
+pub const MAX_VARIABLES: usize = 32;
 /// Bytes of a sampled event kept in a summary; longer ones are cut (at a character boundary).
 pub const MAX_SAMPLE_BYTES: usize = 512;
 /// Bytes of a sampled variable value.

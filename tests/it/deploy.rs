@@ -18,6 +18,32 @@ fn str_at<'a>(y: &'a Yaml, path: &[&str]) -> Option<&'a str> {
         .and_then(Yaml::as_str)
 }
 
+/// deploy/k8s/rules.yaml: one ConfigMap per team holding its files from rules/.
+fn rules_manifest(teams: &[(&str, Vec<&str>)]) -> String {
+    let mut out = String::from(
+        "# One ConfigMap per team, mounted under /etc/logmill/rules/<team>/ and reloaded when it\n\
+         # changes. Kept identical to rules/ by the test suite (tests/it/deploy.rs).\n",
+    );
+    for (team, files) in teams {
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: logmill-rules-{team}\n  \
+             labels: {{app.kubernetes.io/name: logmill, logmill/team: {team}}}\ndata:\n"
+        ));
+        for file in files {
+            out.push_str(&format!("  {file}: |\n"));
+            let text = std::fs::read_to_string(repo().join("rules").join(file)).unwrap();
+            for line in text.lines() {
+                if line.is_empty() {
+                    out.push('\n');
+                } else {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn manifests_parse_and_their_config_passes_check() {
     let mut configmaps: BTreeMap<String, Yaml> = BTreeMap::new();
@@ -54,6 +80,21 @@ fn manifests_parse_and_their_config_passes_check() {
         "ConfigMap",
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k} in deploy/k8s");
+    }
+
+    // The rules' ConfigMaps are rules/ as the teams own it (UPDATE_EXPECT=1 rewrites them).
+    let teams: Vec<(&str, Vec<&str>)> = configmaps
+        .iter()
+        .filter_map(|(name, cm)| {
+            let files = cm["data"].as_hash()?.keys().filter_map(|k| k.as_str());
+            Some((name.strip_prefix("logmill-rules-")?, files.collect()))
+        })
+        .collect();
+    if let Some(diff) = expect_file(
+        &repo().join("deploy/k8s/rules.yaml"),
+        &rules_manifest(&teams),
+    ) {
+        panic!("{diff}");
     }
 
     // Lay the ConfigMaps out as the pod sees them, then check the config.

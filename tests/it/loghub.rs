@@ -50,13 +50,53 @@ fn total(exposition: &str, name: &str, filter: &str) -> u64 {
         .sum()
 }
 
-fn replay(rules: &str, log: &std::path::Path, tmp: &TempDir) -> (String, usize) {
+/// What `replay` says its reduction did: events in, events kept, summary records written.
+struct Reduction {
+    input: u64,
+    kept: u64,
+    protected: u64,
+    summaries: u64,
+}
+
+fn reduction(summary: &str) -> Reduction {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("reduction: "))
+        .unwrap_or_else(|| panic!("no reduction line in:\n{summary}"));
+    let num = |after: &str, text: &str| -> u64 {
+        let at = text
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} in {text}"))
+            + after.len();
+        text[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let protected = summary
+        .lines()
+        .filter_map(|l| l.find(" protected)").map(|at| &l[..at]))
+        .map(|l| l.rsplit('(').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    Reduction {
+        input: num("reduction:", line),
+        kept: num("in,", line),
+        protected,
+        summaries: num("summaries", line),
+    }
+}
+
+/// Replays `log` through `rules`: the exposition, the lines written as kept logs (kept events
+/// and the reduction's summaries) and what the reduction did.
+fn replay(rules: &str, log: &std::path::Path, tmp: &TempDir) -> (String, u64, Reduction) {
     let kept = tmp.path("kept.log");
     let o = logmill()
         .current_dir(repo())
         .args([
             "replay",
-            "-q",
             "--rules",
             rules,
             "--logs-out",
@@ -68,7 +108,8 @@ fn replay(rules: &str, log: &std::path::Path, tmp: &TempDir) -> (String, usize) 
     assert!(o.status.success(), "{}", stderr(&o));
     (
         stdout(&o),
-        std::fs::read_to_string(kept).unwrap().lines().count(),
+        std::fs::read_to_string(kept).unwrap().lines().count() as u64,
+        reduction(&stderr(&o)),
     )
 }
 
@@ -87,7 +128,7 @@ fn openssh_rules_match_ground_truth() {
             .sum::<u64>()
     };
     let tmp = TempDir::new("openssh");
-    let (out, kept) = replay("rules/openssh.yaml", &dir.join("OpenSSH_2k.log"), &tmp);
+    let (out, written, red) = replay("rules/openssh.yaml", &dir.join("OpenSSH_2k.log"), &tmp);
     assert_eq!(
         total(&out, "ssh_failed_passwords_total", ""),
         n(&["E9", "E10"])
@@ -120,10 +161,13 @@ fn openssh_rules_match_ground_truth() {
         n(&["E24"])
     );
     let dropped = n(&["E19", "E20", "E27", "E24", "E25", "E26"]);
+    // Only failed passwords are throttled; every other line the rules keep is written.
+    assert_eq!(red.input, n(&["E9", "E10"]), "failed passwords reduced");
+    assert!(red.kept < red.input / 2, "a brute force is throttled");
     assert_eq!(
-        kept as u64,
-        rows.len() as u64 - dropped,
-        "every other line is kept"
+        written,
+        rows.len() as u64 - dropped - (red.input - red.kept) + red.summaries,
+        "every other line is kept, and each throttled key and interval has its summary"
     );
 }
 
@@ -142,7 +186,7 @@ fn hdfs_rules_match_ground_truth() {
             .sum::<u64>()
     };
     let tmp = TempDir::new("hdfs");
-    let (out, kept) = replay("rules/hdfs.yaml", &dir.join("HDFS_2k.log"), &tmp);
+    let (out, written, red) = replay("rules/hdfs.yaml", &dir.join("HDFS_2k.log"), &tmp);
     assert_eq!(
         total(&out, "hdfs_blocks_received_total", ""),
         n(&["E11", "E12"])
@@ -164,5 +208,17 @@ fn hdfs_rules_match_ground_truth() {
             "{level}"
         );
     }
-    assert_eq!(kept as u64, rows.len() as u64 - n(&["E13", "E10", "E6"]));
+    // What the rules keep, the patterns reduce; warnings are protected from it.
+    let kept_by_rules = rows.len() as u64 - n(&["E13", "E10", "E6"]);
+    assert_eq!(red.input, kept_by_rules);
+    let warnings = rows.iter().filter(|r| r[4] == "WARN").count() as u64;
+    assert_eq!(red.protected, warnings);
+    assert!(
+        red.kept < red.input / 4,
+        "repeated templates are summarised"
+    );
+    assert_eq!(
+        written,
+        kept_by_rules - (red.input - red.kept) + red.summaries
+    );
 }
