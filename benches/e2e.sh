@@ -56,3 +56,26 @@ re='^(\S+) \S+ \S+ \[([^]]+)\] "([A-Z]+) (\S+) ([^"]+)" ([0-9]{3}) ([0-9]+) "([^
 # grep's output goes to a file: writing to /dev/null, GNU grep stops at the first match.
 g=$(for _ in $(seq "$RUNS"); do cpu sh -c 'LC_ALL=C grep -cE "$1" "$2" >"$3"' _ "$re" "$OUT/nginx.log" "$OUT/grep.count"; done | median)
 echo "grep -cE (LC_ALL=C) on nginx: $(awk -v n="$N" -v s="$g" 'BEGIN {printf "%.0f k", n / s / 1000}') lines per CPU-second"
+
+# Reduction (issue 7): the mixed workload with every action on (benches/rules/reduce.yaml)
+# against the same rules without their `reduce` blocks, wall time and CPU (median of RUNS).
+mixed="$OUT/mixed.log"
+[ -s "$mixed" ] && [ "$(wc -l <"$mixed")" -eq "$N" ] || "$bin" gen mixed "$N" >"$mixed"
+awk '/^    reduce:/{skip=1; next} skip && /^      /{next} {skip=0; print}' benches/rules/reduce.yaml \
+  >"$OUT/plain.yaml"
+wall_cpu() { # prints "wall cpu" seconds of a command, discarding its output
+  /usr/bin/time -f "%e %U %S" -o "$OUT/time" "$@" >/dev/null 2>&1
+  awk '{printf "%.3f %.3f\n", $1, $2 + $3}' "$OUT/time"
+}
+for rules in "$OUT/plain.yaml" benches/rules/reduce.yaml; do
+  runs=$(for _ in $(seq "$RUNS"); do wall_cpu "$bin" replay -q --rules "$rules" --metrics-out /dev/null --logs-out "$OUT/kept.log" "$mixed"; done)
+  w=$(echo "$runs" | awk '{print $1}' | median)
+  c=$(echo "$runs" | awk '{print $2}' | median)
+  echo "$rules" "$w" "$c"
+done | awk -v n="$N" '
+  { name[NR] = $1; wall[NR] = $2; cpu[NR] = $3
+    printf "mixed %-28s %8.0f k lines/s %8.0f k lines per CPU-s\n", $1, n / $2 / 1000, n / $3 / 1000 }
+  END { printf "reduction on: %.0f%% of plain throughput (wall), %.0f%% (per CPU-second)\n",
+        100 * wall[1] / wall[2], 100 * cpu[1] / cpu[2] }'
+"$bin" replay --rules benches/rules/reduce.yaml --metrics-out /dev/null --logs-out "$OUT/kept.log" "$mixed" 2>&1 \
+  | grep -E '^(events|reduction)'

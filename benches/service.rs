@@ -345,6 +345,8 @@ struct Run {
     export_lag: f64,
     peak_mib: f64,
     exact: bool,
+    /// The instance's reduction ratio, of events and of bytes (`logmill_reduction_ratio`).
+    reduction: (f64, f64),
 }
 
 /// Consumes the pre-produced topic from the beginning. The rate is over the events processed
@@ -393,7 +395,14 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let tel = scrape(inst.addr, "/-/metrics");
+    let ratio = |unit: &str| {
+        tel.get(&format!("logmill_reduction_ratio{{unit=\"{unit}\"}}"))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     let run = Run {
+        reduction: (ratio("events"), ratio("bytes")),
         rate: (n as f64 - seen1) / secs,
         cpu,
         export_lag: processed.elapsed().as_secs_f64(),
@@ -505,12 +514,14 @@ fn main() {
             }
         );
         println!(
-            "{what:<40} {:>9.0} events/s  {:.2}× bare; logmill {:.2} µs CPU per event, broker {:.2} CPU-s; peak resident {:.0} MiB; exports equal replay: {} ({:.2} s after the last event)",
+            "{what:<40} {:>9.0} events/s  {:.2}× bare; logmill {:.2} µs CPU per event, broker {:.2} CPU-s; peak resident {:.0} MiB; reduction {:.1}% of events, {:.1}% of bytes; exports equal replay: {} ({:.2} s after the last event)",
             r.rate,
             r.rate / bare_rate,
             r.cpu / n as f64 * 1e6,
             broker_proc.cpu() - b0,
             r.peak_mib,
+            100.0 * r.reduction.0,
+            100.0 * r.reduction.1,
             if r.exact { "yes" } else { "NO" },
             r.export_lag,
         );
