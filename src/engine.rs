@@ -6,14 +6,17 @@
 
 use std::sync::Arc;
 
+use crate::correlate::{self, Resolved};
 use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
+use crate::derive::exemplar::Exemplar;
 use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
+use crate::extract::trace::{SpanId, TraceId};
 use crate::extract::value::{ValueError, convert};
 use crate::reduce::hash::{combine, hash_bytes};
 use crate::reduce::{Ask, Decision, Fate, Reason, ValueFailure};
 use crate::rules::program::{
-    Cond, FieldRef, KeyFields, LabelSource, Op, Program, Reduce, Rule, Step, Test,
+    Cond, FieldRef, KeyFields, LabelSource, Op, Program, Reduce, Rule, Step, Test, TracePart,
 };
 
 /// One record as the source hands it over.
@@ -56,6 +59,8 @@ pub struct Counters {
     pub format_skips: Vec<[u64; 3]>,
     /// What the reduction did (filled where it runs: the service's workers, replay's writer).
     pub reduction: crate::reduce::Reduction,
+    /// Trace ids that were not used, by source and reason.
+    pub trace_invalid: correlate::InvalidCounts,
 }
 
 impl Counters {
@@ -119,6 +124,27 @@ pub struct Engine {
     /// text it refers to is in `text`.
     pub asks: Vec<Ask>,
     pub text: String,
+    /// The trace context of the rule being evaluated (see `correlate`).
+    trace: Resolved,
+    /// Invalid trace ids of the current event were counted (once per event).
+    trace_counted: bool,
+    /// The current event's exemplar candidates: family, key range in `pending_keys`, value.
+    /// They are recorded once the event is known to be kept (and not sampled out): an
+    /// exemplar never points to a trace whose logs were dropped.
+    pending: Vec<Pending>,
+    pending_keys: Vec<u8>,
+    /// The current event's reduction samples it out.
+    sampled_out: bool,
+}
+
+/// An exemplar waiting for its event's fate.
+#[derive(Debug)]
+struct Pending {
+    family: u32,
+    key: (u32, u32),
+    value: f64,
+    trace: TraceId,
+    span: Option<SpanId>,
 }
 
 /// A field's text in the event being evaluated (a free function, so that callers can borrow
@@ -126,12 +152,14 @@ pub struct Engine {
 fn field_text<'a>(
     decoded: &'a Decoded,
     captures: &[Option<Span>],
+    trace: &'a Resolved,
     field: FieldRef,
     line: &'a str,
     topic: &'a str,
 ) -> Option<&'a str> {
     let scratch = decoded.scratch.as_str();
     match field {
+        FieldRef::Trace(part) => trace.get(part),
         FieldRef::Line => Some(line),
         FieldRef::Topic => Some(topic),
         FieldRef::Event(i) => decoded.slots[i as usize].map(|s| s.get(line, scratch)),
@@ -183,6 +211,11 @@ impl Engine {
             program,
             asks: Vec::new(),
             text: String::new(),
+            trace: Resolved::default(),
+            trace_counted: false,
+            pending: Vec::new(),
+            pending_keys: Vec::new(),
+            sampled_out: false,
         }
     }
 
@@ -235,6 +268,10 @@ impl Engine {
         };
         let format = self.decoded.format.expect("set by a successful decode");
         self.counters.by_format[format as usize] += 1;
+        self.trace_counted = false;
+        self.sampled_out = false;
+        self.pending.clear();
+        self.pending_keys.clear();
         program
             .prefilter
             .candidates(line.as_bytes(), &mut self.prefilter, &mut self.candidates);
@@ -276,11 +313,30 @@ impl Engine {
         if !matched {
             self.counters.unmatched += 1;
         }
-        match failure {
+        let fate = match failure {
             // The event's other metrics were counted; the event itself goes where a person can
             // see what was wrong with it, whatever `then:` said.
             Some(e) => Fate::DeadLetter(Reason::Value(e)),
             None => decision.fate(),
+        };
+        if fate == Fate::Keep && !self.sampled_out {
+            self.record_exemplars(program, rec);
+        }
+        fate
+    }
+
+    fn record_exemplars(&mut self, program: &Program, rec: &Record<'_>) {
+        for p in self.pending.drain(..) {
+            let e = Exemplar {
+                trace: p.trace,
+                span: p.span,
+                value: p.value,
+                ms: rec.event_ms,
+                version: rec.version,
+            };
+            let key = &self.pending_keys[p.key.0 as usize..p.key.1 as usize];
+            let fid = p.family as usize;
+            self.local.exemplar(fid, &program.families[fid], key, e);
         }
     }
 
@@ -313,15 +369,17 @@ impl Engine {
         let sample_key = match &reduce.sample {
             None => 0,
             Some(s) if !s.key.fields.is_empty() => keyed(self, &s.key),
-            Some(s) => match s
-                .trace_fields
-                .iter()
-                .find_map(|f| self.text(*f, line, topic))
-            {
+            // A trace's events share a decision whatever the spelling of its id.
+            Some(_) => match self.trace.get(TracePart::Trace) {
                 Some(trace) => hash_bytes(trace.as_bytes()),
                 None => hash_bytes(rec.payload),
             },
         };
+        self.sampled_out = !protected
+            && reduce
+                .sample
+                .as_ref()
+                .is_some_and(|s| crate::reduce::sampled_out(sample_key, s.rate));
         let mut ask = Ask {
             record: u32::MAX,
             rule,
@@ -343,7 +401,9 @@ impl Engine {
             let message = reduce
                 .message
                 .iter()
-                .find_map(|f| field_text(&self.decoded, &self.captures, *f, line, topic))
+                .find_map(|f| {
+                    field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic)
+                })
                 .unwrap_or(line);
             self.text.push_str(message);
             ask.message = (at, self.text.len() as u32);
@@ -360,20 +420,28 @@ impl Engine {
             }
             self.text.push_str(name);
             self.text.push('=');
-            let value = field_text(&self.decoded, &self.captures, *f, line, topic).unwrap_or("");
+            let value = field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic)
+                .unwrap_or("");
             self.text.push_str(value);
         }
         (at, self.text.len() as u32)
     }
 
     fn text<'a>(&'a self, field: FieldRef, line: &'a str, topic: &'a str) -> Option<&'a str> {
-        field_text(&self.decoded, &self.captures, field, line, topic)
+        field_text(
+            &self.decoded,
+            &self.captures,
+            &self.trace,
+            field,
+            line,
+            topic,
+        )
     }
 
     fn span(&self, field: FieldRef, line: &str) -> Option<Span> {
         match field {
             FieldRef::Line => Some(Span::raw(0, line.len())),
-            FieldRef::Topic => None,
+            FieldRef::Topic | FieldRef::Trace(_) => None,
             FieldRef::Event(i) => self.decoded.slots[i as usize],
             FieldRef::Capture(i) => self.captures[i as usize],
         }
@@ -459,6 +527,19 @@ impl Engine {
                 }
             }
         }
+        if rule.trace.fields.is_empty() {
+            self.trace.clear();
+        } else {
+            let (decoded, captures, empty) = (&self.decoded, &self.captures, &Resolved::default());
+            correlate::resolve(
+                &rule.trace,
+                |f| field_text(decoded, captures, empty, f, line, topic),
+                &mut self.trace,
+                &mut self.counters.trace_invalid,
+                !self.trace_counted,
+            );
+            self.trace_counted = true;
+        }
         self.check(&rule.post, line, topic)
     }
 
@@ -524,6 +605,17 @@ impl Engine {
             };
             self.local
                 .update(fid, &program.families[fid], &key, u.op, v, at);
+            if let (true, Some(trace)) = (rule.trace.exemplars, &self.trace.ctx.trace) {
+                let at = self.pending_keys.len() as u32;
+                self.pending_keys.extend_from_slice(&key);
+                self.pending.push(Pending {
+                    family: u.family,
+                    key: (at, self.pending_keys.len() as u32),
+                    value: v,
+                    trace: trace.clone(),
+                    span: self.trace.ctx.span,
+                });
+            }
             self.key = key;
         }
         failure

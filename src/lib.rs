@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
+pub mod correlate;
 pub mod decode;
 pub mod derive;
 pub mod engine;

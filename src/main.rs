@@ -74,6 +74,10 @@ enum Command {
         /// input's topic is its path as given (`stdin` for `-`).
         #[arg(long, value_name = "NAME")]
         topic: Option<String>,
+        /// Replay's clock, in milliseconds since the epoch, instead of the wall clock: the time
+        /// of events (exemplar timestamps, `expire_after`), so that outputs are reproducible.
+        #[arg(long, value_name = "MS")]
+        clock_ms: Option<u64>,
         /// Input files; `-` is stdin.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -275,6 +279,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_json_depth,
             quiet,
             topic,
+            clock_ms,
             inputs,
         } => {
             let (program, errors) = load_rules(&rules, false)?;
@@ -306,6 +311,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     quiet,
                     topic,
                     logs_json,
+                    clock_ms,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ use crate::rules::Program;
 pub const EVENTS_IN: &str = "logmill_events_total";
 pub const EVENTS_DECODED: &str = "logmill_events_decoded_total";
 pub const DECODE_ERRORS: &str = "logmill_decode_errors_total";
+pub const TRACE_IDS_INVALID: &str = "logmill_trace_ids_invalid_total";
 pub const EVENTS_KEPT: &str = "logmill_events_kept_total";
 pub const EVENTS_DROPPED: &str = "logmill_events_dropped_total";
 pub const EVENTS_DEAD_LETTERED: &str = "logmill_events_dead_lettered_total";
@@ -270,6 +271,19 @@ pub fn publish(program: &Program, c: &Counters, how: Publish) {
             c.decode_errors[e as usize],
         );
     }
+    for src in crate::extract::trace::Source::ALL {
+        for why in crate::extract::trace::Invalid::ALL {
+            let n = c.trace_invalid[src as usize][why as usize];
+            // 63 pairs: only those seen, so an exposition without bad ids stays short.
+            if n > 0 {
+                put(
+                    counter!(TRACE_IDS_INVALID, "source" => src.as_str(), "reason" => why.as_str()),
+                    how,
+                    n,
+                );
+            }
+        }
+    }
     put(counter!(EVENTS_KEPT), how, c.kept);
     put(counter!(EVENTS_DROPPED), how, c.dropped);
     put(counter!(EVENTS_DEAD_LETTERED), how, c.dead_lettered);
@@ -353,6 +367,9 @@ impl Counters {
             .iter_mut()
             .zip(o.by_format)
             .for_each(|(a, b)| *a += b);
+        for (a, b) in self.trace_invalid.iter_mut().zip(&o.trace_invalid) {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        }
         if self.rule_matches.len() < o.rule_matches.len() {
             self.rule_matches.resize(o.rule_matches.len(), 0);
         }

@@ -34,6 +34,8 @@ pub struct Options {
     /// Kept events as JSON objects with what reduction says of them (`sample_rate`,
     /// `template_id`), instead of the events byte for byte.
     pub logs_json: bool,
+    /// Replay's clock instead of the wall clock (`--clock-ms`).
+    pub clock_ms: Option<u64>,
 }
 
 pub fn now_ms() -> u64 {
@@ -174,7 +176,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         batch.clear();
                         // Replay has no event time: the wall clock stands in for it, and line
                         // order decides which gauge `set` wins.
-                        let now = now_ms();
+                        let now = opts.clock_ms.unwrap_or_else(now_ms);
                         batch.extend(group.iter().map(|(off, l, _)| Record {
                             payload: l,
                             topic,
@@ -294,7 +296,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         f.flush()?;
     }
 
-    let now = now_ms();
+    let now = opts.clock_ms.unwrap_or_else(now_ms);
     let mut global = Aggregates::new(&program);
     let mut counters = Counters::default();
     for (mut local, c) in results {

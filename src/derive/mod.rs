@@ -6,6 +6,7 @@
 //! `max_series` goes to the family's overflow series (every label `__overflow__`) and is counted
 //! in `overflowed`, so `sum()` over a family never loses an event.
 
+pub mod exemplar;
 pub mod snapshot;
 pub mod summary;
 
@@ -66,6 +67,8 @@ pub struct Series {
     pub(crate) updates: u64,
     /// Changed since the last `take_changes`: goes into the next incremental checkpoint.
     pub(crate) dirty: bool,
+    /// Counters and histograms: the traces of recent events (see `exemplar`).
+    pub exemplars: Option<exemplar::Slots>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -182,6 +185,7 @@ impl Aggregates {
             last_update_ms: now_ms,
             updates: 0,
             dirty: false,
+            exemplars: None,
         });
         (series, redirect)
     }
@@ -195,6 +199,23 @@ impl Aggregates {
         series.updates += 1;
         apply(&mut series.value, family, op, v, at);
         state.overflowed += u64::from(redirected);
+    }
+
+    /// Gives the series an update went to (`key`, or the overflow series) the update's trace as
+    /// its exemplar: for a counter, and for a histogram the bucket `v` fell in. Other kinds
+    /// have none (OpenMetrics puts exemplars on counters and buckets only).
+    pub fn exemplar(&mut self, fid: usize, family: &Family, key: &[u8], e: exemplar::Exemplar) {
+        let (n, slot) = match family.kind {
+            MetricKind::Counter => (1, 0),
+            MetricKind::Histogram => (
+                family.buckets.len() + 1,
+                family.buckets.partition_point(|b| *b < e.value),
+            ),
+            MetricKind::Gauge | MetricKind::Summary => return,
+        };
+        let state = &mut self.families[fid];
+        let (series, _) = Self::entry(state, family, key, e.ms);
+        exemplar::record(&mut series.exemplars, n, slot, e);
     }
 
     /// Moves everything in `other` into `self`, leaving `other` empty (capacity kept). Every
@@ -217,6 +238,7 @@ impl Aggregates {
                 target.updates = 0;
                 target.last_update_ms = target.last_update_ms.max(last);
                 merge_value(&mut target.value, series.value, now_ms);
+                exemplar::merge(&mut target.exemplars, series.exemplars);
                 let newly_dirty = !target.dirty;
                 target.dirty = true;
                 if redirected {

@@ -11,13 +11,16 @@ use std::io::Cursor;
 
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
+use super::exemplar;
 use super::summary::Summary;
 use super::{Aggregates, Changes, FamilyState, Key, Series, Value, Version, key_values};
 use crate::codec::{Corrupt, Reader, Writer};
 use crate::rules::program::{Family, MetricKind, Program};
 
 const MAGIC: &[u8; 4] = b"LMAG";
-const VERSION: u8 = 2;
+/// 3: counters and histograms carry their exemplars. 2 (without) is still read.
+const VERSION: u8 = 3;
+const WITHOUT_EXEMPLARS: u8 = 2;
 const FULL: u8 = 0;
 const CHANGES: u8 = 1;
 
@@ -118,7 +121,10 @@ fn write_series(w: &mut Writer, key: &[u8], s: &Series, timed: bool) {
         w.u64(s.last_update_ms);
     }
     match &s.value {
-        Value::Counter(c) => w.f64(*c),
+        Value::Counter(c) => {
+            w.f64(*c);
+            exemplar::encode(w, &s.exemplars);
+        }
         Value::Gauge { value, version } => {
             w.f64(*value);
             match version {
@@ -136,6 +142,7 @@ fn write_series(w: &mut Writer, key: &[u8], s: &Series, timed: bool) {
             counts.iter().for_each(|c| w.u64(*c));
             w.f64(*sum);
             w.u64(*count);
+            exemplar::encode(w, &s.exemplars);
         }
         Value::Summary(sm) => sm.encode(w),
     }
@@ -148,14 +155,22 @@ fn read_series(
     f: &Family,
     timed: bool,
     clock_ms: u64,
+    exemplars: bool,
 ) -> Result<(Key, Series), Corrupt> {
+    let mut slots = None;
     let key: Key = r.bytes()?.into();
     if key_values(&key).is_none_or(|v| v.len() != f.label_names.len()) {
         return Err(Corrupt);
     }
     let last_update_ms = if timed { r.u64()? } else { clock_ms };
     let value = match f.kind {
-        MetricKind::Counter => Value::Counter(r.f64()?),
+        MetricKind::Counter => {
+            let c = r.f64()?;
+            if exemplars {
+                slots = exemplar::decode(r, 1)?;
+            }
+            Value::Counter(c)
+        }
         MetricKind::Gauge => Value::Gauge {
             value: r.f64()?,
             version: if r.bool()? {
@@ -174,11 +189,15 @@ fn read_series(
                 return Err(Corrupt);
             }
             let counts: Box<[u64]> = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
-            Value::Histogram {
+            let value = Value::Histogram {
                 counts,
                 sum: r.f64()?,
                 count: r.u64()?,
+            };
+            if exemplars {
+                slots = exemplar::decode(r, n)?;
             }
+            value
         }
         MetricKind::Summary => {
             let s = Summary::decode(r)?;
@@ -195,12 +214,13 @@ fn read_series(
             last_update_ms,
             updates: 0,
             dirty: false,
+            exemplars: slots,
         },
     ))
 }
 
 /// Skips one series of a family no longer defined the same way.
-fn skip_series(r: &mut Reader<'_>, kind: u8, timed: bool) -> Result<(), Corrupt> {
+fn skip_series(r: &mut Reader<'_>, kind: u8, timed: bool, exemplars: bool) -> Result<(), Corrupt> {
     r.bytes()?;
     if timed {
         r.u64()?;
@@ -208,6 +228,9 @@ fn skip_series(r: &mut Reader<'_>, kind: u8, timed: bool) -> Result<(), Corrupt>
     match kind {
         0 => {
             r.f64()?;
+            if exemplars {
+                exemplar::skip(r)?;
+            }
         }
         1 => {
             r.f64()?;
@@ -218,6 +241,9 @@ fn skip_series(r: &mut Reader<'_>, kind: u8, timed: bool) -> Result<(), Corrupt>
         2 => {
             let n = r.count(8)?;
             r.take(n * 8 + 16)?;
+            if exemplars {
+                exemplar::skip(r)?;
+            }
         }
         3 => {
             Summary::skip(r)?;
@@ -305,7 +331,7 @@ pub fn restore(
         return Err(SnapshotError::BadMagic);
     }
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != WITHOUT_EXEMPLARS {
         return Err(SnapshotError::Version(version));
     }
     let full = match r.u8()? {
@@ -328,7 +354,7 @@ pub fn restore(
                 r.bytes()?;
             }
             for _ in 0..r.count(4)? {
-                skip_series(&mut r, kind, timed)?;
+                skip_series(&mut r, kind, timed, version >= VERSION)?;
             }
             restored.dropped_families += 1;
             continue;
@@ -348,7 +374,7 @@ pub fn restore(
         let n = r.count(12)?;
         let mut series = Vec::with_capacity(n);
         for _ in 0..n {
-            series.push(read_series(&mut r, f, timed, clock_ms)?);
+            series.push(read_series(&mut r, f, timed, clock_ms, version >= VERSION)?);
         }
         restored.series += series.len();
         restored.families += 1;

@@ -2,4 +2,5 @@
 pub mod matcher;
 pub mod prefilter;
 pub mod time;
+pub mod trace;
 pub mod value;

@@ -18,7 +18,7 @@ pub use reducer::{Reducer, Source};
 pub use summary::Summary;
 
 use crate::extract::value::ValueError;
-use crate::rules::program::{FieldRef, Program, Then};
+use crate::rules::program::{FieldRef, Program, Then, TracePart};
 
 /// The fate of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,14 @@ impl Reason {
             }
             Some(FieldRef::Line) => Some("_line".to_string()),
             Some(FieldRef::Topic) => Some("_topic".to_string()),
+            Some(FieldRef::Trace(part)) => Some(
+                match part {
+                    TracePart::Trace => "_trace_id",
+                    TracePart::Span => "_span_id",
+                    TracePart::Parent => "_parent_span_id",
+                }
+                .to_string(),
+            ),
             None => None,
         };
         Some(Culprit {
@@ -112,6 +120,13 @@ impl Decision {
             Fate::Keep
         }
     }
+}
+
+/// Whether `sample` drops the event of this key: the same key gets the same decision on every
+/// instance and after every restart, and the engine can tell in advance (an event sampled
+/// out is no exemplar).
+pub fn sampled_out(key: u64, rate: u32) -> bool {
+    hash::mix(key) % u64::from(rate) != 0
 }
 
 #[cfg(test)]

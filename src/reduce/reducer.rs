@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use super::hash::{combine, hash_bytes, mix};
+use super::hash::{combine, hash_bytes};
 use super::summary::Summary;
 use super::table::{
     Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, MAX_VARIABLES, Table, cut,
@@ -226,7 +226,7 @@ impl Reducer {
         let mut sample_rate = None;
         if let Some(s) = &reduce.sample {
             // The same key gets the same decision on every instance and after every restart.
-            if mix(ask.sample_key) % u64::from(s.rate) != 0 {
+            if super::sampled_out(ask.sample_key, s.rate) {
                 return Verdict::Suppressed(Action::Sample);
             }
             if s.rate > 1 {

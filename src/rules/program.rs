@@ -65,6 +65,59 @@ pub enum FieldRef {
     Event(u32),
     /// A value captured by this rule's `extract` steps.
     Capture(u32),
+    /// The event's trace context (`_trace_id`, `_span_id`, `_parent_span_id`), normalised.
+    Trace(TracePart),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracePart {
+    Trace,
+    Span,
+    Parent,
+}
+
+/// What a field says of the trace context, by its name (or the rule's `trace:` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceKind {
+    /// The rule's own correlation id: hex ids are read as such, anything else kept as it is.
+    Custom,
+    Traceparent,
+    B3,
+    B3TraceId,
+    B3SpanId,
+    B3ParentSpanId,
+    B3Sampled,
+    TraceId,
+    Datadog,
+    SpanId,
+    ParentSpanId,
+}
+
+/// Fields read by default for trace context, by name, in order of preference.
+pub const TRACE_FIELDS: &[(&str, TraceKind)] = &[
+    ("traceparent", TraceKind::Traceparent),
+    ("b3", TraceKind::B3),
+    ("X-B3-TraceId", TraceKind::B3TraceId),
+    ("X-B3-SpanId", TraceKind::B3SpanId),
+    ("X-B3-ParentSpanId", TraceKind::B3ParentSpanId),
+    ("X-B3-Sampled", TraceKind::B3Sampled),
+    ("trace_id", TraceKind::TraceId),
+    ("traceId", TraceKind::TraceId),
+    ("trace.id", TraceKind::TraceId),
+    ("dd.trace_id", TraceKind::Datadog),
+    ("span_id", TraceKind::SpanId),
+    ("spanId", TraceKind::SpanId),
+    ("span.id", TraceKind::SpanId),
+    ("parent_span_id", TraceKind::ParentSpanId),
+    ("parentSpanId", TraceKind::ParentSpanId),
+];
+
+/// Where a rule reads its events' trace context, in order of preference.
+#[derive(Debug, Clone, Default)]
+pub struct TraceSources {
+    pub fields: Vec<(TraceKind, FieldRef)>,
+    /// Whether the rule's counters and histograms take exemplars.
+    pub exemplars: bool,
 }
 
 #[derive(Debug)]
@@ -88,6 +141,7 @@ pub struct Rule {
     pub capture_names: Vec<String>,
     pub updates: Vec<Update>,
     pub then: Then,
+    pub trace: TraceSources,
     /// What happens to the event after it is counted and kept: sampling, deduplication,
     /// throttling, template summaries (`reduce:` and the team's `defaults.reduce`).
     pub reduce: Option<Box<Reduce>>,
@@ -129,9 +183,8 @@ pub struct KeyFields {
 #[derive(Debug)]
 pub struct Sample {
     pub rate: u32,
-    /// Empty: the event's trace id (`trace_fields`), else the whole event.
+    /// Empty: the event's trace id (the rule's trace context), else the whole event.
     pub key: KeyFields,
-    pub trace_fields: Vec<FieldRef>,
 }
 
 /// The first event of a key in a window is kept, its repeats are summarised.
@@ -194,7 +247,8 @@ impl Cond {
     /// Whether the condition reads a capture (so it can only be checked after extraction).
     pub fn reads_captures(&self) -> bool {
         match self {
-            Cond::Field(c) => matches!(c.field, FieldRef::Capture(_)),
+            // Trace context is resolved with the captures: a rule may name captures for it.
+            Cond::Field(c) => matches!(c.field, FieldRef::Capture(_) | FieldRef::Trace(_)),
             Cond::Literal(_) | Cond::Topic(_) => false,
             Cond::All(cs) | Cond::Any(cs) => cs.iter().any(Cond::reads_captures),
             Cond::Not(c) => c.reads_captures(),

@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use crate::derive::exemplar::Exemplar;
 use crate::derive::{Aggregates, Value, key_values};
 use crate::rules::program::{Family, MetricKind, Program};
 
@@ -62,16 +63,24 @@ pub fn render(
         if let (true, Some(unit)) = (om, &family.unit) {
             let _ = writeln!(out, "# UNIT {base} {unit}");
         }
-        let mut series: Vec<(Vec<&str>, &Value)> = state
+        let mut series: Vec<(Vec<&str>, &crate::derive::Series)> = state
             .series
             .iter()
             // Keys are well formed by construction and checked when restored; a key that is not
             // is left out rather than rendered wrong.
-            .filter_map(|(k, s)| Some((key_values(k)?, &s.value)))
+            .filter_map(|(k, s)| Some((key_values(k)?, s)))
             .filter(|(values, _)| values.len() == family.label_names.len())
             .collect();
         series.sort_by(|a, b| a.0.cmp(&b.0));
-        for (values, value) in series {
+        for (values, s) in series {
+            let value = &s.value;
+            // Exemplars exist in OpenMetrics only; the text format has no place for them.
+            let exemplar = |i: usize| -> Option<&Exemplar> {
+                if !om {
+                    return None;
+                }
+                s.exemplars.as_ref()?.get(i)?.as_ref()
+            };
             let labels = labels(family, &values);
             match value {
                 Value::Counter(c) => {
@@ -80,7 +89,7 @@ pub fn render(
                     } else {
                         family.name.clone()
                     };
-                    sample(&mut out, &name, &labels, None, *c);
+                    sample_with(&mut out, &name, &labels, None, *c, exemplar(0));
                 }
                 Value::Gauge { value, .. } => sample(&mut out, base, &labels, None, *value),
                 Value::Histogram { counts, sum, count } => {
@@ -91,12 +100,13 @@ pub fn render(
                             .buckets
                             .get(i)
                             .map_or("+Inf".to_string(), |b| float(*b));
-                        sample(
+                        sample_with(
                             &mut out,
                             &format!("{base}_bucket"),
                             &labels,
                             Some(("le", &le)),
                             cumulative as f64,
+                            exemplar(i),
                         );
                     }
                     sample(&mut out, &format!("{base}_sum"), &labels, None, *sum);
@@ -148,6 +158,19 @@ fn labels(family: &Family, values: &[&str]) -> String {
 }
 
 fn sample(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, value: f64) {
+    sample_with(out, name, labels, extra, value, None);
+}
+
+/// A sample line, with its exemplar when it has one: `# {trace_id="…",span_id="…"} value
+/// timestamp`, the timestamp being the event's time in seconds.
+fn sample_with(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    extra: Option<(&str, &str)>,
+    value: f64,
+    exemplar: Option<&Exemplar>,
+) {
     out.push_str(name);
     if !labels.is_empty() || extra.is_some() {
         out.push('{');
@@ -162,6 +185,18 @@ fn sample(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)
     }
     out.push(' ');
     out.push_str(&float(value));
+    if let Some(e) = exemplar {
+        let _ = write!(
+            out,
+            " # {{trace_id=\"{}\"",
+            escape_label(&e.trace.to_string())
+        );
+        if let Some(span) = e.span {
+            let _ = write!(out, ",span_id=\"{span}\"");
+        }
+        let ms = e.ms;
+        let _ = write!(out, "}} {} {}.{:03}", float(e.value), ms / 1000, ms % 1000);
+    }
     out.push('\n');
 }
 

@@ -8,3 +8,4 @@ mod reduction;
 mod service;
 mod support;
 mod templates;
+mod traces;

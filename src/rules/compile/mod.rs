@@ -15,6 +15,7 @@ mod extract;
 mod metrics;
 mod reduce;
 mod then;
+mod trace;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -333,6 +334,7 @@ const SECTIONS: &[Section] = &[
     conditions::SECTION,
     metrics::SECTION,
     then::SECTION,
+    trace::SECTION,
     reduce::SECTION,
 ];
 
@@ -381,6 +383,8 @@ struct RuleCx<'a> {
     updates: Vec<Update>,
     // then
     then: Then,
+    // trace
+    trace: TraceSources,
     // reduce
     reduce: Option<Box<Reduce>>,
 }
@@ -547,6 +551,7 @@ impl Builder {
             post: Vec::new(),
             updates: Vec::new(),
             then: Then::Default,
+            trace: TraceSources::default(),
             reduce: None,
         };
         for section in SECTIONS {
@@ -584,6 +589,7 @@ impl Builder {
             capture_names: cx.scope.captures,
             updates: cx.updates,
             then: cx.then,
+            trace: cx.trace,
             reduce: cx.reduce,
         })
     }
@@ -621,6 +627,9 @@ impl Builder {
         match name {
             "_line" => return Some(FieldRef::Line),
             "_topic" => return Some(FieldRef::Topic),
+            "_trace_id" => return Some(FieldRef::Trace(TracePart::Trace)),
+            "_span_id" => return Some(FieldRef::Trace(TracePart::Span)),
+            "_parent_span_id" => return Some(FieldRef::Trace(TracePart::Parent)),
             _ => {}
         }
         if scope.incomplete {

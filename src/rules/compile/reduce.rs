@@ -292,16 +292,7 @@ impl Builder {
         } else {
             (rate_of(node, sink)?, KeyFields::default())
         };
-        let trace_fields = if key.fields.is_empty() && cx.scope.format != Some(Format::Text) {
-            self.default_fields(&["trace_id", "traceId", "trace.id"])
-        } else {
-            Vec::new()
-        };
-        Some(Sample {
-            rate,
-            key,
-            trace_fields,
-        })
+        Some(Sample { rate, key })
     }
 
     fn dedupe(&mut self, node: &Node, cx: &RuleCx<'_>, sink: &mut Sink) -> Option<Dedupe> {
