@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(r.get(TracePart::Span), Some(S));
         assert_eq!(r.get(TracePart::Parent), None);
         assert_eq!(
-            invalid[Source::Traceparent as usize][Invalid::Length as usize],
+            invalid[Source::Traceparent as usize][Invalid::Format as usize],
             1
         );
     }

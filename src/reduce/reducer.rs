@@ -627,7 +627,7 @@ mod tests {
     fn sampling_is_a_function_of_the_key() {
         let rules = "team: t\nrules:\n  - name: r\n    format: json\n    metrics: [{name: r_total, type: counter}]\n    reduce:\n      sample: {rate: 4}\n";
         let lines: Vec<String> = (0..400)
-            .map(|i| format!(r#"{{"trace_id":"t{}","n":{i}}}"#, i / 4))
+            .map(|i| format!(r#"{{"trace_id":"{:032x}","n":{i}}}"#, i / 4 + 1))
             .collect();
         let input: Vec<(&str, u64)> = lines.iter().map(|l| (l.as_str(), 0)).collect();
         let (kept, _) = reduce(rules, &input);
