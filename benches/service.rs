@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logmill::sink::http::get;
-use logmill::workload::{Kind, Rng, line};
+use logmill::workload::{Kind, Workload};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -115,12 +115,12 @@ fn broker(partitions: u64) -> (Proc, String) {
 }
 
 fn lines(n: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng::new(SEED);
+    let mut workload = Workload::new(Kind::Mixed, SEED);
     let mut buf = Vec::new();
     (0..n)
-        .map(|i| {
+        .map(|_| {
             buf.clear();
-            line(Kind::Mixed, &mut rng, i, &mut buf);
+            workload.line(&mut buf);
             buf.strip_suffix(b"\n").unwrap_or(&buf).to_vec()
         })
         .collect()

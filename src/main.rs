@@ -188,12 +188,14 @@ of that line.")]
         /// Input file; `-` is stdin.
         input: PathBuf,
     },
-    /// Generate the reference workload: nginx access lines, JSON service logs, or a mix.
+    /// Generate the reference workload: nginx access lines, JSON service logs, a mix, or
+    /// multi-service traces.
     #[command(
-        after_help = "Examples:\n  logmill gen nginx 2000000 > nginx.log\n  logmill gen json 1000 --seed 7\n  logmill gen mixed 2000 > examples/mixed.log"
+        after_help = "Examples:\n  logmill gen nginx 2000000 > nginx.log\n  logmill gen json 1000 --seed 7\n  logmill gen mixed 2000 > examples/mixed.log\n  logmill gen traces 50000 --seed 7 > traces.log   # overlapping multi-service traces"
     )]
     Gen {
-        /// nginx, json or mixed (both plus logfmt, noise and malformed records)
+        /// nginx, json, mixed (both plus logfmt, noise and malformed records) or traces (the
+        /// events of overlapping multi-service traces, 5% of them failing)
         kind: logmill::workload::Kind,
         /// Number of lines.
         n: u64,

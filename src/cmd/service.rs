@@ -339,7 +339,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             .set("linger.ms", "10")
             .create()?;
         std::thread::spawn(move || {
-            let mut rng = logmill::workload::Rng::new(7);
+            let mut workload = logmill::workload::Workload::new(logmill::workload::Kind::Mixed, 7);
             let mut line = Vec::new();
             let started = Instant::now();
             let mut i = 0u64;
@@ -350,7 +350,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
                     continue;
                 }
                 line.clear();
-                logmill::workload::line(logmill::workload::Kind::Mixed, &mut rng, i, &mut line);
+                workload.line(&mut line);
                 let payload = line.strip_suffix(b"\n").unwrap_or(&line);
                 if producer
                     .send(BaseRecord::<(), [u8]>::to("logs").payload(payload))

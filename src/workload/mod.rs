@@ -1,8 +1,15 @@
-//! The reference workload (nginx access and JSON service logs, and a mix with bad records),
-//! deterministic for a seed, so tests and benches run without anything outside the repository.
-//! The shapes follow `../shared/bench/gen_logs.py`; the bytes differ (own PRNG).
+//! The reference workload (nginx access and JSON service logs, a mix with bad records, and
+//! multi-service traces), deterministic for a seed, so tests and benches run without anything
+//! outside the repository. The first three follow `../shared/bench/gen_logs.py`; the bytes
+//! differ (own PRNG).
 
 use std::io::Write;
+
+pub mod traces;
+mod truth;
+
+pub use traces::ERROR_SHARE;
+pub use truth::{EdgeStats, TraceSummary, TraceTruth, trace_truth};
 
 pub struct Rng(u64);
 
@@ -235,6 +242,8 @@ pub enum Kind {
     Nginx,
     Json,
     Mixed,
+    /// Multi-service traces as log lines; see [`traces`].
+    Traces,
 }
 
 impl std::str::FromStr for Kind {
@@ -244,38 +253,68 @@ impl std::str::FromStr for Kind {
             "nginx" => Ok(Kind::Nginx),
             "json" => Ok(Kind::Json),
             "mixed" => Ok(Kind::Mixed),
+            "traces" => Ok(Kind::Traces),
             other => Err(format!(
-                "unknown workload `{other}` (expected nginx, json or mixed)"
+                "unknown workload `{other}` (expected nginx, json, mixed or traces)"
             )),
         }
     }
 }
 
-/// Appends line `i` of the workload to `out`.
-pub fn line(kind: Kind, rng: &mut Rng, i: u64, out: &mut Vec<u8>) {
-    match kind {
-        Kind::Nginx => nginx_line(rng, i, out),
-        Kind::Json => json_line(rng, i, out),
-        Kind::Mixed => mixed_line(rng, i, out),
+/// A workload as a stream of lines. Traces span many lines and interleave, so a line is not a
+/// function of its index alone: the stream holds the traces still open.
+pub struct Workload {
+    rng: Rng,
+    i: u64,
+    shape: Shape,
+}
+
+enum Shape {
+    Lines(fn(&mut Rng, u64, &mut Vec<u8>)),
+    Traces(traces::Traces),
+}
+
+impl Workload {
+    pub fn new(kind: Kind, seed: u64) -> Workload {
+        let shape = match kind {
+            Kind::Nginx => Shape::Lines(nginx_line),
+            Kind::Json => Shape::Lines(json_line),
+            Kind::Mixed => Shape::Lines(mixed_line),
+            Kind::Traces => Shape::Traces(traces::Traces::new()),
+        };
+        Workload {
+            rng: Rng::new(seed),
+            i: 0,
+            shape,
+        }
+    }
+
+    /// Appends the next line, with its newline, to `out`.
+    pub fn line(&mut self, out: &mut Vec<u8>) {
+        match &mut self.shape {
+            Shape::Lines(line) => line(&mut self.rng, self.i, out),
+            Shape::Traces(traces) => traces.line(&mut self.rng, out),
+        }
+        self.i += 1;
     }
 }
 
 /// `n` lines of the workload as one buffer.
 pub fn generate(kind: Kind, n: u64, seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
+    let mut workload = Workload::new(kind, seed);
     let mut buf = Vec::with_capacity(n as usize * 240);
-    for i in 0..n {
-        line(kind, &mut rng, i, &mut buf);
+    for _ in 0..n {
+        workload.line(&mut buf);
     }
     buf
 }
 
 /// Streams `n` lines to `out`.
 pub fn write(kind: Kind, n: u64, seed: u64, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut rng = Rng::new(seed);
+    let mut workload = Workload::new(kind, seed);
     let mut buf = Vec::with_capacity(1 << 20);
-    for i in 0..n {
-        line(kind, &mut rng, i, &mut buf);
+    for _ in 0..n {
+        workload.line(&mut buf);
         if buf.len() > 1 << 20 {
             out.write_all(&buf)?;
             buf.clear();
@@ -283,4 +322,26 @@ pub fn write(kind: Kind, n: u64, seed: u64, out: &mut dyn Write) -> std::io::Res
     }
     out.write_all(&buf)?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_name() {
+        let cases = [
+            ("nginx", Ok(Kind::Nginx)),
+            ("json", Ok(Kind::Json)),
+            ("mixed", Ok(Kind::Mixed)),
+            ("traces", Ok(Kind::Traces)),
+            (
+                "trace",
+                Err("unknown workload `trace` (expected nginx, json, mixed or traces)".to_string()),
+            ),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(name.parse::<Kind>(), expected, "{name}");
+        }
+    }
 }
