@@ -5,8 +5,6 @@
 //! its reduction as the default sampling key, and its conditions and labels as `_trace_id`,
 //! `_span_id` and `_parent_span_id`.
 
-use std::fmt::Write;
-
 use crate::extract::trace::{self, Context, Invalid, Source, SpanId, TraceId};
 use crate::rules::program::{FieldRef, TraceKind, TracePart, TraceSources};
 
@@ -42,9 +40,18 @@ impl Resolved {
         (b > a).then(|| &self.text[a as usize..b as usize])
     }
 
-    fn write(&mut self, v: &dyn std::fmt::Display) -> (u32, u32) {
+    fn write_trace(&mut self, t: &TraceId) -> (u32, u32) {
         let at = self.text.len() as u32;
-        let _ = write!(self.text, "{v}");
+        match t {
+            TraceId::Hex(v) => trace::push_hex(&mut self.text, *v, 32),
+            TraceId::Custom(s) => self.text.push_str(s),
+        }
+        (at, self.text.len() as u32)
+    }
+
+    fn write_span(&mut self, s: SpanId) -> (u32, u32) {
+        let at = self.text.len() as u32;
+        trace::push_hex(&mut self.text, u128::from(s.0), 16);
         (at, self.text.len() as u32)
     }
 }
@@ -161,13 +168,13 @@ pub fn resolve<'a>(
         ctx.parent = None;
     }
     if let Some(t) = &ctx.trace {
-        out.trace = out.write(t as &TraceId);
+        out.trace = out.write_trace(t);
     }
     if let Some(s) = ctx.span {
-        out.span = out.write(&s as &SpanId);
+        out.span = out.write_span(s);
     }
     if let Some(s) = ctx.parent {
-        out.parent = out.write(&s as &SpanId);
+        out.parent = out.write_span(s);
     }
     out.ctx = ctx;
 }
