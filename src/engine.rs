@@ -11,7 +11,6 @@ use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
 use crate::derive::exemplar::Exemplar;
 use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
-use crate::extract::trace::{SpanId, TraceId};
 use crate::extract::value::{ValueError, convert};
 use crate::reduce::hash::{combine, hash_bytes};
 use crate::reduce::{Ask, Decision, Fate, Reason, ValueFailure};
@@ -128,23 +127,22 @@ pub struct Engine {
     trace: Resolved,
     /// Invalid trace ids of the current event were counted (once per event).
     trace_counted: bool,
-    /// The current event's exemplar candidates: family, key range in `pending_keys`, value.
-    /// They are recorded once the event is known to be kept (and not sampled out): an
-    /// exemplar never points to a trace whose logs were dropped.
-    pending: Vec<Pending>,
-    pending_keys: Vec<u8>,
+    /// The current event's exemplars, given at once (most traced events are kept) and taken
+    /// back if the event is not kept or is sampled out: an exemplar never points to a trace
+    /// whose logs were dropped. Keys are ranges of `given_keys`.
+    given: Vec<Given>,
+    given_keys: Vec<u8>,
     /// The current event's reduction samples it out.
     sampled_out: bool,
 }
 
-/// An exemplar waiting for its event's fate.
+/// An exemplar given before its event's fate was known, and what it replaced.
 #[derive(Debug)]
-struct Pending {
+struct Given {
     family: u32,
     key: (u32, u32),
-    value: f64,
-    trace: TraceId,
-    span: Option<SpanId>,
+    slot: usize,
+    prev: Option<Exemplar>,
 }
 
 /// A field's text in the event being evaluated (a free function, so that callers can borrow
@@ -213,8 +211,8 @@ impl Engine {
             text: String::new(),
             trace: Resolved::default(),
             trace_counted: false,
-            pending: Vec::new(),
-            pending_keys: Vec::new(),
+            given: Vec::new(),
+            given_keys: Vec::new(),
             sampled_out: false,
         }
     }
@@ -270,8 +268,8 @@ impl Engine {
         self.counters.by_format[format as usize] += 1;
         self.trace_counted = false;
         self.sampled_out = false;
-        self.pending.clear();
-        self.pending_keys.clear();
+        self.given.clear();
+        self.given_keys.clear();
         program
             .prefilter
             .candidates(line.as_bytes(), &mut self.prefilter, &mut self.candidates);
@@ -319,24 +317,19 @@ impl Engine {
             Some(e) => Fate::DeadLetter(Reason::Value(e)),
             None => decision.fate(),
         };
-        if fate == Fate::Keep && !self.sampled_out {
-            self.record_exemplars(program, rec);
+        if fate != Fate::Keep || self.sampled_out {
+            self.take_back_exemplars(program);
         }
         fate
     }
 
-    fn record_exemplars(&mut self, program: &Program, rec: &Record<'_>) {
-        for p in self.pending.drain(..) {
-            let e = Exemplar {
-                trace: p.trace,
-                span: p.span,
-                value: p.value,
-                ms: rec.event_ms,
-                version: rec.version,
-            };
-            let key = &self.pending_keys[p.key.0 as usize..p.key.1 as usize];
-            let fid = p.family as usize;
-            self.local.exemplar(fid, &program.families[fid], key, e);
+    fn take_back_exemplars(&mut self, program: &Program) {
+        // Newest first, so a series given two of this event's gets its own back.
+        while let Some(g) = self.given.pop() {
+            let key = &self.given_keys[g.key.0 as usize..g.key.1 as usize];
+            let fid = g.family as usize;
+            self.local
+                .undo_exemplar(fid, &program.families[fid], key, g.slot, g.prev);
         }
     }
 
@@ -603,18 +596,31 @@ impl Engine {
                 event_ms: rec.event_ms,
                 now_ms,
             };
-            self.local
-                .update(fid, &program.families[fid], &key, u.op, v, at);
-            if let (true, Some(trace)) = (rule.trace.exemplars, &self.trace.ctx.trace) {
-                let at = self.pending_keys.len() as u32;
-                self.pending_keys.extend_from_slice(&key);
-                self.pending.push(Pending {
-                    family: u.family,
-                    key: (at, self.pending_keys.len() as u32),
-                    value: v,
-                    trace: trace.clone(),
-                    span: self.trace.ctx.span,
-                });
+            let family = &program.families[fid];
+            match (rule.trace.exemplars, &self.trace.ctx.trace) {
+                (true, Some(trace)) => {
+                    let e = Exemplar {
+                        trace: trace.clone(),
+                        span: self.trace.ctx.span,
+                        value: v,
+                        ms: rec.event_ms,
+                        version: rec.version,
+                    };
+                    if let Some((slot, prev)) = self
+                        .local
+                        .update_with_exemplar(fid, family, &key, u.op, v, at, e)
+                    {
+                        let start = self.given_keys.len() as u32;
+                        self.given_keys.extend_from_slice(&key);
+                        self.given.push(Given {
+                            family: u.family,
+                            key: (start, self.given_keys.len() as u32),
+                            slot,
+                            prev,
+                        });
+                    }
+                }
+                _ => self.local.update(fid, family, &key, u.op, v, at),
             }
             self.key = key;
         }

@@ -229,7 +229,12 @@ impl Scanner<'_> {
         } else {
             &self.b[ks..ke]
         };
-        keys.iter().find(|(k, _)| **k == *key).map(|(_, c)| *c)
+        // Length and first byte before the bytes: most keys of an event are not wanted, and
+        // with the usual trace fields a node has a dozen or more names to tell them from.
+        let first = key.first().copied();
+        keys.iter()
+            .find(|(k, _)| k.len() == key.len() && k.first().copied() == first && **k == *key)
+            .map(|(_, c)| *c)
     }
 
     /// After the opening quote; returns the content span and whether it has escapes.

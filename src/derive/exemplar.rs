@@ -35,6 +35,18 @@ pub fn record(slots: &mut Option<Slots>, n: usize, slot: usize, e: Exemplar) {
     }
 }
 
+/// Puts `e` in `slot` unless a later one is there; returns what the slot held before, so that
+/// the caller can put it back (an event that turned out not to be kept).
+pub fn replace(slots: &mut Option<Slots>, n: usize, slot: usize, e: Exemplar) -> Option<Exemplar> {
+    let slots = slots.get_or_insert_with(|| vec![None; n].into_boxed_slice());
+    let s = slots.get_mut(slot)?;
+    if s.as_ref().is_none_or(|old| e.version >= old.version) {
+        s.replace(e)
+    } else {
+        s.clone()
+    }
+}
+
 /// Merges `from` into `into`, slot by slot, the later exemplar winning.
 pub fn merge(into: &mut Option<Slots>, from: Option<Slots>) {
     let Some(from) = from else { return };

@@ -201,17 +201,56 @@ impl Aggregates {
         state.overflowed += u64::from(redirected);
     }
 
+    /// `update`, and the update's trace as the exemplar of the series (or bucket) it went to.
+    /// Returns what to give back to [`Aggregates::undo_exemplar`] if the event turns out not
+    /// to be kept: the slot and the exemplar it held. One lookup for both, since most traced
+    /// events are kept.
+    #[inline]
+    pub fn update_with_exemplar(
+        &mut self,
+        fid: usize,
+        family: &Family,
+        key: &[u8],
+        op: Op,
+        v: f64,
+        at: Stamp,
+        e: exemplar::Exemplar,
+    ) -> Option<(usize, Option<exemplar::Exemplar>)> {
+        let state = &mut self.families[fid];
+        let (series, redirected) = Self::entry(state, family, key, at.event_ms);
+        series.last_update_ms = series.last_update_ms.max(at.event_ms);
+        series.updates += 1;
+        apply(&mut series.value, family, op, v, at);
+        let given = exemplar_slot(family, v)
+            .map(|(n, slot)| (slot, exemplar::replace(&mut series.exemplars, n, slot, e)));
+        state.overflowed += u64::from(redirected);
+        given
+    }
+
+    /// Puts back the exemplar `update_with_exemplar` replaced.
+    pub fn undo_exemplar(
+        &mut self,
+        fid: usize,
+        family: &Family,
+        key: &[u8],
+        slot: usize,
+        prev: Option<exemplar::Exemplar>,
+    ) {
+        let state = &mut self.families[fid];
+        let (series, _) = Self::entry(state, family, key, 0);
+        if let Some(slots) = series.exemplars.as_mut()
+            && let Some(s) = slots.get_mut(slot)
+        {
+            *s = prev;
+        }
+    }
+
     /// Gives the series an update went to (`key`, or the overflow series) the update's trace as
     /// its exemplar: for a counter, and for a histogram the bucket `v` fell in. Other kinds
     /// have none (OpenMetrics puts exemplars on counters and buckets only).
     pub fn exemplar(&mut self, fid: usize, family: &Family, key: &[u8], e: exemplar::Exemplar) {
-        let (n, slot) = match family.kind {
-            MetricKind::Counter => (1, 0),
-            MetricKind::Histogram => (
-                family.buckets.len() + 1,
-                family.buckets.partition_point(|b| *b < e.value),
-            ),
-            MetricKind::Gauge | MetricKind::Summary => return,
+        let Some((n, slot)) = exemplar_slot(family, e.value) else {
+            return;
         };
         let state = &mut self.families[fid];
         let (series, _) = Self::entry(state, family, key, e.ms);
@@ -387,6 +426,18 @@ fn empty(family: &Family) -> Value {
 }
 
 #[inline]
+/// How many exemplar slots a series of `family` has, and which one an observation of `v` takes.
+fn exemplar_slot(family: &Family, v: f64) -> Option<(usize, usize)> {
+    match family.kind {
+        MetricKind::Counter => Some((1, 0)),
+        MetricKind::Histogram => Some((
+            family.buckets.len() + 1,
+            family.buckets.partition_point(|b| *b < v),
+        )),
+        MetricKind::Gauge | MetricKind::Summary => None,
+    }
+}
+
 fn apply(value: &mut Value, family: &Family, op: Op, v: f64, at: Stamp) {
     match (value, op) {
         (Value::Counter(c), _) => *c += v,
