@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::correlate::traces::TraceEvent;
 use crate::correlate::{self, Resolved};
 use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
 use crate::derive::exemplar::Exemplar;
@@ -134,6 +135,9 @@ pub struct Engine {
     given_keys: Vec<u8>,
     /// The current event's reduction samples it out.
     sampled_out: bool,
+    /// For each event of the last batch whose rule gathers traces (`trace.summaries`), what
+    /// it says of its trace, in order; texts are in `text`.
+    pub trace_events: Vec<TraceEvent>,
 }
 
 /// An exemplar given before its event's fate was known, and what it replaced.
@@ -214,6 +218,7 @@ impl Engine {
             given: Vec::new(),
             given_keys: Vec::new(),
             sampled_out: false,
+            trace_events: Vec::new(),
         }
     }
 
@@ -228,6 +233,7 @@ impl Engine {
         let program = Arc::clone(&self.program);
         fates.clear();
         self.asks.clear();
+        self.trace_events.clear();
         self.text.clear();
         for (i, rec) in batch.iter().enumerate() {
             let fate = self.event(&program, rec, now_ms);
@@ -277,6 +283,7 @@ impl Engine {
         let mut matched = false;
         let mut failure = None;
         let mut asked = false;
+        let mut gathered = false;
         for i in 0..self.candidates.len() {
             let r = self.candidates[i];
             let rule = &program.rules[r as usize];
@@ -297,6 +304,11 @@ impl Engine {
                 asked = true;
                 let ask = self.ask(reduce, r, line, rec);
                 self.asks.push(ask);
+            }
+            if !gathered && rule.trace.summaries && self.trace.ctx.trace.is_some() {
+                gathered = true;
+                let e = self.trace_event(rule, line, rec);
+                self.trace_events.push(e);
             }
             if let Err((error, update)) = self.derive(rule, program, line, rec, now_ms) {
                 self.counters.value_error(r, error);
@@ -402,6 +414,57 @@ impl Engine {
             ask.message = (at, self.text.len() as u32);
         }
         ask
+    }
+
+    /// What the event says of its trace, for the summaries (`correlate::traces`).
+    fn trace_event(&mut self, rule: &Rule, line: &str, rec: &Record<'_>) -> TraceEvent {
+        let t = &rule.trace;
+        let topic = rec.topic;
+        fn first<'a>(
+            e: &'a Engine,
+            fs: &[FieldRef],
+            line: &'a str,
+            topic: &'a str,
+        ) -> Option<&'a str> {
+            fs.iter().find_map(|f| e.text(*f, line, topic))
+        }
+        let status: Option<u16> =
+            first(self, &t.status, line, topic).and_then(|s| s.trim().parse().ok());
+        let duration_ms: Option<f64> = first(self, &t.duration, line, topic)
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|d: &f64| d.is_finite());
+        let error = first(self, &t.level, line, topic).is_some_and(is_error_level)
+            || status.is_some_and(|s| s >= 500);
+        let time_ms = t
+            .time
+            .iter()
+            .find_map(|ts| {
+                crate::extract::time::parse(self.text(ts.field, line, topic)?, ts.format)
+            })
+            .unwrap_or(rec.event_ms);
+        let range = |e: &mut Engine, fs: &[FieldRef]| -> (u32, u32) {
+            let at = e.text.len() as u32;
+            if let Some(v) = fs
+                .iter()
+                .find_map(|f| field_text(&e.decoded, &e.captures, &e.trace, *f, line, topic))
+            {
+                e.text.push_str(v);
+            }
+            (at, e.text.len() as u32)
+        };
+        let service = range(self, &t.service);
+        let route = range(self, &t.route);
+        TraceEvent {
+            trace: self.trace.ctx.trace.clone().expect("checked by the caller"),
+            span: self.trace.ctx.span,
+            parent: self.trace.ctx.parent,
+            time_ms,
+            service,
+            route,
+            error,
+            status,
+            duration_ms,
+        }
     }
 
     /// The key fields' `name=value` pairs, joined by `\x1f`, into the text arena.

@@ -78,6 +78,16 @@ enum Command {
         /// of events (exemplar timestamps, `expire_after`), so that outputs are reproducible.
         #[arg(long, value_name = "MS")]
         clock_ms: Option<u64>,
+        /// Write per-trace summaries and service-graph edges here (JSON lines), from the rules
+        /// with `trace: {summaries: true}`; rules read them as topic `logmill.traces`.
+        #[arg(long)]
+        traces_out: Option<PathBuf>,
+        /// A trace is summarised once it has been quiet this long, in event time.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_window)]
+        trace_window: std::time::Duration,
+        /// Traces open at once; beyond, the quietest is summarised early.
+        #[arg(long, default_value_t = 100_000)]
+        max_open_traces: usize,
         /// Input files; `-` is stdin.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -265,6 +275,14 @@ fn is_deployed(deployed: &[logmill::rules::SourceFile], d: &logmill::rules::Diag
     deployed.iter().any(|f| f.name == d.file)
 }
 
+/// `30s`, `1m`, `500ms`: a window for `--trace-window`.
+fn parse_window(s: &str) -> std::result::Result<std::time::Duration, String> {
+    logmill::extract::value::parse_duration_secs(s)
+        .filter(|d| *d > 0.0 && d.is_finite())
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{s}` is not a duration such as 30s, 1m or 500ms"))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay {
@@ -282,6 +300,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
             topic,
             clock_ms,
+            traces_out,
+            trace_window,
+            max_open_traces,
             inputs,
         } => {
             let (program, errors) = load_rules(&rules, false)?;
@@ -314,6 +335,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     topic,
                     logs_json,
                     clock_ms,
+                    traces_out,
+                    traces: logmill::correlate::traces::Config {
+                        window_ms: trace_window.as_millis() as u64,
+                        max_open: max_open_traces,
+                        ..Default::default()
+                    },
                 },
             )?;
             Ok(ExitCode::SUCCESS)

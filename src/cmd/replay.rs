@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use logmill::correlate::traces::{
+    Config as TracesConfig, Gatherer, TOPIC as TRACES_TOPIC, TraceEvent,
+};
 use logmill::decode::{InputFormat, Limits};
 use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Counters, Engine, Record};
@@ -36,6 +39,9 @@ pub struct Options {
     pub logs_json: bool,
     /// Replay's clock instead of the wall clock (`--clock-ms`).
     pub clock_ms: Option<u64>,
+    /// Where per-trace summaries and service-graph edges go, and how they are gathered.
+    pub traces_out: Option<PathBuf>,
+    pub traces: TracesConfig,
 }
 
 pub fn now_ms() -> u64 {
@@ -58,6 +64,9 @@ struct ChunkOutput {
     events: Vec<KeptEvent>,
     asks: Vec<Ask>,
     text: String,
+    /// When rules gather traces: what each of the chunk's events says of its trace, in order
+    /// (texts in `text`).
+    traces: Vec<TraceEvent>,
 }
 
 /// A kept event of a chunk, for the reduction: its bytes in `kept`, where it came from, and
@@ -85,6 +94,8 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     let want_dead = opts.dead_letter_out.is_some();
     // Reduction decides in line order, in the writer: the workers hand it every kept event.
     let reducing = program.rules.iter().any(|r| r.reduce.is_some());
+    // So do trace summaries: the writer gathers what the workers' events say of their traces.
+    let gathering = program.rules.iter().any(|r| r.trace.summaries);
     let names: Vec<String> = opts
         .inputs
         .iter()
@@ -129,6 +140,8 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
     };
     let (out_tx, out_rx) = sync_channel::<ChunkOutput>(depth);
 
+    let clock = opts.clock_ms.unwrap_or_else(now_ms);
+    let mut gathered: Option<Gathering> = None;
     let (results, read, reduction) = std::thread::scope(|s| -> Result<Finished> {
         let reader = s.spawn(|| {
             let tx = chunk_tx;
@@ -170,6 +183,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         events: Vec::new(),
                         asks: Vec::new(),
                         text: String::new(),
+                        traces: Vec::new(),
                     };
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
                     for group in all.chunks(BATCH) {
@@ -187,10 +201,20 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                             event_ms: now,
                         }));
                         engine.process(&batch, now, &mut fates);
-                        if reducing {
-                            // The batch's asks, moved into the chunk's text.
-                            let shift = out.text.len() as u32;
+                        // The batch's asks and trace events refer to its text: moved into the
+                        // chunk's.
+                        let shift = out.text.len() as u32;
+                        if reducing || gathering {
                             out.text.push_str(&engine.text);
+                        }
+                        for e in &engine.trace_events {
+                            let mut e = e.clone();
+                            for r in [&mut e.service, &mut e.route] {
+                                *r = (r.0 + shift, r.1 + shift);
+                            }
+                            out.traces.push(e);
+                        }
+                        if reducing {
                             let mut asks = engine.asks.iter().peekable();
                             for (i, ((off, payload, raw), fate)) in
                                 group.iter().zip(&fates).enumerate()
@@ -239,7 +263,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                             }
                         }
                     }
-                    if (want_kept || want_dead || reducing) && tx.send(out).is_err() {
+                    if (want_kept || want_dead || reducing || gathering) && tx.send(out).is_err() {
                         break;
                     }
                 }
@@ -250,6 +274,9 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         // Write outputs in input order while workers run, reducing on the way.
         let mut pending = BTreeMap::new();
         let mut next = 0u64;
+        let mut gather = gathering
+            .then(|| Gathering::new(&program, &opts))
+            .transpose()?;
         let mut writer = Writer {
             program: &program,
             reducer: Reducer::new(),
@@ -269,11 +296,17 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                 if let Some(f) = dead_file.as_mut() {
                     f.write_all(out.dead.as_bytes())?;
                 }
+                if let Some(g) = gather.as_mut() {
+                    g.chunk(&out, clock)?;
+                }
                 next += 1;
             }
         }
         if reducing {
             writer.finish(kept_file.as_mut())?;
+        }
+        if let Some(g) = gather.as_mut() {
+            g.finish(clock)?;
         }
         let reduction = writer.reduction;
         let results = workers
@@ -284,6 +317,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             .join()
             .expect("reader panicked")
             .context("reading input")?;
+        gathered = gather;
         Ok((results, read, reduction))
     })?;
     if let Some(b) = &bar {
@@ -304,6 +338,21 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         counters.absorb(&c);
     }
     counters.reduction = reduction;
+    let trace_stats = match gathered {
+        Some(mut g) => {
+            if let Some(f) = g.file.as_mut() {
+                f.flush()?;
+            }
+            global.merge_from(&mut g.engine.local, &program, now);
+            // Matches of the rules that read summaries are matches (no rule "matched nothing").
+            let theirs = &g.engine.counters.rule_matches;
+            for (a, b) in counters.rule_matches.iter_mut().zip(theirs) {
+                *a += b;
+            }
+            Some(g.gatherer.stats)
+        }
+        None => None,
+    };
     let exposition = render(&program, &global, opts.exposition, now);
     match &opts.metrics_out {
         Some(p) => {
@@ -338,11 +387,87 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                 logmill::report::reduction(&program, &counters.reduction)
             );
         }
+        if let Some(t) = trace_stats {
+            eprintln!(
+                "traces: {} event(s) gathered, {} trace summaries ({} closed early at the cap), {} service-graph edges, {} span(s) or service(s) over the caps",
+                t.events, t.summaries, t.evicted, t.edges, t.truncated
+            );
+        }
         for note in logmill::report::rule_notes(&program, &counters, "event") {
             eprintln!("{note}");
         }
     }
     Ok(())
+}
+
+/// The writer's end of trace gathering: one partition (the input, in line order). Summaries
+/// and edges are written out and read back as events of `traces::TOPIC`, so rules derive
+/// metrics from them.
+struct Gathering {
+    gatherer: Gatherer,
+    engine: Engine,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    lines: String,
+    fates: Vec<Fate>,
+    seq: u64,
+}
+
+impl Gathering {
+    fn new(program: &Arc<Program>, opts: &Options) -> Result<Gathering> {
+        Ok(Gathering {
+            gatherer: Gatherer::new(opts.traces),
+            engine: Engine::new(
+                Arc::clone(program),
+                InputFormat::Fixed(logmill::decode::Format::Json),
+                opts.limits,
+            ),
+            file: open_out(&opts.traces_out)?,
+            lines: String::new(),
+            fates: Vec::new(),
+            seq: 0,
+        })
+    }
+
+    fn chunk(&mut self, out: &ChunkOutput, now: u64) -> Result<()> {
+        for e in &out.traces {
+            self.gatherer.observe(e, &out.text, &mut self.lines);
+        }
+        self.emit(now)
+    }
+
+    fn finish(&mut self, now: u64) -> Result<()> {
+        self.gatherer.flush(&mut self.lines);
+        self.emit(now)
+    }
+
+    fn emit(&mut self, now: u64) -> Result<()> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(self.lines.as_bytes())?;
+        }
+        let mut records = Vec::new();
+        for l in self.lines.lines() {
+            self.seq += 1;
+            records.push(Record {
+                payload: l.as_bytes(),
+                topic: TRACES_TOPIC,
+                // A lane of their own, after the input's, for which `set` wins.
+                version: Version {
+                    lane: 1,
+                    offset: self.seq,
+                    ..Version::default()
+                },
+                event_ms: now,
+            });
+        }
+        for batch in records.chunks(BATCH) {
+            self.engine.process(batch, now, &mut self.fates);
+        }
+        self.lines.clear();
+        Ok(())
+    }
 }
 
 fn open_out(p: &Option<PathBuf>) -> Result<Option<std::io::BufWriter<std::fs::File>>> {

@@ -5,6 +5,8 @@
 //! its reduction as the default sampling key, and its conditions and labels as `_trace_id`,
 //! `_span_id` and `_parent_span_id`.
 
+pub mod traces;
+
 use crate::extract::trace::{self, Context, Invalid, Source, SpanId, TraceId};
 use crate::rules::program::{FieldRef, TraceKind, TracePart, TraceSources};
 
@@ -194,6 +196,7 @@ mod tests {
                 .map(|(i, (k, _))| (*k, FieldRef::Capture(i as u32)))
                 .collect(),
             exemplars: true,
+            ..TraceSources::default()
         };
         let values: Vec<&str> = fields.iter().map(|(_, v)| *v).collect();
         let mut out = Resolved::default();

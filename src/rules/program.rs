@@ -118,6 +118,15 @@ pub struct TraceSources {
     pub fields: Vec<(TraceKind, FieldRef)>,
     /// Whether the rule's counters and histograms take exemplars.
     pub exemplars: bool,
+    /// Whether the rule's events go into per-trace summaries, and where they say what those
+    /// need (each list in order of preference; `time` empty means the record's time).
+    pub summaries: bool,
+    pub service: Vec<FieldRef>,
+    pub route: Vec<FieldRef>,
+    pub status: Vec<FieldRef>,
+    pub duration: Vec<FieldRef>,
+    pub level: Vec<FieldRef>,
+    pub time: Vec<TimeSource>,
 }
 
 #[derive(Debug)]

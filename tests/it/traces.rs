@@ -159,3 +159,122 @@ fn issue8_invalid_trace_ids_are_counted_not_used() {
         "{exposition}"
     );
 }
+
+/// `logmill gen traces`, through replay with summaries on: every trace that completed in the
+/// stream has exactly the summary its lines say (services in order, root and route, times,
+/// duration, events, spans, outcome), the service graph's edges equal the ground truth's, and
+/// the rules reading the summaries count exactly that.
+#[test]
+fn issue8_trace_summaries_and_service_graph_match_the_ground_truth() {
+    let tmp = TempDir::new("i8-summaries");
+    let input = tmp.path("in.log");
+    let o = logmill().args(["gen", "traces", "30000"]).output().unwrap();
+    assert!(o.status.success());
+    std::fs::write(&input, &o.stdout).unwrap();
+    let truth = logmill::workload::trace_truth(o.stdout.split(|b| *b == b'\n'));
+    let (out, prom) = (tmp.path("traces.jsonl"), tmp.path("out.prom"));
+    let o = logmill()
+        .current_dir(repo())
+        .args([
+            "replay",
+            "--rules",
+            "tests/data/traces/rules.yaml",
+            "--traces-out",
+            out.to_str().unwrap(),
+            "--metrics-out",
+            prom.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("matched no event"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(out).unwrap();
+    let field = |l: &str, k: &str| -> String {
+        let at = l
+            .find(&format!("\"{k}\":"))
+            .unwrap_or_else(|| panic!("{k} in {l}"))
+            + k.len()
+            + 3;
+        let rest = &l[at..];
+        if let Some(s) = rest.strip_prefix('"') {
+            s[..s.find('"').unwrap()].to_string()
+        } else if rest.starts_with('[') {
+            rest[..=rest.find(']').unwrap()].to_string()
+        } else {
+            rest[..rest.find([',', '}']).unwrap()].to_string()
+        }
+    };
+    let mut summaries = 0;
+    let mut completed = 0;
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("{\"logmill\":\"trace\""))
+    {
+        summaries += 1;
+        let t = &truth.traces[&field(l, "trace_id")];
+        assert_eq!(field(l, "events"), t.events.to_string(), "{l}");
+        assert_eq!(field(l, "spans"), t.spans.to_string(), "{l}");
+        assert_eq!(field(l, "first_ms"), t.first_ms.to_string(), "{l}");
+        assert_eq!(field(l, "last_ms"), t.last_ms.to_string(), "{l}");
+        let services: Vec<String> = t.services.iter().map(|s| format!("\"{s}\"")).collect();
+        assert_eq!(
+            field(l, "services"),
+            format!("[{}]", services.join(",")),
+            "{l}"
+        );
+        assert_eq!(field(l, "outcome") == "error", t.error, "{l}");
+        if let Some(d) = t.duration_ms {
+            completed += 1;
+            assert_eq!(field(l, "duration_ms").parse::<f64>().unwrap(), d, "{l}");
+            assert_eq!(Some(field(l, "root_service")), t.root_service, "{l}");
+            assert_eq!(Some(field(l, "route")), t.route, "{l}");
+        }
+    }
+    assert_eq!(summaries, truth.traces.len());
+    assert!(completed > summaries * 9 / 10, "{completed} of {summaries}");
+    // The service graph, edge by edge: requests, failures and the latencies' sum.
+    let mut edges: std::collections::BTreeMap<(String, String), (u64, u64, f64)> =
+        Default::default();
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("{\"logmill\":\"edge\""))
+    {
+        let e = edges
+            .entry((field(l, "client"), field(l, "server")))
+            .or_default();
+        e.0 += 1;
+        e.1 += u64::from(field(l, "failed") == "true");
+        e.2 += field(l, "duration_ms").parse::<f64>().unwrap();
+    }
+    assert_eq!(edges.len(), truth.edges.len());
+    for ((client, server), want) in &truth.edges {
+        let got = edges[&(client.clone(), server.clone())];
+        assert_eq!(
+            (got.0, got.1),
+            (want.requests, want.failures),
+            "{client} → {server}"
+        );
+        let sum: f64 = want.latencies_ms.iter().sum();
+        assert!(
+            (got.2 - sum).abs() < 1e-6 * sum.max(1.0),
+            "{client} → {server}"
+        );
+    }
+    // The rules over the summaries count the same.
+    let prom = std::fs::read_to_string(prom).unwrap();
+    let total = |name: &str| -> f64 {
+        prom.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(total("traces_total{") as usize, summaries);
+    let requests: u64 = truth.edges.values().map(|e| e.requests).sum();
+    let failures: u64 = truth.edges.values().map(|e| e.failures).sum();
+    assert_eq!(total("service_graph_requests_total{") as u64, requests);
+    assert_eq!(
+        total("service_graph_failed_requests_total{") as u64,
+        failures
+    );
+}

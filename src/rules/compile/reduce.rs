@@ -213,7 +213,7 @@ impl Builder {
     }
 
     /// Event fields read when present, without a diagnostic when absent.
-    fn default_fields(&mut self, names: &[&str]) -> Vec<FieldRef> {
+    pub(super) fn default_fields(&mut self, names: &[&str]) -> Vec<FieldRef> {
         names
             .iter()
             .filter_map(|n| super::parse_path(n))
@@ -221,7 +221,12 @@ impl Builder {
             .collect()
     }
 
-    fn time(&mut self, node: &Node, cx: &RuleCx<'_>, sink: &mut Sink) -> Option<TimeSource> {
+    pub(super) fn time(
+        &mut self,
+        node: &Node,
+        cx: &RuleCx<'_>,
+        sink: &mut Sink,
+    ) -> Option<TimeSource> {
         let (field_node, format) = if node.as_map().is_some() {
             let mut m = MapView::new(node, "`time`", sink)?;
             let field = m.get("field");

@@ -1,0 +1,375 @@
+//! Per-trace summaries and the service graph, from the events of the rules that ask for them
+//! (`trace: {summaries: true}`).
+//!
+//! Events sharing a trace id are gathered until the trace has been quiet for `window` of
+//! event time; then one summary says what happened (services in order of appearance, the root
+//! service and route, first and last times, duration, events, errors, outcome) and one edge
+//! record per call between spans of two services gives the service graph (client, server,
+//! failed, latency), as the OpenTelemetry Collector's `servicegraph` connector does from
+//! spans. Both are JSON lines that rules read like any event (topic [`TOPIC`]), so teams derive
+//! their own metrics from them.
+//!
+//! Sans-IO and deterministic: what is emitted depends only on the events in order and their
+//! times, never on the wall clock. Memory is bounded: at `max_open` traces the least recently
+//! active one is summarised early (`"evicted":true`), and a trace keeps at most `max_spans`
+//! spans (the rest counted in `"truncated"`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write;
+
+use crate::extract::trace::{SpanId, TraceId};
+use crate::sink::output::json_string as json_str;
+
+/// The topic summaries and edges are read as by rules (`match: {topic: logmill.traces}`).
+pub const TOPIC: &str = "logmill.traces";
+
+/// Services named per trace at most; more are counted as truncated.
+const MAX_SERVICES: usize = 32;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub window_ms: u64,
+    pub max_open: usize,
+    pub max_spans: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            window_ms: 30_000,
+            max_open: 100_000,
+            max_spans: 256,
+        }
+    }
+}
+
+/// What one event says of its trace. Texts are ranges of the batch's text arena.
+#[derive(Debug, Clone)]
+pub struct TraceEvent {
+    pub trace: TraceId,
+    pub span: Option<SpanId>,
+    pub parent: Option<SpanId>,
+    pub time_ms: u64,
+    pub service: (u32, u32),
+    pub route: (u32, u32),
+    pub error: bool,
+    pub status: Option<u16>,
+    pub duration_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Span {
+    service: u8,
+    parent: Option<SpanId>,
+    error: bool,
+    status: Option<u16>,
+    duration_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Open {
+    first_ms: u64,
+    last_ms: u64,
+    /// Order of arrival: ties in `by_last` are broken by it, so eviction is deterministic.
+    seq: u64,
+    events: u64,
+    errors: u64,
+    services: Vec<Box<str>>,
+    /// The first event's service and route, until an event without a parent span says the root.
+    first: Option<(u8, Box<str>)>,
+    root: Option<(u8, Box<str>, Option<SpanId>)>,
+    spans: HashMap<SpanId, Span>,
+    truncated: u64,
+}
+
+/// Counts of what the gatherer did, for telemetry and replay's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub summaries: u64,
+    pub edges: u64,
+    pub evicted: u64,
+    pub truncated: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Gatherer {
+    config: Config,
+    open: HashMap<TraceId, Open>,
+    /// `(last_ms, seq, trace)` of every open trace: the quietest first.
+    by_last: BTreeSet<(u64, u64, TraceId)>,
+    next_seq: u64,
+    /// The latest event time seen: the clock windows close by.
+    clock_ms: u64,
+    pub stats: Stats,
+}
+
+impl Gatherer {
+    pub fn new(config: Config) -> Gatherer {
+        Gatherer {
+            config,
+            ..Gatherer::default()
+        }
+    }
+
+    pub fn open_traces(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Adds one event (texts in `text`); summaries and edges of the traces it closes or evicts
+    /// are appended to `out` as JSON lines.
+    pub fn observe(&mut self, e: &TraceEvent, text: &str, out: &mut String) {
+        self.stats.events += 1;
+        self.clock_ms = self.clock_ms.max(e.time_ms);
+        self.expire(self.clock_ms, out);
+        let get = |(a, b): (u32, u32)| text.get(a as usize..b as usize).unwrap_or_default();
+        if !self.open.contains_key(&e.trace) && self.open.len() >= self.config.max_open.max(1) {
+            if let Some((_, _, oldest)) = self.by_last.iter().next() {
+                let oldest = oldest.clone();
+                self.stats.evicted += 1;
+                self.close(&oldest, true, out);
+            }
+        }
+        let seq = self.next_seq;
+        let t = self.open.entry(e.trace.clone()).or_insert_with(|| Open {
+            first_ms: e.time_ms,
+            last_ms: e.time_ms,
+            seq,
+            ..Open::default()
+        });
+        if t.seq == seq {
+            self.next_seq += 1;
+        } else {
+            self.by_last.remove(&(t.last_ms, t.seq, e.trace.clone()));
+        }
+        t.first_ms = t.first_ms.min(e.time_ms);
+        t.last_ms = t.last_ms.max(e.time_ms);
+        self.by_last.insert((t.last_ms, t.seq, e.trace.clone()));
+        t.events += 1;
+        t.errors += u64::from(e.error);
+        let service = get(e.service);
+        let idx = match t.services.iter().position(|s| &**s == service) {
+            Some(i) => i,
+            None if t.services.len() < MAX_SERVICES => {
+                t.services.push(service.into());
+                t.services.len() - 1
+            }
+            None => {
+                t.truncated += 1;
+                self.stats.truncated += 1;
+                MAX_SERVICES
+            }
+        } as u8;
+        let route = get(e.route);
+        if t.first.is_none() {
+            t.first = Some((idx, route.into()));
+        }
+        if e.span.is_some() && e.parent.is_none() {
+            match &mut t.root {
+                None => t.root = Some((idx, route.into(), e.span)),
+                // The root's route may be on its last event only.
+                Some((_, r, _)) if r.is_empty() && !route.is_empty() => *r = route.into(),
+                Some(_) => {}
+            }
+        }
+        if let Some(span) = e.span {
+            let room = t.spans.len() < self.config.max_spans;
+            match t.spans.get_mut(&span) {
+                Some(s) => {
+                    s.error |= e.error;
+                    s.status = e.status.or(s.status);
+                    s.duration_ms = e.duration_ms.or(s.duration_ms);
+                    s.parent = s.parent.or(e.parent);
+                }
+                None if room => {
+                    t.spans.insert(
+                        span,
+                        Span {
+                            service: idx,
+                            parent: e.parent,
+                            error: e.error,
+                            status: e.status,
+                            duration_ms: e.duration_ms,
+                        },
+                    );
+                }
+                None => {
+                    t.truncated += 1;
+                    self.stats.truncated += 1;
+                }
+            }
+        }
+    }
+
+    /// Closes the traces quiet for a window at event time `now_ms`.
+    pub fn expire(&mut self, now_ms: u64, out: &mut String) {
+        while let Some((last, _, trace)) = self.by_last.iter().next().cloned() {
+            if last + self.config.window_ms > now_ms {
+                break;
+            }
+            self.close(&trace, false, out);
+        }
+    }
+
+    /// Closes every open trace, the quietest first (the end of a replay).
+    pub fn flush(&mut self, out: &mut String) {
+        while let Some((_, _, trace)) = self.by_last.iter().next().cloned() {
+            self.close(&trace, false, out);
+        }
+    }
+
+    fn close(&mut self, trace: &TraceId, evicted: bool, out: &mut String) {
+        let Some(t) = self.open.remove(trace) else {
+            return;
+        };
+        self.by_last.remove(&(t.last_ms, t.seq, trace.clone()));
+        self.stats.summaries += 1;
+        let name = |i: u8| t.services.get(i as usize).map_or("", |s| &**s);
+        let (root_service, route, root_span) = match (&t.root, &t.first) {
+            (Some((s, r, span)), _) => (name(*s), &**r, *span),
+            (None, Some((s, r))) => (name(*s), &**r, None),
+            (None, None) => ("", "", None),
+        };
+        let root = root_span.and_then(|s| t.spans.get(&s));
+        // The root span's own measure when it logged one, else what the events span.
+        let duration_ms = root
+            .and_then(|r| r.duration_ms)
+            .unwrap_or((t.last_ms - t.first_ms) as f64);
+        let outcome = if t.errors > 0 || root.is_some_and(|r| r.status.is_some_and(|s| s >= 500)) {
+            "error"
+        } else {
+            "ok"
+        };
+        let trace_text = trace.to_string();
+        out.push_str("{\"logmill\":\"trace\",\"trace_id\":");
+        json_str(out, &trace_text);
+        out.push_str(",\"services\":[");
+        for (i, s) in t.services.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(out, s);
+        }
+        out.push_str("],\"root_service\":");
+        json_str(out, root_service);
+        out.push_str(",\"route\":");
+        json_str(out, route);
+        let _ = writeln!(
+            out,
+            ",\"first_ms\":{},\"last_ms\":{},\"duration_ms\":{},\"events\":{},\"errors\":{},\"spans\":{},\"outcome\":\"{outcome}\",\"truncated\":{},\"evicted\":{evicted}}}",
+            t.first_ms,
+            t.last_ms,
+            duration_ms,
+            t.events,
+            t.errors,
+            t.spans.len(),
+            t.truncated,
+        );
+        // One edge per call whose both ends are known, in span id order (deterministic).
+        let mut calls: Vec<(&SpanId, &Span)> = t.spans.iter().collect();
+        calls.sort_by_key(|(id, _)| **id);
+        for (_, child) in calls {
+            let Some(parent) = child.parent.and_then(|p| t.spans.get(&p)) else {
+                continue;
+            };
+            // A call is counted when it completed (it says its status or duration).
+            if child.status.is_none() && child.duration_ms.is_none() {
+                continue;
+            }
+            self.stats.edges += 1;
+            let failed = child.error || child.status.is_some_and(|s| s >= 500);
+            out.push_str("{\"logmill\":\"edge\",\"trace_id\":");
+            json_str(out, &trace_text);
+            out.push_str(",\"client\":");
+            json_str(out, name(parent.service));
+            out.push_str(",\"server\":");
+            json_str(out, name(child.service));
+            let _ = write!(out, ",\"failed\":{failed}");
+            if let Some(d) = child.duration_ms {
+                let _ = write!(out, ",\"duration_ms\":{d}");
+            }
+            out.push_str("}\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(text: &mut String, trace: u128, span: u64, parent: u64, t: u64, svc: &str) -> TraceEvent {
+        let a = text.len() as u32;
+        text.push_str(svc);
+        TraceEvent {
+            trace: TraceId::Hex(trace),
+            span: Some(SpanId(span)),
+            parent: (parent != 0).then_some(SpanId(parent)),
+            time_ms: t,
+            service: (a, text.len() as u32),
+            route: (0, 0),
+            error: false,
+            status: None,
+            duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_quiet_trace_is_summarised_with_its_edges() {
+        let mut g = Gatherer::new(Config {
+            window_ms: 100,
+            ..Config::default()
+        });
+        let mut text = String::new();
+        let mut out = String::new();
+        let mut a = ev(&mut text, 1, 10, 0, 1000, "gateway");
+        g.observe(&a, &text, &mut out);
+        let mut b = ev(&mut text, 1, 11, 10, 1005, "cart");
+        b.status = Some(503);
+        b.error = true;
+        b.duration_ms = Some(4.5);
+        g.observe(&b, &text, &mut out);
+        a.time_ms = 1010;
+        a.status = Some(502);
+        a.duration_ms = Some(10.0);
+        g.observe(&a, &text, &mut out);
+        assert!(out.is_empty());
+        // Another trace's event 100 ms later closes the first.
+        let c = ev(&mut text, 2, 20, 0, 1110, "gateway");
+        g.observe(&c, &text, &mut out);
+        assert_eq!(
+            out,
+            "{\"logmill\":\"trace\",\"trace_id\":\"00000000000000000000000000000001\",\"services\":[\"gateway\",\"cart\"],\"root_service\":\"gateway\",\"route\":\"\",\"first_ms\":1000,\"last_ms\":1010,\"duration_ms\":10,\"events\":3,\"errors\":1,\"spans\":2,\"outcome\":\"error\",\"truncated\":0,\"evicted\":false}\n\
+             {\"logmill\":\"edge\",\"trace_id\":\"00000000000000000000000000000001\",\"client\":\"gateway\",\"server\":\"cart\",\"failed\":true,\"duration_ms\":4.5}\n"
+        );
+        assert_eq!(g.open_traces(), 1);
+        out.clear();
+        g.flush(&mut out);
+        assert!(out.contains("\"trace_id\":\"00000000000000000000000000000002\""));
+        assert_eq!(g.open_traces(), 0);
+    }
+
+    #[test]
+    fn the_caps_evict_the_quietest_and_truncate_spans() {
+        let mut g = Gatherer::new(Config {
+            window_ms: 1_000_000,
+            max_open: 10,
+            max_spans: 3,
+        });
+        let mut text = String::new();
+        let mut out = String::new();
+        for t in 0..100u64 {
+            for s in 0..5u64 {
+                let e = ev(&mut text, u128::from(t) + 1, s + 1, 0, t, "svc");
+                g.observe(&e, &text, &mut out);
+            }
+            assert!(g.open_traces() <= 10);
+        }
+        assert_eq!(g.stats.evicted, 90);
+        assert_eq!(g.stats.truncated, 200);
+        assert_eq!(out.lines().count(), 90);
+        assert!(out.lines().all(|l| l.contains("\"evicted\":true")));
+        assert!(out.lines().all(|l| l.contains("\"events\":5,")));
+        // The quietest go first: traces 1 to 90, in order.
+        assert!(out.lines().next().unwrap().contains("0000000001\""));
+    }
+}
