@@ -44,6 +44,9 @@ pub struct Config {
     pub limits: Limits,
     pub kept_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
+    /// Per-trace summaries and service-graph edges (from rules with `trace.summaries`).
+    pub traces_topic: Option<String>,
+    pub traces: crate::correlate::traces::Config,
     pub delivery: Delivery,
     pub state_topic: String,
     pub checkpoint_interval: Duration,
@@ -71,6 +74,7 @@ const TOP: &[&str] = &[
     "rules",
     "input",
     "output",
+    "traces",
     "delivery",
     "http",
     "workers",
@@ -89,7 +93,8 @@ const KAFKA: &[&str] = &[
     "properties",
 ];
 const INPUT: &[&str] = &["format", "max_event_bytes", "max_json_depth"];
-const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic"];
+const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic", "traces_topic"];
+const TRACES: &[&str] = &["window", "max_open", "max_spans"];
 const DELIVERY: &[&str] = &[
     "mode",
     "state_topic",
@@ -117,6 +122,7 @@ pub fn consumable(cfg: &Config, topic: &str) -> bool {
     !topic.starts_with("__")
         && Some(topic) != cfg.kept_topic.as_deref()
         && Some(topic) != cfg.dead_letter_topic.as_deref()
+        && Some(topic) != cfg.traces_topic.as_deref()
         && topic != cfg.state_topic
 }
 
@@ -304,7 +310,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         }
         i.finish(INPUT, "`input`", sink);
     }
-    let (mut kept_topic, mut dead_letter_topic) = (None, None);
+    let (mut kept_topic, mut dead_letter_topic, mut traces_topic) = (None, None, None);
     if let Some(mut o) = top
         .get("output")
         .and_then(|n| MapView::new(n, "`output`", sink))
@@ -315,7 +321,26 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         dead_letter_topic = o
             .get("dead_letter_topic")
             .and_then(|n| text(n, "`dead_letter_topic`", sink));
+        traces_topic = o
+            .get("traces_topic")
+            .and_then(|n| text(n, "`traces_topic`", sink));
         o.finish(OUTPUT, "`output`", sink);
+    }
+    let mut traces = crate::correlate::traces::Config::default();
+    if let Some(mut t) = top
+        .get("traces")
+        .and_then(|n| MapView::new(n, "`traces`", sink))
+    {
+        if let Some(d) = t.get("window").and_then(|n| duration(n, "`window`", sink)) {
+            traces.window_ms = d.as_millis() as u64;
+        }
+        if let Some(n) = t.get("max_open") {
+            traces.max_open = limit(n, "`max_open`", sink).unwrap_or(traces.max_open);
+        }
+        if let Some(n) = t.get("max_spans") {
+            traces.max_spans = limit(n, "`max_spans`", sink).unwrap_or(traces.max_spans);
+        }
+        t.finish(TRACES, "`traces`", sink);
     }
     let mut delivery = Delivery::ExactlyOnce;
     let mut state_topic = None;
@@ -495,6 +520,8 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         limits,
         kept_topic,
         dead_letter_topic,
+        traces_topic,
+        traces,
         delivery,
         checkpoint_interval,
         chunk_bytes,

@@ -237,6 +237,13 @@ impl Engine {
         self.text.clear();
         for (i, rec) in batch.iter().enumerate() {
             let fate = self.event(&program, rec, now_ms);
+            if let Some(t) = self
+                .trace_events
+                .last_mut()
+                .filter(|t| t.record == u32::MAX)
+            {
+                t.record = i as u32;
+            }
             self.counters.bytes_in += rec.payload.len() as u64;
             if fate == Fate::Keep {
                 self.counters.bytes_kept += rec.payload.len() as u64;
@@ -455,6 +462,8 @@ impl Engine {
         let service = range(self, &t.service);
         let route = range(self, &t.route);
         TraceEvent {
+            // Filled in by `process`, which knows the record's place in the batch.
+            record: u32::MAX,
             trace: self.trace.ctx.trace.clone().expect("checked by the caller"),
             span: self.trace.ctx.span,
             parent: self.trace.ctx.parent,

@@ -292,6 +292,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         ("logs", 4),
         ("logs-kept", 4),
         ("logs-dead-letter", 1),
+        ("logs-traces", 2),
         ("logmill-demo-state", 2),
     ] {
         cluster.create_topic(t, p, 1)?;
@@ -315,6 +316,8 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         limits: Limits::default(),
         kept_topic: Some("logs-kept".into()),
         dead_letter_topic: Some("logs-dead-letter".into()),
+        traces_topic: Some("logs-traces".into()),
+        traces: Default::default(),
         delivery: Delivery::ExactlyOnce,
         state_topic: "logmill-demo-state".into(),
         checkpoint_interval: Duration::from_secs(1),

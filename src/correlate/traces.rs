@@ -17,6 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
+use crate::codec::{Corrupt, Reader, Writer};
 use crate::extract::trace::{SpanId, TraceId};
 use crate::sink::output::json_string as json_str;
 
@@ -46,6 +47,8 @@ impl Default for Config {
 /// What one event says of its trace. Texts are ranges of the batch's text arena.
 #[derive(Debug, Clone)]
 pub struct TraceEvent {
+    /// Index of the record in its batch.
+    pub record: u32,
     pub trace: TraceId,
     pub span: Option<SpanId>,
     pub parent: Option<SpanId>,
@@ -92,7 +95,7 @@ pub struct Stats {
     pub truncated: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Gatherer {
     config: Config,
     open: HashMap<TraceId, Open>,
@@ -102,9 +105,159 @@ pub struct Gatherer {
     /// The latest event time seen: the clock windows close by.
     clock_ms: u64,
     pub stats: Stats,
+    /// Changed since the last `encode`: the checkpoint's barrier takes only changed states.
+    pub dirty: bool,
+}
+
+const MAGIC: &[u8; 4] = b"LMTR";
+const VERSION: u8 = 1;
+
+fn write_trace_id(w: &mut Writer, t: &TraceId) {
+    match t {
+        TraceId::Hex(v) => {
+            w.u8(1);
+            w.u64((v >> 64) as u64);
+            w.u64(*v as u64);
+        }
+        TraceId::Custom(s) => {
+            w.u8(2);
+            w.str(s);
+        }
+    }
+}
+
+fn read_trace_id(r: &mut Reader<'_>) -> Result<TraceId, Corrupt> {
+    match r.u8()? {
+        1 => {
+            let hi = r.u64()?;
+            Ok(TraceId::Hex((u128::from(hi) << 64) | u128::from(r.u64()?)))
+        }
+        2 => crate::extract::trace::custom(r.str()?).map_err(|_| Corrupt),
+        _ => Err(Corrupt),
+    }
+}
+
+fn write_opt_span(w: &mut Writer, s: Option<SpanId>) {
+    w.bool(s.is_some());
+    w.u64(s.map_or(0, |s| s.0));
+}
+
+fn read_opt_span(r: &mut Reader<'_>) -> Result<Option<SpanId>, Corrupt> {
+    let some = r.bool()?;
+    let v = r.u64()?;
+    Ok(some.then_some(SpanId(v)))
 }
 
 impl Gatherer {
+    /// The open traces, for the checkpoint: they move with their partition to its next owner,
+    /// which summarises them exactly as this one would have. Deterministic (traces in arrival
+    /// order, spans by id).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::new());
+        w.0.extend_from_slice(MAGIC);
+        w.u8(VERSION);
+        w.u64(self.clock_ms);
+        w.u64(self.next_seq);
+        let mut open: Vec<(&TraceId, &Open)> = self.open.iter().collect();
+        open.sort_by_key(|(_, t)| t.seq);
+        w.u32(open.len() as u32);
+        for (id, t) in open {
+            write_trace_id(&mut w, id);
+            for v in [
+                t.first_ms,
+                t.last_ms,
+                t.seq,
+                t.events,
+                t.errors,
+                t.truncated,
+            ] {
+                w.u64(v);
+            }
+            w.u32(t.services.len() as u32);
+            for s in &t.services {
+                w.str(s);
+            }
+            w.bool(t.first.is_some());
+            let (fi, fr) = t.first.as_ref().map_or((0, ""), |(i, r)| (*i, &**r));
+            w.u8(fi);
+            w.str(fr);
+            w.bool(t.root.is_some());
+            let (ri, rr, rs) = t
+                .root
+                .as_ref()
+                .map_or((0, "", None), |(i, r, s)| (*i, &**r, *s));
+            w.u8(ri);
+            w.str(rr);
+            write_opt_span(&mut w, rs);
+            let mut spans: Vec<(&SpanId, &Span)> = t.spans.iter().collect();
+            spans.sort_by_key(|(id, _)| **id);
+            w.u32(spans.len() as u32);
+            for (id, s) in spans {
+                w.u64(id.0);
+                w.u8(s.service);
+                write_opt_span(&mut w, s.parent);
+                w.bool(s.error);
+                w.bool(s.status.is_some());
+                w.u32(u32::from(s.status.unwrap_or(0)));
+                w.bool(s.duration_ms.is_some());
+                w.f64(s.duration_ms.unwrap_or(0.0));
+            }
+        }
+        w.0
+    }
+
+    /// Decodes what `encode` wrote, under the current `config`. Total: malformed input is an
+    /// error, never a panic.
+    pub fn decode(bytes: &[u8], config: Config) -> Result<Gatherer, Corrupt> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC || r.u8()? != VERSION {
+            return Err(Corrupt);
+        }
+        let mut g = Gatherer::new(config);
+        g.clock_ms = r.u64()?;
+        g.next_seq = r.u64()?;
+        for _ in 0..r.count(16)? {
+            let id = read_trace_id(&mut r)?;
+            let mut t = Open {
+                first_ms: r.u64()?,
+                last_ms: r.u64()?,
+                seq: r.u64()?,
+                events: r.u64()?,
+                errors: r.u64()?,
+                truncated: r.u64()?,
+                ..Open::default()
+            };
+            for _ in 0..r.count(4)? {
+                t.services.push(r.str()?.into());
+            }
+            let (has_first, fi, fr) = (r.bool()?, r.u8()?, r.str()?);
+            t.first = has_first.then(|| (fi, fr.into()));
+            let (has_root, ri, rr, rs) = (r.bool()?, r.u8()?, r.str()?, read_opt_span(&mut r)?);
+            t.root = has_root.then(|| (ri, rr.into(), rs));
+            for _ in 0..r.count(8)? {
+                let id = SpanId(r.u64()?);
+                let service = r.u8()?;
+                let parent = read_opt_span(&mut r)?;
+                let error = r.bool()?;
+                let (has_status, status) = (r.bool()?, r.u32()?);
+                let (has_duration, duration) = (r.bool()?, r.f64()?);
+                t.spans.insert(
+                    id,
+                    Span {
+                        service,
+                        parent,
+                        error,
+                        status: has_status.then_some(status.min(u32::from(u16::MAX)) as u16),
+                        duration_ms: has_duration.then_some(duration),
+                    },
+                );
+            }
+            g.by_last.insert((t.last_ms, t.seq, id.clone()));
+            g.open.insert(id, t);
+        }
+        r.finish()?;
+        Ok(g)
+    }
     pub fn new(config: Config) -> Gatherer {
         Gatherer {
             config,
@@ -120,6 +273,7 @@ impl Gatherer {
     /// are appended to `out` as JSON lines.
     pub fn observe(&mut self, e: &TraceEvent, text: &str, out: &mut String) {
         self.stats.events += 1;
+        self.dirty = true;
         self.clock_ms = self.clock_ms.max(e.time_ms);
         self.expire(self.clock_ms, out);
         let get = |(a, b): (u32, u32)| text.get(a as usize..b as usize).unwrap_or_default();
@@ -301,6 +455,7 @@ mod tests {
         let a = text.len() as u32;
         text.push_str(svc);
         TraceEvent {
+            record: 0,
             trace: TraceId::Hex(trace),
             span: Some(SpanId(span)),
             parent: (parent != 0).then_some(SpanId(parent)),
@@ -346,6 +501,52 @@ mod tests {
         g.flush(&mut out);
         assert!(out.contains("\"trace_id\":\"00000000000000000000000000000002\""));
         assert_eq!(g.open_traces(), 0);
+    }
+
+    #[test]
+    fn a_restored_gatherer_goes_on_as_the_original_would() {
+        let config = Config {
+            window_ms: 50,
+            max_open: 5,
+            max_spans: 4,
+        };
+        let mut text = String::new();
+        let events: Vec<TraceEvent> = (0..60u64)
+            .map(|i| {
+                let mut e = ev(
+                    &mut text,
+                    u128::from(i % 7) + 1,
+                    i % 5 + 1,
+                    i % 3,
+                    i * 7,
+                    ["a", "b", "c"][(i % 3) as usize],
+                );
+                e.status = (i % 4 == 0).then_some(200 + (i % 2) as u16 * 300);
+                e.duration_ms = (i % 4 == 0).then_some(i as f64 / 4.0);
+                e.error = i % 11 == 0;
+                e
+            })
+            .collect();
+        let (mut straight, mut out_a) = (Gatherer::new(config), String::new());
+        for e in &events {
+            straight.observe(e, &text, &mut out_a);
+        }
+        straight.flush(&mut out_a);
+        let (mut first, mut out_b) = (Gatherer::new(config), String::new());
+        for e in &events[..31] {
+            first.observe(e, &text, &mut out_b);
+        }
+        let bytes = first.encode();
+        let mut restored = Gatherer::decode(&bytes, config).unwrap();
+        assert_eq!(restored.encode(), bytes);
+        for e in &events[31..] {
+            restored.observe(e, &text, &mut out_b);
+        }
+        restored.flush(&mut out_b);
+        assert_eq!(out_a, out_b);
+        for cut in 0..bytes.len() {
+            assert!(Gatherer::decode(&bytes[..cut], config).is_err());
+        }
     }
 
     #[test]

@@ -105,9 +105,10 @@ impl Coordinator {
                 let (tx, rx) = channel::<Job>();
                 let done = done_tx.clone();
                 let (outputs, input, limits) = (Arc::clone(&outputs), cfg.input, cfg.limits);
+                let traces = cfg.traces;
                 let handle = std::thread::Builder::new()
                     .name(format!("logmill-worker-{i}"))
-                    .spawn(move || worker::run(i, rx, done, outputs, input, limits))
+                    .spawn(move || worker::run(i, rx, done, outputs, input, limits, traces))
                     .expect("spawning a worker thread");
                 Slot {
                     tx: Some(tx),

@@ -10,6 +10,7 @@
 
 mod checkpointing;
 mod coordinator;
+mod partition_state;
 mod partitions;
 mod rebalance;
 mod reload;

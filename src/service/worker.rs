@@ -11,11 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
+use super::partition_state::PartitionState;
 use crate::checkpoint::PartitionKey;
+use crate::correlate::traces::{Config as TracesConfig, TOPIC as TRACES_TOPIC};
 use crate::decode::{InputFormat, Limits};
 use crate::derive::{Aggregates, Version};
 use crate::engine::{Counters, Engine, Record};
-use crate::reduce::{Fate, Reducer, Reduction, Source, Summary, Verdict};
+use crate::reduce::{Fate, Reduction, Source, Summary, Verdict};
 use crate::rules::Program;
 use crate::sink::kafka::{Meta, Outputs};
 use crate::source::kafka::OwnedRecord;
@@ -75,19 +77,21 @@ pub fn run(
     outputs: Arc<Outputs>,
     input: InputFormat,
     limits: Limits,
+    traces: TracesConfig,
 ) {
     let mut engine: Option<Engine> = None;
-    let mut reducers: HashMap<(Arc<str>, i32), Reducer> = HashMap::new();
+    // Reads the trace summaries and edges as events, so rules derive metrics from them.
+    let mut trace_engine: Option<Engine> = None;
+    let mut states: HashMap<(Arc<str>, i32), PartitionState> = HashMap::new();
     let mut summaries: Vec<Summary> = Vec::new();
     for job in jobs {
         let (program, records) = match job {
             Job::Batch { program, records } => (program, records),
             Job::Cut { epoch } => {
-                let mut states: Vec<(PartitionKey, Vec<u8>)> = reducers
+                let mut changed: Vec<(PartitionKey, Vec<u8>)> = states
                     .iter_mut()
-                    .filter(|(_, r)| r.dirty)
+                    .filter(|(_, s)| s.dirty())
                     .map(|((topic, partition), r)| {
-                        r.dirty = false;
                         (
                             PartitionKey {
                                 topic: topic.to_string(),
@@ -97,12 +101,12 @@ pub fn run(
                         )
                     })
                     .collect();
-                states.sort_by(|a, b| a.0.cmp(&b.0));
+                changed.sort_by(|a, b| a.0.cmp(&b.0));
                 if done
                     .send(Done::Cut {
                         worker,
                         epoch,
-                        states,
+                        states: changed,
                     })
                     .is_err()
                 {
@@ -111,20 +115,20 @@ pub fn run(
                 continue;
             }
             Job::Load { key, state } => {
-                let reducer = match state.map(|s| Reducer::decode(&s)) {
-                    Some(Ok(r)) => r,
+                let loaded = match state.map(|s| PartitionState::decode(&s, traces)) {
+                    Some(Ok(s)) => s,
                     Some(Err(_)) => {
                         crate::telemetry::restore_failed("reduction_state");
                         tracing::error!(partition = %key, "the partition's reduction state cannot be read: starting it empty");
-                        Reducer::new()
+                        PartitionState::new(traces)
                     }
-                    None => Reducer::new(),
+                    None => PartitionState::new(traces),
                 };
-                reducers.insert((key.topic.as_str().into(), key.partition), reducer);
+                states.insert((key.topic.as_str().into(), key.partition), loaded);
                 continue;
             }
             Job::Drop { key } => {
-                reducers.remove(&(Arc::<str>::from(key.topic.as_str()), key.partition));
+                states.remove(&(Arc::<str>::from(key.topic.as_str()), key.partition));
                 continue;
             }
         };
@@ -155,9 +159,10 @@ pub fn run(
         for ask in &e.asks {
             let i = ask.record as usize;
             let rec = &records[i];
-            let reducer = reducers
+            let reducer = &mut states
                 .entry((Arc::clone(&rec.topic), rec.partition))
-                .or_default();
+                .or_insert_with(|| PartitionState::new(traces))
+                .reducer;
             let source = Source {
                 partition: rec.partition,
                 offset: rec.offset,
@@ -175,12 +180,71 @@ pub fn run(
             verdicts[i] = Some(v);
             closing.extend(summaries.drain(..).map(|s| (i, s)));
         }
-        let delta = std::mem::replace(&mut e.local, Aggregates::new(&program));
+        // Traces, in each partition's order: the summaries and edges of the traces a record's
+        // time closed go out before it.
+        let mut trace_lines = String::new();
+        let mut closed: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        for t in &e.trace_events {
+            let i = t.record as usize;
+            let rec = &records[i];
+            let at = trace_lines.len();
+            states
+                .entry((Arc::clone(&rec.topic), rec.partition))
+                .or_insert_with(|| PartitionState::new(traces))
+                .traces
+                .observe(t, &e.text, &mut trace_lines);
+            if trace_lines.len() > at {
+                closed.push((i, at..trace_lines.len()));
+            }
+        }
+        let mut delta = std::mem::replace(&mut e.local, Aggregates::new(&program));
         let mut counters = std::mem::take(&mut e.counters);
+        if !trace_lines.is_empty() {
+            let te = match &mut trace_engine {
+                Some(t) if Arc::ptr_eq(t.program(), &program) => t,
+                _ => trace_engine.insert(Engine::new(
+                    Arc::clone(&program),
+                    InputFormat::Fixed(crate::decode::Format::Json),
+                    limits,
+                )),
+            };
+            let mut lines: Vec<Record> = Vec::new();
+            for (i, range) in &closed {
+                let rec = &records[*i];
+                for l in trace_lines[range.clone()].lines() {
+                    lines.push(Record {
+                        payload: l.as_bytes(),
+                        topic: TRACES_TOPIC,
+                        version: Version {
+                            ms: rec.event_ms,
+                            lane: rec.partition as u32,
+                            offset: rec.offset as u64,
+                        },
+                        event_ms: rec.event_ms,
+                    });
+                }
+            }
+            let mut trace_fates = Vec::with_capacity(lines.len());
+            te.process(&lines, super::now_ms(), &mut trace_fates);
+            delta.merge_from(&mut te.local, &program, super::now_ms());
+            // Only the rules' matches count: these are not events read from Kafka.
+            for (a, b) in counters
+                .rule_matches
+                .iter_mut()
+                .zip(&te.counters.rule_matches)
+            {
+                *a += b;
+            }
+            te.counters = crate::engine::Counters {
+                rule_matches: vec![0; program.rules.len()],
+                ..Default::default()
+            };
+        }
         counters.reduction = reduction;
         e.counters.rule_matches = vec![0; program.rules.len()];
         let mut reached: Vec<Reached> = Vec::new();
         let mut closing = closing.into_iter().peekable();
+        let mut closed_out = closed.into_iter().peekable();
         for (i, (rec, fate)) in records.iter().zip(&fates).enumerate() {
             // A batch holds a few partitions: a linear scan beats a map.
             match reached
@@ -201,6 +265,11 @@ pub fn run(
             // Summaries a record's time closed come out before it.
             while let Some((_, s)) = closing.next_if(|(j, _)| *j == i) {
                 outputs.route_summary(&rec.topic, &s);
+            }
+            while let Some((_, range)) = closed_out.next_if(|(j, _)| *j == i) {
+                for l in trace_lines[range].lines() {
+                    outputs.route_trace(rec, l);
+                }
             }
             // Every record is routed, whatever happened to the one before: a record the
             // producer refuses is counted as lost in its epoch (`Outputs::route`), and the

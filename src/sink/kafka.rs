@@ -106,6 +106,8 @@ pub const HEADER_TEMPLATE: &str = "logmill.template.id";
 pub const HEADER_KIND: &str = "logmill.kind";
 pub const HEADER_SUMMARY_ID: &str = "logmill.summary.id";
 pub const HEADER_OFFSET_LAST: &str = "logmill.source.offset.last";
+/// A trace summary's or edge's trace id (the traces topic).
+pub const HEADER_TRACE_ID: &str = "logmill.trace.id";
 
 /// What the reduction says of a kept event, carried in its headers.
 #[derive(Debug, Default, Clone, Copy)]
@@ -121,6 +123,7 @@ pub struct Outputs {
     producer: ThreadedProducer<Deliveries>,
     kept: Option<String>,
     dead_letter: Option<String>,
+    traces: Option<String>,
     /// A dead letter carries at most this much of its event, so it always fits in a record.
     max_payload: usize,
 }
@@ -131,6 +134,7 @@ impl Outputs {
             producer: producer_config(cfg, instance).create_with_context(Deliveries::default())?,
             kept: cfg.kept_topic.clone(),
             dead_letter: cfg.dead_letter_topic.clone(),
+            traces: cfg.traces_topic.clone(),
             max_payload: cfg.limits.max_event_bytes,
         })
     }
@@ -229,6 +233,48 @@ impl Outputs {
     }
 
     /// Sends a reduction summary where kept events go, with the source it covers.
+    /// Sends a trace summary or edge (a JSON line of `correlate::traces`) to the traces topic.
+    /// Headers say what it is, its trace, and the record whose time closed the trace: a replay
+    /// after a crash writes the same record again, identifiable by them.
+    pub fn route_trace(&self, source: &OwnedRecord, line: &str) {
+        let Some(topic) = self.traces.as_deref() else {
+            return;
+        };
+        let kind = if line.starts_with("{\"logmill\":\"edge\"") {
+            "edge"
+        } else {
+            "trace"
+        };
+        let trace_id = line
+            .split("\"trace_id\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default();
+        let (mut p, mut o) = ([0; 20], [0; 20]);
+        let headers = OwnedHeaders::new_with_capacity(5)
+            .insert(Header {
+                key: HEADER_KIND,
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: HEADER_TOPIC,
+                value: Some(source.topic.as_bytes()),
+            })
+            .insert(Header {
+                key: HEADER_PARTITION,
+                value: Some(format_int(&mut p, i64::from(source.partition))),
+            })
+            .insert(Header {
+                key: HEADER_OFFSET,
+                value: Some(format_int(&mut o, source.offset)),
+            });
+        let headers = headers.insert(Header {
+            key: HEADER_TRACE_ID,
+            value: Some(trace_id),
+        });
+        self.send(topic, line.as_bytes(), headers);
+    }
+
     pub fn route_summary(&self, source_topic: &str, s: &crate::reduce::Summary) {
         let Some(topic) = self.kept.as_deref() else {
             return;

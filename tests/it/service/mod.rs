@@ -44,6 +44,7 @@ fn cluster(partitions: i32) -> Cluster {
         ("logs", partitions),
         ("kept", 2),
         ("dead", 1),
+        ("traces", 2),
         ("it-state", 2),
     ])
 }
@@ -244,7 +245,7 @@ fn config_with(
     std::fs::write(
         &path,
         format!(
-            "kafka:\n  brokers: \"{bootstrap}\"\n  group_id: it\n  instance_id: {instance}\n  topics: [logs]\n  properties: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}\nrules: [rules.yaml]\noutput: {{kept_topic: kept, dead_letter_topic: dead}}\ndelivery: {{state_topic: it-state, checkpoint_interval: 300ms, linger: {linger}}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\nbatch: {{max_events: 2000, max_wait: 20ms}}\n{extra}"
+            "kafka:\n  brokers: \"{bootstrap}\"\n  group_id: it\n  instance_id: {instance}\n  topics: [logs]\n  properties: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}\nrules: [rules.yaml]\noutput: {{kept_topic: kept, dead_letter_topic: dead, traces_topic: traces}}\ndelivery: {{state_topic: it-state, checkpoint_interval: 300ms, linger: {linger}}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\nbatch: {{max_events: 2000, max_wait: 20ms}}\n{extra}"
         ),
     )
     .unwrap();

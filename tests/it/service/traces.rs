@@ -1,5 +1,7 @@
 //! Issue 8: trace correlation in the service, with a real Prometheus storing the exemplars.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 const TRACE_RULES: &str = r#"team: it
@@ -138,4 +140,166 @@ fn issue8_prometheus_stores_exemplars_of_kept_traces() {
     for t in &stored {
         assert!(kept.contains(t), "exemplar {t} is not a kept trace");
     }
+}
+
+/// `gen traces` spread over partitions by trace id, then a far-future event per partition
+/// whose time closes every trace still open.
+fn trace_partitions(partitions: usize, n: u64) -> Vec<Vec<String>> {
+    let o = run(&["gen", "traces", &n.to_string()]);
+    assert!(o.status.success());
+    let mut per: Vec<Vec<String>> = vec![Vec::new(); partitions];
+    for l in String::from_utf8(o.stdout).unwrap().lines() {
+        let id = l
+            .split("\"trace_id\":\"")
+            .nth(1)
+            .or_else(|| l.split("traceparent=00-").nth(1))
+            .unwrap();
+        let p = u64::from_str_radix(&id[..8], 16).unwrap() as usize % partitions;
+        per[p].push(l.to_string());
+    }
+    for (p, lines) in per.iter_mut().enumerate() {
+        lines.push(format!(
+            r#"{{"ts":"2030-01-01T00:00:00.000Z","level":"info","service":"closer","msg":"end","trace_id":"{:032x}","span_id":"00000000000000{:02x}"}}"#,
+            0xc1_05e0 + p,
+            p + 1
+        ));
+    }
+    per
+}
+
+/// Every record of the traces topic, replays removed (a record is its payload: the same
+/// trace closed by the same record gives the same bytes).
+fn trace_records(bootstrap: &str) -> BTreeSet<String> {
+    consume_all(bootstrap, "traces")
+        .into_iter()
+        .map(|(payload, _, _)| String::from_utf8(payload).unwrap())
+        .collect()
+}
+
+/// SIGKILLs while traces are open: open traces are in the checkpoint per partition, so after
+/// the restarts the traces topic (replays removed) holds exactly the summaries and edges that
+/// replay gives partition by partition, and the metrics rules derive from them are exact.
+#[test]
+fn issue8_trace_summaries_survive_sigkill_exactly() {
+    let partitions = 2;
+    let c = cluster(partitions);
+    let tmp = TempDir::new("i8-crash");
+    std::fs::copy(
+        repo().join("tests/data/traces/rules.yaml"),
+        tmp.path("rules.yaml"),
+    )
+    .unwrap();
+    let per = trace_partitions(partitions as usize, 16_000);
+    // What replay gathers, partition by partition, without the closing traces (which stay
+    // open in the service, since nothing comes after them).
+    let mut want = BTreeSet::new();
+    for (p, lines) in per.iter().enumerate() {
+        let input = tmp.path(&format!("p{p}.log"));
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let out = tmp.path(&format!("p{p}.traces"));
+        let o = run(&[
+            "replay",
+            "-q",
+            "--rules",
+            tmp.path("rules.yaml").to_str().unwrap(),
+            "--traces-out",
+            out.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        want.extend(
+            std::fs::read_to_string(out)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.contains("\"services\":[\"closer\"]"))
+                .map(str::to_string),
+        );
+    }
+    let want_traces = want
+        .iter()
+        .filter(|l| l.contains("\"logmill\":\"trace\""))
+        .count();
+    assert!(want_traces > 500, "{want_traces}");
+    // The first half, read and checkpointed with traces open, then a SIGKILL; the rest, with
+    // SIGKILLs at random points.
+    let halves: Vec<(Vec<Vec<String>>, u64)> = [0, 1]
+        .iter()
+        .map(|h| {
+            let part: Vec<Vec<String>> = per
+                .iter()
+                .map(|v| {
+                    let mid = v.len() / 2;
+                    if *h == 0 {
+                        v[..mid].to_vec()
+                    } else {
+                        v[mid..].to_vec()
+                    }
+                })
+                .collect();
+            let n = part.iter().map(Vec::len).sum::<usize>() as u64;
+            (part, n)
+        })
+        .collect();
+    let produce_half = |half: &[Vec<String>]| {
+        let records: Vec<Rec> = half
+            .iter()
+            .enumerate()
+            .flat_map(|(p, lines)| {
+                lines
+                    .iter()
+                    .map(move |l| Rec::new("logs", l.clone()).partition(p as i32))
+            })
+            .collect();
+        produce_records(&c.bootstrap, &[], records);
+    };
+    produce_half(&halves[0].0);
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "traces-0", port);
+    let mut child = start(&cfg);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            telemetry(port).contains(&format!("logmill_events_total {}", halves[0].1))
+        }),
+        "{}",
+        log_of(&cfg)
+    );
+    // Checkpoints every 300 ms: one holds the open traces by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    produce_half(&halves[1].0);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..2 {
+        let mut child = start(&cfg);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(500 + seed % 1500));
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        eprintln!("killed run {round}");
+    }
+    let _child = start(&cfg);
+    let traces_total = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("traces_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), || {
+            scrape(port).is_some_and(|m| traces_total(&m) == want_traces as f64)
+                && ready(port) == 200
+        }),
+        "{:?}\n{}",
+        scrape(port).map(|m| traces_total(&m)),
+        log_of(&cfg)
+    );
+    let got = trace_records(&c.bootstrap);
+    let missing: Vec<&String> = want.difference(&got).take(3).collect();
+    let extra: Vec<&String> = got.difference(&want).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
 }
