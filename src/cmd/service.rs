@@ -280,6 +280,16 @@ fn sum_of(text: &str, name: &str) -> f64 {
         .fold(0.0, |a, b| a + b)
 }
 
+/// The trace id a generated line carries, to key its record by.
+fn trace_key(line: &[u8]) -> Option<&[u8]> {
+    let text = std::str::from_utf8(line).ok()?;
+    let at = text
+        .find("\"trace_id\":\"")
+        .map(|i| i + 12)
+        .or_else(|| text.find("traceparent=00-").map(|i| i + 15))?;
+    line.get(at..at + 32)
+}
+
 pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()> {
     // The status line owns the terminal; only warnings are logged.
     if std::env::var_os("RUST_LOG").is_none() {
@@ -317,7 +327,11 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         kept_topic: Some("logs-kept".into()),
         dead_letter_topic: Some("logs-dead-letter".into()),
         traces_topic: Some("logs-traces".into()),
-        traces: Default::default(),
+        // Short, so that the demo shows summaries within seconds.
+        traces: logmill::correlate::traces::Config {
+            window_ms: 5_000,
+            ..Default::default()
+        },
         delivery: Delivery::ExactlyOnce,
         state_topic: "logmill-demo-state".into(),
         checkpoint_interval: Duration::from_secs(1),
@@ -342,7 +356,10 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             .set("linger.ms", "10")
             .create()?;
         std::thread::spawn(move || {
-            let mut workload = logmill::workload::Workload::new(logmill::workload::Kind::Mixed, 7);
+            // Every other line is of a multi-service trace, keyed by its trace id so that a
+            // trace's events share a partition (and so a summary).
+            let mut mixed = logmill::workload::Workload::new(logmill::workload::Kind::Mixed, 7);
+            let mut traces = logmill::workload::Workload::new(logmill::workload::Kind::Traces, 7);
             let mut line = Vec::new();
             let started = Instant::now();
             let mut i = 0u64;
@@ -353,12 +370,18 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
                     continue;
                 }
                 line.clear();
-                workload.line(&mut line);
+                if i % 2 == 0 {
+                    mixed.line(&mut line);
+                } else {
+                    traces.line(&mut line);
+                }
                 let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-                if producer
-                    .send(BaseRecord::<(), [u8]>::to("logs").payload(payload))
-                    .is_ok()
-                {
+                let key = trace_key(payload);
+                let mut record = BaseRecord::<[u8], [u8]>::to("logs").payload(payload);
+                if let Some(k) = key {
+                    record = record.key(k);
+                }
+                if producer.send(record).is_ok() {
                     i += 1;
                     produced.store(i, Ordering::Relaxed);
                 } else {
@@ -402,12 +425,23 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             ),
             _ => "logs out -".to_string(),
         };
+        // The service graph and traces, from rules/traces.yaml's families.
+        let traces: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("traces_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum();
+        let edges = text
+            .lines()
+            .filter(|l| l.starts_with("service_graph_requests_total{"))
+            .count();
         let ready = match exported.readiness() {
             Ok(()) => "ready".to_string(),
             Err(why) => format!("not ready: {why}"),
         };
         eprint!(
-            "\r{per_sec} events/s, {consumed} consumed of {} produced, kept {kept}, {out}, lag {}, {series} series, {ready}\x1b[K",
+            "\r{per_sec} events/s, {consumed} consumed of {} produced, kept {kept}, {out}, {traces} traces, {edges} service-graph edges, lag {}, {series} series, {ready}\x1b[K",
             produced.load(Ordering::Relaxed),
             total(logmill::telemetry::CONSUMER_LAG),
         );

@@ -116,7 +116,7 @@ fn manifests_parse_and_their_config_passes_check() {
             std::fs::write(dir.join(file), text).unwrap();
         }
     }
-    assert_eq!(teams, 4);
+    assert_eq!(teams, 5);
     let o = logmill()
         .env("POD_NAME", "logmill-0")
         .args([
