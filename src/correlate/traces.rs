@@ -14,7 +14,10 @@
 //! active one is summarised early (`"evicted":true`), and a trace keeps at most `max_spans`
 //! spans (the rest counted in `"truncated"`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use hashbrown::HashMap;
 use std::fmt::Write;
 
 use crate::codec::{Corrupt, Reader, Writer};
@@ -99,8 +102,11 @@ pub struct Stats {
 pub struct Gatherer {
     config: Config,
     open: HashMap<TraceId, Open>,
-    /// `(last_ms, seq, trace)` of every open trace: the quietest first.
-    by_last: BTreeSet<(u64, u64, TraceId)>,
+    /// `(last_ms, seq, trace)` of open traces, the quietest on top. An entry may be behind its
+    /// trace's `last_ms` (it is pushed once, when the trace opens): when it comes up, it goes
+    /// back with the trace's time; an entry of a closed trace is dropped. So the heap holds
+    /// about one entry per open trace, and an event costs no heap work.
+    by_last: BinaryHeap<Reverse<(u64, u64, TraceId)>>,
     next_seq: u64,
     /// The latest event time seen: the clock windows close by.
     clock_ms: u64,
@@ -252,7 +258,7 @@ impl Gatherer {
                     },
                 );
             }
-            g.by_last.insert((t.last_ms, t.seq, id.clone()));
+            g.by_last.push(Reverse((t.last_ms, t.seq, id.clone())));
             g.open.insert(id, t);
         }
         r.finish()?;
@@ -278,8 +284,7 @@ impl Gatherer {
         self.expire(self.clock_ms, out);
         let get = |(a, b): (u32, u32)| text.get(a as usize..b as usize).unwrap_or_default();
         if !self.open.contains_key(&e.trace) && self.open.len() >= self.config.max_open.max(1) {
-            if let Some((_, _, oldest)) = self.by_last.iter().next() {
-                let oldest = oldest.clone();
+            if let Some(oldest) = self.quietest() {
                 self.stats.evicted += 1;
                 self.close(&oldest, true, out);
             }
@@ -291,14 +296,16 @@ impl Gatherer {
             seq,
             ..Open::default()
         });
-        if t.seq == seq {
+        let new = t.seq == seq;
+        if new {
             self.next_seq += 1;
-        } else {
-            self.by_last.remove(&(t.last_ms, t.seq, e.trace.clone()));
         }
         t.first_ms = t.first_ms.min(e.time_ms);
         t.last_ms = t.last_ms.max(e.time_ms);
-        self.by_last.insert((t.last_ms, t.seq, e.trace.clone()));
+        if new {
+            self.by_last
+                .push(Reverse((t.last_ms, t.seq, e.trace.clone())));
+        }
         t.events += 1;
         t.errors += u64::from(e.error);
         let service = get(e.service);
@@ -355,9 +362,36 @@ impl Gatherer {
         }
     }
 
+    /// The quietest open trace and its last time: entries of closed traces are dropped on
+    /// the way, entries behind their trace's time go back with it.
+    fn live_top(&mut self) -> Option<(u64, TraceId)> {
+        while let Some(Reverse((last, seq, trace))) = self.by_last.peek() {
+            match self.open.get(trace) {
+                Some(t) if t.seq == *seq && t.last_ms == *last => {
+                    return Some((*last, trace.clone()));
+                }
+                Some(t) if t.seq == *seq => {
+                    let now = t.last_ms;
+                    let Some(Reverse((_, seq, trace))) = self.by_last.pop() else {
+                        unreachable!("peeked")
+                    };
+                    self.by_last.push(Reverse((now, seq, trace)));
+                }
+                _ => {
+                    self.by_last.pop();
+                }
+            }
+        }
+        None
+    }
+
+    fn quietest(&mut self) -> Option<TraceId> {
+        self.live_top().map(|(_, t)| t)
+    }
+
     /// Closes the traces quiet for a window at event time `now_ms`.
     pub fn expire(&mut self, now_ms: u64, out: &mut String) {
-        while let Some((last, _, trace)) = self.by_last.iter().next().cloned() {
+        while let Some((last, trace)) = self.live_top() {
             if last + self.config.window_ms > now_ms {
                 break;
             }
@@ -367,7 +401,7 @@ impl Gatherer {
 
     /// Closes every open trace, the quietest first (the end of a replay).
     pub fn flush(&mut self, out: &mut String) {
-        while let Some((_, _, trace)) = self.by_last.iter().next().cloned() {
+        while let Some(trace) = self.quietest() {
             self.close(&trace, false, out);
         }
     }
@@ -376,7 +410,6 @@ impl Gatherer {
         let Some(t) = self.open.remove(trace) else {
             return;
         };
-        self.by_last.remove(&(t.last_ms, t.seq, trace.clone()));
         self.stats.summaries += 1;
         let name = |i: u8| t.services.get(i as usize).map_or("", |s| &**s);
         let (root_service, route, root_span) = match (&t.root, &t.first) {

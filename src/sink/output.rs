@@ -46,6 +46,12 @@ pub fn dead_letter_json(
 
 pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
+    // Most strings need no escape: copied whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

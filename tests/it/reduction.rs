@@ -186,7 +186,7 @@ fn issue7_dedupe_and_throttle_account_for_every_event() {
 
 /// Peak resident memory of a finished child, from its own accounting (`/usr/bin/time`-less:
 /// the test reads VmHWM while it runs).
-fn peak_mib(pid: u32) -> f64 {
+pub(crate) fn peak_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

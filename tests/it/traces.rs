@@ -278,3 +278,79 @@ fn issue8_trace_summaries_and_service_graph_match_the_ground_truth() {
         failures
     );
 }
+
+/// A million traces open at once (each a single event, none ever quiet within the window):
+/// the gatherer stays at its cap, summarising the quietest early and counting it, and memory
+/// does not grow with the traces.
+#[test]
+fn issue8_a_million_open_traces_stay_within_the_cap() {
+    let tmp = TempDir::new("i8-flood");
+    std::fs::write(
+        tmp.path("rules.yaml"),
+        "team: t\nrules:\n  - name: all\n    format: logfmt\n    trace: {summaries: true}\n    metrics:\n      \
+         - {name: events_total, type: counter, help: Events.}\n",
+    )
+    .unwrap();
+    let run_with = |n: u64| -> (String, f64) {
+        let mut child = logmill()
+            .args([
+                "replay",
+                "--rules",
+                tmp.path("rules.yaml").to_str().unwrap(),
+                "--metrics-out",
+                "/dev/null",
+                "--max-open-traces",
+                "10000",
+                "--trace-window",
+                "1h",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(&mut stdin);
+            for i in 0..n {
+                writeln!(
+                    out,
+                    "ts={} service=s{} trace_id={:032x} span_id={:016x} msg=hello",
+                    1_710_072_000_000 + i,
+                    i % 7,
+                    u128::from(i) + 1,
+                    i + 1
+                )
+                .unwrap();
+            }
+        });
+        let pid = child.id();
+        let mut peak = 0.0f64;
+        while child.try_wait().unwrap().is_none() {
+            peak = peak.max(crate::reduction::peak_mib(pid));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        writer.join().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        (stderr(&out), peak)
+    };
+    let (small, small_peak) = run_with(200_000);
+    assert!(
+        small.contains("200000 trace summaries (190000 closed early at the cap)"),
+        "{small}"
+    );
+    let (big, peak) = run_with(1_000_000);
+    assert!(
+        big.contains(
+            "1000000 event(s) gathered, 1000000 trace summaries (990000 closed early at the cap)"
+        ),
+        "{big}"
+    );
+    assert!(
+        peak < small_peak * 1.5 + 20.0,
+        "peak resident {peak:.0} MiB for a million traces, {small_peak:.0} MiB for 200,000"
+    );
+}
