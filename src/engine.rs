@@ -100,7 +100,13 @@ pub fn gate(rule: &Rule, format: Format, topic: &str) -> Result<(), Skip> {
     if let Some(want) = rule.format.filter(|f| *f != format) {
         return Err(Skip::Format { want, got: format });
     }
-    if !rule.topics.is_empty() && !rule.topics.iter().any(|t| t.matches(topic)) {
+    if rule.topics.is_empty() {
+        // Trace summaries are for the rules that ask for them by name: a rule written for a
+        // service's logs (`duration_ms` exists, say) must not count them too.
+        if topic == crate::correlate::traces::TOPIC {
+            return Err(Skip::Topic);
+        }
+    } else if !rule.topics.iter().any(|t| t.matches(topic)) {
         return Err(Skip::Topic);
     }
     Ok(())
@@ -732,6 +738,38 @@ mod tests {
         let mut global = Aggregates::new(&program);
         global.merge_from(&mut engine.local, &program, 0);
         (render(&program, &global, ExpositionFormat::Text, 0), fates)
+    }
+
+    /// Issue 8: trace summaries carry `duration_ms`, as service logs do; only the rules that
+    /// name their topic may count them.
+    #[test]
+    fn trace_summaries_are_seen_only_by_rules_that_name_their_topic() {
+        let rules = "team: t\nrules:\n  - name: any\n    format: json\n    match: {fields: {duration_ms: {exists: true}}}\n    metrics: [{name: any_total, type: counter, help: A.}]\n  - name: named\n    format: json\n    match: {topic: logmill.traces}\n    metrics: [{name: named_total, type: counter, help: N.}]\n  - name: glob\n    format: json\n    match: {topic: \"logmill.*\"}\n    metrics: [{name: glob_total, type: counter, help: G.}]\n";
+        let (program, diags) = compile(&[SourceFile {
+            name: "t.yaml".into(),
+            text: rules.into(),
+        }]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let program = Arc::new(program);
+        let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
+        let line = br#"{"logmill":"trace","duration_ms":12.5}"#;
+        let batch: Vec<Record> = [crate::correlate::traces::TOPIC, "app"]
+            .iter()
+            .map(|topic| Record {
+                payload: line,
+                topic,
+                version: Version::default(),
+                event_ms: 0,
+            })
+            .collect();
+        let mut fates = Vec::new();
+        engine.process(&batch, 0, &mut fates);
+        let mut global = Aggregates::new(&program);
+        global.merge_from(&mut engine.local, &program, 0);
+        let out = render(&program, &global, ExpositionFormat::Text, 0);
+        assert!(out.contains("any_total 1\n"), "{out}");
+        assert!(out.contains("named_total 1\n"), "{out}");
+        assert!(out.contains("glob_total 1\n"), "{out}");
     }
 
     #[test]

@@ -66,7 +66,13 @@ fn issue10_reload_under_load_with_the_shipped_rules() {
         let (s, v) = l.rsplit_once(' ').unwrap();
         want.insert(s.to_string(), v.parse::<f64>().unwrap());
     }
-    let want = additive(&want);
+    // Replay closes every trace at the end of its input; the service only when a later event's
+    // time passes its window: what rules derive from trace summaries is compared elsewhere
+    // (`service::traces`).
+    let want: BTreeMap<String, f64> = additive(&want)
+        .into_iter()
+        .filter(|(s, _)| !s.starts_with("trace") && !s.starts_with("service_graph_"))
+        .collect();
     let port = free_port();
     let cfg = config(&tmp.0, &c.bootstrap, "reload-load-0", port);
     let yaml = std::fs::read_to_string(&cfg)
