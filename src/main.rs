@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use logmill::decode::{InputFormat, Limits};
 use logmill::sink::exposition::ExpositionFormat;
@@ -158,6 +158,28 @@ enum Command {
         #[arg(long = "topic", default_values = ["logs"])]
         topics: Vec<String>,
     },
+    /// Why each event did or did not match each rule: the format detected, the first
+    /// condition that failed and the value it saw, the fields extracted, every series changed,
+    /// the trace, and what becomes of the event.
+    #[command(
+        after_help = "Examples:\n  logmill explain --rules rules/ '{\"level\":\"error\",\"service\":\"cart\"}'\n  logmill explain --rules rules/nginx.yaml --file sample.log --json\n  tail -n 5 app.log | logmill explain --rules rules/ -"
+    )]
+    Explain {
+        /// Rule files or directories.
+        #[arg(long, required = true)]
+        rules: Vec<PathBuf>,
+        /// Read the events from this file (`-`: stdin) instead of the arguments.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The topic the events are read as.
+        #[arg(long, default_value = "explain")]
+        topic: String,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+        /// Events, one per argument (`-`: read them from stdin).
+        lines: Vec<String>,
+    },
     /// Mine the templates of log messages: CSV `line,template_id,template`, one row per input
     /// line, in order.
     #[command(after_help = "Examples:
@@ -226,6 +248,12 @@ fn main() -> ExitCode {
 
 /// Compiles the rules and prints their diagnostics (notes only when `notes`: they are for
 /// `check`); returns the program and the number of errors.
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut v).context("reading stdin")?;
+    Ok(v)
+}
+
 fn load_rules(paths: &[PathBuf], notes: bool) -> Result<(logmill::rules::Program, usize)> {
     let (files, mut diags) = logmill::rules::load_paths(paths);
     let (program, more) = logmill::rules::compile(&files);
@@ -429,6 +457,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             topics,
         } => {
             cmd::service::broker(port, partitions, &topics)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            rules,
+            file,
+            topic,
+            json,
+            lines,
+        } => {
+            let (program, errors) = load_rules(&rules, false)?;
+            if errors > 0 {
+                anyhow::bail!("{errors} error(s) in the rules; nothing was explained");
+            }
+            let input: Vec<u8> = match (&file, lines.as_slice()) {
+                (Some(f), _) if f.as_os_str() == "-" => read_stdin()?,
+                (Some(f), _) => {
+                    std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
+                }
+                (None, [one]) if one == "-" => read_stdin()?,
+                (None, []) => anyhow::bail!("no events: give them as arguments, --file F or -"),
+                (None, many) => many.join("\n").into_bytes(),
+            };
+            cmd::explain::run(std::sync::Arc::new(program), &topic, &input, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Templates {

@@ -1,4 +1,5 @@
 //! The commands of the binary; each is the edge where library errors become `anyhow`.
+pub mod explain;
 pub mod replay;
 pub mod ruletest;
 pub mod service;

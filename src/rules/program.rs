@@ -20,6 +20,8 @@ pub struct Program {
     /// Event fields some rule reads; decode fills exactly these slots and no others.
     pub event_fields: Vec<FieldPath>,
     pub prefilter: Prefilter,
+    /// The literals the prefilter looks for, by id (for `explain`).
+    pub literals: Vec<Vec<u8>>,
     /// Hash of every source text, to tell which rules are loaded.
     pub hash: u64,
     pub files: Vec<Arc<str>>,
@@ -32,6 +34,7 @@ impl Program {
             families: Vec::new(),
             event_fields: Vec::new(),
             prefilter: Prefilter::new(&[], &[]),
+            literals: Vec::new(),
             hash: 0,
             files: Vec::new(),
         }

@@ -1,7 +1,9 @@
 //! Data-driven cases: `tests/data/<case>/` holds `rules.yaml` (or a `rules/` directory of
 //! files), and either `input.log` with the
 //! expected outputs (`expected.prom`, and `expected.kept` / `expected.dead` when present) or
-//! `expected.diag` with what `logmill check` prints. An `args` file adds replay flags.
+//! `expected.diag` with what `logmill check` prints, or `expected.explain` (and
+//! `expected.explain.jsonl`) with what `logmill explain` says of each input line. An `args`
+//! file adds replay flags.
 //! `UPDATE_EXPECT=1 cargo test` rewrites the expectations from what the code does now.
 
 use crate::support::*;
@@ -33,6 +35,31 @@ fn data_cases() {
                 .unwrap();
             let got = format!("exit {}\n{}", o.status.code().unwrap_or(-1), stderr(&o));
             failures.extend(expect_file(&case.join("expected.diag"), &got));
+            continue;
+        }
+        // `logmill explain` over the input, for a person and for tools.
+        if case.join("expected.explain").exists() {
+            for (file, json) in [
+                ("expected.explain", false),
+                ("expected.explain.jsonl", true),
+            ] {
+                let mut args = vec!["explain", "--rules", "RULES", "--file", "INPUT"];
+                if json {
+                    args.push("--json");
+                }
+                let (r, i) = (rel(&rules), rel(&case.join("input.log")));
+                let args: Vec<&str> = args
+                    .iter()
+                    .map(|a| match *a {
+                        "RULES" => r.as_str(),
+                        "INPUT" => i.as_str(),
+                        a => a,
+                    })
+                    .collect();
+                let o = logmill().current_dir(repo()).args(&args).output().unwrap();
+                assert!(o.status.success(), "{}: {}", case.display(), stderr(&o));
+                failures.extend(expect_file(&case.join(file), &stdout(&o)));
+            }
             continue;
         }
         let tmp = TempDir::new(case.file_name().unwrap().to_str().unwrap());

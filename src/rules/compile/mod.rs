@@ -140,6 +140,7 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
     let rule_clauses: Vec<Vec<Vec<u32>>> = b.rules.iter().map(|r| r.clauses.clone()).collect();
     let program = Program {
         prefilter: Prefilter::new(&b.literals, &rule_clauses),
+        literals: b.literals.clone(),
         rules: b.rules,
         families: b.families.into_iter().map(|f| f.family).collect(),
         event_fields: b.event_fields,

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+pub mod explain;
+
 use crate::correlate::traces::TraceEvent;
 use crate::correlate::{self, Resolved};
 use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
@@ -287,6 +289,7 @@ impl Engine {
         self.counters.by_format[format as usize] += 1;
         self.trace_counted = false;
         self.sampled_out = false;
+        self.trace.clear();
         self.given.clear();
         self.given_keys.clear();
         program

@@ -1,0 +1,42 @@
+//! `logmill explain`: the engine's own evaluation of each event, rule by rule.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Result;
+use logmill::decode::{InputFormat, Limits};
+use logmill::derive::Version;
+use logmill::engine::{Engine, Record};
+use logmill::rules::Program;
+
+pub fn run(program: Arc<Program>, topic: &str, input: &[u8], json: bool) -> Result<()> {
+    let mut engine = Engine::new(program, InputFormat::Auto, Limits::default());
+    let now = super::replay::now_ms();
+    let mut out = String::new();
+    let lines = input
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty());
+    for (i, line) in lines.enumerate() {
+        let rec = Record {
+            payload: line,
+            topic,
+            version: Version {
+                offset: i as u64,
+                ..Version::default()
+            },
+            event_ms: now,
+        };
+        let report = engine.explain(&rec, now);
+        if json {
+            report.json(&mut out);
+        } else {
+            if i > 0 {
+                out.push('\n');
+            }
+            report.text(i + 1, &mut out);
+        }
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
