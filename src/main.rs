@@ -108,6 +108,13 @@ enum Command {
         /// team defines differently, or without `shared: true`, is an error before deploying.
         #[arg(long, value_name = "DIR")]
         against: Vec<PathBuf>,
+        /// Run the rules over these sample events and estimate each metric's series at full
+        /// scale, warning where `max_series` would bind.
+        #[arg(long, value_name = "FILE")]
+        sample: Option<PathBuf>,
+        /// The number of events the estimate is for (default: 100 times the sample).
+        #[arg(long, value_name = "EVENTS", requires = "sample")]
+        scale: Option<u64>,
         #[arg(required_unless_present = "config")]
         paths: Vec<PathBuf>,
     },
@@ -376,6 +383,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check {
             config,
             against,
+            sample,
+            scale,
             mut paths,
         } => {
             if let Some(config) = config {
@@ -412,6 +421,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!(", {deployed} of them deployed");
             }
             println!();
+            if let Some(sample) = sample {
+                cmd::sample::report(program, &sample, scale)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { paths } => {

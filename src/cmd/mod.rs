@@ -2,5 +2,6 @@
 pub mod explain;
 pub mod replay;
 pub mod ruletest;
+pub mod sample;
 pub mod service;
 pub mod templates;

@@ -447,3 +447,64 @@ fn readme_examples_check_and_pass() {
         "{rules} rule examples, {tests} test examples"
     );
 }
+
+/// Issue 9: `check --sample` counts each metric's series over a sample and projects them to
+/// full scale; the projection from 5,000 events is close to the exact count over 100,000, and
+/// a cap that would bind is a warning.
+#[test]
+fn issue9_check_sample_estimates_cardinality() {
+    let tmp = TempDir::new("i9-sample");
+    let all = run(&["gen", "json", "100000"]);
+    assert!(all.status.success());
+    let text = String::from_utf8(all.stdout).unwrap();
+    let sample: String = text.lines().take(5000).map(|l| format!("{l}\n")).collect();
+    std::fs::write(tmp.path("sample.json"), sample).unwrap();
+    std::fs::write(tmp.path("all.json"), &text).unwrap();
+    let projected = |file: &str| -> (f64, String) {
+        let o = logmill()
+            .current_dir(repo())
+            .args([
+                "check",
+                "benches/rules/cardinality.yaml",
+                "--sample",
+                tmp.path(file).to_str().unwrap(),
+                "--scale",
+                "100000",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let row = stdout(&o)
+            .lines()
+            .find(|l| l.trim_start().starts_with("route_requests_total"))
+            .unwrap()
+            .to_string();
+        let v: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+        (v, stderr(&o))
+    };
+    let (estimate, warnings) = projected("sample.json");
+    let (exact, _) = projected("all.json");
+    assert!(
+        (estimate - exact).abs() < 0.25 * exact,
+        "estimated {estimate} series, exactly {exact}"
+    );
+    assert!(exact > 30_000.0, "{exact}");
+    // Under its cap of 100,000 at this scale: no warning; at a hundred times more, one.
+    assert!(!warnings.contains("warning"), "{warnings}");
+    let o = run(&[
+        "check",
+        repo()
+            .join("benches/rules/cardinality.yaml")
+            .to_str()
+            .unwrap(),
+        "--sample",
+        tmp.path("sample.json").to_str().unwrap(),
+        "--scale",
+        "10000000",
+    ]);
+    assert!(
+        stderr(&o).contains("warning: route_requests_total: about"),
+        "{}",
+        stderr(&o)
+    );
+}

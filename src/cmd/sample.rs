@@ -1,0 +1,127 @@
+//! `logmill check --sample FILE`: each metric's series over a sample of real events, and an
+//! estimate at full scale, so that a cap that would bind is seen before deploying.
+//!
+//! The rules run with their caps lifted, so distinct label sets are counted exactly (the
+//! sample bounds the memory). The estimate follows how fast new label sets still appear: with
+//! `d(k)` distinct sets after `k` events, Heaps' law `d(k) ∝ k^β` is fitted between the half
+//! sample and the whole, and `d(n) · (N / n)^β` projected to `--scale N` events (β = 0 when
+//! the second half added none: a closed set of values, such as methods or status classes).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use logmill::decode::{InputFormat, Limits};
+use logmill::derive::Version;
+use logmill::engine::{Engine, Record};
+use logmill::rules::Program;
+
+pub struct Estimate {
+    pub family: String,
+    pub sample: usize,
+    pub beta: f64,
+    pub projected: f64,
+    pub cap: usize,
+}
+
+/// Runs `program` (caps lifted) over `lines` and estimates each family's series at `scale`
+/// events.
+pub fn estimate(mut program: Program, lines: &[&[u8]], scale: u64) -> Vec<Estimate> {
+    let caps: Vec<usize> = program.families.iter().map(|f| f.max_series).collect();
+    for f in &mut program.families {
+        f.max_series = usize::MAX;
+    }
+    let uncapped = Arc::new(program);
+    let mut engine = Engine::new(Arc::clone(&uncapped), InputFormat::Auto, Limits::default());
+    let mut fates = Vec::new();
+    let half = lines.len() / 2;
+    let mut at_half = vec![0; uncapped.families.len()];
+    for (part, range) in [(0, 0..half), (1, half..lines.len())] {
+        for chunk in lines[range.clone()].chunks(1024) {
+            let batch: Vec<Record> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Record {
+                    payload: l,
+                    topic: "sample",
+                    version: Version {
+                        offset: (range.start + i) as u64,
+                        ..Version::default()
+                    },
+                    event_ms: 0,
+                })
+                .collect();
+            engine.process(&batch, 0, &mut fates);
+        }
+        if part == 0 {
+            for (i, f) in engine.local.families.iter().enumerate() {
+                at_half[i] = f.series.len();
+            }
+        }
+    }
+    let n = lines.len().max(1) as f64;
+    uncapped
+        .families
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let sample = engine.local.families.get(i).map_or(0, |s| s.series.len());
+            let half = at_half[i];
+            let beta = if half > 0 && sample > half {
+                ((sample as f64 / half as f64).ln() / 2f64.ln()).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let projected = sample as f64 * (scale as f64 / n).max(1.0).powf(beta);
+            Estimate {
+                family: f.name.clone(),
+                sample,
+                beta,
+                projected,
+                cap: caps[i],
+            }
+        })
+        .collect()
+}
+
+/// Prints the table and a warning per family whose cap would bind; returns how many would.
+pub fn report(program: Program, path: &std::path::Path, scale: Option<u64>) -> Result<usize> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let scale = scale.unwrap_or(lines.len() as u64 * 100);
+    let estimates = estimate(program, &lines, scale);
+    println!(
+        "series from {} sample event(s), projected to {scale} event(s) (--scale):",
+        lines.len()
+    );
+    let width = estimates
+        .iter()
+        .map(|e| e.family.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "  {:width$}  {:>9}  {:>6}  {:>11}  {:>9}",
+        "family", "sample", "growth", "projected", "cap"
+    );
+    let mut binding = 0;
+    for e in &estimates {
+        println!(
+            "  {:width$}  {:>9}  {:>6.2}  {:>11.0}  {:>9}",
+            e.family, e.sample, e.beta, e.projected, e.cap
+        );
+    }
+    for e in &estimates {
+        if e.projected >= e.cap as f64 {
+            binding += 1;
+            eprintln!(
+                "warning: {}: about {:.0} series at {scale} events, over its max_series {} (new label sets would go to its overflow series; totals stay exact)",
+                e.family, e.projected, e.cap
+            );
+        }
+    }
+    Ok(binding)
+}
