@@ -98,7 +98,8 @@ enum Command {
   logmill check rules/
   logmill check rules/nginx.yaml rules/app.yaml
   logmill check --against /etc/logmill/rules/ edge.yaml   # a team's file with everyone else's
-  logmill check --config deploy/demo.yaml")]
+  logmill check --config deploy/demo.yaml
+  logmill check rules/ --sample sample.log --scale 50000000   # series at full scale")]
     Check {
         /// A service config (`logmill run --config`) to validate, with its rules.
         #[arg(long)]
