@@ -229,11 +229,12 @@ impl Outputs {
                 });
             payload = &payload[..self.max_payload];
         }
-        self.send(topic, payload, headers);
+        self.send(topic, None, payload, headers);
     }
 
     /// Sends a reduction summary where kept events go, with the source it covers.
-    /// Sends a trace summary or edge (a JSON line of `correlate::traces`) to the traces topic.
+    /// Sends a trace summary or edge (a JSON line of `correlate::traces`) to the traces topic,
+    /// keyed by its trace id.
     /// Headers say what it is, its trace, and the record whose time closed the trace: a replay
     /// after a crash writes the same record again, identifiable by them.
     pub fn route_trace(&self, source: &OwnedRecord, line: &str) {
@@ -272,7 +273,8 @@ impl Outputs {
             key: HEADER_TRACE_ID,
             value: Some(trace_id),
         });
-        self.send(topic, line.as_bytes(), headers);
+        // Keyed by trace id: one trace's summary and edges share a partition downstream.
+        self.send(topic, Some(trace_id.as_bytes()), line.as_bytes(), headers);
     }
 
     pub fn route_summary(&self, source_topic: &str, s: &crate::reduce::Summary) {
@@ -309,16 +311,19 @@ impl Outputs {
                 key: HEADER_OFFSET_LAST,
                 value: Some(format_int(&mut l, last)),
             });
-        self.send(topic, json.trim_end().as_bytes(), headers);
+        self.send(topic, None, json.trim_end().as_bytes(), headers);
     }
 
     /// Sends one record in the open epoch; a refusal counts as a loss in it.
-    fn send(&self, topic: &str, payload: &[u8], headers: OwnedHeaders) {
+    fn send(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: OwnedHeaders) {
         let ctx = self.producer.context();
         let slot = ctx.enter();
-        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, slot)
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, slot)
             .payload(payload)
             .headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,

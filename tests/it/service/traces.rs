@@ -295,6 +295,23 @@ fn issue8_trace_summaries_survive_sigkill_exactly() {
         scrape(port).map(|m| traces_total(&m)),
         log_of(&cfg)
     );
+    // Keyed by trace id, so that one trace's records share a partition downstream.
+    let (reader, _) = reader(&c.bootstrap, "traces");
+    let mut checked = 0;
+    while checked < 50 {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) {
+            let payload = std::str::from_utf8(m.payload().unwrap()).unwrap();
+            let id = payload
+                .split("\"trace_id\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            assert_eq!(m.key(), Some(id.as_bytes()), "{payload}");
+            checked += 1;
+        }
+    }
     let got = trace_records(&c.bootstrap);
     let missing: Vec<&String> = want.difference(&got).take(3).collect();
     let extra: Vec<&String> = got.difference(&want).take(3).collect();
