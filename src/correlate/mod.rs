@@ -169,6 +169,10 @@ pub fn resolve<'a>(
         ctx.span = None;
         ctx.parent = None;
     }
+    if !sources.text {
+        out.ctx = ctx;
+        return;
+    }
     if let Some(t) = &ctx.trace {
         out.trace = out.write_trace(t);
     }
@@ -196,6 +200,7 @@ mod tests {
                 .map(|(i, (k, _))| (*k, FieldRef::Capture(i as u32)))
                 .collect(),
             exemplars: true,
+            text: true,
             ..TraceSources::default()
         };
         let values: Vec<&str> = fields.iter().map(|(_, v)| *v).collect();

@@ -144,8 +144,8 @@ impl Engine {
             format!("{}/{}: {}", rule.team, rule.name, what.join("; "))
         });
         let (trace, span) = (
-            self.trace.get(TracePart::Trace).map(str::to_string),
-            self.trace.get(TracePart::Span).map(str::to_string),
+            self.trace.ctx.trace.as_ref().map(ToString::to_string),
+            self.trace.ctx.span.map(|s| s.to_string()),
         );
         self.local = saved;
         self.counters = counters;

@@ -121,6 +121,8 @@ pub struct TraceSources {
     pub fields: Vec<(TraceKind, FieldRef)>,
     /// Whether the rule's counters and histograms take exemplars.
     pub exemplars: bool,
+    /// Whether the rule reads the ids as text (`_trace_id`, sampling by trace).
+    pub text: bool,
     /// Whether the rule's events go into per-trace summaries, and where they say what those
     /// need (each list in order of preference; `time` empty means the record's time).
     pub summaries: bool,

@@ -245,6 +245,8 @@ pub fn parse_path(name: &str) -> Option<FieldPath> {
 
 #[derive(Default)]
 struct Builder {
+    /// The rule being compiled reads `_trace_id`, `_span_id` or `_parent_span_id`.
+    reads_trace: bool,
     families: Vec<metrics::FamilyEntry>,
     family_index: HashMap<String, usize>,
     event_fields: Vec<FieldPath>,
@@ -555,9 +557,18 @@ impl Builder {
             trace: TraceSources::default(),
             reduce: None,
         };
+        self.reads_trace = false;
         for section in SECTIONS {
             (section.compile)(self, &mut m, &mut cx, sink);
         }
+        // The ids as text cost a formatting per event: only for the rules that read them
+        // (or sample by them).
+        cx.trace.text = self.reads_trace
+            || cx
+                .reduce
+                .as_ref()
+                .and_then(|r| r.sample.as_ref())
+                .is_some_and(|s| s.key.fields.is_empty());
         if !cx.has_effect {
             sink.warning(
                 node.pos,
@@ -628,9 +639,14 @@ impl Builder {
         match name {
             "_line" => return Some(FieldRef::Line),
             "_topic" => return Some(FieldRef::Topic),
-            "_trace_id" => return Some(FieldRef::Trace(TracePart::Trace)),
-            "_span_id" => return Some(FieldRef::Trace(TracePart::Span)),
-            "_parent_span_id" => return Some(FieldRef::Trace(TracePart::Parent)),
+            "_trace_id" | "_span_id" | "_parent_span_id" => {
+                self.reads_trace = true;
+                return Some(FieldRef::Trace(match name {
+                    "_trace_id" => TracePart::Trace,
+                    "_span_id" => TracePart::Span,
+                    _ => TracePart::Parent,
+                }));
+            }
             _ => {}
         }
         if scope.incomplete {
