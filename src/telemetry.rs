@@ -99,6 +99,8 @@ pub enum CheckpointFailure {
     OutputsTimeout,
     /// Committing the group's offsets failed (a fenced member, or the coordinator).
     CommitOffsets,
+    /// The group is rebalancing: offsets cannot be committed until it settles.
+    Rebalancing,
     /// Writing to the state topic failed.
     StateWrite,
     /// A write to the state topic whose outcome is not known yet.
@@ -111,6 +113,7 @@ impl CheckpointFailure {
             CheckpointFailure::OutputsUndelivered => "outputs_undelivered",
             CheckpointFailure::OutputsTimeout => "outputs_timeout",
             CheckpointFailure::CommitOffsets => "commit_offsets",
+            CheckpointFailure::Rebalancing => "rebalance_in_progress",
             CheckpointFailure::StateWrite => "state_write",
             CheckpointFailure::StateUnresolved => "state_unresolved",
         }

@@ -63,6 +63,8 @@ pub struct Checkpoints {
     /// Reduction states taken at a barrier whose checkpoint was not written: the next one
     /// writes them (the workers only answer with what changed since).
     pub unwritten: BTreeMap<PartitionKey, Vec<u8>>,
+    /// Since when every checkpoint has waited for the group to finish a rebalance.
+    pub rebalancing_since: Option<Instant>,
 }
 
 /// A checkpoint cut and not yet written: the changes since the last one (and the whole state
@@ -104,6 +106,11 @@ impl std::fmt::Display for Failure {
         write!(f, "{}: {}", self.why.as_str(), self.detail)
     }
 }
+
+/// How long a group's rebalance may hold checkpoints back before it counts as a failure
+/// (and the instance stops being ready): a rebalance takes a few seconds, but up to the
+/// session timeout of a member that left without a word, and more on a loaded broker.
+const REBALANCE_GRACE: Duration = Duration::from_secs(60);
 
 fn failure(why: CheckpointFailure, detail: impl ToString) -> Failure {
     Failure {
@@ -155,6 +162,7 @@ impl Checkpoints {
             last_entries: Vec::new(),
             restored: true,
             unwritten: BTreeMap::new(),
+            rebalancing_since: None,
         };
         let mut pending = Aggregates::new(program);
         let mut partitions = Partitions::default();
@@ -435,7 +443,13 @@ impl Coordinator {
         if tpl.count() > 0 {
             if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
                 self.abandon(cut);
-                return Err(failure(CheckpointFailure::CommitOffsets, e));
+                let why = match e.rdkafka_error_code() {
+                    Some(rdkafka::types::RDKafkaErrorCode::RebalanceInProgress) => {
+                        CheckpointFailure::Rebalancing
+                    }
+                    _ => CheckpointFailure::CommitOffsets,
+                };
+                return Err(failure(why, e));
             }
         }
         let aggregates_changed = cut.full.is_some()
@@ -718,6 +732,7 @@ impl Coordinator {
             .last_checkpoint_ms
             .store(now, Ordering::Relaxed);
         self.exported.failed_checkpoints.store(0, Ordering::Relaxed);
+        c.rebalancing_since = None;
         self.latency.record(now, cut.timestamps.into_iter());
         let state_bytes: u64 = c
             .base
@@ -731,9 +746,21 @@ impl Coordinator {
         crate::telemetry::checkpointed(cut.started.elapsed(), kind, written.bytes, state_bytes);
     }
 
-    /// Counts a failed checkpoint, and says so loudly once it keeps failing.
+    /// Counts a failed checkpoint, and says so loudly once it keeps failing. A commit refused
+    /// because the group is rebalancing is what a member joining or leaving looks like: it
+    /// counts as a failure only once the rebalance outlasts [`REBALANCE_GRACE`].
     pub(super) fn failed(&mut self, f: &Failure) {
         crate::telemetry::checkpoint_failed(f.why);
+        if f.why == CheckpointFailure::Rebalancing {
+            let since = *self
+                .checkpoints
+                .rebalancing_since
+                .get_or_insert_with(Instant::now);
+            if since.elapsed() < REBALANCE_GRACE {
+                tracing::info!("checkpoint waits for the group's rebalance: {f}");
+                return;
+            }
+        }
         let n = self
             .exported
             .failed_checkpoints
@@ -750,6 +777,9 @@ impl Coordinator {
             }
             CheckpointFailure::CommitOffsets => {
                 "check the group coordinator (this instance may have lost its partitions)"
+            }
+            CheckpointFailure::Rebalancing => {
+                "the group has been rebalancing for long: check for members that join and leave in a loop (crashes, `max.poll.interval.ms`)"
             }
             CheckpointFailure::StateWrite | CheckpointFailure::StateUnresolved => {
                 "check the state topic: its brokers, and that `delivery.chunk_bytes` is under its `max.message.bytes`"

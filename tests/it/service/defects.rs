@@ -618,6 +618,49 @@ fn issue10_healthy_run_logs_no_warnings() {
     }
 }
 
+/// Operability: a commit refused because the group is rebalancing (a member joining) is not a
+/// failed checkpoint: the instance stays ready and logs no ERROR unless the rebalance lasts
+/// (CI saw three refused commits while a second member joined, and an ERROR).
+#[test]
+fn issue10_commit_during_rebalance_is_not_a_failure() {
+    let c = cluster(2);
+    produce(&c.bootstrap, (0..2_000).map(|i| event(i, false)));
+    let tmp = TempDir::new("i10-rebalancing");
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "rebalancing-0", port);
+    let child = start(&cfg);
+    assert!(wait_for(Duration::from_secs(30), || ready(port) == 200));
+    c._mock.request_errors(
+        rdkafka::types::RDKafkaApiKey::OffsetCommit,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 6],
+    );
+    produce(&c.bootstrap, (2_000..2_100).map(|i| event(i, false)));
+    let refused = || {
+        telemetry(port)
+            .lines()
+            .find(|l| {
+                l.starts_with("logmill_checkpoint_failures_total{reason=\"rebalance_in_progress\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut was_ready = true;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            was_ready &= ready(port) == 200;
+            refused() >= 4
+        }),
+        "{}\n{}",
+        telemetry(port),
+        log_of(&cfg)
+    );
+    assert!(was_ready, "not ready during a rebalance\n{}", log_of(&cfg));
+    let (want, _, _) = truth(2_100, false);
+    assert_exports(&[port], &want, 60, || ready(port) == 200, &[&cfg]);
+    assert!(stop(child).success());
+    assert_eq!(warnings_in(&cfg), Vec::<String>::new(), "{}", log_of(&cfg));
+}
+
 /// Operability: ready means assigned (a partition at least) and checkpointed since; it said
 /// ready while a joining member's cooperative assignment was still empty.
 #[test]
