@@ -47,6 +47,8 @@ pub struct Config {
     /// Per-trace summaries and service-graph edges (from rules with `trace.summaries`).
     pub traces_topic: Option<String>,
     pub traces: crate::correlate::traces::Config,
+    /// The caps of `keep_traces`, per partition.
+    pub retain: crate::reduce::retain::RetainConfig,
     pub delivery: Delivery,
     pub state_topic: String,
     pub checkpoint_interval: Duration,
@@ -94,7 +96,13 @@ const KAFKA: &[&str] = &[
 ];
 const INPUT: &[&str] = &["format", "max_event_bytes", "max_json_depth"];
 const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic", "traces_topic"];
-const TRACES: &[&str] = &["window", "max_open", "max_spans"];
+const TRACES: &[&str] = &[
+    "window",
+    "max_open",
+    "max_spans",
+    "max_held_bytes",
+    "max_decisions",
+];
 const DELIVERY: &[&str] = &[
     "mode",
     "state_topic",
@@ -327,6 +335,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         o.finish(OUTPUT, "`output`", sink);
     }
     let mut traces = crate::correlate::traces::Config::default();
+    let mut retain = crate::reduce::retain::RetainConfig::default();
     if let Some(mut t) = top
         .get("traces")
         .and_then(|n| MapView::new(n, "`traces`", sink))
@@ -339,6 +348,14 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         }
         if let Some(n) = t.get("max_spans") {
             traces.max_spans = limit(n, "`max_spans`", sink).unwrap_or(traces.max_spans);
+        }
+        if let Some(n) = t.get("max_held_bytes") {
+            retain.max_held_bytes =
+                limit(n, "`max_held_bytes`", sink).map_or(retain.max_held_bytes, |v| v as u64);
+        }
+        if let Some(n) = t.get("max_decisions") {
+            retain.max_decisions =
+                limit(n, "`max_decisions`", sink).unwrap_or(retain.max_decisions);
         }
         t.finish(TRACES, "`traces`", sink);
     }
@@ -522,6 +539,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         dead_letter_topic,
         traces_topic,
         traces,
+        retain,
         delivery,
         checkpoint_interval,
         chunk_bytes,

@@ -88,6 +88,10 @@ enum Command {
         /// Traces open at once; beyond, the quietest is summarised early.
         #[arg(long, default_value_t = 100_000)]
         max_open_traces: usize,
+        /// Bytes of events `keep_traces` may hold while their traces are undecided, in MiB;
+        /// beyond, the oldest traces are decided early (dropped).
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        max_held_mib: u64,
         /// Input files; `-` is stdin.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -339,6 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             traces_out,
             trace_window,
             max_open_traces,
+            max_held_mib,
             inputs,
         } => {
             let (program, errors) = load_rules(&rules, false)?;
@@ -375,6 +380,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     traces: logmill::correlate::traces::Config {
                         window_ms: trace_window.as_millis() as u64,
                         max_open: max_open_traces,
+                        ..Default::default()
+                    },
+                    retain: logmill::reduce::retain::RetainConfig {
+                        max_held_bytes: max_held_mib << 20,
                         ..Default::default()
                     },
                 },

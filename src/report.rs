@@ -102,9 +102,17 @@ pub fn reduction(program: &Program, r: &crate::reduce::Reduction) -> String {
         pct(bytes_out, bytes_in),
         r.summaries.iter().sum::<u64>(),
     );
-    let evicted: u64 = r.evictions.iter().sum();
+    let evicted: u64 = r.evictions.iter().sum::<u64>() - r.retain.early;
     if evicted > 0 {
         let _ = write!(line, "; {evicted} window(s) closed early at a cap");
+    }
+    let t = &r.retain;
+    if t.decided() > 0 {
+        let _ = write!(
+            line,
+            "; whole traces: {} kept ({} held events released), {} dropped, {} dropped early at the held-bytes cap",
+            t.kept, t.released, t.dropped, t.early
+        );
     }
     for (rule, c) in program.rules.iter().zip(&r.rules) {
         if c.events_in == 0 {

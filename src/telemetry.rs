@@ -41,6 +41,11 @@ pub const REDUCED_EVENTS: &str = "logmill_reduce_events_total";
 pub const REDUCED_BYTES: &str = "logmill_reduce_bytes_total";
 pub const REDUCE_SUMMARIES: &str = "logmill_reduce_summaries_total";
 pub const REDUCE_EVICTIONS: &str = "logmill_reduce_evictions_total";
+pub const RETAINED_TRACES: &str = "logmill_retained_traces_total";
+pub const RETENTION_RELEASED: &str = "logmill_retention_released_events_total";
+pub const RETENTION_HOLD_MS: &str = "logmill_retention_hold_milliseconds_total";
+pub const RETENTION_HELD_BYTES: &str = "logmill_retention_held_bytes";
+pub const RETENTION_HELD_EVENTS: &str = "logmill_retention_held_events";
 pub const REDUCTION_RATIO: &str = "logmill_reduction_ratio";
 pub const CHECKPOINT_FAILURES: &str = "logmill_checkpoint_failures_total";
 pub const ROLLBACKS: &str = "logmill_rollbacks_total";
@@ -443,6 +448,27 @@ pub fn publish_reduction(program: &Program, r: &crate::reduce::Reduction) {
         if e > 0 {
             counter!(REDUCE_EVICTIONS, "action" => a.as_str()).increment(e);
         }
+    }
+    let t = &r.retain;
+    if t.decided() > 0 {
+        for (decision, n) in [("kept", t.kept), ("dropped", t.dropped), ("early", t.early)] {
+            if n > 0 {
+                counter!(RETAINED_TRACES, "decision" => decision).increment(n);
+            }
+        }
+        counter!(RETENTION_RELEASED).increment(t.released);
+        // Event time held, summed over decided traces: with the decisions, the mean hold.
+        counter!(RETENTION_HOLD_MS).increment(t.hold_ms);
+    }
+}
+
+/// What a worker's partitions hold for `keep_traces` changed by this much.
+pub fn retention_held(bytes: i64, events: i64) {
+    if bytes != 0 {
+        gauge!(RETENTION_HELD_BYTES).increment(bytes as f64);
+    }
+    if events != 0 {
+        gauge!(RETENTION_HELD_EVENTS).increment(events as f64);
     }
 }
 

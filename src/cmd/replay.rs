@@ -42,6 +42,8 @@ pub struct Options {
     /// Where per-trace summaries and service-graph edges go, and how they are gathered.
     pub traces_out: Option<PathBuf>,
     pub traces: TracesConfig,
+    /// The caps of `keep_traces` (the whole input is one partition).
+    pub retain: logmill::reduce::retain::RetainConfig,
 }
 
 pub fn now_ms() -> u64 {
@@ -279,7 +281,11 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             .transpose()?;
         let mut writer = Writer {
             program: &program,
-            reducer: Reducer::new(),
+            reducer: {
+                let mut r = Reducer::new();
+                r.retention = logmill::reduce::retain::Retention::new(opts.retain);
+                r
+            },
             reduction: Reduction::new(&program),
             json: opts.logs_json,
             line: String::new(),
@@ -517,6 +523,7 @@ impl Writer<'_> {
                 Source {
                     partition: 0,
                     offset: e.offset as i64,
+                    timestamp_ms: None,
                 },
             )
         };
@@ -536,9 +543,12 @@ impl Writer<'_> {
         let outs = std::mem::take(&mut self.outs);
         let mut next = 0;
         let mut held: Vec<&logmill::reduce::Summary> = Vec::new();
+        // Held events of traces kept whole, written before the event that kept them.
+        let mut released: Vec<&[u8]> = Vec::new();
         for o in &outs {
             match o {
                 Out::Summary(s) => held.push(s),
+                Out::Released(h) => released.push(&h.payload),
                 Out::Decided(j, v) => {
                     for e in &out.events[next..*j] {
                         self.write_event(
@@ -552,6 +562,9 @@ impl Writer<'_> {
                         self.line.clear();
                         s.json(&mut self.line);
                         f.write_all(self.line.as_bytes())?;
+                    }
+                    for raw in released.drain(..) {
+                        self.write_event(f, raw, None, None)?;
                     }
                     let e = &out.events[*j];
                     if let Verdict::Keep {
@@ -603,8 +616,13 @@ impl Writer<'_> {
     /// The end of the input closes every window.
     fn finish(&mut self, file: Option<&mut std::io::BufWriter<std::fs::File>>) -> Result<()> {
         let mut summaries = Vec::new();
-        self.reducer.flush(0, &mut self.reduction, &mut summaries);
+        self.reducer
+            .flush(self.program, 0, &mut self.reduction, &mut summaries);
+        let released = std::mem::take(&mut self.reducer.released);
         if let Some(f) = file {
+            for h in &released {
+                self.write_event(f, &h.payload, None, None)?;
+            }
             for s in summaries {
                 self.line.clear();
                 s.json(&mut self.line);

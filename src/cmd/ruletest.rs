@@ -162,6 +162,7 @@ fn run_test(program: &Arc<Program>, t: &TestCase, total: &mut Counters) -> Resul
                 Source {
                     partition: 0,
                     offset: i as i64,
+                    timestamp_ms: None,
                 },
             )
         },
@@ -170,13 +171,29 @@ fn run_test(program: &Arc<Program>, t: &TestCase, total: &mut Counters) -> Resul
     );
     let mut summaries: Vec<Summary> = Vec::new();
     let mut verdicts = vec![None; records.len()];
+    // A held event's fate is its trace's: kept if released, sampled out otherwise.
+    let mut released = Vec::new();
     for o in outs {
         match o {
             Out::Decided(i, v) => verdicts[i] = Some(v),
             Out::Summary(s) => summaries.push(s),
+            Out::Released(h) => released.push(h.offset),
         }
     }
-    reducer.flush(0, &mut reduction, &mut summaries);
+    reducer.flush(program, 0, &mut reduction, &mut summaries);
+    released.extend(reducer.released.drain(..).map(|h| h.offset));
+    for (i, v) in verdicts.iter_mut().enumerate() {
+        if *v == Some(Verdict::Held) {
+            *v = Some(if released.contains(&(i as i64)) {
+                Verdict::Keep {
+                    sample_rate: None,
+                    template: None,
+                }
+            } else {
+                Verdict::Suppressed(Action::Sample)
+            });
+        }
+    }
     engine.counters.reduction = reduction;
     total.absorb(&engine.counters);
     let mut global = Aggregates::new(program);

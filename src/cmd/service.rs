@@ -332,6 +332,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             window_ms: 5_000,
             ..Default::default()
         },
+        retain: Default::default(),
         delivery: Delivery::ExactlyOnce,
         state_topic: "logmill-demo-state".into(),
         checkpoint_interval: Duration::from_secs(1),

@@ -119,10 +119,18 @@ impl Engine {
                 what.push("protected (error level or always_keep): never reduced".to_string());
             } else {
                 if let Some(s) = &reduce.sample {
-                    what.push(if crate::reduce::sampled_out(ask.sample_key, s.rate) {
-                        format!("sample 1 in {}: dropped", s.rate)
-                    } else {
-                        format!("sample 1 in {}: kept", s.rate)
+                    let out = crate::reduce::sampled_out(ask.sample_key, s.rate);
+                    what.push(match (out, reduce.keep_traces.is_some() && ask.traced) {
+                        (true, true) => format!(
+                            "sample 1 in {} by trace: held until its trace is decided (kept whole if one of its events is protected{})",
+                            s.rate,
+                            match reduce.keep_traces.and_then(|k| k.slower_ms) {
+                                Some(ms) => format!(" or it lasts over {ms} ms"),
+                                None => String::new(),
+                            }
+                        ),
+                        (true, false) => format!("sample 1 in {}: dropped", s.rate),
+                        (false, _) => format!("sample 1 in {}: kept", s.rate),
                     });
                 }
                 if reduce.dedupe.is_some() {

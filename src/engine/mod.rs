@@ -387,12 +387,16 @@ impl Engine {
                 )
             })
         };
+        let mut traced = false;
         let sample_key = match &reduce.sample {
             None => 0,
             Some(s) if !s.key.fields.is_empty() => keyed(self, &s.key),
             // A trace's events share a decision whatever the spelling of its id.
             Some(_) => match self.trace.get(TracePart::Trace) {
-                Some(trace) => hash_bytes(trace.as_bytes()),
+                Some(trace) => {
+                    traced = true;
+                    hash_bytes(trace.as_bytes())
+                }
                 None => hash_bytes(rec.payload),
             },
         };
@@ -407,6 +411,7 @@ impl Engine {
             protected,
             time_ms,
             sample_key,
+            traced,
             ..Ask::default()
         };
         if let Some(d) = reduce.dedupe.as_ref().filter(|d| !d.whole) {

@@ -9,6 +9,7 @@
 
 pub mod hash;
 pub mod reducer;
+pub mod retain;
 mod snapshot;
 pub mod summary;
 pub mod table;
@@ -183,6 +184,9 @@ pub enum Verdict {
         template: Option<u64>,
     },
     Suppressed(Action),
+    /// Held until its trace is decided (`keep_traces`): it comes out later, if at all, as a
+    /// released event.
+    Held,
 }
 
 /// What the engine found out about one kept event whose rule reduces: everything the
@@ -199,6 +203,8 @@ pub struct Ask {
     /// The event's own time (the rule's `time` field), when it has one.
     pub time_ms: Option<u64>,
     pub sample_key: u64,
+    /// `sample_key` is the event's trace id: `keep_traces` applies.
+    pub traced: bool,
     /// The dedupe key's fields (the template is added by the reduction).
     pub dedupe_key: u64,
     pub throttle_key: u64,
@@ -243,6 +249,8 @@ pub struct Reduction {
     pub evictions: [u64; 4],
     /// Summary records emitted, by `Action` as index.
     pub summaries: [u64; 4],
+    /// Traces decided by `keep_traces`.
+    pub retain: retain::RetainCounts,
 }
 
 impl Reduction {
@@ -272,6 +280,7 @@ impl Reduction {
             self.evictions[i] += o.evictions[i];
             self.summaries[i] += o.summaries[i];
         }
+        self.retain.absorb(&o.retain);
     }
 
     /// Events and bytes in and out over every rule.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::hash::{combine, hash_bytes};
+use super::retain::{Held, Retention, Step, TraceEvent};
 use super::summary::Summary;
 use super::table::{
     Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, MAX_VARIABLES, Table, cut,
@@ -20,12 +21,13 @@ use super::templates::{Miner, MinerConfig, TemplateId, Variable};
 use super::{Action, Ask, Reduction, Verdict};
 use crate::rules::program::{Program, Reduce};
 
-/// Where an event came from: its partition (for summary ids) and offset (for the range a
-/// summary covers).
+/// Where an event came from: its partition (for summary ids), offset (for the range a
+/// summary covers) and Kafka timestamp (for a held event written out later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Source {
     pub partition: i32,
     pub offset: i64,
+    pub timestamp_ms: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -39,6 +41,11 @@ pub struct Reducer {
     /// window outlives its template's eviction; an evicted template that comes back has its
     /// old id and finds its window). Pruned to the templates open windows name.
     pub texts: HashMap<TemplateId, Box<str>>,
+    /// The traces `keep_traces` holds; its own part of the snapshot.
+    pub retention: Retention,
+    /// Held events of traces kept since the caller last took them: they go out before the
+    /// event just decided.
+    pub released: Vec<Held>,
     /// Whether anything changed since the last snapshot was taken.
     pub dirty: bool,
     /// The last observation's variables (scratch).
@@ -71,6 +78,8 @@ impl Reducer {
             miner: Miner::new(MinerConfig::default()),
             tables: Default::default(),
             texts: HashMap::new(),
+            retention: Retention::default(),
+            released: Vec::new(),
             dirty: false,
             vars: Vec::new(),
         }
@@ -88,6 +97,8 @@ impl Reducer {
             miner,
             tables,
             texts,
+            retention: Retention::default(),
+            released: Vec::new(),
             dirty: false,
             vars: Vec::new(),
         }
@@ -149,13 +160,20 @@ impl Reducer {
         ));
     }
 
-    /// Closes every window (the end of a replay's input).
-    pub fn flush(&mut self, partition: i32, counts: &mut Reduction, out: &mut Vec<Summary>) {
+    /// Closes every window and decides every held trace (the end of a replay's input).
+    pub fn flush(
+        &mut self,
+        program: &Program,
+        partition: i32,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) {
         for t in 0..self.tables.len() {
             while let Some((key, e)) = self.tables[t].close_all() {
                 self.closed(t, key, e, partition, counts, out);
             }
         }
+        self.retention.flush(program, counts, &mut self.released);
         self.dirty = true;
     }
 
@@ -184,10 +202,55 @@ impl Reducer {
         let now = self.clock.max(ask.time_ms.unwrap_or(record_ms));
         self.clock = now;
         self.close_due(now, source.partition, counts, out);
+        self.retention
+            .close_due(now, program, counts, &mut self.released);
         let bytes = event.len() as u64;
         let c = &mut counts.rules[rule];
         c.events_in += 1;
         c.bytes_in += bytes;
+        if let (Some(k), Some(s), true) = (&reduce.keep_traces, &reduce.sample, ask.traced) {
+            let e = TraceEvent {
+                key: ask.sample_key,
+                rate: s.rate,
+                protected: ask.protected,
+                now,
+                wait_ms: k.wait_ms,
+                slower_ms: k.slower_ms,
+            };
+            let held = || Held {
+                rule: ask.rule,
+                rule_hash: reduce.rule_hash,
+                offset: source.offset,
+                record_ms,
+                timestamp_ms: source.timestamp_ms,
+                payload: event.into(),
+            };
+            let step = self
+                .retention
+                .event(e, held, program, counts, &mut self.released);
+            let c = &mut counts.rules[rule];
+            match step {
+                Step::Sampled => {}
+                Step::Keep => {
+                    if ask.protected {
+                        c.protected += 1;
+                    }
+                    c.events_out += 1;
+                    c.bytes_out += bytes;
+                    return Verdict::Keep {
+                        sample_rate: None,
+                        template: None,
+                    };
+                }
+                Step::Drop => {
+                    c.suppressed[Action::Sample as usize] += 1;
+                    c.suppressed_bytes[Action::Sample as usize] += bytes;
+                    return Verdict::Suppressed(Action::Sample);
+                }
+                Step::Held => return Verdict::Held,
+            }
+        }
+        let c = &mut counts.rules[rule];
         if ask.protected {
             c.protected += 1;
             c.events_out += 1;
@@ -208,6 +271,7 @@ impl Reducer {
                 c.suppressed[a as usize] += 1;
                 c.suppressed_bytes[a as usize] += bytes;
             }
+            Verdict::Held => {}
         }
         verdict
     }
@@ -399,6 +463,9 @@ pub enum Out {
     /// A record whose rule reduces: what was decided.
     Decided(usize, Verdict),
     Summary(Summary),
+    /// A held event of a trace kept whole (`keep_traces`), written out before the record
+    /// whose decision kept it.
+    Released(Held),
 }
 
 impl Reducer {
@@ -428,6 +495,7 @@ impl Reducer {
                 &mut summaries,
             );
             out.extend(summaries.drain(..).map(Out::Summary));
+            out.extend(self.released.drain(..).map(Out::Released));
             out.push(Out::Decided(i, verdict));
         }
     }
@@ -481,6 +549,7 @@ mod tests {
                     Source {
                         partition: 0,
                         offset: i as i64,
+                        timestamp_ms: None,
                     },
                 )
             },
@@ -488,8 +557,16 @@ mod tests {
             &mut out,
         );
         let mut summaries = Vec::new();
-        r.flush(0, &mut counts, &mut summaries);
+        r.flush(&program, 0, &mut counts, &mut summaries);
         out.extend(summaries.into_iter().map(Out::Summary));
+        out.extend(r.released.drain(..).map(Out::Released));
+        let released: Vec<usize> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Released(h) => Some(h.offset as usize),
+                _ => None,
+            })
+            .collect();
         let decided: std::collections::HashMap<usize, Verdict> = out
             .iter()
             .filter_map(|o| match o {
@@ -502,9 +579,11 @@ mod tests {
         // Records without a verdict are kept or not by their fate alone.
         for (i, f) in fates.iter().enumerate() {
             let keep = *f == Fate::Keep
-                && decided
-                    .get(&i)
-                    .is_none_or(|v| matches!(v, Verdict::Keep { .. }));
+                && decided.get(&i).is_none_or(|v| match v {
+                    Verdict::Keep { .. } => true,
+                    Verdict::Held => released.contains(&i),
+                    Verdict::Suppressed(_) => false,
+                });
             if keep {
                 kept.push(lines[i].0.to_string());
             }
@@ -525,6 +604,218 @@ mod tests {
             .sum();
         assert_eq!(events_in, events_out + suppressed);
         (kept, sums)
+    }
+
+    /// One trace in two (by id hash) sampled, the others held; `slower_than` 5 s.
+    const RETAIN: &str = "team: t\nrules:\n  - name: svc\n    format: json\n    metrics: [{name: svc_total, type: counter}]\n    reduce:\n      sample: 1000000\n      keep_traces: {wait: 10s, slower_than: 5s}\n";
+
+    fn traced(trace: &str, level: &str, msg: &str) -> String {
+        format!(r#"{{"trace_id":"{trace}","level":"{level}","msg":"{msg}"}}"#)
+    }
+
+    #[test]
+    fn issue8_a_trace_with_an_error_is_kept_whole_and_the_others_dropped() {
+        let (a, b) = (
+            "0af7651916cd43dd8448eb211c80319c",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        );
+        let lines = [
+            traced(a, "info", "request received"),
+            traced(b, "info", "request received"),
+            traced(a, "info", "calling db"),
+            traced(b, "info", "calling db"),
+            traced(a, "error", "db timed out"),
+            traced(b, "info", "done"),
+            traced(a, "info", "late retry"),
+        ];
+        let timed: Vec<(&str, u64)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), 1_000 * i as u64))
+            .collect();
+        let (kept, sums) = reduce(RETAIN, &timed);
+        // Trace a: its error releases what was held, and its late event follows the decision.
+        let want: Vec<&str> = [0, 2, 4, 6].iter().map(|i| lines[*i].as_str()).collect();
+        assert_eq!(kept, want);
+        assert!(sums.is_empty(), "{sums:?}");
+    }
+
+    #[test]
+    fn issue8_a_slow_trace_is_kept_and_the_decision_waits_in_event_time() {
+        let (slow, quick) = (
+            "0af7651916cd43dd8448eb211c80319c",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        );
+        let lines = [
+            (traced(slow, "info", "start"), 0),
+            (traced(quick, "info", "start"), 1_000),
+            (traced(quick, "info", "end"), 2_000),
+            (traced(slow, "info", "end"), 7_000),
+        ];
+        let timed: Vec<(&str, u64)> = lines.iter().map(|(l, t)| (l.as_str(), *t)).collect();
+        let (kept, _) = reduce(RETAIN, &timed);
+        assert_eq!(kept, vec![lines[0].0.as_str(), lines[3].0.as_str()]);
+    }
+
+    #[test]
+    fn issue8_held_bytes_are_capped_and_the_oldest_trace_is_decided_early() {
+        let (program, _) = crate::rules::compile(&[crate::rules::SourceFile {
+            name: "t.yaml".into(),
+            text: RETAIN.into(),
+        }]);
+        let mut r = Reducer::new();
+        // 300 bytes a one-event trace, plus the overheads: three fit.
+        r.retention = Retention::new(super::super::retain::RetainConfig {
+            max_held_bytes: 2_000,
+            max_decisions: 10,
+        });
+        let mut counts = Reduction::new(&program);
+        let mut out = Vec::new();
+        let payload = [b'x'; 300];
+        for i in 0..20u64 {
+            let ask = Ask {
+                record: i as u32,
+                rule: 0,
+                sample_key: 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1),
+                traced: true,
+                ..Ask::default()
+            };
+            if !crate::reduce::sampled_out(ask.sample_key, 1_000_000) {
+                continue;
+            }
+            let source = Source {
+                partition: 0,
+                offset: i as i64,
+                timestamp_ms: None,
+            };
+            let v = r.decide(
+                &program,
+                &ask,
+                "",
+                &payload,
+                i,
+                source,
+                &mut counts,
+                &mut out,
+            );
+            assert_eq!(v, Verdict::Held);
+            assert!(r.retention.held_bytes() <= 2_000);
+        }
+        assert!(counts.retain.early >= 15, "{:?}", counts.retain);
+        assert_eq!(r.retention.held_events(), 3);
+        assert_eq!(r.retention.retain_from(), Some(17));
+        // A trace decided early is remembered (the last ten, the cap): its late event is
+        // dropped, not held.
+        let first = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(17);
+        let late = Ask {
+            rule: 0,
+            sample_key: first,
+            traced: true,
+            ..Ask::default()
+        };
+        let source = Source {
+            partition: 0,
+            offset: 20,
+            timestamp_ms: None,
+        };
+        let v = r.decide(
+            &program,
+            &late,
+            "",
+            &payload,
+            20,
+            source,
+            &mut counts,
+            &mut out,
+        );
+        assert_eq!(v, Verdict::Suppressed(Action::Sample));
+    }
+
+    #[test]
+    fn issue8_retention_state_round_trips_and_held_events_are_held_again() {
+        let (program, _) = crate::rules::compile(&[crate::rules::SourceFile {
+            name: "t.yaml".into(),
+            text: RETAIN.into(),
+        }]);
+        let mut r = Reducer::new();
+        let mut counts = Reduction::new(&program);
+        let mut out = Vec::new();
+        let key = (1..)
+            .find(|k| crate::reduce::sampled_out(*k, 1_000_000))
+            .unwrap();
+        let ask = Ask {
+            rule: 0,
+            sample_key: key,
+            traced: true,
+            ..Ask::default()
+        };
+        for offset in [5, 9] {
+            let source = Source {
+                partition: 0,
+                offset,
+                timestamp_ms: Some(offset),
+            };
+            let v = r.decide(
+                &program,
+                &ask,
+                "",
+                b"held",
+                1_000,
+                source,
+                &mut counts,
+                &mut out,
+            );
+            assert_eq!(v, Verdict::Held);
+        }
+        let mut w = crate::codec::Writer::default();
+        r.retention.encode(&mut w);
+        let mut back = Retention::decode(
+            &mut crate::codec::Reader(&w.0),
+            super::super::retain::RetainConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(back.retain_from(), Some(5));
+        assert_eq!(back.held_events(), 0);
+        let held = |offset| super::super::retain::Held {
+            rule: 0,
+            rule_hash: 0,
+            offset,
+            record_ms: 1_000,
+            timestamp_ms: None,
+            payload: b"held".to_vec().into(),
+        };
+        assert!(
+            !back.rehold(key, 4, || held(4)),
+            "before the trace's first event"
+        );
+        assert!(!back.rehold(key ^ 1, 6, || held(6)), "another trace");
+        assert!(back.rehold(key, 5, || held(5)));
+        assert!(back.rehold(key, 9, || held(9)));
+        assert!(!back.rehold(key, 11, || held(11)), "more than it held");
+        // An error releases both, from the restored state as from the original.
+        let mut released = Vec::new();
+        let mut c = Reduction::new(&program);
+        let e = super::super::retain::TraceEvent {
+            key,
+            rate: 1_000_000,
+            protected: true,
+            now: 2_000,
+            wait_ms: 10_000,
+            slower_ms: None,
+        };
+        let step = back.event(e, || held(12), &program, &mut c, &mut released);
+        assert_eq!(step, super::super::retain::Step::Keep);
+        assert_eq!(
+            released.iter().map(|h| h.offset).collect::<Vec<_>>(),
+            vec![5, 9]
+        );
+        // Decoding is total.
+        for n in 0..w.0.len() {
+            let _ = Retention::decode(
+                &mut crate::codec::Reader(&w.0[..n]),
+                super::super::retain::RetainConfig::default(),
+            );
+        }
     }
 
     const DEDUPE: &str = "team: t\nrules:\n  - name: health\n    format: json\n    metrics: [{name: health_total, type: counter}]\n    reduce:\n      dedupe: {window: 10s}\n";
@@ -688,6 +979,7 @@ mod tests {
                         Source {
                             partition: 3,
                             offset: (base + i) as i64,
+                            timestamp_ms: None,
                         },
                     )
                 },
@@ -791,6 +1083,7 @@ mod tests {
         let source = Source {
             partition: 0,
             offset: 0,
+            timestamp_ms: None,
         };
         r.batch(
             &program,
@@ -805,7 +1098,7 @@ mod tests {
         let mut back = Reducer::decode(&r.encode()).unwrap();
         assert_eq!(back.texts, r.texts);
         let mut summaries = Vec::new();
-        back.flush(0, &mut counts, &mut summaries);
+        back.flush(&program, 0, &mut counts, &mut summaries);
         let cache: Vec<&Summary> = summaries
             .iter()
             .filter(|s| s.template_text.as_deref() == Some("cache warmed in <*>ms"))

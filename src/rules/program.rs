@@ -178,6 +178,8 @@ pub struct Reduce {
     /// Events for which this holds are never reduced.
     pub always_keep: Option<Cond>,
     pub sample: Option<Sample>,
+    /// Trace-aware retention of what `sample` drops by trace id.
+    pub keep_traces: Option<KeepTraces>,
     pub dedupe: Option<Dedupe>,
     pub throttle: Option<Throttle>,
     pub patterns: Option<Patterns>,
@@ -199,6 +201,14 @@ pub struct Sample {
     pub rate: u32,
     /// Empty: the event's trace id (the rule's trace context), else the whole event.
     pub key: KeyFields,
+}
+
+/// A trace sampling would drop is held and kept whole if one of its events is protected, or
+/// if it lasts longer than `slower_ms`; decided `wait_ms` (event time) after its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepTraces {
+    pub wait_ms: u64,
+    pub slower_ms: Option<u64>,
 }
 
 /// The first event of a key in a window is kept, its repeats are summarised.

@@ -822,13 +822,15 @@ impl Coordinator {
         self.outputs.forget_losses();
         // Each partition's reduction goes back to its state at the last checkpoint, so that
         // what is read again is decided again the same way.
-        let owned: Vec<(PartitionKey, usize, Option<BlobRef>)> = self
+        let owned: Vec<(PartitionKey, usize, Option<BlobRef>, i64)> = self
             .partitions
             .owned
             .iter()
-            .map(|(k, o)| (k.clone(), o.worker, o.reduce.clone()))
+            .map(|(k, o)| (k.clone(), o.worker, o.reduce.clone(), o.committed_next))
             .collect();
-        for (key, worker, blob) in owned {
+        // Held events of open traces are read again from where the oldest starts.
+        let mut retained: Vec<(PartitionKey, i64)> = Vec::new();
+        for (key, worker, blob, counted) in owned {
             let state = match blob {
                 Some(b) => Some(self.checkpoints.store.fetch(&b).map_err(|e| {
                     ServiceError::Fatal(format!(
@@ -837,9 +839,25 @@ impl Coordinator {
                 })?),
                 None => None,
             };
-            self.send(worker, Job::Load { key, state });
+            if let Some(from) = state
+                .as_deref()
+                .and_then(super::partition_state::PartitionState::retain_from)
+            {
+                retained.push((key.clone(), from));
+            }
+            self.send(
+                worker,
+                Job::Load {
+                    key,
+                    state,
+                    counted,
+                },
+            );
         }
-        for (key, off) in self.partitions.roll_back() {
+        for (key, mut off) in self.partitions.roll_back() {
+            if let Some((_, from)) = retained.iter().find(|(k, _)| *k == key) {
+                off = off.min(*from);
+            }
             let mut attempt = 0;
             while let Err(e) = consumer.seek(
                 &key.topic,

@@ -239,8 +239,25 @@ impl Coordinator {
                 },
                 None => None,
             };
-            tracing::info!(topic, partition, offset = start, from, "resuming");
-            start_at(tpl, &topic, partition, start)?;
+            // Held events of open traces are read again from where the oldest starts (not
+            // before the log's start: what retention deleted is not held again).
+            let seek = loaded
+                .as_deref()
+                .and_then(super::partition_state::PartitionState::retain_from)
+                .map_or(start, |from| from.max(low).min(start));
+            if seek < start {
+                tracing::info!(
+                    topic,
+                    partition,
+                    offset = start,
+                    from,
+                    held_from = seek,
+                    "resuming"
+                );
+            } else {
+                tracing::info!(topic, partition, offset = start, from, "resuming");
+            }
+            start_at(tpl, &topic, partition, seek)?;
             let topic_arc: std::sync::Arc<str> = topic.as_str().into();
             let (blob, ours) = match reduce {
                 Some((b, ours)) => (Some(b), ours),
@@ -258,7 +275,14 @@ impl Coordinator {
             if let Some(o) = self.partitions.owned.get_mut(&key) {
                 o.reduce_ours = ours;
             }
-            self.send(worker, Job::Load { key, state: loaded });
+            self.send(
+                worker,
+                Job::Load {
+                    key,
+                    state: loaded,
+                    counted: start,
+                },
+            );
         }
         let owned = self.partitions.owned.len();
         self.exported

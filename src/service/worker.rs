@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
-use super::partition_state::PartitionState;
+use super::partition_state::{Caps, PartitionState};
 use crate::checkpoint::PartitionKey;
-use crate::correlate::traces::{Config as TracesConfig, TOPIC as TRACES_TOPIC};
+use crate::correlate::traces::TOPIC as TRACES_TOPIC;
 use crate::decode::{InputFormat, Limits};
 use crate::derive::{Aggregates, Version};
 use crate::engine::{Counters, Engine, Record};
+use crate::reduce::retain::Held;
 use crate::reduce::{Fate, Reduction, Source, Summary, Verdict};
 use crate::rules::Program;
 use crate::sink::kafka::{Meta, Outputs};
@@ -31,9 +32,11 @@ pub enum Job {
     /// since the last barrier.
     Cut { epoch: u64 },
     /// Start (or go back to) this reduction state for a partition; `None` starts it empty.
+    /// Records before `counted` are counted already: read again only for held events.
     Load {
         key: PartitionKey,
         state: Option<Vec<u8>>,
+        counted: i64,
     },
     /// The partition is no longer this worker's.
     Drop { key: PartitionKey },
@@ -77,13 +80,17 @@ pub fn run(
     outputs: Arc<Outputs>,
     input: InputFormat,
     limits: Limits,
-    traces: TracesConfig,
+    caps: Caps,
 ) {
     let mut engine: Option<Engine> = None;
     // Reads the trace summaries and edges as events, so rules derive metrics from them.
     let mut trace_engine: Option<Engine> = None;
     let mut states: HashMap<(Arc<str>, i32), PartitionState> = HashMap::new();
     let mut summaries: Vec<Summary> = Vec::new();
+    // Partitions whose records before `counted_from` are being read again.
+    let mut rereading = 0usize;
+    // What this worker's partitions hold for `keep_traces`, as last published.
+    let mut published_held = (0i64, 0i64);
     for job in jobs {
         let (program, records) = match job {
             Job::Batch { program, records } => (program, records),
@@ -114,27 +121,50 @@ pub fn run(
                 }
                 continue;
             }
-            Job::Load { key, state } => {
-                let loaded = match state.map(|s| PartitionState::decode(&s, traces)) {
+            Job::Load {
+                key,
+                state,
+                counted,
+            } => {
+                let mut loaded = match state.map(|s| PartitionState::decode(&s, caps)) {
                     Some(Ok(s)) => s,
                     Some(Err(_)) => {
                         crate::telemetry::restore_failed("reduction_state");
                         tracing::error!(partition = %key, "the partition's reduction state cannot be read: starting it empty");
-                        PartitionState::new(traces)
+                        PartitionState::new(caps)
                     }
-                    None => PartitionState::new(traces),
+                    None => PartitionState::new(caps),
                 };
-                states.insert((key.topic.as_str().into(), key.partition), loaded);
+                if loaded.reducer.retention.retain_from().is_some() {
+                    loaded.counted_from = Some(counted);
+                    rereading += 1;
+                }
+                let old = states.insert((key.topic.as_str().into(), key.partition), loaded);
+                if old.is_some_and(|o| o.counted_from.is_some()) {
+                    rereading -= 1;
+                }
                 continue;
             }
             Job::Drop { key } => {
-                states.remove(&(Arc::<str>::from(key.topic.as_str()), key.partition));
+                let old = states.remove(&(Arc::<str>::from(key.topic.as_str()), key.partition));
+                if old.is_some_and(|o| o.counted_from.is_some()) {
+                    rereading -= 1;
+                }
                 continue;
             }
         };
         let e = match &mut engine {
             Some(e) if Arc::ptr_eq(e.program(), &program) => e,
             _ => engine.insert(Engine::new(Arc::clone(&program), input, limits)),
+        };
+        let records = if rereading > 0 {
+            let (again, records) = split_reread(records, &mut states, &mut rereading);
+            if !again.is_empty() {
+                rehold(e, &program, &again, &mut states);
+            }
+            records
+        } else {
+            records
         };
         let batch: Vec<Record> = records
             .iter()
@@ -156,16 +186,18 @@ pub fn run(
         let mut verdicts: Vec<Option<Verdict>> = vec![None; records.len()];
         let mut reduction = Reduction::new(&program);
         let mut closing: Vec<(usize, Summary)> = Vec::new();
+        let mut releasing: Vec<(usize, Held)> = Vec::new();
         for ask in &e.asks {
             let i = ask.record as usize;
             let rec = &records[i];
             let reducer = &mut states
                 .entry((Arc::clone(&rec.topic), rec.partition))
-                .or_insert_with(|| PartitionState::new(traces))
+                .or_insert_with(|| PartitionState::new(caps))
                 .reducer;
             let source = Source {
                 partition: rec.partition,
                 offset: rec.offset,
+                timestamp_ms: rec.timestamp_ms,
             };
             let v = reducer.decide(
                 &program,
@@ -179,7 +211,14 @@ pub fn run(
             );
             verdicts[i] = Some(v);
             closing.extend(summaries.drain(..).map(|s| (i, s)));
+            releasing.extend(reducer.released.drain(..).map(|h| (i, h)));
         }
+        let held = states.values().fold((0, 0), |(b, n), s| {
+            let r = &s.reducer.retention;
+            (b + r.held_bytes() as i64, n + r.held_events() as i64)
+        });
+        crate::telemetry::retention_held(held.0 - published_held.0, held.1 - published_held.1);
+        published_held = held;
         // Traces, in each partition's order: the summaries and edges of the traces a record's
         // time closed go out before it.
         let mut trace_lines = String::new();
@@ -190,7 +229,7 @@ pub fn run(
             let at = trace_lines.len();
             states
                 .entry((Arc::clone(&rec.topic), rec.partition))
-                .or_insert_with(|| PartitionState::new(traces))
+                .or_insert_with(|| PartitionState::new(caps))
                 .traces
                 .observe(t, &e.text, &mut trace_lines);
             if trace_lines.len() > at {
@@ -244,6 +283,7 @@ pub fn run(
         e.counters.rule_matches = vec![0; program.rules.len()];
         let mut reached: Vec<Reached> = Vec::new();
         let mut closing = closing.into_iter().peekable();
+        let mut releasing = releasing.into_iter().peekable();
         let mut closed_out = closed.into_iter().peekable();
         for (i, (rec, fate)) in records.iter().zip(&fates).enumerate() {
             // A batch holds a few partitions: a linear scan beats a map.
@@ -266,6 +306,18 @@ pub fn run(
             while let Some((_, s)) = closing.next_if(|(j, _)| *j == i) {
                 outputs.route_summary(&rec.topic, &s);
             }
+            // Held events of traces this record's decision kept come out before it.
+            while let Some((_, h)) = releasing.next_if(|(j, _)| *j == i) {
+                let released = OwnedRecord {
+                    topic: Arc::clone(&rec.topic),
+                    partition: rec.partition,
+                    offset: h.offset,
+                    timestamp_ms: h.timestamp_ms,
+                    event_ms: h.record_ms,
+                    payload: h.payload.into_vec(),
+                };
+                outputs.route(&released, &Fate::Keep, &program, Meta::default());
+            }
             while let Some((_, range)) = closed_out.next_if(|(j, _)| *j == i) {
                 for l in trace_lines[range].lines() {
                     outputs.route_trace(rec, l);
@@ -275,7 +327,7 @@ pub fn run(
             // producer refuses is counted as lost in its epoch (`Outputs::route`), and the
             // checkpoint that would cover it rolls back instead.
             let meta = match (fate, verdicts[i]) {
-                (Fate::Keep, Some(Verdict::Suppressed(_))) => continue,
+                (Fate::Keep, Some(Verdict::Suppressed(_) | Verdict::Held)) => continue,
                 (
                     _,
                     Some(Verdict::Keep {
@@ -304,4 +356,81 @@ pub fn run(
             return;
         }
     }
+}
+
+/// Splits off the records of partitions restored with held traces that were counted before
+/// the restore (`PartitionState::counted_from`); a partition's first record past it ends its
+/// reading again.
+fn split_reread(
+    records: Vec<OwnedRecord>,
+    states: &mut HashMap<(Arc<str>, i32), PartitionState>,
+    rereading: &mut usize,
+) -> (Vec<OwnedRecord>, Vec<OwnedRecord>) {
+    let mut again = Vec::new();
+    let mut counted = Vec::with_capacity(records.len());
+    for r in records {
+        let s = states.get_mut(&(Arc::clone(&r.topic), r.partition));
+        match s.and_then(|s| s.counted_from.map(|c| (s, c))) {
+            Some((_, c)) if r.offset < c => again.push(r),
+            Some((s, _)) => {
+                s.counted_from = None;
+                *rereading -= 1;
+                counted.push(r);
+            }
+            None => counted.push(r),
+        }
+    }
+    (again, counted)
+}
+
+/// Records read again after a restore: evaluated only to find the events their open traces
+/// held, which are held again. Nothing is counted, routed or reduced otherwise.
+fn rehold(
+    e: &mut Engine,
+    program: &Arc<Program>,
+    again: &[OwnedRecord],
+    states: &mut HashMap<(Arc<str>, i32), PartitionState>,
+) {
+    let batch: Vec<Record> = again
+        .iter()
+        .map(|r| Record {
+            payload: &r.payload,
+            topic: &r.topic,
+            version: Version {
+                ms: r.event_ms,
+                lane: r.partition as u32,
+                offset: r.offset as u64,
+            },
+            event_ms: r.event_ms,
+        })
+        .collect();
+    let mut fates = Vec::with_capacity(batch.len());
+    e.process(&batch, super::now_ms(), &mut fates);
+    for ask in e.asks.iter().filter(|a| a.traced) {
+        let rec = &again[ask.record as usize];
+        let Some(s) = states.get_mut(&(Arc::clone(&rec.topic), rec.partition)) else {
+            continue;
+        };
+        let rule_hash = program
+            .rules
+            .get(ask.rule as usize)
+            .and_then(|r| r.reduce.as_ref())
+            .map_or(0, |r| r.rule_hash);
+        s.reducer
+            .retention
+            .rehold(ask.sample_key, rec.offset, || Held {
+                rule: ask.rule,
+                rule_hash,
+                offset: rec.offset,
+                record_ms: rec.event_ms,
+                timestamp_ms: rec.timestamp_ms,
+                payload: rec.payload.clone().into_boxed_slice(),
+            });
+    }
+    // What the engine counted of them was counted before the restore.
+    e.local = Aggregates::new(program);
+    e.counters = Counters {
+        rule_matches: vec![0; program.rules.len()],
+        ..Counters::default()
+    };
 }

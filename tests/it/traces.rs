@@ -354,3 +354,177 @@ fn issue8_a_million_open_traces_stay_within_the_cap() {
         "peak resident {peak:.0} MiB for a million traces, {small_peak:.0} MiB for 200,000"
     );
 }
+
+/// The trace id of a `gen traces` line, JSON or text.
+fn trace_of(line: &str) -> Option<&str> {
+    let at = line
+        .find("\"trace_id\":\"")
+        .map(|i| i + 12)
+        .or_else(|| line.find("traceparent=").map(|i| i + 15))?;
+    line.get(at..at + 32)
+}
+
+/// Trace-aware retention through replay: one trace in ten is sampled by its id, and every
+/// trace with an error is kept whole though its error came after events that sampling would
+/// have dropped (they were held, then released). No trace is kept in part, and the share of
+/// the others kept is within the binomial bound of one in ten.
+#[test]
+fn issue8_error_traces_are_kept_whole_and_the_rest_sampled_by_trace() {
+    let tmp = TempDir::new("i8-retain");
+    let input = tmp.path("in.log");
+    let o = logmill().args(["gen", "traces", "60000"]).output().unwrap();
+    assert!(o.status.success());
+    std::fs::write(&input, &o.stdout).unwrap();
+    let truth = logmill::workload::trace_truth(o.stdout.split(|b| *b == b'\n'));
+    let rules = tmp.path("retain.yaml");
+    let base = std::fs::read_to_string(repo().join("tests/data/traces/rules.yaml")).unwrap();
+    // The two services' rules, reduced: sampled by trace, error traces kept whole.
+    let reduced = base.replace(
+        "    trace: {summaries: true}\n",
+        "    trace: {summaries: true}\n    reduce: {sample: 10, keep_traces: {wait: 30s}}\n",
+    );
+    let reduced = reduced.replace(
+        "    trace: {summaries: true, parent: parent}\n",
+        "    trace: {summaries: true, parent: parent}\n    reduce: {sample: 10, keep_traces: {wait: 30s}}\n",
+    );
+    assert_eq!(reduced.matches("keep_traces").count(), 2);
+    std::fs::write(&rules, reduced).unwrap();
+    let kept = tmp.path("kept.log");
+    let o = logmill()
+        .args([
+            "replay",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--logs-out",
+            kept.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let mut per_trace: std::collections::BTreeMap<&str, u64> = Default::default();
+    for l in text.lines() {
+        let t = trace_of(l).unwrap_or_else(|| panic!("a kept line without a trace: {l}"));
+        *per_trace.entry(t).or_default() += 1;
+    }
+    let (mut errors, mut others, mut others_kept) = (0u64, 0u64, 0u64);
+    for (id, t) in &truth.traces {
+        let kept = per_trace.get(id.as_str()).copied().unwrap_or(0);
+        if t.error {
+            errors += 1;
+            assert_eq!(kept, t.events, "error trace {id} kept in part");
+        } else {
+            others += 1;
+            assert!(
+                kept == 0 || kept == t.events,
+                "trace {id}: {kept} of {}",
+                t.events
+            );
+            others_kept += u64::from(kept > 0);
+        }
+    }
+    assert!(errors > 200, "{errors} error traces");
+    // One in ten, within 4.5 standard deviations of the binomial.
+    let (n, p) = (others as f64, 0.1);
+    let sd = (n * p * (1.0 - p)).sqrt();
+    assert!(
+        (others_kept as f64 - n * p).abs() < 4.5 * sd,
+        "{others_kept} of {others} kept"
+    );
+    let lines = text.lines().count() as u64;
+    let all: u64 = truth.traces.values().map(|t| t.events).sum();
+    assert!(lines < all / 2, "{lines} of {all} lines kept");
+}
+
+/// A million traces held at once by `keep_traces` (each a single event, sampled out, never
+/// quiet within the wait): the held bytes stay at their cap, the oldest traces are dropped
+/// early and counted, every event is accounted for, and memory does not grow with the traces.
+#[test]
+fn issue8_a_million_held_traces_stay_within_the_held_bytes_cap() {
+    let tmp = TempDir::new("i8-held-flood");
+    std::fs::write(
+        tmp.path("rules.yaml"),
+        "team: t\nrules:\n  - name: all\n    format: logfmt\n    metrics:\n      \
+         - {name: events_total, type: counter, help: Events.}\n    reduce:\n      \
+         time: ts\n      sample: 1000000\n      keep_traces: {wait: 1h}\n",
+    )
+    .unwrap();
+    let run_with = |n: u64| -> (String, f64) {
+        let mut child = logmill()
+            .args([
+                "replay",
+                "--rules",
+                tmp.path("rules.yaml").to_str().unwrap(),
+                "--metrics-out",
+                "/dev/null",
+                "--max-held-mib",
+                "8",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(&mut stdin);
+            for i in 0..n {
+                writeln!(
+                    out,
+                    "ts={} level=info trace_id={:032x} msg=\"held until its trace is decided\"",
+                    1_710_072_000_000 + i,
+                    u128::from(i) * 0x9e37_79b9 + 1,
+                )
+                .unwrap();
+            }
+        });
+        let pid = child.id();
+        let mut peak = 0.0f64;
+        while child.try_wait().unwrap().is_none() {
+            peak = peak.max(crate::reduction::peak_mib(pid));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        writer.join().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        (stderr(&out), peak)
+    };
+    let early = |report: &str| -> u64 {
+        let at = report.find(" dropped, ").expect("a retention report") + 10;
+        report[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let (small, small_peak) = run_with(200_000);
+    let (big, peak) = run_with(1_000_000);
+    for (report, n) in [(&small, 200_000u64), (&big, 1_000_000)] {
+        assert!(
+            report.contains(&format!("reduction: {n} events in")),
+            "{report}"
+        );
+        // Every trace is decided: early at the cap, or at the end of the input.
+        let e = early(report);
+        assert!(e > n / 2 && e < n, "{e} of {n} early\n{report}");
+        // Every event is kept (the odd trace sampling keeps) or dropped by sampling.
+        let line = report
+            .lines()
+            .find(|l| l.trim_start().starts_with("t/all: "))
+            .unwrap_or_else(|| panic!("{report}"));
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(numbers[0], n, "{line}");
+        assert_eq!(
+            numbers[1] + numbers.get(2).copied().unwrap_or(0),
+            n,
+            "{line}"
+        );
+        assert!(numbers[1] < 10, "{line}");
+    }
+    assert!(
+        peak < small_peak * 1.5 + 20.0,
+        "peak resident {peak:.0} MiB for a million held traces, {small_peak:.0} MiB for 200,000"
+    );
+}

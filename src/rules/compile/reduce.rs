@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "time",
     "always_keep",
     "sample",
+    "keep_traces",
     "dedupe",
     "throttle",
     "patterns",
@@ -71,6 +72,7 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         time: None,
         always_keep: None,
         sample: None,
+        keep_traces: None,
         dedupe: None,
         throttle: None,
         patterns: None,
@@ -79,6 +81,7 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
     let text = cx.scope.format == Some(Format::Text);
     let mut message = None;
     let mut level = None;
+    let mut keep_traces_at = None;
     for (k, v) in &entries {
         let Some(key) = k.as_scalar() else {
             continue;
@@ -93,6 +96,7 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
                 r.always_keep = Some(all_of(parts));
             }
             "sample" => r.sample = b.sample(v, cx, sink),
+            "keep_traces" => keep_traces_at = Some((k.pos, keep_traces(v, sink))),
             "dedupe" => r.dedupe = b.dedupe(v, cx, sink),
             "throttle" => r.throttle = b.throttle(v, cx, sink),
             "patterns" => r.patterns = patterns(v, sink),
@@ -122,6 +126,23 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
             None => b.default_fields(&["level", "severity", "lvl"]),
         },
     );
+    if let Some((pos, k)) = keep_traces_at {
+        match &r.sample {
+            Some(s) if s.key.fields.is_empty() => r.keep_traces = k,
+            Some(_) => {
+                sink.error(
+                    pos,
+                    Code::WrongType,
+                    "`keep_traces` needs `sample` by trace id, and this one has a `key`",
+                )
+                .hint("remove `key` from `sample`: a trace is sampled by its id");
+            }
+            None => {
+                sink.error(pos, Code::MissingKey, "`keep_traces` needs `sample`")
+                    .hint("e.g. `sample: 10`: one trace in ten, and every trace with an error");
+            }
+        }
+    }
     let pos = own.map_or(Pos { line: 1, col: 1 }, |n| n.pos);
     // Actions with errors were reported: no knock-on warning for them.
     let named = entries
@@ -145,6 +166,36 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
     }
     cx.has_effect = true;
     cx.reduce = Some(Box::new(r));
+}
+
+/// `keep_traces: {wait: 30s, slower_than: 2s}`, or `keep_traces: true` for the default wait.
+fn keep_traces(node: &Node, sink: &mut Sink) -> Option<KeepTraces> {
+    const DEFAULT_WAIT_MS: u64 = 30_000;
+    if node.as_bool() == Some(true) {
+        return Some(KeepTraces {
+            wait_ms: DEFAULT_WAIT_MS,
+            slower_ms: None,
+        });
+    }
+    let mut m = MapView::new(node, "`keep_traces`", sink)?;
+    let wait = match m.get("wait") {
+        Some(n) => duration(n, "`wait`", sink).map(|d| (d.as_millis() as u64).max(1)),
+        None => Some(DEFAULT_WAIT_MS),
+    };
+    let slower = match m.get("slower_than") {
+        Some(n) => Some(duration(n, "`slower_than`", sink).map(|d| d.as_millis() as u64)),
+        None => None,
+    };
+    m.finish(&["wait", "slower_than"], "`keep_traces`", sink);
+    let slower_ms = match slower {
+        Some(None) => return None,
+        Some(Some(ms)) => Some(ms),
+        None => None,
+    };
+    Some(KeepTraces {
+        wait_ms: wait?,
+        slower_ms,
+    })
 }
 
 fn patterns(node: &Node, sink: &mut Sink) -> Option<Patterns> {

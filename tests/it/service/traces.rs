@@ -320,3 +320,155 @@ fn issue8_trace_summaries_survive_sigkill_exactly() {
         "missing {missing:?}\nextra {extra:?}"
     );
 }
+
+/// Trace-aware retention under SIGKILL: traces held across checkpoints (their events are not
+/// in the checkpoint, only where they start) are read again after each restart for retention
+/// only. The kept topic, replays removed by their source headers, holds exactly the events
+/// replay keeps partition by partition (error traces whole, the rest sampled by trace), and
+/// the counts are exact: the events read again are not counted again.
+#[test]
+fn issue8_retention_survives_sigkill_exactly() {
+    let partitions = 2;
+    let c = cluster(partitions);
+    let tmp = TempDir::new("i8-retain-crash");
+    let rules = std::fs::read_to_string(repo().join("tests/data/traces/rules.yaml")).unwrap();
+    let reduce = "    reduce: {time: ts, sample: 10, keep_traces: {wait: 1m}}\n";
+    let rules = rules
+        .replace(
+            "    trace: {summaries: true}\n",
+            &format!("    trace: {{summaries: true}}\n{reduce}"),
+        )
+        .replace(
+            "    trace: {summaries: true, parent: parent}\n",
+            &format!("    trace: {{summaries: true, parent: parent}}\n{reduce}"),
+        );
+    assert_eq!(rules.matches("keep_traces").count(), 2);
+    std::fs::write(tmp.path("rules.yaml"), &rules).unwrap();
+    // Each partition's error events moved to its end (before the closing event), and a wait
+    // longer than the stream: the error traces are held across every checkpoint and crash,
+    // and kept whole only if their held events are read again after each restart.
+    let per: Vec<Vec<String>> = trace_partitions(partitions as usize, 16_000)
+        .into_iter()
+        .map(|mut v| {
+            let closer = v.pop().unwrap();
+            let error = |l: &String| l.contains("\"level\":\"error\"") || l.contains(" ERROR ");
+            let (mut quiet, errors): (Vec<String>, Vec<String>) =
+                v.into_iter().partition(|l| !error(l));
+            assert!(errors.len() > 10, "{} errors", errors.len());
+            quiet.extend(errors);
+            quiet.push(closer);
+            quiet
+        })
+        .collect();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lines = 0;
+    for (p, part) in per.iter().enumerate() {
+        lines += part.len();
+        let input = tmp.path(&format!("p{p}.log"));
+        std::fs::write(&input, part.join("\n") + "\n").unwrap();
+        let out = tmp.path(&format!("p{p}.kept"));
+        let o = run(&[
+            "replay",
+            "-q",
+            "--rules",
+            tmp.path("rules.yaml").to_str().unwrap(),
+            "--logs-out",
+            out.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        for l in std::fs::read_to_string(out).unwrap().lines() {
+            *want.entry(l.to_string()).or_default() += 1;
+        }
+    }
+    let kept_lines: u64 = want.values().sum();
+    assert!(
+        kept_lines > 1_000 && kept_lines < lines as u64 / 2,
+        "{kept_lines} of {lines}"
+    );
+    // The first half of each partition, read and checkpointed with traces held, a SIGKILL;
+    // then the rest, with SIGKILLs at random points.
+    let half = |h: usize| -> Vec<Rec> {
+        per.iter()
+            .enumerate()
+            .flat_map(|(p, v)| {
+                let mid = v.len() / 2;
+                let part = if h == 0 { &v[..mid] } else { &v[mid..] };
+                part.iter()
+                    .map(move |l| Rec::new("logs", l.clone()).partition(p as i32))
+            })
+            .collect()
+    };
+    let first = half(0);
+    let first_n = first.len();
+    produce_records(&c.bootstrap, &[], first);
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "retain-0", port);
+    let mut child = start(&cfg);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            telemetry(port).contains(&format!("logmill_events_total {first_n}"))
+        }),
+        "{}",
+        log_of(&cfg)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    produce_records(&c.bootstrap, &[], half(1));
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..2 {
+        let mut child = start(&cfg);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(500 + seed % 1500));
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        eprintln!("killed run {round}");
+    }
+    let _child = start(&cfg);
+    let events = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("shop_events_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), || {
+            scrape(port).is_some_and(|m| events(&m) == lines as f64) && ready(port) == 200
+        }),
+        "{:?}\n{}",
+        scrape(port).map(|m| events(&m)),
+        log_of(&cfg)
+    );
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let wait_kept = |got: &mut BTreeMap<String, u64>, seen: &mut HashSet<String>| {
+        for (payload, source, _) in consume_all(&c.bootstrap, "kept") {
+            if seen.insert(source) {
+                *got.entry(String::from_utf8(payload).unwrap()).or_default() += 1;
+            }
+        }
+        got.values().sum::<u64>() >= kept_lines
+    };
+    assert!(wait_for(Duration::from_secs(30), || wait_kept(
+        &mut got, &mut seen
+    )));
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|(l, n)| got.get(*l) != Some(n))
+        .map(|(l, _)| l)
+        .take(3)
+        .collect();
+    let extra: Vec<&String> = got
+        .keys()
+        .filter(|l| !want.contains_key(*l))
+        .take(3)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}\n{}",
+        log_of(&cfg)
+    );
+}
