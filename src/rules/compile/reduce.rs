@@ -182,10 +182,9 @@ fn keep_traces(node: &Node, sink: &mut Sink) -> Option<KeepTraces> {
         Some(n) => duration(n, "`wait`", sink).map(|d| (d.as_millis() as u64).max(1)),
         None => Some(DEFAULT_WAIT_MS),
     };
-    let slower = match m.get("slower_than") {
-        Some(n) => Some(duration(n, "`slower_than`", sink).map(|d| d.as_millis() as u64)),
-        None => None,
-    };
+    let slower = m
+        .get("slower_than")
+        .map(|n| duration(n, "`slower_than`", sink).map(|d| d.as_millis() as u64));
     m.finish(&["wait", "slower_than"], "`keep_traces`", sink);
     let slower_ms = match slower {
         Some(None) => return None,
