@@ -14,7 +14,8 @@
 //! early, by their id's hash, which drops them, counted) and remembered decisions
 //! (`max_decisions`, oldest forgotten first).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 use hashbrown::HashMap;
 
@@ -145,8 +146,13 @@ struct Open {
 pub struct Retention {
     cfg: RetainConfig,
     open: HashMap<u64, Open, BuildIdentity>,
-    deadlines: BTreeSet<(u64, u64)>,
-    ages: BTreeSet<(u64, u64)>,
+    /// `(deadline, key)`, one per open trace, pushed when it opened: a trace's deadline only
+    /// grows, so an entry that comes due early is pushed again with the trace's deadline then
+    /// (entries of decided traces are skipped), and an event costs no reordering.
+    deadlines: BinaryHeap<Reverse<(u64, u64)>>,
+    /// `(seq, key)` in opening order; entries of decided traces are skipped, and compacted
+    /// away when they outnumber the open traces.
+    ages: VecDeque<(u64, u64)>,
     decided: HashMap<u64, bool, BuildIdentity>,
     decided_order: VecDeque<u64>,
     held_bytes: u64,
@@ -197,8 +203,16 @@ impl Retention {
     /// Where the log must be read again from after a restore, for the held events: the first
     /// held event of the oldest open trace (offsets grow with opening order).
     pub fn retain_from(&self) -> Option<i64> {
-        let (_, key) = self.ages.first()?;
-        self.open.get(key).map(|o| o.first_offset)
+        let key = self.oldest()?;
+        self.open.get(&key).map(|o| o.first_offset)
+    }
+
+    /// The oldest open trace.
+    fn oldest(&self) -> Option<u64> {
+        self.ages
+            .iter()
+            .find(|(seq, key)| self.open.get(key).is_some_and(|o| o.seq == *seq))
+            .map(|(_, key)| *key)
     }
 
     /// Decides the traces whose wait has passed at `now`.
@@ -209,13 +223,19 @@ impl Retention {
         counts: &mut Reduction,
         out: &mut Vec<Held>,
     ) {
-        while let Some(&(deadline, key)) = self.deadlines.first() {
+        while let Some(&Reverse((deadline, key))) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
-            let Some(o) = self.take(key) else {
+            self.deadlines.pop();
+            let Some(o) = self.open.get(&key) else {
                 continue;
             };
+            if o.deadline > now {
+                self.deadlines.push(Reverse((o.deadline, key)));
+                continue;
+            }
+            let o = self.take(key).expect("looked up above");
             let how = Outcome::timed_out(&o);
             self.settle(key, o, how, now, program, counts, out);
         }
@@ -223,13 +243,15 @@ impl Retention {
 
     /// Decides every open trace (the end of a replay's input).
     pub fn flush(&mut self, program: &Program, counts: &mut Reduction, out: &mut Vec<Held>) {
-        let keys: Vec<u64> = self.ages.iter().map(|(_, k)| *k).collect();
-        for key in keys {
-            if let Some(o) = self.take(key) {
+        let keys: Vec<(u64, u64)> = self.ages.drain(..).collect();
+        for (seq, key) in keys {
+            if self.open.get(&key).is_some_and(|o| o.seq == seq) {
+                let o = self.take(key).expect("looked up above");
                 let (now, how) = (o.last_ms, Outcome::timed_out(&o));
                 self.settle(key, o, how, now, program, counts, out);
             }
         }
+        self.deadlines.clear();
     }
 
     /// One event of a trace sampling would drop by its id, unless the trace is kept. `held`
@@ -253,24 +275,31 @@ impl Retention {
             return Step::Sampled;
         }
         self.dirty = true;
-        let mut o = self.take(e.key).unwrap_or_else(|| {
-            self.seq += 1;
-            Open {
-                seq: self.seq,
-                first_ms: e.now,
-                last_ms: e.now,
-                deadline: 0,
-                slower_ms: u64::MAX,
-                first_offset: i64::MAX,
-                events: 0,
-                held: Vec::new(),
-                bytes: 0,
+        let o = match self.open.get_mut(&e.key) {
+            Some(o) => o,
+            None => {
+                self.seq += 1;
+                let deadline = e.now.saturating_add(e.wait_ms);
+                self.deadlines.push(Reverse((deadline, e.key)));
+                self.ages.push_back((self.seq, e.key));
+                self.open.entry(e.key).or_insert(Open {
+                    seq: self.seq,
+                    first_ms: e.now,
+                    last_ms: e.now,
+                    deadline,
+                    slower_ms: u64::MAX,
+                    first_offset: i64::MAX,
+                    events: 0,
+                    held: Vec::new(),
+                    bytes: 0,
+                })
             }
-        });
+        };
         o.last_ms = o.last_ms.max(e.now);
         o.slower_ms = o.slower_ms.min(e.slower_ms.unwrap_or(u64::MAX));
         o.deadline = o.deadline.max(e.now.saturating_add(e.wait_ms));
         if e.protected || o.last_ms - o.first_ms > o.slower_ms {
+            let o = self.take(e.key).expect("open above");
             self.settle(e.key, o, Outcome::Kept, e.now, program, counts, out);
             return Step::Keep;
         }
@@ -281,17 +310,14 @@ impl Retention {
         o.first_offset = o.first_offset.min(h.offset);
         o.events += 1;
         o.bytes += cost;
+        o.held.push(h);
         self.held_bytes += cost;
         self.held_events += 1;
-        o.held.push(h);
-        self.put(e.key, o);
         while self.held_bytes > self.cfg.max_held_bytes {
-            let Some(&(_, oldest)) = self.ages.first() else {
+            let Some(oldest) = self.oldest() else {
                 break;
             };
-            let Some(o) = self.take(oldest) else {
-                break;
-            };
+            let o = self.take(oldest).expect("open");
             counts.evictions[Action::Sample as usize] += 1;
             self.settle(oldest, o, Outcome::Early, e.now, program, counts, out);
         }
@@ -318,16 +344,37 @@ impl Retention {
         true
     }
 
+    /// Takes an open trace out; its heap and age entries become stale and are skipped.
     fn take(&mut self, key: u64) -> Option<Open> {
         let o = self.open.remove(&key)?;
-        self.deadlines.remove(&(o.deadline, key));
-        self.ages.remove(&(o.seq, key));
+        // Stale entries at the front go at once; the rest once they outnumber open traces.
+        while let Some(&(seq, k)) = self.ages.front() {
+            if self.open.get(&k).is_some_and(|o| o.seq == seq) {
+                break;
+            }
+            self.ages.pop_front();
+        }
+        if self.ages.len() > 2 * self.open.len() + 1024 {
+            let open = &self.open;
+            self.ages
+                .retain(|(seq, k)| open.get(k).is_some_and(|o| o.seq == *seq));
+        }
+        if self.deadlines.len() > 2 * self.open.len() + 1024 {
+            let open = &self.open;
+            let live: Vec<Reverse<(u64, u64)>> = self
+                .deadlines
+                .drain()
+                .filter(|Reverse((_, k))| open.contains_key(k))
+                .collect();
+            self.deadlines = live.into();
+        }
         Some(o)
     }
 
+    /// A restored open trace.
     fn put(&mut self, key: u64, o: Open) {
-        self.deadlines.insert((o.deadline, key));
-        self.ages.insert((o.seq, key));
+        self.deadlines.push(Reverse((o.deadline, key)));
+        self.ages.push_back((o.seq, key));
         self.open.insert(key, o);
     }
 
@@ -391,10 +438,14 @@ impl Retention {
     /// Open traces (without their events) and remembered decisions, in a deterministic order.
     pub fn encode(&self, w: &mut Writer) {
         w.u64(self.seq);
-        w.u32(self.ages.len() as u32);
-        for (_, key) in &self.ages {
-            let o = &self.open[key];
-            w.u64(*key);
+        let live: Vec<(u64, &Open)> = self
+            .ages
+            .iter()
+            .filter_map(|(seq, k)| self.open.get(k).filter(|o| o.seq == *seq).map(|o| (*k, o)))
+            .collect();
+        w.u32(live.len() as u32);
+        for (key, o) in live {
+            w.u64(key);
             w.u64(o.seq);
             w.u64(o.first_ms);
             w.u64(o.last_ms);
@@ -427,7 +478,13 @@ impl Retention {
                 held: Vec::new(),
                 bytes: 0,
             };
-            if o.last_ms < o.first_ms || t.open.contains_key(&key) {
+            // In opening order, as written.
+            let after = t.ages.back().map_or(0, |(seq, _)| *seq);
+            if o.last_ms < o.first_ms
+                || o.seq <= after
+                || o.seq > t.seq
+                || t.open.contains_key(&key)
+            {
                 return Err(Corrupt);
             }
             t.put(key, o);
