@@ -170,6 +170,35 @@ enum Command {
         #[arg(long = "topic", default_values = ["logs"])]
         topics: Vec<String>,
     },
+    /// A candidate rule set against the live one over the same events: series added,
+    /// removed and changed per family, each rule's matches and cost on both sides, and the
+    /// events whose outcome changes. Writes nothing; promotion is moving the files.
+    #[command(
+        after_help = "Examples:\n  logmill shadow --live rules/ --candidate new-rules/ sample.log\n  logmill shadow --live rules/ --candidate rules-next/ --json --show 10 a.log b.log\n  logmill shadow --live rules/ --candidate new/ --exit-code sample.log   # 1 when anything differs"
+    )]
+    Shadow {
+        /// The rules in force: files or directories.
+        #[arg(long, required = true)]
+        live: Vec<PathBuf>,
+        /// The rules to try: files or directories.
+        #[arg(long, required = true)]
+        candidate: Vec<PathBuf>,
+        /// The topic inputs are read as (`_topic`, `match.topic`); by default their path.
+        #[arg(long)]
+        topic: Option<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Series and events listed per family and per outcome change.
+        #[arg(long, default_value_t = 5)]
+        show: usize,
+        /// Exit with 1 when a series or an outcome differs.
+        #[arg(long)]
+        exit_code: bool,
+        /// Input files; `-` is stdin.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
     /// Why each event did or did not match each rule: the format detected, the first
     /// condition that failed and the value it saw, the fields extracted, every series changed,
     /// the trace, and what becomes of the event.
@@ -480,6 +509,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             cmd::service::broker(port, partitions, &topics)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Shadow {
+            live,
+            candidate,
+            topic,
+            json,
+            show,
+            exit_code,
+            inputs,
+        } => {
+            let (live, errors) = load_rules(&live, false)?;
+            if errors > 0 {
+                anyhow::bail!("{errors} error(s) in the live rules");
+            }
+            let (candidate, errors) = load_rules(&candidate, false)?;
+            if errors > 0 {
+                anyhow::bail!("{errors} error(s) in the candidate rules; fix them first");
+            }
+            let differs = cmd::shadow::run(
+                std::sync::Arc::new(live),
+                std::sync::Arc::new(candidate),
+                cmd::shadow::Options {
+                    inputs,
+                    topic,
+                    json,
+                    show,
+                },
+            )?;
+            Ok(if exit_code && differs {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Explain {
             rules,

@@ -5,11 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use logmill::decode::{InputFormat, Limits};
-use logmill::derive::{Aggregates, Version};
-use logmill::engine::{Counters, Engine, Record};
-use logmill::reduce::reducer::Out;
-use logmill::reduce::{Action, Fate, Reducer, Reduction, Source, Summary, Verdict};
+use logmill::engine::Counters;
+use logmill::reduce::Summary;
 use logmill::rules::testfile::{self, ExpectedSummary, Sample, TestCase, parse_sample};
 use logmill::rules::{Program, compile};
 use logmill::sink::exposition::{ExpositionFormat, render};
@@ -130,96 +127,18 @@ fn unknown_sample(program: &Program, s: &Sample) -> Option<String> {
 }
 
 fn run_test(program: &Arc<Program>, t: &TestCase, total: &mut Counters) -> Result<(), String> {
-    let mut engine = Engine::new(Arc::clone(program), InputFormat::Auto, Limits::default());
-    let records: Vec<Record> = t
-        .input
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Record {
-            payload: l.as_bytes(),
-            topic: &t.topic,
-            version: Version {
-                offset: i as u64,
-                ..Version::default()
-            },
-            event_ms: 0,
-        })
-        .collect();
-    let mut fates = Vec::new();
-    engine.process(&records, 0, &mut fates);
-    // The reduction, as one partition in line order; the end of the input closes its windows.
-    let mut reducer = Reducer::new();
-    let mut reduction = Reduction::new(program);
-    let mut outs = Vec::new();
-    reducer.batch(
-        program,
-        &engine.asks,
-        &engine.text,
-        |i| {
-            (
-                records[i].payload,
-                0,
-                Source {
-                    partition: 0,
-                    offset: i as i64,
-                    timestamp_ms: None,
-                },
-            )
-        },
-        &mut reduction,
-        &mut outs,
-    );
-    let mut summaries: Vec<Summary> = Vec::new();
-    let mut verdicts = vec![None; records.len()];
-    // A held event's fate is its trace's: kept if released, sampled out otherwise.
-    let mut released = Vec::new();
-    for o in outs {
-        match o {
-            Out::Decided(i, v) => verdicts[i] = Some(v),
-            Out::Summary(s) => summaries.push(s),
-            Out::Released(h) => released.push(h.offset),
-        }
-    }
-    reducer.flush(program, 0, &mut reduction, &mut summaries);
-    released.extend(reducer.released.drain(..).map(|h| h.offset));
-    for (i, v) in verdicts.iter_mut().enumerate() {
-        if *v == Some(Verdict::Held) {
-            *v = Some(if released.contains(&(i as i64)) {
-                Verdict::Keep {
-                    sample_rate: None,
-                    template: None,
-                }
-            } else {
-                Verdict::Suppressed(Action::Sample)
-            });
-        }
-    }
-    engine.counters.reduction = reduction;
-    total.absorb(&engine.counters);
-    let mut global = Aggregates::new(program);
-    global.merge_from(&mut engine.local, program, 0);
+    let lines: Vec<&[u8]> = t.input.iter().map(|l| l.as_bytes()).collect();
+    let e = super::evaluate::evaluate(program, &t.topic, &lines, false);
+    total.absorb(&e.engine.counters);
+    let (global, summaries) = (e.aggregates, e.summaries);
     let actual = render(program, &global, ExpositionFormat::Text, 0);
     let mut problems = String::new();
     if let Some(want) = &t.metrics {
         problems.push_str(&diff_samples(want, &actual));
     }
     if let Some(want) = &t.fates {
-        let got: Vec<&str> = fates
-            .iter()
-            .zip(&verdicts)
-            .map(|(f, v)| match (f, v) {
-                (Fate::Keep, Some(Verdict::Suppressed(a))) => match a {
-                    Action::Sample => "sampled",
-                    Action::Dedupe => "deduped",
-                    Action::Throttle => "throttled",
-                    Action::Patterns => "patterned",
-                },
-                (Fate::Keep, _) => "keep",
-                (Fate::Drop, _) => "drop",
-                (Fate::DeadLetter(_), _) => "dead_letter",
-            })
-            .collect();
-        if *want != got {
+        let got = &e.outcomes;
+        if want != got {
             problems.push_str(&format!(
                 "  fates: expected {want:?}\n          got      {got:?}\n"
             ));

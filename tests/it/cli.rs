@@ -508,3 +508,78 @@ fn issue9_check_sample_estimates_cardinality() {
         stderr(&o)
     );
 }
+
+/// `logmill shadow`: a candidate that adds a label, drops debug events and removes a rule is
+/// reported family by family (series added and removed, values changed), rule by rule (new,
+/// removed, matches on both sides) and event by event (outcomes that change), and
+/// `--exit-code` says whether anything differs.
+#[test]
+fn issue9_shadow_compares_a_candidate_with_the_live_rules() {
+    let tmp = TempDir::new("shadow");
+    let (live, candidate) = (tmp.path("live"), tmp.path("candidate"));
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::create_dir_all(&candidate).unwrap();
+    let v1 = "team: shop\nrules:\n  - name: events\n    format: json\n    metrics:\n      - {name: shop_events_total, type: counter, labels: {level: level}}\n  - name: slow\n    format: json\n    match: {fields: {ms: {regex: '^[0-9][0-9][0-9]'}}}\n    metrics: [{name: shop_slow_total, type: counter}]\n";
+    let v2 = "team: shop\nrules:\n  - name: events\n    format: json\n    metrics:\n      - {name: shop_events_total, type: counter, labels: {level: level, service: service}}\n  - name: debug\n    format: json\n    match: {fields: {level: debug}}\n    then: drop\n";
+    std::fs::write(live.join("shop.yaml"), v1).unwrap();
+    std::fs::write(candidate.join("shop.yaml"), v2).unwrap();
+    let input = tmp.path("in.log");
+    std::fs::write(
+        &input,
+        "{\"level\":\"info\",\"service\":\"cart\",\"ms\":120}\n{\"level\":\"debug\",\"service\":\"cart\",\"ms\":3}\n{\"level\":\"info\",\"service\":\"search\",\"ms\":7}\n",
+    )
+    .unwrap();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["shadow", "--live", live.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["--candidate".into(), candidate.display().to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.push(input.display().to_string());
+        a
+    };
+    let o = logmill().args(args(&[])).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "series: 3 live, 3 candidate: 3 added, 3 removed, 0 changed, 0 the same",
+        "  shop_events_total: 3 added, 2 removed, 0 changed",
+        "    + shop_events_total{level=\"info\",service=\"cart\"} 1",
+        "    - shop_events_total{level=\"info\"} 2",
+        "  shop_slow_total: 0 added, 1 removed, 0 changed",
+        "  shop/debug (new): live -; candidate 1 (33.3%)",
+        "  shop/slow (removed): live 1 (33.3%)",
+        "outcomes: 2 of 3 events the same, 1 changed",
+        "  keep -> drop: 1",
+        "    {\"level\":\"debug\",\"service\":\"cart\",\"ms\":3}",
+    ] {
+        assert!(text.contains(want), "{want}\nin\n{text}");
+    }
+    let o = logmill()
+        .args(args(&["--json", "--exit-code"]))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let json = stdout(&o);
+    assert!(json.starts_with("{\"events\":3,\"families\":{"), "{json}");
+    assert!(
+        json.contains("\"outcomes\":[{\"live\":\"keep\",\"candidate\":\"drop\",\"events\":1,"),
+        "{json}"
+    );
+    // The same rules on both sides: nothing differs.
+    let o = logmill()
+        .args([
+            "shadow",
+            "--live",
+            live.to_str().unwrap(),
+            "--candidate",
+            live.to_str().unwrap(),
+            "--exit-code",
+            input.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("0 added, 0 removed, 0 changed, 3 the same"));
+}
