@@ -170,6 +170,22 @@ enum Command {
         #[arg(long = "topic", default_values = ["logs"])]
         topics: Vec<String>,
     },
+    /// A starting rule file from sample events: for JSON and logfmt, their fields (few
+    /// values: labels; durations: histograms); for text, the frequent templates, each a rule
+    /// with an anchored regex capturing its variables. It passes `check`; review it, add tests.
+    #[command(
+        after_help = "Examples:\n  logmill suggest --team shop app.log > rules/shop.yaml\n  kubectl logs deploy/api --tail 5000 | logmill suggest --team api --templates 20 -"
+    )]
+    Suggest {
+        /// The team the file is for (the metric names' prefix).
+        #[arg(long, default_value = "myteam")]
+        team: String,
+        /// Text templates turned into rules, the most frequent first.
+        #[arg(long, default_value_t = 10)]
+        templates: usize,
+        /// Sample events; `-` is stdin.
+        input: PathBuf,
+    },
     /// A candidate rule set against the live one over the same events: series added,
     /// removed and changed per family, each rule's matches and cost on both sides, and the
     /// events whose outcome changes. Writes nothing; promotion is moving the files.
@@ -508,6 +524,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             topics,
         } => {
             cmd::service::broker(port, partitions, &topics)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Suggest {
+            team,
+            templates,
+            input,
+        } => {
+            let bytes = if input.as_os_str() == "-" {
+                read_stdin()?
+            } else {
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?
+            };
+            let yaml = cmd::suggest::run(
+                &bytes,
+                cmd::suggest::Options {
+                    team,
+                    max_templates: templates,
+                },
+            )?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Shadow {

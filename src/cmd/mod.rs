@@ -6,4 +6,5 @@ pub mod ruletest;
 pub mod sample;
 pub mod service;
 pub mod shadow;
+pub mod suggest;
 pub mod templates;

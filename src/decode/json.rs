@@ -73,6 +73,7 @@ pub fn scan(
         trie,
         max_depth,
         key_buf: String::new(),
+        top: None,
     };
     s.value(Some(0), 1, out)?;
     s.ws();
@@ -89,6 +90,62 @@ struct Scanner<'a> {
     trie: &'a PathTrie,
     max_depth: usize,
     key_buf: String,
+    /// When listing an object's members (`top_level`).
+    top: Option<Vec<Member>>,
+}
+
+/// A member of an object: its key's span, whether the key is escaped, and its value's span.
+type Member = (usize, usize, bool, usize, usize);
+
+/// The members of a JSON object, in order: each key, and its value as text when it is a
+/// string (unescaped), a number or a boolean (`None` for objects, arrays and null).
+pub fn top_level(line: &str) -> Result<Vec<(String, Option<String>)>, DecodeError> {
+    let trie = PathTrie::new(&[]);
+    let mut s = Scanner {
+        b: line.as_bytes(),
+        line,
+        i: 0,
+        trie: &trie,
+        max_depth: 64,
+        key_buf: String::new(),
+        top: Some(Vec::new()),
+    };
+    s.ws();
+    if s.peek()? != b'{' {
+        return Err(BAD);
+    }
+    s.value(None, 1, &mut Decoded::default())?;
+    s.ws();
+    if s.i != s.b.len() {
+        return Err(BAD);
+    }
+    let unescape = |a: usize, b: usize, escaped: bool| {
+        let mut out = String::new();
+        if escaped {
+            super::unescape_json_into(&line[a..b], &mut out);
+        } else {
+            out.push_str(&line[a..b]);
+        }
+        out
+    };
+    Ok(s.top
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(ks, ke, escaped, vs, ve)| {
+            let raw = &line[vs..ve];
+            let value = match raw.as_bytes().first() {
+                Some(b'"') => Some(unescape(
+                    vs + 1,
+                    ve - 1,
+                    raw[1..raw.len() - 1].contains('\\'),
+                )),
+                Some(b'{' | b'[') | None => None,
+                _ if raw == "null" => None,
+                _ => Some(raw.to_string()),
+            };
+            (unescape(ks, ke, escaped), value)
+        })
+        .collect())
 }
 
 const BAD: DecodeError = DecodeError::MalformedJson;
@@ -138,7 +195,14 @@ impl Scanner<'_> {
                             return Err(BAD);
                         }
                         self.i += 1;
+                        self.ws();
+                        let at = self.i;
                         self.value(child, depth + 1, out)?;
+                        if depth == 1 {
+                            if let Some(top) = &mut self.top {
+                                top.push((ks, ke, escaped, at, self.i));
+                            }
+                        }
                         self.ws();
                         match self.peek()? {
                             b',' => self.i += 1,
@@ -344,6 +408,23 @@ impl Scanner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_level_lists_members_with_scalar_values() {
+        let got =
+            top_level(r#"{"a":"x\"y", "b": 1.5,"c":{"d":2},"e":null,"f":true,"g":[1]}"#).unwrap();
+        let want: Vec<(String, Option<String>)> = vec![
+            ("a".into(), Some("x\"y".into())),
+            ("b".into(), Some("1.5".into())),
+            ("c".into(), None),
+            ("e".into(), None),
+            ("f".into(), Some("true".into())),
+            ("g".into(), None),
+        ];
+        assert_eq!(got, want);
+        assert!(top_level("[1]").is_err());
+        assert!(top_level(r#"{"a":1"#).is_err());
+    }
 
     fn path(name: &str) -> FieldPath {
         crate::rules::compile::parse_path(name).unwrap()

@@ -3,6 +3,60 @@
 use super::{DecodeError, Decoded, Span};
 
 pub fn scan(line: &str, keys: &[(Box<[u8]>, u32)], out: &mut Decoded) -> Result<(), DecodeError> {
+    walk(line, |key, value| {
+        if let Some((_, slot)) = keys.iter().find(|(k, _)| **k == *key) {
+            out.slots[*slot as usize] = Some(span(line, value, &mut out.scratch));
+        }
+    })
+}
+
+/// Every pair of a logfmt line, its value as text (unescaped; a bare key is `true`).
+pub fn pairs(
+    line: &str,
+    mut visit: impl FnMut(&[u8], std::borrow::Cow<'_, str>),
+) -> Result<(), DecodeError> {
+    let mut scratch = String::new();
+    walk(line, |key, value| {
+        scratch.clear();
+        let s = span(line, value, &mut scratch);
+        visit(key, std::borrow::Cow::Borrowed(s.get(line, &scratch)));
+    })
+}
+
+fn span(line: &str, value: Value, scratch: &mut String) -> Span {
+    match value {
+        Value::Plain(s, e) => Span::raw(s, e),
+        Value::Quoted {
+            start,
+            end,
+            escaped: false,
+        } => Span::raw(start, end),
+        Value::Quoted {
+            start,
+            end,
+            escaped: true,
+        } => {
+            let s = scratch.len();
+            super::unescape_json_into(&line[start..end], scratch);
+            Span {
+                start: s as u32,
+                end: scratch.len() as u32,
+                scratch: true,
+            }
+        }
+        Value::Bare => {
+            let s = scratch.len();
+            scratch.push_str("true");
+            Span {
+                start: s as u32,
+                end: scratch.len() as u32,
+                scratch: true,
+            }
+        }
+    }
+}
+
+fn walk<'a>(line: &'a str, mut visit: impl FnMut(&'a [u8], Value)) -> Result<(), DecodeError> {
     let b = line.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -57,43 +111,12 @@ pub fn scan(line: &str, keys: &[(Box<[u8]>, u32)], out: &mut Decoded) -> Result<
         } else {
             Value::Bare
         };
-        if let Some((_, slot)) = keys.iter().find(|(k, _)| **k == *key) {
-            let span = match value {
-                Value::Plain(s, e) => Span::raw(s, e),
-                Value::Quoted {
-                    start,
-                    end,
-                    escaped: false,
-                } => Span::raw(start, end),
-                Value::Quoted {
-                    start,
-                    end,
-                    escaped: true,
-                } => {
-                    let s = out.scratch.len();
-                    super::unescape_json_into(&line[start..end], &mut out.scratch);
-                    Span {
-                        start: s as u32,
-                        end: out.scratch.len() as u32,
-                        scratch: true,
-                    }
-                }
-                Value::Bare => {
-                    let s = out.scratch.len();
-                    out.scratch.push_str("true");
-                    Span {
-                        start: s as u32,
-                        end: out.scratch.len() as u32,
-                        scratch: true,
-                    }
-                }
-            };
-            out.slots[*slot as usize] = Some(span);
-        }
+        visit(key, value);
     }
     Ok(())
 }
 
+#[derive(Clone, Copy)]
 enum Value {
     Plain(usize, usize),
     Quoted {

@@ -189,6 +189,14 @@ impl Decoder {
     }
 }
 
+/// The format `InputFormat::Auto` reads an event as (its first non-blank byte and key).
+pub fn detect_format(b: &[u8]) -> Format {
+    match b.trim_ascii_start() {
+        [] => Format::Text,
+        t => detect(t),
+    }
+}
+
 fn detect(b: &[u8]) -> Format {
     if b[0] == b'{' {
         return Format::Json;
