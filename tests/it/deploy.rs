@@ -163,3 +163,147 @@ fn demo_config_and_systemd_unit() {
     );
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
 }
+
+/// The metric names logmill's self-telemetry exports (its `logmill_*` constants).
+fn telemetry_names() -> std::collections::BTreeSet<String> {
+    let src = std::fs::read_to_string(repo().join("src/telemetry.rs")).unwrap();
+    src.split('"')
+        .filter(|s| {
+            s.starts_with("logmill_") && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every `logmill_*` metric an expression names, with summary and histogram suffixes taken
+/// off; recorded names (`instance:logmill_…:rate5m`) are not metrics.
+fn metrics_in(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("logmill_") {
+        let start = i + at;
+        let mut end = start;
+        while end < b.len()
+            && (b[end].is_ascii_lowercase() || b[end] == b'_' || b[end].is_ascii_digit())
+        {
+            end += 1;
+        }
+        let recorded = start > 0 && b[start - 1] == b':';
+        if !recorded {
+            let name = &text[start..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            out.push(base.to_string());
+        }
+        i = end;
+    }
+    out
+}
+
+/// deploy/k8s/prometheusrule.yaml: the rule file's groups for the Prometheus Operator.
+fn prometheus_rule_manifest() -> String {
+    let rules =
+        std::fs::read_to_string(repo().join("deploy/monitoring/logmill.rules.yaml")).unwrap();
+    let mut out = String::from(
+        "# logmill's recording and alerting rules for the Prometheus Operator (apply it where the\n\
+         # PrometheusRule CRD is installed). Generated from deploy/monitoring/logmill.rules.yaml\n\
+         # by tests/it/deploy.rs (UPDATE_EXPECT=1).\n\
+         apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: logmill\n  \
+         labels: {app.kubernetes.io/name: logmill}\nspec:\n",
+    );
+    for line in rules.lines().skip_while(|l| l.starts_with('#')) {
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+/// Monitoring as mixins ship it (issue 12): the alerting and recording rules pass `promtool
+/// check rules` and their unit tests (`promtool test rules`, the real tool), the PrometheusRule
+/// manifest carries the same groups, the Grafana dashboard's every expression parses, and every
+/// metric the rules and the dashboard name is one logmill exports.
+#[test]
+fn issue12_alerts_and_dashboard_pass_promtool_and_name_real_metrics() {
+    let known = telemetry_names();
+    assert!(known.contains("logmill_consumer_lag"), "{known:?}");
+    let rules =
+        std::fs::read_to_string(repo().join("deploy/monitoring/logmill.rules.yaml")).unwrap();
+    for m in metrics_in(&rules) {
+        assert!(
+            known.contains(&m),
+            "the rules name `{m}`, which logmill does not export"
+        );
+    }
+    let mut failures: Vec<String> = expect_file(
+        &repo().join("deploy/k8s/prometheusrule.yaml"),
+        &prometheus_rule_manifest(),
+    )
+    .into_iter()
+    .collect();
+    let manifest = docs("deploy/k8s/prometheusrule.yaml");
+    assert_eq!(str_at(&manifest[0], &["kind"]), Some("PrometheusRule"));
+    // The dashboard: panels with targets, every expression on a real metric.
+    let mut json = std::fs::read(repo().join("deploy/monitoring/grafana-dashboard.json")).unwrap();
+    let dash = simd_json::to_owned_value(&mut json).expect("the dashboard is JSON");
+    use simd_json::prelude::*;
+    assert_eq!(dash.get_str("uid"), Some("logmill-overview"));
+    let panels = dash.get_array("panels").expect("panels");
+    assert!(panels.len() >= 12, "{} panels", panels.len());
+    let mut exprs = Vec::new();
+    for p in panels {
+        let title = p.get_str("title").expect("a panel has a title");
+        assert!(p.get("gridPos").is_some(), "{title}: no gridPos");
+        let targets = p.get_array("targets").expect("targets");
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            let expr = t.get_str("expr").expect("expr");
+            for m in metrics_in(expr) {
+                assert!(
+                    known.contains(&m),
+                    "panel `{title}` names `{m}`, which logmill does not export"
+                );
+            }
+            exprs.push(expr.to_string());
+        }
+    }
+    if !have("promtool") {
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        return;
+    }
+    let dir = repo().join("deploy/monitoring");
+    let run_promtool = |args: &[&str], cwd: &std::path::Path| {
+        let o = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+    };
+    let (ok, out) = run_promtool(&["check", "rules", "logmill.rules.yaml"], &dir);
+    assert!(ok, "{out}");
+    let (ok, out) = run_promtool(&["test", "rules", "logmill.rules.test.yaml"], &dir);
+    assert!(ok, "{out}");
+    // Each dashboard expression, its variables given values, as a recording rule promtool parses.
+    let tmp = TempDir::new("dashboard");
+    let mut file = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*");
+        file.push_str(&format!(
+            "      - record: dashboard:panel_{i}\n        expr: '{}'\n",
+            e.replace('\'', "''")
+        ));
+    }
+    std::fs::write(tmp.path("dashboard.rules.yaml"), &file).unwrap();
+    let (ok, out) = run_promtool(&["check", "rules", "dashboard.rules.yaml"], &tmp.0);
+    assert!(ok, "{out}\n{file}");
+    failures.retain(|f| !f.is_empty());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
