@@ -28,6 +28,8 @@ pub const VALUE_ERRORS: &str = "logmill_value_errors_total";
 pub const MISSING_VALUES: &str = "logmill_missing_values_total";
 pub const SERIES_OVERFLOW: &str = "logmill_series_overflow_total";
 pub const SERIES: &str = "logmill_series";
+pub const TEAM_SERIES: &str = "logmill_team_series";
+pub const TEAM_SERIES_BUDGET: &str = "logmill_team_series_budget";
 pub const BATCH_EVAL_SECONDS: &str = "logmill_batch_eval_seconds";
 pub const CHECKPOINTS: &str = "logmill_checkpoints_total";
 pub const CHECKPOINT_SECONDS: &str = "logmill_checkpoint_seconds";
@@ -353,6 +355,14 @@ pub fn publish_registry(program: &Program, aggs: &crate::derive::Aggregates) {
         counter!(SERIES_OVERFLOW, "metric" => family.name.clone()).absolute(state.overflowed);
     }
     gauge!(SERIES).set(aggs.series_count() as f64);
+    for (i, t) in program.teams.iter().enumerate() {
+        let Some(budget) = t.series_budget else {
+            continue;
+        };
+        let n = aggs.team_series.get(i).copied().unwrap_or(0);
+        gauge!(TEAM_SERIES, "team" => t.name.clone()).set(n as f64);
+        gauge!(TEAM_SERIES_BUDGET, "team" => t.name.clone()).set(budget as f64);
+    }
 }
 
 impl Counters {

@@ -89,6 +89,9 @@ pub struct FamilyState {
 #[derive(Debug, Default, Clone)]
 pub struct Aggregates {
     pub families: Vec<FamilyState>,
+    /// Live series (overflow series aside) per team with a budget, by `SeriesBudget::team`:
+    /// kept as series are created, counted again after bulk changes (`recount`).
+    pub team_series: Vec<usize>,
 }
 
 /// What changed in an `Aggregates` since the last time it was asked: per family, the series
@@ -145,6 +148,21 @@ impl Aggregates {
     pub fn new(program: &Program) -> Aggregates {
         Aggregates {
             families: vec![FamilyState::default(); program.families.len()],
+            team_series: vec![0; program.teams.len()],
+        }
+    }
+
+    /// Counts each budgeted team's live series again, after changes made in bulk (expiry,
+    /// a restore, a reload).
+    pub fn recount(&mut self, program: &Program) {
+        self.team_series.clear();
+        self.team_series.resize(program.teams.len(), 0);
+        for (f, state) in program.families.iter().zip(&self.families) {
+            if let Some(b) = f.budget
+                && let Some(n) = self.team_series.get_mut(b.team as usize)
+            {
+                *n += state.series.len() - usize::from(state.has_overflow);
+            }
         }
     }
 
@@ -165,6 +183,7 @@ impl Aggregates {
         family: &Family,
         key: &[u8],
         now_ms: u64,
+        team_series: &mut Vec<usize>,
     ) -> (&'s mut Series, bool) {
         // Two lookups on the rare create path keep the common path to one hash and no clone.
         if state.series.contains_key(key) {
@@ -173,11 +192,21 @@ impl Aggregates {
         let overflow = overflow_key(family);
         let is_overflow = *key == *overflow;
         let live = state.series.len() - usize::from(state.has_overflow);
-        let redirect = !is_overflow && live >= family.max_series;
+        let team_full = family
+            .budget
+            .is_some_and(|b| team_series.get(b.team as usize).copied().unwrap_or(0) >= b.series);
+        let redirect = !is_overflow && (live >= family.max_series || team_full);
         let key: Key = if redirect || is_overflow {
             state.has_overflow = true;
             overflow
         } else {
+            if let Some(b) = family.budget {
+                let t = b.team as usize;
+                if team_series.len() <= t {
+                    team_series.resize(t + 1, 0);
+                }
+                team_series[t] += 1;
+            }
             key.into()
         };
         let series = state.series.entry(key).or_insert_with(|| Series {
@@ -194,7 +223,8 @@ impl Aggregates {
     #[inline]
     pub fn update(&mut self, fid: usize, family: &Family, key: &[u8], op: Op, v: f64, at: Stamp) {
         let state = &mut self.families[fid];
-        let (series, redirected) = Self::entry(state, family, key, at.event_ms);
+        let (series, redirected) =
+            Self::entry(state, family, key, at.event_ms, &mut self.team_series);
         series.last_update_ms = series.last_update_ms.max(at.event_ms);
         series.updates += 1;
         apply(&mut series.value, family, op, v, at);
@@ -217,7 +247,8 @@ impl Aggregates {
         e: exemplar::Exemplar,
     ) -> Option<(usize, Option<exemplar::Exemplar>)> {
         let state = &mut self.families[fid];
-        let (series, redirected) = Self::entry(state, family, key, at.event_ms);
+        let (series, redirected) =
+            Self::entry(state, family, key, at.event_ms, &mut self.team_series);
         series.last_update_ms = series.last_update_ms.max(at.event_ms);
         series.updates += 1;
         apply(&mut series.value, family, op, v, at);
@@ -237,7 +268,7 @@ impl Aggregates {
         prev: Option<exemplar::Exemplar>,
     ) {
         let state = &mut self.families[fid];
-        let (series, _) = Self::entry(state, family, key, 0);
+        let (series, _) = Self::entry(state, family, key, 0, &mut self.team_series);
         if let Some(slots) = series.exemplars.as_mut()
             && let Some(s) = slots.get_mut(slot)
         {
@@ -253,7 +284,7 @@ impl Aggregates {
             return;
         };
         let state = &mut self.families[fid];
-        let (series, _) = Self::entry(state, family, key, e.ms);
+        let (series, _) = Self::entry(state, family, key, e.ms, &mut self.team_series);
         exemplar::record(&mut series.exemplars, n, slot, e);
     }
 
@@ -273,7 +304,8 @@ impl Aggregates {
             for (key, series) in theirs.series.drain() {
                 let last = series.last_update_ms;
                 let updates = series.updates;
-                let (target, redirected) = Self::entry(ours, family, &key, last);
+                let (target, redirected) =
+                    Self::entry(ours, family, &key, last, &mut self.team_series);
                 target.updates = 0;
                 target.last_update_ms = target.last_update_ms.max(last);
                 merge_value(&mut target.value, series.value, now_ms);
@@ -316,6 +348,9 @@ impl Aggregates {
             let overflow = overflow_key(&program.families[fid]);
             state.has_overflow = state.series.contains_key(&overflow);
             removed += state.removed.len();
+        }
+        if removed > 0 {
+            self.recount(program);
         }
         removed
     }
@@ -390,6 +425,7 @@ impl Aggregates {
                 state.has_overflow = state.series.contains_key(&overflow_key(f));
             }
         }
+        self.recount(program);
     }
 
     /// Forgets which series changed: after a restore or a rollback, what is here is what the
@@ -514,6 +550,7 @@ mod tests {
             age_buckets: 2,
             max_series,
             expire_after: Some(Duration::from_secs(10)),
+            budget: None,
         }
     }
 
@@ -550,6 +587,7 @@ mod tests {
         let f = family(MetricKind::Histogram, 10);
         let mut agg = Aggregates {
             families: vec![FamilyState::default()],
+            team_series: Vec::new(),
         };
         for v in [0.0, 0.1, 0.10001, 1.0, 7.0] {
             agg.update(0, &f, &key("x"), Op::Observe, v, at(0, 0, 0));

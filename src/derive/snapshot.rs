@@ -406,6 +406,7 @@ pub fn restore(
             .series
             .contains_key(&super::overflow_key(&program.families[s.fid]));
     }
+    aggs.recount(program);
     aggs.mark_clean();
     Ok(restored)
 }
@@ -435,6 +436,7 @@ pub fn remap(from: &Program, to: &Program, aggs: &Aggregates) -> Aggregates {
             out.families[tid] = state;
         }
     }
+    out.recount(to);
     out
 }
 

@@ -25,6 +25,8 @@ pub struct Program {
     /// Hash of every source text, to tell which rules are loaded.
     pub hash: u64,
     pub files: Vec<Arc<str>>,
+    /// The teams with a budget.
+    pub teams: Vec<Team>,
 }
 
 impl Program {
@@ -37,6 +39,7 @@ impl Program {
             literals: Vec::new(),
             hash: 0,
             files: Vec::new(),
+            teams: Vec::new(),
         }
     }
 
@@ -457,6 +460,24 @@ pub struct Family {
     pub age_buckets: usize,
     pub max_series: usize,
     pub expire_after: Option<Duration>,
+    /// The series budget of the team that defines the family (the first, for a shared one).
+    pub budget: Option<SeriesBudget>,
+}
+
+/// A team's cap on its series over all its families: past it, a new label set of any of them
+/// goes to that family's overflow series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesBudget {
+    /// Index into `Program::teams`.
+    pub team: u32,
+    pub series: usize,
+}
+
+/// A team of the program, and its budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub name: String,
+    pub series_budget: Option<usize>,
 }
 
 pub const DEFAULT_BUCKETS: &[f64] = &[

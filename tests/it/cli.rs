@@ -626,3 +626,25 @@ fn issue9_suggest_writes_rules_that_check_and_match_their_sample() {
         eprintln!("../shared is absent: the loghub part of this test is skipped");
     }
 }
+
+/// A team's series budget is declared once: two of its files saying different budgets is an
+/// error naming both places (issue 9, per-team budgets).
+#[test]
+fn issue9_a_team_budget_declared_twice_differently_is_an_error() {
+    let tmp = TempDir::new("budget-twice");
+    let a = "team: shop\nbudget: {series: 100}\nrules:\n  - name: a\n    metrics: [{name: shop_a_total, type: counter}]\n";
+    let b = "team: shop\nbudget: {series: 200}\nrules:\n  - name: b\n    metrics: [{name: shop_b_total, type: counter}]\n";
+    std::fs::write(tmp.path("a.yaml"), a).unwrap();
+    std::fs::write(tmp.path("b.yaml"), b).unwrap();
+    let o = run(&["check", tmp.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "{}:2:18: error[metric-conflict]: team `shop`'s series budget is 200 here and 100 at {}:2:18",
+        tmp.path("b.yaml").display(),
+        tmp.path("a.yaml").display()
+    );
+    assert!(stderr(&o).contains(&want), "{want}\n{}", stderr(&o));
+    std::fs::write(tmp.path("b.yaml"), b.replace("200", "100")).unwrap();
+    let o = run(&["check", tmp.0.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

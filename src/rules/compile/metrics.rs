@@ -45,11 +45,11 @@ pub(super) struct FamilyEntry {
     /// `Some(true)` once a rule sets the gauge, `Some(false)` once one adds to it.
     gauge_sets: Option<bool>,
     /// The teams that define the family, each with its first definition.
-    teams: Vec<TeamUse>,
+    pub(super) teams: Vec<TeamUse>,
 }
 
-struct TeamUse {
-    team: String,
+pub(super) struct TeamUse {
+    pub(super) team: String,
     origin: String,
     /// Some definition of this team says `shared: true`.
     shared: bool,
@@ -488,6 +488,7 @@ impl Builder {
             age_buckets,
             max_series,
             expire_after,
+            budget: None,
         };
         let name_pos = name_node.map_or(node.pos, |n| n.pos);
         let id = self.register(family, name_pos, team, shared, sink)?;

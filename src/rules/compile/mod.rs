@@ -138,11 +138,37 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
         diags.extend(sink.diags);
     }
     let rule_clauses: Vec<Vec<Vec<u32>>> = b.rules.iter().map(|r| r.clauses.clone()).collect();
+    let teams: Vec<Team> = b
+        .budgets
+        .iter()
+        .map(|(name, (series, _))| Team {
+            name: name.clone(),
+            series_budget: Some(*series),
+        })
+        .collect();
+    let families = b
+        .families
+        .into_iter()
+        .map(|e| {
+            let mut f = e.family;
+            f.budget = teams
+                .iter()
+                .position(|t| Some(t.name.as_str()) == e.teams.first().map(|t| t.team.as_str()))
+                .and_then(|i| {
+                    Some(SeriesBudget {
+                        team: i as u32,
+                        series: teams[i].series_budget?,
+                    })
+                });
+            f
+        })
+        .collect();
     let program = Program {
         prefilter: Prefilter::new(&b.literals, &rule_clauses),
         literals: b.literals.clone(),
         rules: b.rules,
-        families: b.families.into_iter().map(|f| f.family).collect(),
+        families,
+        teams,
         event_fields: b.event_fields,
         hash: hasher.finish(),
         files: files.iter().map(|f| f.name.clone()).collect(),
@@ -254,6 +280,8 @@ struct Builder {
     literals: Vec<Vec<u8>>,
     literal_index: HashMap<Vec<u8>, u32>,
     rules: Vec<Rule>,
+    /// Each team's series budget, with where it was declared.
+    budgets: std::collections::BTreeMap<String, (usize, String)>,
 }
 
 /// File-level settings that rules inherit.
@@ -316,7 +344,7 @@ fn check_name(
     true
 }
 
-const FILE_KEYS: &[&str] = &["team", "defaults", "patterns", "rules"];
+const FILE_KEYS: &[&str] = &["team", "defaults", "budget", "patterns", "rules"];
 const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format", "reduce"];
 /// Keys the rule skeleton reads itself; every other key belongs to a section.
 const SKELETON_KEYS: &[&str] = &["name", "format", "max_series"];
@@ -442,6 +470,33 @@ impl Builder {
             }
             defaults.reduce = d.get("reduce").cloned();
             d.finish(DEFAULT_KEYS, "`defaults`", sink);
+        }
+        // `budget: {series: N}`: the team's series over all its families.
+        if let Some(n) = top.get("budget")
+            && let Some(mut m) = MapView::new(n, "`budget`", sink)
+        {
+            if let Some(v) = m.get("series")
+                && let (Some(limit), Some(team)) = (limit(v, "`series`", sink), team.as_ref())
+            {
+                let here = format!("{}:{}:{}", sink.file(), v.pos.line, v.pos.col);
+                match self.budgets.get(team) {
+                    Some((other, at)) if *other != limit => {
+                        sink.error(
+                            v.pos,
+                            Code::MetricConflict,
+                            format!(
+                                "team `{team}`'s series budget is {limit} here and {other} at {at}"
+                            ),
+                        )
+                        .hint("declare a team's budget once, or the same in each of its files");
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.budgets.insert(team.clone(), (limit, here));
+                    }
+                }
+            }
+            m.finish(&["series"], "`budget`", sink);
         }
         let mut patterns = std::collections::HashMap::new();
         if let Some(mut p) = top
