@@ -29,6 +29,8 @@ pub const MISSING_VALUES: &str = "logmill_missing_values_total";
 pub const SERIES_OVERFLOW: &str = "logmill_series_overflow_total";
 pub const SERIES: &str = "logmill_series";
 pub const TEAM_SERIES: &str = "logmill_team_series";
+pub const RULE_QUARANTINES: &str = "logmill_rule_quarantines_total";
+pub const RULE_QUARANTINE_SKIPS: &str = "logmill_rule_quarantined_events_total";
 pub const TEAM_SERIES_BUDGET: &str = "logmill_team_series_budget";
 pub const BATCH_EVAL_SECONDS: &str = "logmill_batch_eval_seconds";
 pub const CHECKPOINTS: &str = "logmill_checkpoints_total";
@@ -470,6 +472,17 @@ pub fn publish_reduction(program: &Program, r: &crate::reduce::Reduction) {
         // Event time held, summed over decided traces: with the decisions, the mean hold.
         counter!(RETENTION_HOLD_MS).increment(t.hold_ms);
     }
+}
+
+/// A rule went over its team's CPU budget and is not evaluated for a while.
+pub fn rule_quarantined(team: &str, rule: &str) {
+    counter!(RULE_QUARANTINES, "team" => team.to_string(), "rule" => rule.to_string()).increment(1);
+}
+
+/// Events a quarantined rule would have been tried on.
+pub fn rule_quarantine_skips(team: &str, rule: &str, n: u64) {
+    counter!(RULE_QUARANTINE_SKIPS, "team" => team.to_string(), "rule" => rule.to_string())
+        .increment(n);
 }
 
 /// What a worker's partitions hold for `keep_traces` changed by this much.

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+pub mod budget;
 pub mod explain;
 
 use crate::correlate::traces::TraceEvent;
@@ -146,6 +147,10 @@ pub struct Engine {
     /// Nanoseconds spent on each rule (`profile_rules`), for `logmill shadow`; empty when not
     /// profiling, which then costs nothing.
     pub rule_nanos: Vec<u64>,
+    /// CPU budgets, when the service enforces them (`enforce_cpu_budgets`).
+    pub cpu_guard: Option<budget::CpuGuard>,
+    /// When the current batch started (for quarantines).
+    batch_start: std::time::Instant,
     /// For each event of the last batch whose rule gathers traces (`trace.summaries`), what
     /// it says of its trace, in order; texts are in `text`.
     pub trace_events: Vec<TraceEvent>,
@@ -230,12 +235,24 @@ impl Engine {
             given_keys: Vec::new(),
             sampled_out: false,
             rule_nanos: Vec::new(),
+            cpu_guard: None,
+            batch_start: std::time::Instant::now(),
             trace_events: Vec::new(),
         }
     }
 
     pub fn program(&self) -> &Arc<Program> {
         &self.program
+    }
+
+    /// Quarantines the rules that use more CPU than their team's budget (`budget.cpu`) over
+    /// `window`, for `cool_down`. Only the service does: it makes counts depend on time.
+    pub fn enforce_cpu_budgets(
+        &mut self,
+        window: std::time::Duration,
+        cool_down: std::time::Duration,
+    ) {
+        self.cpu_guard = budget::CpuGuard::new(&self.program, window, cool_down);
     }
 
     /// Measures the time each rule's evaluation takes (its conditions, extraction and
@@ -247,6 +264,7 @@ impl Engine {
     /// Processes a batch; `fates[i]` is the fate of `batch[i]`.
     pub fn process(&mut self, batch: &[Record<'_>], now_ms: u64, fates: &mut Vec<Fate>) {
         let started = std::time::Instant::now();
+        self.batch_start = started;
         // One reference count per batch, not per event.
         let program = Arc::clone(&self.program);
         fates.clear();
@@ -282,6 +300,9 @@ impl Engine {
             fates.push(fate);
         }
         self.counters.events_in += batch.len() as u64;
+        if let Some(g) = &mut self.cpu_guard {
+            g.roll(std::time::Instant::now());
+        }
         let elapsed = started.elapsed();
         self.counters.eval_nanos += elapsed.as_nanos() as u64;
         crate::telemetry::batch_evaluated(elapsed);
@@ -311,15 +332,22 @@ impl Engine {
         let mut asked = false;
         let mut gathered = false;
         let profiling = !self.rule_nanos.is_empty();
+        let guarded = self.cpu_guard.as_mut().is_some_and(|g| g.sample());
         // Each rule's time runs from its turn to the next rule's (whatever path it leaves by).
         let mut timing: Option<(usize, std::time::Instant)> = None;
         for i in 0..self.candidates.len() {
             let r = self.candidates[i];
-            if profiling {
+            if profiling || guarded {
                 let now = std::time::Instant::now();
                 if let Some((prev, t0)) = timing.replace((r as usize, now)) {
-                    self.rule_nanos[prev] += (now - t0).as_nanos() as u64;
+                    self.spend(prev, (now - t0).as_nanos() as u64, guarded);
                 }
+            }
+            if let Some(g) = &mut self.cpu_guard
+                && g.quarantined(r as usize, self.batch_start)
+            {
+                g.skipped[r as usize] += 1;
+                continue;
             }
             let rule = &program.rules[r as usize];
             if let Err(skip) = gate(rule, format, rec.topic) {
@@ -356,7 +384,7 @@ impl Engine {
             decision.add(rule.then);
         }
         if let Some((prev, t0)) = timing {
-            self.rule_nanos[prev] += t0.elapsed().as_nanos() as u64;
+            self.spend(prev, t0.elapsed().as_nanos() as u64, guarded);
         }
         if !matched {
             self.counters.unmatched += 1;
@@ -371,6 +399,17 @@ impl Engine {
             self.take_back_exemplars(program);
         }
         fate
+    }
+
+    /// Time measured for rule `r`: to the profile, and to its budget when this event is one
+    /// of the guard's sample.
+    fn spend(&mut self, r: usize, nanos: u64, sampled: bool) {
+        if let Some(n) = self.rule_nanos.get_mut(r) {
+            *n += nanos;
+        }
+        if let (true, Some(g)) = (sampled, &mut self.cpu_guard) {
+            g.spent(r, nanos);
+        }
     }
 
     fn take_back_exemplars(&mut self, program: &Program) {

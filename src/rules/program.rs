@@ -162,6 +162,9 @@ pub struct Rule {
     /// What happens to the event after it is counted and kept: sampling, deduplication,
     /// throttling, template summaries (`reduce:` and the team's `defaults.reduce`).
     pub reduce: Option<Box<Reduce>>,
+    /// The CPU time per second its team allows each of its rules (`budget.cpu`), enforced
+    /// by the service (`Engine::enforce_cpu_budgets`).
+    pub cpu_budget: Option<Duration>,
 }
 
 /// A rule's `reduce:` section, compiled. Every action works per partition, in event time, and

@@ -155,7 +155,11 @@ pub fn run(
         };
         let e = match &mut engine {
             Some(e) if Arc::ptr_eq(e.program(), &program) => e,
-            _ => engine.insert(Engine::new(Arc::clone(&program), input, limits)),
+            _ => {
+                let mut e = Engine::new(Arc::clone(&program), input, limits);
+                e.enforce_cpu_budgets(BUDGET_WINDOW, QUARANTINE);
+                engine.insert(e)
+            }
         };
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
@@ -182,6 +186,7 @@ pub fn run(
         let mut fates = Vec::with_capacity(batch.len());
         e.process(&batch, super::now_ms(), &mut fates);
         drop(batch);
+        quarantines(e, &program);
         // Reduction, in each partition's order (a batch holds the partitions in record order).
         let mut verdicts: Vec<Option<Verdict>> = vec![None; records.len()];
         let mut reduction = Reduction::new(&program);
@@ -354,6 +359,41 @@ pub fn run(
         drop(records);
         if done.send(Done::Batch(Box::new(result))).is_err() {
             return;
+        }
+    }
+}
+
+/// The window over which a rule's CPU is held against its team's budget, and how long a rule
+/// over it is not evaluated.
+const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Says which rules went over their CPU budget, and counts what quarantined rules skipped.
+fn quarantines(e: &mut Engine, program: &Program) {
+    let Some(g) = e.cpu_guard.as_mut() else {
+        return;
+    };
+    for (r, per_second) in g.take_quarantined() {
+        let Some(rule) = program.rules.get(r as usize) else {
+            continue;
+        };
+        crate::telemetry::rule_quarantined(&rule.team, &rule.name);
+        tracing::warn!(
+            team = %rule.team,
+            rule = %rule.name,
+            "rule {}/{} used {:?} of CPU per second, over its team's budget of {:?}: not evaluated for {:?}, then tried again",
+            rule.team,
+            rule.name,
+            per_second,
+            rule.cpu_budget.unwrap_or_default(),
+            QUARANTINE
+        );
+    }
+    for (r, n) in g.take_skipped().into_iter().enumerate() {
+        if n > 0
+            && let Some(rule) = program.rules.get(r)
+        {
+            crate::telemetry::rule_quarantine_skips(&rule.team, &rule.name, n);
         }
     }
 }

@@ -137,6 +137,10 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
         }
         diags.extend(sink.diags);
     }
+    // A budget declared in one of a team's files holds for the rules of all of them.
+    for r in &mut b.rules {
+        r.cpu_budget = b.cpu_budgets.get(&r.team).map(|(d, _)| *d);
+    }
     let rule_clauses: Vec<Vec<Vec<u32>>> = b.rules.iter().map(|r| r.clauses.clone()).collect();
     let teams: Vec<Team> = b
         .budgets
@@ -282,6 +286,8 @@ struct Builder {
     rules: Vec<Rule>,
     /// Each team's series budget, with where it was declared.
     budgets: std::collections::BTreeMap<String, (usize, String)>,
+    /// Each team's CPU budget per rule (per second), with where it was declared.
+    cpu_budgets: std::collections::BTreeMap<String, (Duration, String)>,
 }
 
 /// File-level settings that rules inherit.
@@ -496,7 +502,28 @@ impl Builder {
                     }
                 }
             }
-            m.finish(&["series"], "`budget`", sink);
+            if let Some(v) = m.get("cpu")
+                && let (Some(cpu), Some(team)) = (duration(v, "`cpu`", sink), team.as_ref())
+            {
+                let here = format!("{}:{}:{}", sink.file(), v.pos.line, v.pos.col);
+                match self.cpu_budgets.get(team) {
+                    Some((other, at)) if *other != cpu => {
+                        sink.error(
+                            v.pos,
+                            Code::MetricConflict,
+                            format!(
+                                "team `{team}`'s CPU budget is {cpu:?} here and {other:?} at {at}"
+                            ),
+                        )
+                        .hint("declare a team's budget once, or the same in each of its files");
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.cpu_budgets.insert(team.clone(), (cpu, here));
+                    }
+                }
+            }
+            m.finish(&["series", "cpu"], "`budget`", sink);
         }
         let mut patterns = std::collections::HashMap::new();
         if let Some(mut p) = top
@@ -658,6 +685,7 @@ impl Builder {
             then: cx.then,
             trace: cx.trace,
             reduce: cx.reduce,
+            cpu_budget: None,
         })
     }
 
