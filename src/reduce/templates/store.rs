@@ -137,6 +137,11 @@ impl Slot {
 /// its `]`.
 pub(super) fn balanced(prefix: &[u8], p: usize, suffix: &[u8], q: usize) -> (usize, usize) {
     let (pre, suf) = (&prefix[..p], &suffix[suffix.len() - q..]);
+    let bracket = |c: &u8| BRACKET_INDEX[*c as usize] != 0;
+    // Most affixes hold no bracket or quote: nothing to balance.
+    if !pre.iter().chain(suf).any(bracket) {
+        return (p, q);
+    }
     // How many of each bracket and quote either side holds, in one pass each (this runs for
     // every value of a variable with a prefix or suffix).
     let count = |s: &[u8]| {
@@ -155,7 +160,6 @@ pub(super) fn balanced(prefix: &[u8], p: usize, suffix: &[u8], q: usize) -> (usi
     if even {
         return (p, q);
     }
-    let bracket = |c: &u8| BRACKET_INDEX[*c as usize] != 0;
     let p = pre.iter().position(bracket).unwrap_or(p);
     let q = suf.iter().rev().position(bracket).unwrap_or(q);
     (p, q)

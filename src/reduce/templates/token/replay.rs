@@ -9,6 +9,7 @@ pub(super) const MAX_REPLAYED: usize = 1 << 16;
 
 /// A raw token's shape (see [`Replay`]): its kind, whether it is glued, and `detail`: a
 /// punctuation's character, a word's facts, whether a variable is empty.
+#[inline]
 pub(super) fn shape(kind: Kind, glued: bool, detail: u8) -> u16 {
     kind as u16 | u16::from(glued) << 2 | u16::from(detail) << 3
 }
@@ -86,6 +87,7 @@ impl Replay {
         (again == out).then_some(r)
     }
 
+    #[inline]
     pub(super) fn apply(&self, raw: &[Token], out: &mut Vec<Token>) {
         for step in &self.steps {
             match *step {

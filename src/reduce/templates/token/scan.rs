@@ -99,6 +99,7 @@ pub(super) struct Masks {
 }
 
 impl Masks {
+    #[inline]
     pub(super) fn clear(&mut self) {
         self.blocks.clear();
     }
@@ -121,6 +122,7 @@ impl Masks {
     }
 
     /// The first position from `i` on that is not whitespace (`b.len()` if none).
+    #[inline]
     pub(super) fn skip_space(&mut self, b: &[u8], mut i: usize) -> usize {
         while i < b.len() {
             let m = !self.space(b, i / 64) >> (i % 64);
@@ -133,6 +135,7 @@ impl Masks {
     }
 
     /// The end of the chunk starting at `i`: the next whitespace or the end of the line.
+    #[inline]
     pub(super) fn chunk_end(&mut self, b: &[u8], mut i: usize) -> usize {
         loop {
             let m = self.space(b, i / 64) >> (i % 64);
@@ -152,6 +155,7 @@ impl Masks {
     }
 
     /// The first position in `i..j` (already classified) in mask `which`.
+    #[inline]
     pub(super) fn first(&self, which: Mask, mut i: usize, j: usize) -> Option<usize> {
         while i < j {
             let n = i / 64;
@@ -165,6 +169,7 @@ impl Masks {
         None
     }
 
+    #[inline]
     pub(super) fn any(&self, which: Mask, i: usize, j: usize) -> bool {
         self.first(which, i, j).is_some()
     }
@@ -177,6 +182,7 @@ impl Cursor {
     /// Offset from `i` of the first `c` in `b[i..j]`; `i` never decreases and `j` never
     /// increases between calls, so each split character is looked at once (`k=k=k=…`, where
     /// there is no `:`, is not searched to its end at every `=`).
+    #[inline]
     pub(super) fn find(
         &mut self,
         masks: &Masks,

@@ -17,9 +17,16 @@ fn lower<const N: usize>(word: &[u8]) -> Option<([u8; N], usize)> {
 }
 
 /// Month and weekday names: parts of a date, so values.
+#[inline(always)]
 pub(super) fn is_date_word(t: &[u8]) -> bool {
-    // Every such name starts with its three-letter abbreviation: most words fail on that.
-    if !(3..=9).contains(&t.len()) {
+    // Every such name starts with its three-letter abbreviation, and so with one of ten
+    // letters: most words fail on that.
+    if !(3..=9).contains(&t.len())
+        || !matches!(
+            t[0] | 0x20,
+            b'j' | b'f' | b'm' | b'a' | b's' | b'o' | b'n' | b'd' | b't' | b'w'
+        )
+    {
         return false;
     }
     let abbreviation = [t[0] | 0x20, t[1] | 0x20, t[2] | 0x20];
@@ -96,6 +103,7 @@ pub(super) fn is_date_word(t: &[u8]) -> bool {
 }
 
 /// Units that follow a number: the number and its unit are one value.
+#[inline(always)]
 pub(super) fn is_unit(t: &[u8]) -> bool {
     if t.is_empty() || t.len() > 4 {
         return false;
@@ -130,6 +138,7 @@ const UNITS: [u32; 25] = {
 
 /// `eth0`, `ssh2`, `alt0`: letters and one digit name a thing (an interface, a protocol) more
 /// often than they count something, so they stay words.
+#[inline]
 pub(super) fn is_name_with_index(t: &[u8]) -> bool {
     t.len() >= 3
         && t[t.len() - 1].is_ascii_digit()
@@ -137,6 +146,7 @@ pub(super) fn is_name_with_index(t: &[u8]) -> bool {
 }
 
 /// `key` in `key=value`: `[A-Za-z_][A-Za-z0-9_.-]*`.
+#[inline]
 pub(super) fn is_key(t: &[u8]) -> bool {
     !t.is_empty()
         && (t[0].is_ascii_alphabetic() || t[0] == b'_')
@@ -146,6 +156,7 @@ pub(super) fn is_key(t: &[u8]) -> bool {
 }
 
 /// `key` in `key:value`: `[A-Za-z_][A-Za-z0-9_]*`.
+#[inline]
 pub(super) fn is_ident(t: &[u8]) -> bool {
     !t.is_empty()
         && (t[0].is_ascii_alphabetic() || t[0] == b'_')
@@ -155,6 +166,7 @@ pub(super) fn is_ident(t: &[u8]) -> bool {
 }
 
 /// A path, host or dotted name: these are values far more often than message text.
+#[inline]
 pub(super) fn is_pathlike(t: &[u8]) -> bool {
     if t.len() < 2 {
         return false;
