@@ -1,6 +1,7 @@
 //! `logmill templates`: the template miner alone over a file or stdin, as CSV
 //! `line,template_id,template`, one row per input line in order.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -94,19 +95,32 @@ fn now_ms() -> u64 {
 }
 
 /// RFC 4180: quoted only when needed, quotes doubled.
-fn csv_field(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+fn csv_field(s: &str) -> Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
-        out.write_all(b"\"")?;
-        out.write_all(s.replace('"', "\"\"").as_bytes())?;
-        out.write_all(b"\"")
+        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
     } else {
-        out.write_all(s.as_bytes())
+        Cow::Borrowed(s)
     }
 }
 
-fn row(out: &mut impl Write, line: u64, id: TemplateId, template: &str) -> std::io::Result<()> {
-    write!(out, "{line},{id:016x},")?;
-    csv_field(out, template)?;
+/// `line,id,template` with the template already a CSV field: a row per input line, so its
+/// numbers are written by hand rather than through `fmt`, and its text escaped once per
+/// template rather than once per row.
+fn row(out: &mut impl Write, line: u64, id: TemplateId, field: &str) -> std::io::Result<()> {
+    let mut buf = [0u8; 20 + 1 + 16 + 1];
+    let digits = line.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let mut n = line;
+    for k in (0..digits).rev() {
+        buf[k] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    buf[digits] = b',';
+    for k in 0..16 {
+        buf[digits + 1 + k] = b"0123456789abcdef"[(id >> (60 - 4 * k)) as usize & 15];
+    }
+    buf[digits + 17] = b',';
+    out.write_all(&buf[..digits + 18])?;
+    out.write_all(field.as_bytes())?;
     out.write_all(b"\n")
 }
 
@@ -186,9 +200,11 @@ fn mine(opts: Options) -> Result<()> {
     // Lines no reducing rule kept (with --rules), which have no row.
     let mut unmined = 0u64;
     let mut buf = Vec::new();
-    // --stream: the current text of each live template, re-rendered when it changes.
+    // --stream: the current text of each live template as a CSV field, re-rendered when it
+    // changes.
     let mut texts: HashMap<TemplateId, String> = HashMap::new();
-    // Otherwise: every line's id, and the last text of templates that were evicted.
+    // Otherwise: every line's id, and the last text of templates that were evicted (as CSV
+    // fields).
     let mut ids: Vec<(u64, TemplateId)> = Vec::new();
     let mut evicted: HashMap<TemplateId, String> = HashMap::new();
     let mut n = 0u64;
@@ -208,7 +224,12 @@ fn mine(opts: Options) -> Result<()> {
                 buf.pop();
             }
         }
-        let line = String::from_utf8_lossy(&buf);
+        // Checked in place when valid (most lines): the lossy conversion walks every line
+        // byte by byte, where the check goes a word at a time over ASCII.
+        let line = match std::str::from_utf8(&buf) {
+            Ok(line) => Cow::Borrowed(line),
+            Err(_) => String::from_utf8_lossy(&buf),
+        };
         let Some(message) = source.message(&line, &mut fallbacks) else {
             unmined += 1;
             continue;
@@ -216,7 +237,10 @@ fn mine(opts: Options) -> Result<()> {
         let o = miner.observe(message);
         let (id, changed, gone) = (o.id, o.new || o.generalised, o.evicted);
         if let Some(gone) = gone {
-            let last = miner.evicted().map(|t| t.to_string()).unwrap_or_default();
+            let last = miner
+                .evicted()
+                .map(|t| csv_field(&t.to_string()).into_owned())
+                .unwrap_or_default();
             texts.remove(&gone);
             if !opts.stream {
                 evicted.insert(gone, last);
@@ -226,7 +250,7 @@ fn mine(opts: Options) -> Result<()> {
             if changed || !texts.contains_key(&id) {
                 let t = miner
                     .template(id)
-                    .map(|t| t.to_string())
+                    .map(|t| csv_field(&t.to_string()).into_owned())
                     .unwrap_or_default();
                 texts.insert(id, t);
             }
@@ -236,8 +260,10 @@ fn mine(opts: Options) -> Result<()> {
         }
     }
     if !opts.stream {
-        let live: HashMap<TemplateId, String> =
-            miner.templates().map(|t| (t.id(), t.to_string())).collect();
+        let live: HashMap<TemplateId, String> = miner
+            .templates()
+            .map(|t| (t.id(), csv_field(&t.to_string()).into_owned()))
+            .collect();
         for (line, id) in &ids {
             let text = live
                 .get(id)
@@ -254,7 +280,7 @@ fn mine(opts: Options) -> Result<()> {
         f.write_all(b"template_id,count,template\n")?;
         for t in miner.templates() {
             write!(f, "{:016x},{},", t.id(), t.count())?;
-            csv_field(&mut f, &t.to_string())?;
+            f.write_all(csv_field(&t.to_string()).as_bytes())?;
             f.write_all(b"\n")?;
         }
         f.flush()?;

@@ -71,7 +71,7 @@ pub use snapshot::SnapshotError;
 use crate::reduce::hash::mix;
 use align::{Alignment, Ctx, Op, SlotKind};
 use store::{Slot, Store, Summary, Template};
-use token::{Kind, Limits, Tokenizer, VAR_HASH, key_hash};
+use token::{Kind, Limits, Tokenizer, VAR_HASH};
 
 /// A template's id: stable for the template's life, equal across instances for the same input.
 pub type TemplateId = u64;
@@ -280,7 +280,8 @@ pub struct Miner {
     removed: Vec<u64>,
     /// The template the last `observe` evicted, if it evicted one.
     evicted: Option<Template>,
-    /// Tests only: check every search's shortcuts against the plain way (see `tests.rs`).
+    /// Tests only: check every search's shortcuts against the plain way (see `tests.rs`), and
+    /// every fold the tokenizer replays against the fold.
     #[cfg(test)]
     cross_check: bool,
 }
@@ -359,10 +360,14 @@ impl Miner {
     pub fn observe(&mut self, message: &str) -> Observation<'_> {
         self.stats.lines += 1;
         self.evicted = None;
+        #[cfg(test)]
+        {
+            self.tok.cross_check = self.cross_check;
+        }
         if self.tok.run(message, self.config.limits()) {
             self.stats.truncated += 1;
         }
-        let shape = key_hash(&self.tok.out);
+        let shape = self.tok.shape;
         if let Some(slot) = self.store.cache_get(shape) {
             if self.extract(slot, message) {
                 return self.seen(slot, false, false);

@@ -137,22 +137,46 @@ impl Slot {
 /// its `]`.
 pub(super) fn balanced(prefix: &[u8], p: usize, suffix: &[u8], q: usize) -> (usize, usize) {
     let (pre, suf) = (&prefix[..p], &suffix[suffix.len() - q..]);
-    let pairs = [(b'(', b')'), (b'[', b']'), (b'{', b'}'), (b'<', b'>')];
-    let count = |s: &[u8], c: u8| s.iter().filter(|&&x| x == c).count();
-    let even = pairs
-        .iter()
-        .all(|&(o, c)| count(pre, o) == count(suf, c) && count(pre, c) == 0 && count(suf, o) == 0)
-        && [b'"', b'\'']
-            .iter()
-            .all(|&c| count(pre, c) == count(suf, c));
+    let bracket = |c: &u8| BRACKET_INDEX[*c as usize] != 0;
+    // Most affixes hold no bracket or quote: nothing to balance.
+    if !pre.iter().chain(suf).any(bracket) {
+        return (p, q);
+    }
+    // How many of each bracket and quote either side holds, in one pass each (this runs for
+    // every value of a variable with a prefix or suffix).
+    let count = |s: &[u8]| {
+        let mut n = [0usize; 11];
+        for &c in s {
+            n[usize::from(BRACKET_INDEX[c as usize])] += 1;
+        }
+        n
+    };
+    let (a, z) = (count(pre), count(suf));
+    // Index 1 + 2k is the opening bracket of pair k, 2 + 2k its closing one; 9 and 10 quotes.
+    let even = (0..4)
+        .all(|k| a[1 + 2 * k] == z[2 + 2 * k] && a[2 + 2 * k] == 0 && z[1 + 2 * k] == 0)
+        && a[9] == z[9]
+        && a[10] == z[10];
     if even {
         return (p, q);
     }
-    let bracket = |c: &u8| b"()[]{}<>\"'".contains(c);
     let p = pre.iter().position(bracket).unwrap_or(p);
     let q = suf.iter().rev().position(bracket).unwrap_or(q);
     (p, q)
 }
+
+/// For [`balanced`]: 1 + 2k for the opening bracket of pair k of `()[]{}<>`, 2 + 2k for its
+/// closing one, 9 for `"`, 10 for `'`, 0 for any other byte.
+static BRACKET_INDEX: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let brackets = b"()[]{}<>\"'";
+    let mut k = 0;
+    while k < brackets.len() {
+        t[brackets[k] as usize] = k as u8 + 1;
+        k += 1;
+    }
+    t
+};
 
 impl SlotLike for Slot {
     fn kind(&self) -> SlotKind {
@@ -416,6 +440,53 @@ pub(super) struct Cached {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `balanced` was written as: a count per bracket and quote on each side.
+    fn balanced_by_definition(prefix: &[u8], p: usize, suffix: &[u8], q: usize) -> (usize, usize) {
+        let (pre, suf) = (&prefix[..p], &suffix[suffix.len() - q..]);
+        let pairs = [(b'(', b')'), (b'[', b']'), (b'{', b'}'), (b'<', b'>')];
+        let count = |s: &[u8], c: u8| s.iter().filter(|&&x| x == c).count();
+        let even = pairs.iter().all(|&(o, c)| {
+            count(pre, o) == count(suf, c) && count(pre, c) == 0 && count(suf, o) == 0
+        }) && [b'"', b'\'']
+            .iter()
+            .all(|&c| count(pre, c) == count(suf, c));
+        if even {
+            return (p, q);
+        }
+        let bracket = |c: &u8| b"()[]{}<>\"'".contains(c);
+        let p = pre.iter().position(bracket).unwrap_or(p);
+        let q = suf.iter().rev().position(bracket).unwrap_or(q);
+        (p, q)
+    }
+
+    #[test]
+    fn brackets_balance_as_defined() {
+        let alphabet = b"()[]{}<>\"'a_-1";
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let prefix: Vec<u8> = (0..next(6))
+                .map(|_| alphabet[next(alphabet.len())])
+                .collect();
+            let suffix: Vec<u8> = (0..next(6))
+                .map(|_| alphabet[next(alphabet.len())])
+                .collect();
+            let (p, q) = (next(prefix.len() + 1), next(suffix.len() + 1));
+            assert_eq!(
+                balanced(&prefix, p, &suffix, q),
+                balanced_by_definition(&prefix, p, &suffix, q),
+                "{:?} {p} {:?} {q}",
+                String::from_utf8_lossy(&prefix),
+                String::from_utf8_lossy(&suffix)
+            );
+        }
+    }
 
     #[test]
     fn markers_around_values() {

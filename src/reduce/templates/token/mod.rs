@@ -10,10 +10,26 @@
 //! spaces (`Jul 3 10:05:25 2005`, `1, 2, 3`). So a list, a date or a size is one variable
 //! whatever its token count, which is what keeps templates of varying length together.
 //!
-//! Everything here is linear in the line: one scan to cut, one pass to fold, and at most
-//! `max_tokens` tokens (the rest of a longer line is one trailing variable).
+//! Everything here is linear in the line: one pass classifies its bytes into bit masks (64
+//! bytes a word: whitespace, digits, split characters), so that cutting a chunk, asking
+//! whether a piece holds a digit or where its first `=` is, are a few bit operations rather
+//! than scans; one pass folds; and there are at most `max_tokens` tokens (the rest of a longer
+//! line is one trailing variable).
+//!
+//! The fold is replayed rather than redone for the lines of a shape already folded (see
+//! [`Replay`]): in steady state most lines come in a few shapes, and the fold is a third of the
+//! cost of tokenising them.
 
-use crate::reduce::hash::{START, combine, finish, hash_byte, hash_bytes, mix, step};
+mod replay;
+mod scan;
+mod words;
+
+use std::collections::HashMap;
+
+use crate::reduce::hash::{BuildIdentity, combine, hash_byte, mix};
+use replay::{MAX_REPLAYED, MAX_REPLAYS, REPLAY_START, Replay, shape};
+use scan::{Cursor, Mask, Masks, hash_span};
+use words::{PATH, UNIT, is_date_word, is_ident, is_key, is_name_with_index, is_pathlike, is_unit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -32,6 +48,8 @@ pub(super) struct Token {
     pub glued: bool,
     /// Hash of the text for words and punctuation; a constant for variables.
     pub hash: u64,
+    /// For a word, what the fold asks of its text ([`UNIT`], [`PATH`]); 0 otherwise.
+    pub facts: u8,
 }
 
 pub(super) const VAR_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -93,183 +111,61 @@ const fn is_trailing(c: u8) -> bool {
     )
 }
 
-/// The opener a bracket closes (quotes are their own pair).
-fn pair_of(open: u8) -> u8 {
-    match open {
-        b'(' => b')',
-        b'[' => b']',
-        b'{' => b'}',
-        b'<' => b'>',
-        q => q,
-    }
+fn opener(c: u8) -> bool {
+    CLASS[c as usize] & OPEN != 0
 }
+
+fn trailing(c: u8) -> bool {
+    CLASS[c as usize] & TRAIL != 0
+}
+
+/// The closer of an opener (quotes are their own pair); other bytes map to themselves.
+static PAIR: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            b'(' => b')',
+            b'[' => b']',
+            b'{' => b'}',
+            b'<' => b'>',
+            q => q,
+        };
+        c += 1;
+    }
+    t
+};
+
+fn pair_of(open: u8) -> u8 {
+    PAIR[open as usize]
+}
+
+/// The opening bracket of a closing one (`)` → `(`), or 0.
+static OPENER_OF: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b')' as usize] = b'(';
+    t[b']' as usize] = b'[';
+    t[b'}' as usize] = b'{';
+    t[b'>' as usize] = b'<';
+    t
+};
 
 fn bracket_index(open: u8) -> Option<usize> {
-    match open {
-        b'(' => Some(0),
-        b'[' => Some(1),
-        b'{' => Some(2),
-        b'<' => Some(3),
-        _ => None,
-    }
+    BRACKET[open as usize].checked_sub(1).map(usize::from)
 }
+
+/// One more than the index of an opening bracket, 0 for other bytes.
+static BRACKET: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'(' as usize] = 1;
+    t[b'[' as usize] = 2;
+    t[b'{' as usize] = 3;
+    t[b'<' as usize] = 4;
+    t
+};
 
 fn opener_of_bracket(close: u8) -> Option<u8> {
-    match close {
-        b')' => Some(b'('),
-        b']' => Some(b'['),
-        b'}' => Some(b'{'),
-        b'>' => Some(b'<'),
-        _ => None,
-    }
-}
-
-/// `word` in ASCII lower case, when it is short enough to be one of the words looked up here.
-fn lower<const N: usize>(word: &[u8]) -> Option<([u8; N], usize)> {
-    if word.len() > N {
-        return None;
-    }
-    let mut buf = [0u8; N];
-    for (d, s) in buf.iter_mut().zip(word) {
-        *d = s.to_ascii_lowercase();
-    }
-    Some((buf, word.len()))
-}
-
-/// Month and weekday names: parts of a date, so values.
-fn is_date_word(t: &[u8]) -> bool {
-    if t.len() < 3
-        || !matches!(
-            t[0] | 0x20,
-            b'j' | b'f' | b'm' | b'a' | b's' | b'o' | b'n' | b'd' | b't' | b'w'
-        )
-    {
-        return false;
-    }
-    let Some((buf, n)) = lower::<9>(t) else {
-        return false;
-    };
-    matches!(
-        &buf[..n],
-        b"jan"
-            | b"feb"
-            | b"mar"
-            | b"apr"
-            | b"may"
-            | b"jun"
-            | b"jul"
-            | b"aug"
-            | b"sep"
-            | b"sept"
-            | b"oct"
-            | b"nov"
-            | b"dec"
-            | b"january"
-            | b"february"
-            | b"march"
-            | b"april"
-            | b"june"
-            | b"july"
-            | b"august"
-            | b"september"
-            | b"october"
-            | b"november"
-            | b"december"
-            | b"mon"
-            | b"tue"
-            | b"tues"
-            | b"wed"
-            | b"thu"
-            | b"thurs"
-            | b"fri"
-            | b"sat"
-            | b"sun"
-            | b"monday"
-            | b"tuesday"
-            | b"wednesday"
-            | b"thursday"
-            | b"friday"
-            | b"saturday"
-            | b"sunday"
-    )
-}
-
-/// Units that follow a number: the number and its unit are one value.
-pub(super) fn is_unit(t: &[u8]) -> bool {
-    let Some((buf, n)) = lower::<4>(t) else {
-        return false;
-    };
-    matches!(
-        &buf[..n],
-        b"b" | b"kb"
-            | b"mb"
-            | b"gb"
-            | b"tb"
-            | b"kib"
-            | b"mib"
-            | b"gib"
-            | b"ms"
-            | b"us"
-            | b"ns"
-            | b"s"
-            | b"sec"
-            | b"secs"
-            | b"min"
-            | b"mins"
-            | b"h"
-            | b"hr"
-            | b"hrs"
-            | b"kbps"
-            | b"mbps"
-            | b"hz"
-            | b"khz"
-            | b"mhz"
-            | b"ghz"
-    )
-}
-
-/// `eth0`, `ssh2`, `alt0`: letters and one digit name a thing (an interface, a protocol) more
-/// often than they count something, so they stay words.
-fn is_name_with_index(t: &[u8]) -> bool {
-    t.len() >= 3
-        && t[t.len() - 1].is_ascii_digit()
-        && t[..t.len() - 1].iter().all(u8::is_ascii_alphabetic)
-}
-
-/// `key` in `key=value`: `[A-Za-z_][A-Za-z0-9_.-]*`.
-fn is_key(t: &[u8]) -> bool {
-    !t.is_empty()
-        && (t[0].is_ascii_alphabetic() || t[0] == b'_')
-        && t[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
-/// `key` in `key:value`: `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_ident(t: &[u8]) -> bool {
-    !t.is_empty()
-        && (t[0].is_ascii_alphabetic() || t[0] == b'_')
-        && t[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
-
-/// A path, host or dotted name: these are values far more often than message text.
-pub(super) fn is_pathlike(t: &[u8]) -> bool {
-    if t.len() < 2 {
-        return false;
-    }
-    let inner = {
-        let mut s = t;
-        while let [b'.', rest @ ..] = s {
-            s = rest;
-        }
-        while let [rest @ .., b'.'] = s {
-            s = rest;
-        }
-        s
-    };
-    t.contains(&b'/') || inner.contains(&b'.')
+    Some(OPENER_OF[close as usize]).filter(|&o| o != 0)
 }
 
 /// Limits on one line's tokens.
@@ -279,69 +175,84 @@ pub(super) struct Limits {
     pub max_word_bytes: usize,
 }
 
-/// Reusable buffers: tokenising allocates nothing once they have grown.
+/// Reusable buffers, and the folds already worked out: tokenising allocates nothing once they
+/// have grown, but to keep a new fold.
 #[derive(Debug, Default)]
 pub(super) struct Tokenizer {
     raw: Vec<Token>,
     tails: Vec<(u32, u32)>,
     /// For each raw token, the set of closers that occur after it (bit per closer kind).
     closers_after: Vec<u8>,
+    masks: Masks,
+    /// The shape of each raw token (see [`Replay`]).
+    shapes: Vec<u16>,
+    /// Folds already worked out, by the hash of the raw tokens' shapes they were for.
+    replays: HashMap<u64, Replay, BuildIdentity>,
+    /// Shapes and steps held by `replays`, which are forgotten all at once past a cap.
+    replayed_tokens: usize,
     pub out: Vec<Token>,
+    /// [`key_hash`] of `out`.
+    pub shape: u64,
+    /// Tests only: fold every replayed line too, and check that both agree.
+    #[cfg(test)]
+    pub cross_check: bool,
 }
 
 fn closer_bit(c: u8) -> u8 {
-    match c {
-        b')' => 1,
-        b']' => 2,
-        b'}' => 4,
-        b'>' => 8,
-        b'"' => 16,
-        b'\'' => 32,
-        _ => 0,
-    }
+    CLOSER_BIT[c as usize]
 }
+
+static CLOSER_BIT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b')' as usize] = 1;
+    t[b']' as usize] = 2;
+    t[b'}' as usize] = 4;
+    t[b'>' as usize] = 8;
+    t[b'"' as usize] = 16;
+    t[b'\'' as usize] = 32;
+    t
+};
 
 impl Tokenizer {
     /// Tokenises `message` into `self.out`; returns whether the line was cut at `max_tokens`.
     pub fn run(&mut self, message: &str, limits: Limits) -> bool {
         self.raw.clear();
+        self.shapes.clear();
         self.out.clear();
+        self.masks.clear();
         let b = message.as_bytes();
         let len = b.len().min(u32::MAX as usize);
         let b = &b[..len];
         let budget = limits.max_tokens.max(2) - 1;
-        let mut i = 0;
         let mut cut = false;
+        let mut i = self.masks.skip_space(b, 0);
         while i < b.len() {
-            if b[i].is_ascii_whitespace() {
-                i += 1;
-                continue;
-            }
             if self.raw.len() >= budget {
                 // The rest of the line, whatever it holds, is one variable.
                 let mut end = b.len();
                 while end > i && b[end - 1].is_ascii_whitespace() {
                     end -= 1;
                 }
-                self.raw.push(var(i, end, false));
+                self.push_raw_var(var(i, end, false));
                 cut = true;
                 break;
             }
             let start = i;
-            let (end, mut classes, hash) = scan_chunk(b, i);
-            i = end;
-            classes &= DIGIT | SPLIT | SEP;
+            i = self.masks.chunk_end(b, i);
+            let split = self.masks.any(Mask::Split, start, i);
             // Most chunks are a plain word or number: nothing to peel or split.
-            let plain = classes & SPLIT == 0
+            let plain = !split
                 && CLASS[b[start] as usize] & OPEN == 0
                 && CLASS[b[i - 1] as usize] & TRAIL == 0;
             if plain {
-                self.core_known(b, start, i, false, classes & DIGIT != 0, hash, limits);
-            } else if classes & SEP == 0 {
-                self.piece(b, start, i, false, limits);
+                let digit = self.masks.any(Mask::Digit, start, i);
+                self.core_known(b, start, i, false, digit, limits);
+            } else if !split {
+                self.simple_piece(b, start, i, false, limits);
             } else {
                 self.chunk(b, start, i, limits);
             }
+            i = self.masks.skip_space(b, i);
         }
         if self.raw.len() > limits.max_tokens {
             // A chunk can yield several tokens; fold the overflow into one trailing variable.
@@ -350,25 +261,121 @@ impl Tokenizer {
             let end = self.raw.last().map_or(start, |t| t.end);
             let glued = self.raw[keep].glued;
             self.raw.truncate(keep);
-            self.raw.push(var(start as usize, end as usize, glued));
+            self.shapes.truncate(keep);
+            self.push_raw_var(var(start as usize, end as usize, glued));
             cut = true;
         }
-        self.fold(b);
+        self.fold_or_replay(b);
         cut
     }
 
+    /// The fold, or its replay when raw tokens of these shapes were folded before.
+    fn fold_or_replay(&mut self, b: &[u8]) {
+        debug_assert_eq!(self.shapes.len(), self.raw.len());
+        let mut key = REPLAY_START;
+        for &s in &self.shapes {
+            key = combine(key, u64::from(s));
+        }
+        if let Some(r) = self.replays.get(&key) {
+            if r.shapes == self.shapes {
+                r.apply(&self.raw, &mut self.out);
+                self.shape = key_hash(&self.out);
+                #[cfg(test)]
+                if self.cross_check {
+                    let replayed = std::mem::take(&mut self.out);
+                    self.fold(b);
+                    assert_eq!(replayed, self.out, "{:?}", String::from_utf8_lossy(b));
+                }
+                return;
+            }
+        }
+        self.fold(b);
+        self.shape = key_hash(&self.out);
+        if let Some(r) = Replay::record(&self.raw, &self.shapes, &self.out) {
+            let size = r.shapes.len() + r.steps.len();
+            if self.replays.len() >= MAX_REPLAYS || self.replayed_tokens + size > MAX_REPLAYED {
+                self.replays.clear();
+                self.replayed_tokens = 0;
+            }
+            self.replayed_tokens += size;
+            self.replays.insert(key, r);
+        }
+    }
+
+    /// A chunk holding `,` `;` `|` (or, the mask being wider, only `=` `:` `<` `>`).
     fn chunk(&mut self, b: &[u8], start: usize, end: usize, limits: Limits) {
         let mut last = start;
-        for k in memchr::memchr3_iter(b',', b';', b'|', &b[start..end]) {
-            let k = start + k;
-            if k > last {
-                self.piece(b, last, k, last != start, limits);
+        let mut at = start;
+        while let Some(k) = self.masks.first(Mask::Split, at, end) {
+            at = k + 1;
+            if CLASS[b[k] as usize] & SEP == 0 {
+                continue;
             }
-            self.raw.push(punct(b, k, k != start));
+            if k > last {
+                self.any_piece(b, last, k, last != start, limits);
+            }
+            self.push_punct(b, k, k != start);
             last = k + 1;
         }
         if last < end {
-            self.piece(b, last, end, last != start, limits);
+            self.any_piece(b, last, end, last != start, limits);
+        }
+    }
+
+    // Inlined, like the other steps of a chunk below: they run a few times per chunk, and a
+    // call costs about what they do.
+    #[inline(always)]
+    fn any_piece(&mut self, b: &[u8], i: usize, j: usize, glued: bool, limits: Limits) {
+        if self.masks.any(Mask::Split, i, j) {
+            self.piece(b, i, j, glued, limits);
+        } else {
+            self.simple_piece(b, i, j, glued, limits);
+        }
+    }
+
+    /// [`Tokenizer::piece`] for a piece without `=` or `:`: openers, a core, trailing
+    /// punctuation, in one step.
+    #[inline(always)]
+    fn simple_piece(
+        &mut self,
+        b: &[u8],
+        mut i: usize,
+        mut j: usize,
+        mut glued: bool,
+        limits: Limits,
+    ) {
+        let piece_start = i;
+        while i < j && opener(b[i]) {
+            self.push_punct(b, i, glued);
+            glued = true;
+            i += 1;
+        }
+        let tail_end = j;
+        // A closing bracket whose opener is inside stays (`LOCAL(0)`). The opening brackets
+        // inside, a bit per kind, are looked for once: what is peeled is never one.
+        let mut inside: Option<u8> = None;
+        while j > i && trailing(b[j - 1]) {
+            let kind = BRACKET[OPENER_OF[b[j - 1] as usize] as usize];
+            if kind != 0 {
+                let inside = *inside.get_or_insert_with(|| {
+                    b[i..j].iter().fold(0, |m, &c| m | 1 << BRACKET[c as usize])
+                });
+                if inside & 1 << kind != 0 {
+                    break;
+                }
+            }
+            j -= 1;
+        }
+        if i == j {
+            // `()`, `[]`: an empty value, still a variable slot.
+            if i > piece_start && j < tail_end && b[j] == pair_of(b[i - 1]) {
+                self.push_raw_var(var(i, i, true));
+            }
+        } else {
+            self.core(b, i, j, glued, limits);
+        }
+        for k in j..tail_end {
+            self.push_punct(b, k, true);
         }
     }
 
@@ -383,13 +390,13 @@ impl Tokenizer {
         let (mut next_eq, mut next_colon) = (Cursor(i), Cursor(i));
         loop {
             let piece_start = i;
-            while i < j && is_opener(b[i]) {
-                self.raw.push(punct(b, i, glued));
+            while i < j && opener(b[i]) {
+                self.push_punct(b, i, glued);
                 glued = true;
                 i += 1;
             }
             let tail_end = j;
-            while j > i && is_trailing(b[j - 1]) {
+            while j > i && trailing(b[j - 1]) {
                 let c = b[j - 1];
                 let inside = opener_of_bracket(c)
                     .and_then(bracket_index)
@@ -414,23 +421,26 @@ impl Tokenizer {
             let core = &b[i..j];
             // The first `=` and `:` of the core. `i` only grows, so each search resumes where
             // the last one stopped: `k:k:k:…` is not rescanned at every step.
-            let eq = next_eq.find(b, i, j, b'=');
-            let colon = next_colon.find(b, i, j, b':');
+            let eq = next_eq.find(&self.masks, b, i, j, b'=');
+            let colon = next_colon.find(&self.masks, b, i, j, b':');
             if let Some(k) = eq.filter(|&k| k > 0 && is_key(&core[..k])) {
                 self.core(b, i, i + k, glued, limits);
-                self.raw.push(punct(b, i + k, true));
+                self.push_punct(b, i + k, true);
                 if i + k + 1 == j {
-                    self.raw.push(var(j, j, true));
+                    self.push_raw_var(var(j, j, true));
                     break;
                 }
                 i += k + 1;
                 glued = true;
                 continue;
             }
-            if let Some(k) = colon.filter(|&k| k > 0 && k + 1 < core.len() && is_ident(&core[..k]))
+            // (A quote before the colon is `"key":`, below: no identifier ends in one.)
+            let unquoted = |k: usize| !matches!(core[k - 1], b'"' | b'\'');
+            if let Some(k) = colon
+                .filter(|&k| k > 0 && k + 1 < core.len() && unquoted(k) && is_ident(&core[..k]))
             {
                 self.core(b, i, i + k, glued, limits);
-                self.raw.push(punct(b, i + k, true));
+                self.push_punct(b, i + k, true);
                 i += k + 1;
                 glued = true;
                 continue;
@@ -444,8 +454,8 @@ impl Tokenizer {
             });
             if let Some(k) = quoted_key {
                 self.core(b, i, i + k - 1, glued, limits);
-                self.raw.push(punct(b, i + k - 1, true));
-                self.raw.push(punct(b, i + k, true));
+                self.push_punct(b, i + k - 1, true);
+                self.push_punct(b, i + k, true);
                 i += k + 1;
                 glued = true;
                 continue;
@@ -453,7 +463,7 @@ impl Tokenizer {
             if core.is_empty() {
                 // `()`, `[]`: an empty value, still a variable slot.
                 if i > piece_start && j < tail_end && b[j] == pair_of(b[i - 1]) {
-                    self.raw.push(var(i, i, true));
+                    self.push_raw_var(var(i, i, true));
                 }
             } else {
                 self.core(b, i, j, glued, limits);
@@ -463,19 +473,21 @@ impl Tokenizer {
         while self.tails.len() > tails_base {
             let (s, e) = self.tails.pop().expect("non-empty");
             for k in s..e {
-                self.raw.push(punct(b, k as usize, true));
+                self.push_punct(b, k as usize, true);
             }
         }
     }
 
+    #[inline(always)]
     fn core(&mut self, b: &[u8], i: usize, j: usize, glued: bool, limits: Limits) {
         if i == j {
             return;
         }
-        let digit = b[i..j].iter().any(u8::is_ascii_digit);
-        self.core_known(b, i, j, glued, digit, None, limits);
+        let digit = self.masks.any(Mask::Digit, i, j);
+        self.core_known(b, i, j, glued, digit, limits);
     }
 
+    #[inline(always)]
     fn core_known(
         &mut self,
         b: &[u8],
@@ -483,7 +495,6 @@ impl Tokenizer {
         j: usize,
         glued: bool,
         digit: bool,
-        hash: Option<u64>,
         limits: Limits,
     ) {
         let t = &b[i..j];
@@ -492,17 +503,33 @@ impl Tokenizer {
         } else {
             t.len() > limits.max_word_bytes || is_date_word(t)
         };
-        self.raw.push(if variable {
-            var(i, j, glued)
+        if variable {
+            self.push_raw_var(var(i, j, glued));
         } else {
-            Token {
+            let (hash, dotted) = hash_span(b, i, j);
+            let mut facts = 0;
+            if is_unit(t) {
+                facts |= UNIT;
+            }
+            if dotted && is_pathlike(t) {
+                facts |= PATH;
+            }
+            self.shapes.push(shape(Kind::Word, glued, facts));
+            self.raw.push(Token {
                 kind: Kind::Word,
                 start: i as u32,
                 end: j as u32,
                 glued,
-                hash: hash.unwrap_or_else(|| hash_bytes(t)),
-            }
-        });
+                hash,
+                facts,
+            });
+        }
+    }
+
+    fn push_raw_var(&mut self, v: Token) {
+        self.shapes
+            .push(shape(Kind::Var, v.glued, u8::from(v.start == v.end)));
+        self.raw.push(v);
     }
 
     /// The folding pass (see the module doc), as a shift-reduce over the raw tokens.
@@ -513,11 +540,10 @@ impl Tokenizer {
             let t = self.raw[k];
             match t.kind {
                 Kind::Word => {
-                    let text = &b[t.start as usize..t.end as usize];
                     let after_var = self.out.last().is_some_and(|l| l.kind == Kind::Var);
-                    if after_var && is_unit(text) {
+                    if after_var && t.facts & UNIT != 0 {
                         self.out.last_mut().expect("after a variable").end = t.end;
-                    } else if after_var && !t.glued && is_pathlike(text) {
+                    } else if after_var && !t.glued && t.facts & PATH != 0 {
                         self.push_var(b, var(t.start as usize, t.end as usize, t.glued), k);
                     } else {
                         self.out.push(t);
@@ -539,17 +565,17 @@ impl Tokenizer {
             return;
         }
         let (open, mid, close) = (self.out[n - 3], self.out[n - 2], self.out[n - 1]);
-        let c = b[close.start as usize];
         if !(close.glued && mid.glued && open.kind == Kind::Punct && mid.kind != Kind::Punct) {
             return;
         }
+        let c = b[close.start as usize];
         let o = b[open.start as usize];
-        if !is_opener(o) || pair_of(o) != c {
+        if !opener(o) || pair_of(o) != c {
             return;
         }
         let reduce = match mid.kind {
             Kind::Var => true,
-            Kind::Word => is_pathlike(&b[mid.start as usize..mid.end as usize]),
+            Kind::Word => mid.facts & PATH != 0,
             Kind::Punct => false,
         };
         if reduce {
@@ -578,6 +604,12 @@ impl Tokenizer {
         self.closers_after[k] & closer_bit(c) != 0
     }
 
+    fn push_punct(&mut self, b: &[u8], i: usize, glued: bool) {
+        self.shapes.push(shape(Kind::Punct, glued, b[i]));
+        self.raw.push(punct(b, i, glued));
+    }
+
+    #[inline(always)]
     fn push_var(&mut self, b: &[u8], mut v: Token, k: usize) {
         // Iterative, not recursive: a line may hold thousands of these in a row.
         while !v.glued {
@@ -586,10 +618,7 @@ impl Tokenizer {
                 break;
             };
             // A path or host just before, across a space, is part of the value.
-            if last.kind == Kind::Word
-                && !last.glued
-                && is_pathlike(&b[last.start as usize..last.end as usize])
-            {
+            if last.kind == Kind::Word && !last.glued && last.facts & PATH != 0 {
                 self.out.pop();
                 v = var(last.start as usize, v.end as usize, last.glued);
                 continue;
@@ -599,13 +628,13 @@ impl Tokenizer {
                 let (open, mid) = (self.out[n - 3], self.out[n - 2]);
                 let o = b[open.start as usize];
                 if open.kind == Kind::Punct
-                    && is_opener(o)
+                    && opener(o)
                     && last.kind == Kind::Punct
                     && b[last.start as usize] == pair_of(o)
                     && mid.kind == Kind::Word
                     && mid.glued
                     && last.glued
-                    && is_pathlike(&b[mid.start as usize..mid.end as usize])
+                    && mid.facts & PATH != 0
                 {
                     self.out.truncate(n - 3);
                     v = var(open.start as usize, v.end as usize, open.glued);
@@ -616,7 +645,7 @@ impl Tokenizer {
         }
         // A lone opener glued to a value (`<1 sec`, `#3`) with no closer later: part of it.
         let opener = self.out.last().copied().filter(|last| {
-            v.glued && last.kind == Kind::Punct && !last.glued && is_opener(b[last.start as usize])
+            v.glued && last.kind == Kind::Punct && !last.glued && opener(b[last.start as usize])
         });
         let lone_opener =
             opener.is_some_and(|o| !self.closer_after(b, k, pair_of(b[o.start as usize])));
@@ -646,112 +675,6 @@ impl Tokenizer {
     }
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// High bit of each byte below `n` (exact up to the first such byte; enough for "any").
-fn below(w: u64, n: u8) -> u64 {
-    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH
-}
-
-fn equal_to(w: u64, c: u8) -> u64 {
-    below(w ^ (ONES * u64::from(c)), 1)
-}
-
-/// High bit of each ASCII byte `b` with `lo < b < hi`.
-fn between(w: u64, lo: u8, hi: u8) -> u64 {
-    let low7 = w & (ONES * 0x7f);
-    (ONES * (127 + u64::from(hi))).wrapping_sub(low7)
-        & !w
-        & low7.wrapping_add(ONES * (127 - u64::from(lo)))
-        & HIGH
-}
-
-/// The end of the chunk starting at `i` (the next whitespace), the classes of its bytes, and
-/// its hash when the scan could make it on the way; eight bytes at a time where the line
-/// allows.
-fn scan_chunk(b: &[u8], mut i: usize) -> (usize, u8, Option<u64>) {
-    let start = i;
-    let mut classes = 0u8;
-    let mut h = Some(START);
-    while i + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        // Bytes up to 0x20 are whitespace or control characters; the table decides.
-        let low = below(w, 0x21);
-        let n = if low == 0 {
-            8
-        } else {
-            (low.trailing_zeros() / 8) as usize
-        };
-        let keep = if n == 8 {
-            HIGH
-        } else {
-            HIGH & ((1u64 << (8 * n)) - 1)
-        };
-        if between(w, b'0' - 1, b'9' + 1) & keep != 0 {
-            classes |= DIGIT;
-        }
-        let sep = equal_to(w, b',') | equal_to(w, b';') | equal_to(w, b'|');
-        if sep & keep != 0 {
-            classes |= SEP | SPLIT;
-        }
-        if (equal_to(w, b'=') | equal_to(w, b':')) & keep != 0 {
-            classes |= SPLIT;
-        }
-        i += n;
-        if n == 8 {
-            h = h.map(|h| step(h, w));
-            continue;
-        }
-        if CLASS[b[i] as usize] & SPACE != 0 {
-            let h = h.map(|h| {
-                if n > 0 {
-                    step(h, w & ((1u64 << (8 * n)) - 1))
-                } else {
-                    h
-                }
-            });
-            return (i, classes, h.map(|h| finish(h, i - start)));
-        }
-        // A control character inside the chunk: count it, go on (and hash later).
-        classes |= CLASS[b[i] as usize];
-        i += 1;
-        h = None;
-    }
-    while i < b.len() {
-        let c = CLASS[b[i] as usize];
-        if c & SPACE != 0 {
-            break;
-        }
-        classes |= c;
-        i += 1;
-    }
-    // The tail was not hashed word by word.
-    let h = h.filter(|_| i == start);
-    (i, classes, h)
-}
-
-/// A forward-only search for a byte in one piece.
-struct Cursor(usize);
-
-impl Cursor {
-    /// Offset from `i` of the first `c` in `b[i..j]`; `i` never decreases between calls.
-    fn find(&mut self, b: &[u8], i: usize, j: usize, c: u8) -> Option<usize> {
-        if self.0 < i {
-            self.0 = i;
-        }
-        if j - self.0.min(j) > 32 {
-            self.0 = memchr::memchr(c, &b[self.0..j]).map_or(j, |k| self.0 + k);
-        } else {
-            // Short: a plain loop beats the vectorised search's setup.
-            while self.0 < j && b[self.0] != c {
-                self.0 += 1;
-            }
-        }
-        (self.0 < j).then(|| self.0 - i)
-    }
-}
-
 /// Punctuation characters that may join two variables into one (`10:05:25`, `1),(2`).
 const MAX_JOINING_PUNCT: usize = 8;
 
@@ -762,6 +685,7 @@ fn var(start: usize, end: usize, glued: bool) -> Token {
         end: end as u32,
         glued,
         hash: VAR_HASH,
+        facts: 0,
     }
 }
 
@@ -772,6 +696,7 @@ fn punct(b: &[u8], i: usize, glued: bool) -> Token {
         end: i as u32 + 1,
         glued,
         hash: BYTE_HASH[b[i] as usize],
+        facts: 0,
     }
 }
 
@@ -786,9 +711,11 @@ static BYTE_HASH: [u64; 256] = {
     t
 };
 
+const KEY_START: u64 = 0x243f_6a88_85a3_08d3;
+
 /// The hash of a tokenised line's shape: its words and punctuation, and where variables are.
 pub(super) fn key_hash(tokens: &[Token]) -> u64 {
-    let mut h = 0x243f_6a88_85a3_08d3u64;
+    let mut h = KEY_START;
     for t in tokens {
         h = combine(h, t.hash ^ ((t.kind as u64) << 62));
     }
@@ -798,6 +725,7 @@ pub(super) fn key_hash(tokens: &[Token]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduce::hash::hash_bytes;
 
     const LIMITS: Limits = Limits {
         max_tokens: 128,
@@ -866,41 +794,93 @@ mod tests {
         assert_eq!(show("node-12 up"), "<node-12> up");
     }
 
-    #[test]
-    fn chunk_scan_agrees_with_the_byte_table() {
-        let samples = [
+    /// Lines for the tests here and in `scan` and `words`: every byte class, at and across 8- and 64-byte boundaries.
+    pub(super) fn sample_lines() -> Vec<String> {
+        let mut lines: Vec<String> = [
             "plainword rest",
             "a1",
+            "",
+            "   ",
             "key=value,x;y|z: 12:00 \t tab",
             "é€ unicode ünïcödé42 end",
-            "ctl\x01char\x1fhere more",
+            "ctl\x01char\x1fhere\x0bmore\x0c\r\n",
             "exactly8 bytes12 x",
             "0123456789abcdef:ghij,",
             "sixteen_bytes_ab sixteen_bytes_abc x",
-        ];
-        for s in samples {
-            let b = s.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                if CLASS[b[i] as usize] & SPACE != 0 {
-                    i += 1;
-                    continue;
-                }
-                let (end, classes, hash) = scan_chunk(b, i);
-                if let Some(h) = hash {
-                    assert_eq!(h, hash_bytes(&b[i..end]), "{s:?} at {i}");
-                }
-                let mut want = 0;
-                let mut j = i;
-                while j < b.len() && CLASS[b[j] as usize] & SPACE == 0 {
-                    want |= CLASS[b[j] as usize];
-                    j += 1;
-                }
-                assert_eq!(end, j, "{s:?} at {i}");
-                let bits = DIGIT | SPLIT | SEP;
-                assert_eq!(classes & bits, want & bits, "{s:?} at {i}");
-                i = end;
+            "a<b>c (x) [y] {z} \"q\" 'r' a.b/c .. ./ /.",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let alphabet: Vec<char> = "aZ09_-./:=,;|()[]{}<>\"'!? \t\x01\x0bé".chars().collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..300 {
+            let mut line = String::new();
+            for _ in 0..n % 150 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                line.push(alphabet[(x % alphabet.len() as u64) as usize]);
             }
+            lines.push(line);
+        }
+        lines
+    }
+
+    #[test]
+    fn replayed_folds_are_the_folds() {
+        // Each line three times, with its numbers changed: the first folds, the others replay
+        // (checked against the fold by `cross_check`), and all agree with a fresh tokenizer.
+        let shapes = [
+            "took 12ms",
+            "pid (1234) [77]",
+            "listening on port:8080",
+            "size 16.0 KB, free 3",
+            "lifetime <1 sec",
+            "uid=0 user=root logname= tty=x",
+            "GET /a?x=1&y=2 HTTP/1.1",
+            "connection from 1.2.3.4 (a.b.com) at Sun Jul 10 03:55:15 2005",
+            "from 1.2.3.4 () at x",
+            "synchronized to LOCAL(0), stratum 2",
+            "irqs 3 4 5 10 11 ok",
+            "ids 1, 2, 3.",
+            "Fan speeds ( 1 2 **** 3 )",
+            r#"{"level":"info","took":12,"msg":"a b"}"#,
+            r#"tag="View Lock", name=x"#,
+            "x (a.b) 7 (c/d) e",
+            "k= ( ) 1",
+            "#3 <4 (5",
+        ];
+        let mut lines: Vec<String> = Vec::new();
+        for round in 0..3 {
+            for s in shapes {
+                lines.push(s.replace(|c: char| c.is_ascii_digit(), &(round + 1).to_string()));
+            }
+        }
+        lines.extend(sample_lines());
+        lines.extend(sample_lines());
+        for limits in [
+            LIMITS,
+            Limits {
+                max_tokens: 6,
+                max_word_bytes: 4,
+            },
+        ] {
+            let mut t = Tokenizer {
+                cross_check: true,
+                ..Tokenizer::default()
+            };
+            for line in &lines {
+                let cut = t.run(line, limits);
+                let mut fresh = Tokenizer::default();
+                assert_eq!(fresh.run(line, limits), cut, "{line:?}");
+                assert_eq!(fresh.out, t.out, "{line:?}");
+                assert_eq!(t.shape, key_hash(&t.out), "{line:?}");
+            }
+            assert!(
+                t.replays.len() < lines.len(),
+                "lines of one shape share a replay"
+            );
         }
     }
 
