@@ -27,6 +27,8 @@ pub struct Program {
     pub files: Vec<Arc<str>>,
     /// The teams with a budget.
     pub teams: Vec<Team>,
+    /// Hash of each file's text, in `files` order, to tell which version of a file is loaded.
+    pub file_hashes: Vec<u64>,
 }
 
 impl Program {
@@ -40,6 +42,7 @@ impl Program {
             hash: 0,
             files: Vec::new(),
             teams: Vec::new(),
+            file_hashes: Vec::new(),
         }
     }
 

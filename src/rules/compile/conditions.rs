@@ -266,7 +266,8 @@ impl Builder {
         if let Some(n) = t.get("regex") {
             count += 1;
             if let Some(p) = scalar(n, "`regex`", sink) {
-                out = compile_regex(&p, n, sink).map(|r| Test::Regex(Box::new(r)));
+                out = compile_regex(&p, n, self.regex_size_limit, sink)
+                    .map(|r| Test::Regex(Box::new(r)));
             }
         }
         if let Some(n) = t.get("contains") {

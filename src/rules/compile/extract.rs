@@ -170,7 +170,7 @@ impl Builder {
                 }
             }
         }
-        compile_regex(&pattern, node, sink)?;
+        compile_regex(&pattern, node, self.regex_size_limit, sink)?;
         let matcher = match Matcher::new(&pattern) {
             Ok(m) => m,
             Err(e) => {

@@ -124,12 +124,32 @@ fn io_diag(path: &Path, e: &std::io::Error) -> Diagnostic {
 
 /// Compiles rule files into one program. Rules with errors are left out; see the module docs.
 pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
-    let mut b = Builder::default();
+    compile_with(files, &Options::default())
+}
+
+/// Bounds for compiling rules from an untrusted source (the playground page).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The most bytes one regex (a `regex:`, a condition's regex, an expanded `grok:`) may take
+    /// compiled; `None` is the regex crate's default. Over it, the rule has a `bad-regex` error.
+    pub regex_size_limit: Option<usize>,
+}
+
+/// `compile`, with bounds.
+pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Diagnostic>) {
+    let mut b = Builder {
+        regex_size_limit: options.regex_size_limit,
+        ..Builder::default()
+    };
     let mut diags = Vec::new();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut file_hashes = Vec::with_capacity(files.len());
     for file in files {
         file.name.hash(&mut hasher);
         file.text.hash(&mut hasher);
+        let mut own = std::collections::hash_map::DefaultHasher::new();
+        file.text.hash(&mut own);
+        file_hashes.push(own.finish());
         let mut sink = Sink::new(file.name.clone());
         match yaml::parse(&file.text) {
             Ok(root) => b.file(&root, &mut sink),
@@ -176,6 +196,7 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
         event_fields: b.event_fields,
         hash: hasher.finish(),
         files: files.iter().map(|f| f.name.clone()).collect(),
+        file_hashes,
     };
     diags.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     // A team's defaults compile in each of its rules: say a problem there once.
@@ -288,6 +309,8 @@ struct Builder {
     budgets: std::collections::BTreeMap<String, (usize, String)>,
     /// Each team's CPU budget per rule (per second), with where it was declared.
     cpu_budgets: std::collections::BTreeMap<String, (Duration, String)>,
+    /// Bound on each compiled regex (`Options::regex_size_limit`); `None`: the regex crate's.
+    regex_size_limit: Option<usize>,
 }
 
 /// File-level settings that rules inherit.
@@ -778,7 +801,12 @@ impl Builder {
 }
 
 /// Compiles a regex, reporting the regex crate's message at the error's position.
-fn compile_regex(pattern: &str, node: &Node, sink: &mut Sink) -> Option<regex::Regex> {
+fn compile_regex(
+    pattern: &str,
+    node: &Node,
+    size_limit: Option<usize>,
+    sink: &mut Sink,
+) -> Option<regex::Regex> {
     if let Err(e) = regex_syntax::Parser::new().parse(pattern) {
         let (offset, msg) = match &e {
             regex_syntax::Error::Parse(p) => (p.span().start.offset, p.kind().to_string()),
@@ -801,7 +829,11 @@ fn compile_regex(pattern: &str, node: &Node, sink: &mut Sink) -> Option<regex::R
             });
         return None;
     }
-    match regex::Regex::new(pattern) {
+    let mut builder = regex::RegexBuilder::new(pattern);
+    if let Some(limit) = size_limit {
+        builder.size_limit(limit);
+    }
+    match builder.build() {
         Ok(r) => Some(r),
         Err(e) => {
             sink.error(node.pos, Code::BadRegex, format!("invalid regex: {e}"));
