@@ -62,6 +62,9 @@ pub struct Config {
     /// How long `/metrics` keeps serving after a graceful stop.
     pub linger: Duration,
     pub listen: SocketAddr,
+    /// Serve the playground page at `/` (`http.playground`, off by default): anyone who can
+    /// reach the port can evaluate rules there (bounded, apart from the service's state).
+    pub playground: bool,
     pub workers: usize,
     pub batch_max_events: usize,
     pub batch_max_wait: Duration,
@@ -112,7 +115,7 @@ const DELIVERY: &[&str] = &[
     "max_deltas",
     "state_write_timeout",
 ];
-const HTTP: &[&str] = &["listen"];
+const HTTP: &[&str] = &["listen", "playground"];
 const BATCH: &[&str] = &["max_events", "max_wait"];
 const LOG: &[&str] = &["format"];
 
@@ -412,6 +415,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         d.finish(DELIVERY, "`delivery`", sink);
     }
     let mut listen: SocketAddr = "0.0.0.0:9898".parse().expect("a valid address");
+    let mut playground = false;
     if let Some(mut h) = top
         .get("http")
         .and_then(|n| MapView::new(n, "`http`", sink))
@@ -428,6 +432,14 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
                         )
                         .hint("write HOST:PORT, e.g. `0.0.0.0:9898`");
                     }
+                }
+            }
+        }
+        if let Some(n) = h.get("playground") {
+            match n.as_bool() {
+                Some(b) => playground = b,
+                None => {
+                    sink.error(n.pos, Code::WrongType, "`playground` must be true or false");
                 }
             }
         }
@@ -547,6 +559,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         state_write_timeout,
         linger,
         listen,
+        playground,
         workers,
         batch_max_events,
         batch_max_wait,

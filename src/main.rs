@@ -152,6 +152,17 @@ enum Command {
         #[arg(long = "rules", default_value = "rules/")]
         rules: Vec<PathBuf>,
     },
+    /// The playground page alone (no Kafka): paste log lines and a rule file, see diagnostics,
+    /// `explain`, the series and the keep/drop decisions as you type.
+    #[command(
+        after_help = "Examples:\n  logmill playground                       # then open http://127.0.0.1:9899/\n  logmill playground --listen 127.0.0.1:0 rules/   # any free port; the \"Loaded rules\" view shows rules/"
+    )]
+    Playground {
+        #[arg(long, default_value = "127.0.0.1:9899")]
+        listen: std::net::SocketAddr,
+        /// Rule files or directories to show in the "Loaded rules" view.
+        rules: Vec<PathBuf>,
+    },
     /// An embedded Kafka broker for trying rules locally with kcat and `logmill run`; for
     /// development only, it keeps nothing.
     #[command(
@@ -516,6 +527,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rules,
         } => {
             cmd::service::demo(rate, metrics_addr, &rules)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Playground { listen, rules } => {
+            cmd::playground::run(listen, &rules)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Broker {

@@ -1,6 +1,7 @@
 //! The commands of the binary; each is the edge where library errors become `anyhow`.
 pub mod evaluate;
 pub mod explain;
+pub mod playground;
 pub mod replay;
 pub mod ruletest;
 pub mod sample;

@@ -133,6 +133,7 @@ fn serve_until_stopped(
         now_ms,
     ));
     exported.loaded.store(false, Ordering::Relaxed);
+    exported.playground.store(cfg.playground, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     let (stop_http_tx, stop_http_rx) = tokio::sync::watch::channel(false);
@@ -146,6 +147,9 @@ fn serve_until_stopped(
     )?;
     let instance = instance_of(&cfg);
     tracing::info!(instance = %instance, group = %cfg.group_id, "serving http://{addr}/metrics");
+    if cfg.playground {
+        tracing::info!("the playground page is at http://{addr}/");
+    }
     // After the signal handlers: a stop asked for while starting is a graceful stop too.
     rt.block_on(logmill::service::ensure_state_topic(&cfg))
         .context("checking the state topic")?;
@@ -308,7 +312,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         cluster.create_topic(t, p, 1)?;
     }
     eprintln!(
-        "logmill demo: kafka at {bootstrap} (e.g. `kcat -b {bootstrap} -C -t logs-kept`), metrics at http://{metrics_addr}/metrics"
+        "logmill demo: kafka at {bootstrap} (e.g. `kcat -b {bootstrap} -C -t logs-kept`), metrics at http://{metrics_addr}/metrics, the playground at http://{metrics_addr}/"
     );
     let cfg = Config {
         file: PathBuf::from("(demo)"),
@@ -341,6 +345,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         state_write_timeout: Duration::from_secs(10),
         linger: Duration::ZERO,
         listen: metrics_addr,
+        playground: true,
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         batch_max_events: 4096,
         batch_max_wait: Duration::from_millis(50),

@@ -1,14 +1,16 @@
 //! The HTTP endpoint Prometheus scrapes: `/metrics` (derived series, text or OpenMetrics by
 //! `Accept`), `/-/metrics` (logmill's own telemetry), `/-/healthy`, `/-/ready`.
 //!
-//! A deliberately small HTTP/1.1 server: GET only, one request per connection, bounded request
-//! size and read time. Rendering happens under a short lock on the exported state.
+//! With `http.playground` (and in `demo`) also the playground page (`sink::playground`): `/`,
+//! its assets, `POST /-/playground/eval` and `/-/playground/teams`.
+//!
+//! HTTP/1.1 by hyper, one request per connection, bounded request head and time; our own
+//! accept loop, for its backoff. Rendering happens under a short lock on the exported state.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::derive::Aggregates;
@@ -48,6 +50,8 @@ pub struct Exported {
     /// The processing loop is alive: it stamps `heartbeat_ms` every turn. Zero means no loop
     /// watches this state (replay, tests): healthy.
     pub heartbeat_ms: AtomicU64,
+    /// Serve the playground page at `/` (`http.playground`; always in `demo`).
+    pub playground: AtomicBool,
     telemetry: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Self-telemetry rendered here rather than through the `metrics` facade, which cannot
     /// remove a series: by metric name, its exposition lines as they are now (the rules in
@@ -81,6 +85,7 @@ impl Exported {
             blocker: Mutex::new(None),
             failure: Mutex::new(String::new()),
             heartbeat_ms: AtomicU64::new(0),
+            playground: AtomicBool::new(false),
             telemetry,
             extra: Mutex::new(std::collections::BTreeMap::new()),
             now_ms,
@@ -211,13 +216,16 @@ impl Exported {
     }
 }
 
+/// The most a request's head may take; a playground evaluation's body is bounded apart
+/// (`playground::max_body`).
 const MAX_REQUEST: usize = 16 * 1024;
 
 /// Serves until `stop` turns true. Cancel-safe: dropping the future closes the listener.
 ///
 /// A failed accept (out of file descriptors, most often) is counted and waited out with a
 /// growing pause, up to a second: retrying at once would spin a core while nothing frees a
-/// descriptor (issue 10, item 4).
+/// descriptor (issue 10, item 4). Each connection is served by hyper (HTTP/1.1, one request
+/// per connection) for at most 10 s.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<Exported>,
@@ -232,7 +240,7 @@ pub async fn serve(
                         backoff = Duration::from_millis(5);
                         let state = Arc::clone(&state);
                         tokio::spawn(async move {
-                            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &state)).await;
+                            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, state)).await;
                         });
                     }
                     Err(e) => {
@@ -251,51 +259,118 @@ pub async fn serve(
     }
 }
 
-async fn handle(mut stream: TcpStream, state: &Exported) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut lines = head.split("\r\n");
-    let request = lines.next().unwrap_or_default();
-    let mut parts = request.split(' ');
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or("/"),
-    );
-    let path = target.split('?').next().unwrap_or("/");
-    let accept = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
-    let (status, content_type, body) = if method == "GET" || method == "HEAD" {
-        state.respond(path, &accept)
-    } else {
-        (405, "text/plain", "only GET\n".to_string())
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let header = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(header.as_bytes()).await?;
-    if method != "HEAD" {
-        stream.write_all(body.as_bytes()).await?;
-    }
-    stream.shutdown().await
+async fn handle(stream: TcpStream, state: Arc<Exported>) -> Result<(), hyper::Error> {
+    let service = hyper::service::service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, std::convert::Infallible>(route(req, state).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(MAX_REQUEST)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await
 }
+
+type Response = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
+
+fn response(status: u16, content_type: &str, body: impl Into<hyper::body::Bytes>) -> Response {
+    let mut r = hyper::Response::new(http_body_util::Full::new(body.into()));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).expect("a valid status");
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_str(content_type).expect("a valid content type"),
+    );
+    r
+}
+
+async fn route(req: hyper::Request<hyper::body::Incoming>, state: Arc<Exported>) -> Response {
+    use hyper::Method;
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if state.playground.load(Ordering::Relaxed) {
+        if let Some(r) = playground_route(req, &state, &method, &path).await {
+            return r;
+        }
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return response(405, "text/plain", "only GET\n");
+    }
+    let (status, content_type, body) = state.respond(&path, &accept);
+    response(status, content_type, body)
+}
+
+/// The playground's routes: the page and its assets, the evaluation, the teams view. `None`:
+/// not a playground route.
+async fn playground_route(
+    req: hyper::Request<hyper::body::Incoming>,
+    state: &Arc<Exported>,
+    method: &hyper::Method,
+    path: &str,
+) -> Option<Response> {
+    use crate::sink::playground as pg;
+    use hyper::Method;
+    let get = *method == Method::GET || *method == Method::HEAD;
+    Some(match path {
+        "/" | "/index.html" if get => response(200, "text/html; charset=utf-8", pg::INDEX_HTML),
+        "/playground.js" if get => {
+            response(200, "text/javascript; charset=utf-8", pg::PLAYGROUND_JS)
+        }
+        "/playground.css" if get => response(200, "text/css; charset=utf-8", pg::PLAYGROUND_CSS),
+        "/-/playground/teams" if get => {
+            let published = state.current();
+            let telemetry = state.telemetry();
+            response(
+                200,
+                "application/json",
+                pg::teams(&published, telemetry.as_deref()),
+            )
+        }
+        "/-/playground/eval" if *method == Method::POST => {
+            use http_body_util::BodyExt;
+            let bounds = pg::Bounds::default();
+            let limited = http_body_util::Limited::new(req.into_body(), pg::max_body(&bounds));
+            let body = match limited.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return Some(response(
+                        413,
+                        "text/plain",
+                        format!("the request is over {} bytes\n", pg::max_body(&bounds)),
+                    ));
+                }
+            };
+            // One evaluation at a time: the page evaluates as its user types, and the
+            // service's own work must not wait behind a queue of them.
+            let Ok(permit) = EVALUATIONS.clone().try_acquire_owned() else {
+                return Some(response(
+                    429,
+                    "text/plain",
+                    "an evaluation is running; retry\n",
+                ));
+            };
+            let now = (state.now_ms)();
+            let out = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                pg::evaluate_body(&body, &bounds, now)
+            })
+            .await;
+            match out {
+                Ok(json) => response(200, "application/json", json),
+                Err(_) => response(500, "text/plain", "the evaluation failed\n"),
+            }
+        }
+        _ => return None,
+    })
+}
+
+static EVALUATIONS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(1)));
 
 /// A blocking GET for tests and the demo's status line: `(status, body)`.
 pub fn get(addr: std::net::SocketAddr, path: &str, accept: &str) -> std::io::Result<(u16, String)> {

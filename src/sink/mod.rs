@@ -4,3 +4,4 @@ pub mod exposition;
 pub mod http;
 pub mod kafka;
 pub mod output;
+pub mod playground;
