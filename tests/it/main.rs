@@ -4,6 +4,7 @@ mod cli;
 mod deploy;
 mod loghub;
 mod peers;
+mod playground;
 mod reduction;
 mod service;
 mod support;
