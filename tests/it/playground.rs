@@ -127,6 +127,13 @@ fn shots() -> PathBuf {
 }
 
 async fn screenshot(c: &Client, name: &str) -> PathBuf {
+    // The editors scrolled back to their first column, as a person would look at them.
+    c.execute(
+        "document.activeElement.blur(); for (const e of document.querySelectorAll('.editor')) e.scrollLeft = 0;",
+        vec![],
+    )
+    .await
+    .unwrap();
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let path = shots().join(name);
@@ -142,14 +149,17 @@ const LINES: &[&str] = &[
     "worker 3 restarted after panic: index out of range",
 ];
 
-/// A rule file in which line 7 misspells `labels`.
+/// A rule file in which line 10 misspells `labels`.
 const BROKEN: &str = "team: web
 rules:
   - name: requests
     match: {contains: HTTP/}
     extract:
       regex: '\"(?P<method>[A-Z]+) \\S+ HTTP/[0-9.]+\" (?P<status>\\d+) (?P<bytes>\\d+)'
-    metrics: [{name: http_requests_total, type: counter, lables: {method: method, status: status}}]
+    metrics:
+      - name: http_requests_total
+        type: counter
+        lables: {method: method, status: status}
     then: drop
 ";
 
@@ -186,7 +196,7 @@ fn issue9_playground_diagnostic_at_its_line_then_series_in_chromium() {
         rules.send_keys(BROKEN).await.unwrap();
         settled(&c).await;
 
-        // The diagnostic names line 7, column of `lables`, and the line is marked in the editor.
+        // The diagnostic names the line and column of `lables`, and the line is marked in the editor.
         let (line, col) = BROKEN
             .lines()
             .enumerate()
