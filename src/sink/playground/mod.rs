@@ -168,6 +168,7 @@ pub fn evaluate(rules: &str, input: &str, topic: &str, bounds: &Bounds, now_ms: 
                 Source {
                     partition: 0,
                     offset: i as i64,
+                    timestamp_ms: None,
                 },
             )
         },
@@ -175,11 +176,19 @@ pub fn evaluate(rules: &str, input: &str, topic: &str, bounds: &Bounds, now_ms: 
         &mut outs,
     );
     let mut summaries = Vec::new();
-    reducer.flush(0, &mut counts, &mut summaries);
+    reducer.flush(&program, 0, &mut counts, &mut summaries);
     let mut verdicts = vec![None; records.len()];
+    // A held event of a trace kept whole is released later: kept after all.
+    let mut released = vec![false; records.len()];
     for o in &outs {
-        if let Out::Decided(i, v) = o {
-            verdicts[*i] = Some(*v);
+        match o {
+            Out::Decided(i, v) => verdicts[*i] = Some(*v),
+            Out::Released(h) => {
+                if let Some(r) = released.get_mut(h.offset as usize) {
+                    *r = true;
+                }
+            }
+            Out::Summary(_) => {}
         }
     }
 
@@ -203,6 +212,7 @@ pub fn evaluate(rules: &str, input: &str, topic: &str, bounds: &Bounds, now_ms: 
             out.push(',');
         }
         let decision = match (f, verdicts[i]) {
+            (Fate::Keep, _) if released[i] => "keep:released with its trace".to_string(),
             (Fate::Keep, Some(Verdict::Suppressed(a))) => format!("drop:{}", a.as_str()),
             (
                 Fate::Keep,
@@ -223,7 +233,7 @@ pub fn evaluate(rules: &str, input: &str, topic: &str, bounds: &Bounds, now_ms: 
         .iter()
         .filter_map(|o| match o {
             Out::Summary(s) => Some(s),
-            Out::Decided(..) => None,
+            Out::Decided(..) | Out::Released(_) => None,
         })
         .chain(&summaries)
     {
