@@ -12,14 +12,26 @@ use fantoccini::{Client, ClientBuilder, Locator};
 
 use crate::support::{have, logmill, repo};
 
-/// A child process killed when the test ends, however it ends.
+/// A child process killed when the test ends, however it ends. Started in its own process
+/// group (`grouped`), the whole group goes: chromedriver's Chromium too, even when a failed
+/// test never closed its session.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A command in a process group of its own, which `Killed` ends as a whole.
+fn grouped(mut c: Command) -> Command {
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    c
 }
 
 fn free_port() -> u16 {
@@ -50,7 +62,7 @@ fn start_playground(rules: &Path) -> (Killed, String) {
 
 fn start_chromedriver() -> (Killed, String) {
     let port = free_port();
-    let child = Command::new("chromedriver")
+    let child = grouped(Command::new("chromedriver"))
         .arg(format!("--port={port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
