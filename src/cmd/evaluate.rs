@@ -11,6 +11,14 @@ use logmill::reduce::reducer::Out;
 use logmill::reduce::{Action, Fate, Reducer, Reduction, Source, Summary, Verdict};
 use logmill::rules::Program;
 
+/// The events of a sample file: its non-empty lines, without a trailing `\r`.
+pub fn events(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+}
+
 pub struct Evaluated {
     pub engine: Engine,
     /// The engine's aggregates, merged.

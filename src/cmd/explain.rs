@@ -13,10 +13,7 @@ pub fn run(program: Arc<Program>, topic: &str, input: &[u8], json: bool) -> Resu
     let mut engine = Engine::new(program, InputFormat::Auto, Limits::default());
     let now = super::replay::now_ms();
     let mut out = String::new();
-    let lines = input
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.is_empty());
+    let lines = super::evaluate::events(input);
     for (i, line) in lines.enumerate() {
         let rec = Record {
             payload: line,

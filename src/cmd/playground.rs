@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use logmill::derive::Aggregates;
 use logmill::sink::http::{Exported, serve};
 
@@ -14,18 +14,7 @@ pub fn run(listen: SocketAddr, rules: &[PathBuf]) -> Result<()> {
     let program = if rules.is_empty() {
         logmill::rules::Program::empty()
     } else {
-        let (files, mut diags) = logmill::rules::load_paths(rules);
-        let (program, more) = logmill::rules::compile(&files);
-        diags.extend(more);
-        diags
-            .iter()
-            .filter(|d| !d.is_note())
-            .for_each(|d| eprintln!("{d}"));
-        let errors = diags.iter().filter(|d| d.is_error()).count();
-        if errors > 0 {
-            bail!("{errors} error(s) in the rules; not starting");
-        }
-        program
+        super::service::load_program(rules)?
     };
     let program = Arc::new(program);
     let exported = Arc::new(Exported::new(

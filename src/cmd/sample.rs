@@ -86,11 +86,7 @@ pub fn estimate(mut program: Program, lines: &[&[u8]], scale: u64) -> Vec<Estima
 /// Prints the table and a warning per family whose cap would bind; returns how many would.
 pub fn report(program: Program, path: &std::path::Path, scale: Option<u64>) -> Result<usize> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let lines: Vec<&[u8]> = bytes
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&[u8]> = super::evaluate::events(&bytes).collect();
     let scale = scale.unwrap_or(lines.len() as u64 * 100);
     let estimates = estimate(program, &lines, scale);
     println!(

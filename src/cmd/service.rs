@@ -16,7 +16,7 @@ use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-fn load_program(paths: &[PathBuf]) -> Result<logmill::rules::Program> {
+pub(crate) fn load_program(paths: &[PathBuf]) -> Result<logmill::rules::Program> {
     let (files, mut diags) = logmill::rules::load_paths(paths);
     let (program, more) = logmill::rules::compile(&files);
     diags.extend(more);

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use logmill::rules::Program;
 use logmill::sink::exposition::{ExpositionFormat, render};
 
-use super::evaluate::evaluate;
+use super::evaluate::{evaluate, events};
 
 pub struct Options {
     pub inputs: Vec<PathBuf>,
@@ -42,11 +42,7 @@ fn side(program: &Arc<Program>, inputs: &[(String, Vec<u8>)]) -> Side {
     let mut outcomes = Vec::new();
     let mut aggregates = logmill::derive::Aggregates::new(program);
     for (topic, bytes) in inputs {
-        let lines: Vec<&[u8]> = bytes
-            .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .filter(|l| !l.is_empty())
-            .collect();
+        let lines: Vec<&[u8]> = events(bytes).collect();
         let mut e = evaluate(program, topic, &lines, true);
         aggregates.merge_from(&mut e.aggregates, program, 0);
         for (i, r) in program.rules.iter().enumerate() {
@@ -133,12 +129,7 @@ pub fn run(live: Arc<Program>, candidate: Arc<Program>, opts: Options) -> Result
     let events = a.outcomes.len();
     let lines: Vec<&[u8]> = inputs
         .iter()
-        .flat_map(|(_, bytes)| {
-            bytes
-                .split(|b| *b == b'\n')
-                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                .filter(|l| !l.is_empty())
-        })
+        .flat_map(|(_, bytes)| super::evaluate::events(bytes))
         .collect();
     let mut out = String::new();
     if opts.json {
@@ -284,28 +275,22 @@ fn json_report(
             out.push(',');
         }
         json_string(out, name);
+        let series = |out: &mut String, list: &[(String, f64)]| {
+            for (j, (k, v)) in list.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"series\":");
+                json_string(out, k);
+                out.push_str(",\"value\":");
+                num(out, *v);
+                out.push('}');
+            }
+        };
         out.push_str(":{\"added\":[");
-        for (j, (k, v)) in d.added.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"series\":");
-            json_string(out, k);
-            out.push_str(",\"value\":");
-            num(out, *v);
-            out.push('}');
-        }
+        series(out, &d.added);
         out.push_str("],\"removed\":[");
-        for (j, (k, v)) in d.removed.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"series\":");
-            json_string(out, k);
-            out.push_str(",\"value\":");
-            num(out, *v);
-            out.push('}');
-        }
+        series(out, &d.removed);
         out.push_str("],\"changed\":[");
         for (j, (k, v, w)) in d.changed.iter().enumerate() {
             if j > 0 {

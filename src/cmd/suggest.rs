@@ -83,10 +83,7 @@ fn yaml_str(s: &str) -> String {
 }
 
 pub fn run(input: &[u8], opts: Options) -> Result<String> {
-    let lines: Vec<&str> = input
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.is_empty())
+    let lines: Vec<&str> = super::evaluate::events(input)
         .filter_map(|l| std::str::from_utf8(l).ok())
         .collect();
     if lines.is_empty() {

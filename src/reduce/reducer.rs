@@ -208,62 +208,20 @@ impl Reducer {
         let c = &mut counts.rules[rule];
         c.events_in += 1;
         c.bytes_in += bytes;
-        if let (Some(k), Some(s), true) = (&reduce.keep_traces, &reduce.sample, ask.traced) {
-            let e = TraceEvent {
-                key: ask.sample_key,
-                rate: s.rate,
-                protected: ask.protected,
-                now,
-                wait_ms: k.wait_ms,
-                slower_ms: k.slower_ms,
+        let kept = Verdict::Keep {
+            sample_rate: None,
+            template: None,
+        };
+        let verdict =
+            match self.retained(program, reduce, ask, event, record_ms, source, now, counts) {
+                Some(v) => v,
+                None if ask.protected => kept,
+                None => self.actions(reduce, ask, text, event, now, source, counts, out),
             };
-            let held = || Held {
-                rule: ask.rule,
-                rule_hash: reduce.rule_hash,
-                offset: source.offset,
-                record_ms,
-                timestamp_ms: source.timestamp_ms,
-                payload: event.into(),
-            };
-            let step = self
-                .retention
-                .event(e, held, program, counts, &mut self.released);
-            let c = &mut counts.rules[rule];
-            match step {
-                Step::Sampled => {}
-                Step::Keep => {
-                    if ask.protected {
-                        c.protected += 1;
-                    }
-                    c.events_out += 1;
-                    c.bytes_out += bytes;
-                    return Verdict::Keep {
-                        sample_rate: None,
-                        template: None,
-                    };
-                }
-                Step::Drop => {
-                    c.suppressed[Action::Sample as usize] += 1;
-                    c.suppressed_bytes[Action::Sample as usize] += bytes;
-                    return Verdict::Suppressed(Action::Sample);
-                }
-                Step::Held => return Verdict::Held,
-            }
-        }
-        let c = &mut counts.rules[rule];
-        if ask.protected {
-            c.protected += 1;
-            c.events_out += 1;
-            c.bytes_out += bytes;
-            return Verdict::Keep {
-                sample_rate: None,
-                template: None,
-            };
-        }
-        let verdict = self.actions(reduce, ask, text, event, now, source, counts, out);
         let c = &mut counts.rules[rule];
         match verdict {
             Verdict::Keep { .. } => {
+                c.protected += u64::from(ask.protected);
                 c.events_out += 1;
                 c.bytes_out += bytes;
             }
@@ -274,6 +232,54 @@ impl Reducer {
             Verdict::Held => {}
         }
         verdict
+    }
+
+    /// `keep_traces`' part, for an event with a trace id: `None` when sampling keeps the
+    /// trace (the event goes on), else whether its trace keeps it whole, dropped it, or holds
+    /// it until decided.
+    #[allow(clippy::too_many_arguments)]
+    fn retained(
+        &mut self,
+        program: &Program,
+        reduce: &Reduce,
+        ask: &Ask,
+        event: &[u8],
+        record_ms: u64,
+        source: Source,
+        now: u64,
+        counts: &mut Reduction,
+    ) -> Option<Verdict> {
+        let (Some(k), Some(s), true) = (&reduce.keep_traces, &reduce.sample, ask.traced) else {
+            return None;
+        };
+        let e = TraceEvent {
+            key: ask.sample_key,
+            rate: s.rate,
+            protected: ask.protected,
+            now,
+            wait_ms: k.wait_ms,
+            slower_ms: k.slower_ms,
+        };
+        let held = || Held {
+            rule: ask.rule,
+            rule_hash: reduce.rule_hash,
+            offset: source.offset,
+            record_ms,
+            timestamp_ms: source.timestamp_ms,
+            payload: event.into(),
+        };
+        match self
+            .retention
+            .event(e, held, program, counts, &mut self.released)
+        {
+            Step::Sampled => None,
+            Step::Keep => Some(Verdict::Keep {
+                sample_rate: None,
+                template: None,
+            }),
+            Step::Drop => Some(Verdict::Suppressed(Action::Sample)),
+            Step::Held => Some(Verdict::Held),
+        }
     }
 
     fn actions(

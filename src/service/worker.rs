@@ -170,19 +170,7 @@ pub fn run(
         } else {
             records
         };
-        let batch: Vec<Record> = records
-            .iter()
-            .map(|r| Record {
-                payload: &r.payload,
-                topic: &r.topic,
-                version: Version {
-                    ms: r.event_ms,
-                    lane: r.partition as u32,
-                    offset: r.offset as u64,
-                },
-                event_ms: r.event_ms,
-            })
-            .collect();
+        let batch: Vec<Record> = records.iter().map(as_record).collect();
         let mut fates = Vec::with_capacity(batch.len());
         e.process(&batch, super::now_ms(), &mut fates);
         drop(batch);
@@ -363,6 +351,21 @@ pub fn run(
     }
 }
 
+/// A polled record as the engine reads it: its version is its event time, partition and
+/// offset.
+fn as_record(r: &OwnedRecord) -> Record<'_> {
+    Record {
+        payload: &r.payload,
+        topic: &r.topic,
+        version: Version {
+            ms: r.event_ms,
+            lane: r.partition as u32,
+            offset: r.offset as u64,
+        },
+        event_ms: r.event_ms,
+    }
+}
+
 /// The window over which a rule's CPU is held against its team's budget, and how long a rule
 /// over it is not evaluated.
 const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
@@ -431,19 +434,7 @@ fn rehold(
     again: &[OwnedRecord],
     states: &mut HashMap<(Arc<str>, i32), PartitionState>,
 ) {
-    let batch: Vec<Record> = again
-        .iter()
-        .map(|r| Record {
-            payload: &r.payload,
-            topic: &r.topic,
-            version: Version {
-                ms: r.event_ms,
-                lane: r.partition as u32,
-                offset: r.offset as u64,
-            },
-            event_ms: r.event_ms,
-        })
-        .collect();
+    let batch: Vec<Record> = again.iter().map(as_record).collect();
     let mut fates = Vec::with_capacity(batch.len());
     e.process(&batch, super::now_ms(), &mut fates);
     for ask in e.asks.iter().filter(|a| a.traced) {

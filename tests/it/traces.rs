@@ -279,6 +279,42 @@ fn issue8_trace_summaries_and_service_graph_match_the_ground_truth() {
     );
 }
 
+/// `logmill replay ARGS --metrics-out /dev/null -` fed `n` lines made by `line(i)` as it reads
+/// them: its summary (stderr) and its peak resident memory in MiB.
+fn replay_streamed(
+    args: &[&str],
+    n: u64,
+    line: impl Fn(u64) -> String + Send + 'static,
+) -> (String, f64) {
+    let mut child = logmill()
+        .arg("replay")
+        .args(args)
+        .args(["--metrics-out", "/dev/null", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(&mut stdin);
+        for i in 0..n {
+            writeln!(out, "{}", line(i)).unwrap();
+        }
+    });
+    let pid = child.id();
+    let mut peak = 0.0f64;
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(crate::reduction::peak_mib(pid));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    (stderr(&out), peak)
+}
+
 /// A million traces open at once (each a single event, none ever quiet within the window):
 /// the gatherer stays at its cap, summarising the quietest early and counting it, and memory
 /// does not grow with the traces.
@@ -292,50 +328,24 @@ fn issue8_a_million_open_traces_stay_within_the_cap() {
     )
     .unwrap();
     let run_with = |n: u64| -> (String, f64) {
-        let mut child = logmill()
-            .args([
-                "replay",
-                "--rules",
-                tmp.path("rules.yaml").to_str().unwrap(),
-                "--metrics-out",
-                "/dev/null",
-                "--max-open-traces",
-                "10000",
-                "--trace-window",
-                "1h",
-                "-",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || {
-            use std::io::Write;
-            let mut out = std::io::BufWriter::new(&mut stdin);
-            for i in 0..n {
-                writeln!(
-                    out,
-                    "ts={} service=s{} trace_id={:032x} span_id={:016x} msg=hello",
-                    1_710_072_000_000 + i,
-                    i % 7,
-                    u128::from(i) + 1,
-                    i + 1
-                )
-                .unwrap();
-            }
-        });
-        let pid = child.id();
-        let mut peak = 0.0f64;
-        while child.try_wait().unwrap().is_none() {
-            peak = peak.max(crate::reduction::peak_mib(pid));
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        writer.join().unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        (stderr(&out), peak)
+        let rules = tmp.path("rules.yaml");
+        let args = [
+            "--rules",
+            rules.to_str().unwrap(),
+            "--max-open-traces",
+            "10000",
+            "--trace-window",
+            "1h",
+        ];
+        replay_streamed(&args, n, |i| {
+            format!(
+                "ts={} service=s{} trace_id={:032x} span_id={:016x} msg=hello",
+                1_710_072_000_000 + i,
+                i % 7,
+                u128::from(i) + 1,
+                i + 1
+            )
+        })
     };
     let (small, small_peak) = run_with(200_000);
     assert!(
@@ -451,46 +461,15 @@ fn issue8_a_million_held_traces_stay_within_the_held_bytes_cap() {
     )
     .unwrap();
     let run_with = |n: u64| -> (String, f64) {
-        let mut child = logmill()
-            .args([
-                "replay",
-                "--rules",
-                tmp.path("rules.yaml").to_str().unwrap(),
-                "--metrics-out",
-                "/dev/null",
-                "--max-held-mib",
-                "8",
-                "-",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || {
-            use std::io::Write;
-            let mut out = std::io::BufWriter::new(&mut stdin);
-            for i in 0..n {
-                writeln!(
-                    out,
-                    "ts={} level=info trace_id={:032x} msg=\"held until its trace is decided\"",
-                    1_710_072_000_000 + i,
-                    u128::from(i) * 0x9e37_79b9 + 1,
-                )
-                .unwrap();
-            }
-        });
-        let pid = child.id();
-        let mut peak = 0.0f64;
-        while child.try_wait().unwrap().is_none() {
-            peak = peak.max(crate::reduction::peak_mib(pid));
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        writer.join().unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        (stderr(&out), peak)
+        let rules = tmp.path("rules.yaml");
+        let args = ["--rules", rules.to_str().unwrap(), "--max-held-mib", "8"];
+        replay_streamed(&args, n, |i| {
+            format!(
+                "ts={} level=info trace_id={:032x} msg=\"held until its trace is decided\"",
+                1_710_072_000_000 + i,
+                u128::from(i) * 0x9e37_79b9 + 1,
+            )
+        })
     };
     let early = |report: &str| -> u64 {
         let at = report.find(" dropped, ").expect("a retention report") + 10;

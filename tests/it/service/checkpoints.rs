@@ -55,17 +55,7 @@ fn issue11_hundred_thousand_series_survive_sigkill_exactly() {
         "checkpoint_interval: 300ms, chunk_bytes: 16384",
     );
     std::fs::write(&cfg, yaml).unwrap();
-    let mut seed = 0x9e3779b97f4a7c15u64;
-    for round in 0..4 {
-        let mut child = start(&cfg);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(1500 + seed % 2500));
-        child.0.kill().unwrap();
-        child.0.wait().unwrap();
-        eprintln!("killed run {round}");
-    }
+    sigkill_rounds(&cfg, 4, 0x9e3779b97f4a7c15u64, 1500, 2500);
     let _child = start(&cfg);
     assert_exports(&[port], &want, 180, || true, &[&cfg]);
     let tel = telemetry(port);

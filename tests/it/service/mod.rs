@@ -283,6 +283,21 @@ fn log_of(config: &Path) -> String {
 }
 
 /// SIGTERM, then waits for the exit status (the config's `linger` should be short).
+/// `rounds` starts of the instance configured by `cfg`, each SIGKILLed after `min_ms` plus a
+/// pseudo-random part of `spread_ms` (xorshift from `seed`, so a failing run can be repeated).
+fn sigkill_rounds(cfg: &Path, rounds: usize, mut seed: u64, min_ms: u64, spread_ms: u64) {
+    for round in 0..rounds {
+        let mut child = start(cfg);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(min_ms + seed % spread_ms));
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        eprintln!("killed run {round}");
+    }
+}
+
 fn stop(mut child: Running) -> std::process::ExitStatus {
     assert!(
         std::process::Command::new("kill")
@@ -587,17 +602,7 @@ fn crash_safety_under_sigkill(mode: &str) {
         .replace("delivery: {", &format!("delivery: {{mode: {mode}, "));
     std::fs::write(&cfg, yaml).unwrap();
     let (want, kept, _) = truth(n, true);
-    let mut seed = 0x2545f4914f6cdd1du64;
-    for round in 0..5 {
-        let mut child = start(&cfg);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(800 + seed % 1500));
-        child.0.kill().unwrap();
-        child.0.wait().unwrap();
-        eprintln!("killed run {round}");
-    }
+    sigkill_rounds(&cfg, 5, 0x2545f4914f6cdd1du64, 800, 1500);
     let _child = start(&cfg);
     assert_exports(&[port], &want, 120, || true, &[&cfg]);
     let kept_records = consume_all(&c.bootstrap, "kept");

@@ -189,17 +189,7 @@ fn issue7_reduction_survives_sigkill_exactly() {
     produce_partitions(&c.bootstrap, &per);
     let port = free_port();
     let cfg = config(&tmp.0, &c.bootstrap, "reduce-0", port);
-    let mut seed = 0x1234_5678_9abc_def1u64;
-    for round in 0..4 {
-        let mut child = start(&cfg);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(1000 + seed % 2000));
-        child.0.kill().unwrap();
-        child.0.wait().unwrap();
-        eprintln!("killed run {round}");
-    }
+    sigkill_rounds(&cfg, 4, 0x1234_5678_9abc_def1u64, 1000, 2000);
     let _child = start(&cfg);
     let total: f64 = (partitions as f64) * 3001.0;
     assert!(

@@ -268,17 +268,7 @@ fn issue8_trace_summaries_survive_sigkill_exactly() {
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     produce_half(&halves[1].0);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..2 {
-        let mut child = start(&cfg);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(500 + seed % 1500));
-        child.0.kill().unwrap();
-        child.0.wait().unwrap();
-        eprintln!("killed run {round}");
-    }
+    sigkill_rounds(&cfg, 2, 0x2545_f491_4f6c_dd1du64, 500, 1500);
     let _child = start(&cfg);
     let traces_total = |m: &BTreeMap<String, f64>| -> f64 {
         m.iter()
@@ -416,17 +406,7 @@ fn issue8_retention_survives_sigkill_exactly() {
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     produce_records(&c.bootstrap, &[], half(1));
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for round in 0..2 {
-        let mut child = start(&cfg);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(500 + seed % 1500));
-        child.0.kill().unwrap();
-        child.0.wait().unwrap();
-        eprintln!("killed run {round}");
-    }
+    sigkill_rounds(&cfg, 2, 0x9e37_79b9_7f4a_7c15u64, 500, 1500);
     let _child = start(&cfg);
     let events = |m: &BTreeMap<String, f64>| -> f64 {
         m.iter()
