@@ -40,6 +40,9 @@ pub struct Config {
     pub properties: BTreeMap<String, String>,
     /// Rule files or directories, resolved against the config file's directory.
     pub rules: Vec<PathBuf>,
+    /// Candidate rule files or directories (`rules_candidate`), shadowing the live ones of the
+    /// same file name: evaluated on the same events, shown only at `/-/shadow`.
+    pub rules_candidate: Vec<PathBuf>,
     pub input: InputFormat,
     pub limits: Limits,
     pub kept_topic: Option<String>,
@@ -77,6 +80,7 @@ pub struct Config {
 const TOP: &[&str] = &[
     "kafka",
     "rules",
+    "rules_candidate",
     "input",
     "output",
     "traces",
@@ -294,6 +298,15 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
             Vec::new()
         }
     };
+    let rules_candidate: Vec<PathBuf> = top
+        .get("rules_candidate")
+        .map(|n| {
+            strings(n, "`rules_candidate`", sink)
+                .into_iter()
+                .map(|(s, _)| dir.join(s))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut input = InputFormat::Auto;
     let mut limits = Limits::default();
     if let Some(mut i) = top
@@ -545,6 +558,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         topic_refresh_interval,
         properties,
         rules,
+        rules_candidate,
         input,
         limits,
         kept_topic,

@@ -342,18 +342,7 @@ fn check_against(
     let (checked, mut diags) = logmill::rules::load_paths(paths);
     let (deployed, more) = logmill::rules::load_paths(against);
     diags.extend(more);
-    let base = |name: &str| {
-        std::path::Path::new(name)
-            .file_name()
-            .map(|n| n.to_os_string())
-    };
-    let replaced: Vec<_> = checked.iter().map(|f| base(&f.name)).collect();
-    let mut files: Vec<_> = deployed
-        .into_iter()
-        .filter(|f| !replaced.contains(&base(&f.name)))
-        .collect();
-    let n_deployed = files.len();
-    files.extend(checked);
+    let (files, n_deployed) = logmill::rules::compile::overlay(deployed, checked);
     let (program, more) = logmill::rules::compile(&files);
     diags.extend(more);
     // The deployed files' own notes are their owners' business.

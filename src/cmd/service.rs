@@ -326,6 +326,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             .into_iter()
             .collect(),
         rules: rules.to_vec(),
+        rules_candidate: Vec::new(),
         input: InputFormat::Auto,
         limits: Limits::default(),
         kept_topic: Some("logs-kept".into()),

@@ -7,6 +7,7 @@
 //! in `overflowed`, so `sum()` over a family never loses an event.
 
 pub mod exemplar;
+pub mod shadow;
 pub mod snapshot;
 pub mod summary;
 

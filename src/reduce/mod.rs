@@ -189,6 +189,24 @@ pub enum Verdict {
     Held,
 }
 
+/// An event's outcome in words, as `shadow` and `test` compare them: `keep`, `drop`,
+/// `dead_letter`, the reduction that removed it (`sampled`, `deduped`, `throttled`,
+/// `patterned`), or `held` until its trace is decided.
+pub fn outcome(fate: &Fate, verdict: Option<&Verdict>) -> &'static str {
+    match (fate, verdict) {
+        (Fate::Keep, Some(Verdict::Held)) => "held",
+        (Fate::Keep, Some(Verdict::Suppressed(a))) => match a {
+            Action::Sample => "sampled",
+            Action::Dedupe => "deduped",
+            Action::Throttle => "throttled",
+            Action::Patterns => "patterned",
+        },
+        (Fate::Keep, _) => "keep",
+        (Fate::Drop, _) => "drop",
+        (Fate::DeadLetter(_), _) => "dead_letter",
+    }
+}
+
 /// What the engine found out about one kept event whose rule reduces: everything the
 /// reduction needs from the event's fields, so that the reduction itself (sequential per
 /// partition) does no decoding. Text it needs is in the batch's text arena.

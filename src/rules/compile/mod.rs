@@ -127,6 +127,22 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
     compile_with(files, &Options::default())
 }
 
+/// `base`'s files, but those `over` replaces (by file name, wherever they are), then
+/// `over`'s: a team's files checked against the deployed set (`check --against`), or the
+/// candidate rules beside the live ones (`rules_candidate`). The second value is how many of
+/// `base`'s are left, first.
+pub fn overlay(base: Vec<SourceFile>, over: Vec<SourceFile>) -> (Vec<SourceFile>, usize) {
+    let name = |f: &SourceFile| Path::new(&*f.name).file_name().map(|n| n.to_os_string());
+    let replaced: Vec<_> = over.iter().map(name).collect();
+    let mut files: Vec<SourceFile> = base
+        .into_iter()
+        .filter(|f| !replaced.contains(&name(f)))
+        .collect();
+    let kept = files.len();
+    files.extend(over);
+    (files, kept)
+}
+
 /// Bounds for compiling rules from an untrusted source (the playground page).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
