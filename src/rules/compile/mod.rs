@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::diagnostic::{Code, Diagnostic, Sink};
 use super::program::*;
-use super::read::{MapView, duration, limit, scalar};
+use super::read::{MapView, byte_size, duration, limit, scalar};
 use super::suggest::did_you_mean;
 use super::yaml::{self, Node, Pos};
 use crate::decode::Format;
@@ -143,6 +143,33 @@ pub fn overlay(base: Vec<SourceFile>, over: Vec<SourceFile>) -> (Vec<SourceFile>
     (files, kept)
 }
 
+/// Records a team's budget where it is declared; a different value in another of the team's
+/// files is an error naming both places.
+fn declare<T: PartialEq + std::fmt::Debug>(
+    budgets: &mut std::collections::BTreeMap<String, (T, String)>,
+    team: &str,
+    value: T,
+    what: &str,
+    node: &Node,
+    sink: &mut Sink,
+) {
+    let here = format!("{}:{}:{}", sink.file(), node.pos.line, node.pos.col);
+    match budgets.get(team) {
+        Some((other, at)) if *other != value => {
+            sink.error(
+                node.pos,
+                Code::MetricConflict,
+                format!("team `{team}`'s {what} is {value:?} here and {other:?} at {at}"),
+            )
+            .hint("declare a team's budget once, or the same in each of its files");
+        }
+        Some(_) => {}
+        None => {
+            budgets.insert(team.to_string(), (value, here));
+        }
+    }
+}
+
 /// Bounds for compiling rules from an untrusted source (the playground page).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -177,6 +204,7 @@ pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Di
     for r in &mut b.rules {
         r.cpu_budget = b.cpu_budgets.get(&r.team).map(|(d, _)| *d);
     }
+    reduce::kept_bytes_budgets(&mut b);
     let rule_clauses: Vec<Vec<Vec<u32>>> = b.rules.iter().map(|r| r.clauses.clone()).collect();
     let teams: Vec<Team> = b
         .budgets
@@ -325,6 +353,8 @@ struct Builder {
     budgets: std::collections::BTreeMap<String, (usize, String)>,
     /// Each team's CPU budget per rule (per second), with where it was declared.
     cpu_budgets: std::collections::BTreeMap<String, (Duration, String)>,
+    /// Each team's kept bytes per second, with where it was declared.
+    pub(super) kept_budgets: std::collections::BTreeMap<String, (u64, String)>,
     /// Bound on each compiled regex (`Options::regex_size_limit`); `None`: the regex crate's.
     regex_size_limit: Option<usize>,
 }
@@ -516,53 +546,27 @@ impl Builder {
             defaults.reduce = d.get("reduce").cloned();
             d.finish(DEFAULT_KEYS, "`defaults`", sink);
         }
-        // `budget: {series: N}`: the team's series over all its families.
+        // `budget: {series: N, cpu: D, kept_bytes: B}`: what the team's rules may use,
+        // together.
         if let Some(n) = top.get("budget")
             && let Some(mut m) = MapView::new(n, "`budget`", sink)
         {
             if let Some(v) = m.get("series")
                 && let (Some(limit), Some(team)) = (limit(v, "`series`", sink), team.as_ref())
             {
-                let here = format!("{}:{}:{}", sink.file(), v.pos.line, v.pos.col);
-                match self.budgets.get(team) {
-                    Some((other, at)) if *other != limit => {
-                        sink.error(
-                            v.pos,
-                            Code::MetricConflict,
-                            format!(
-                                "team `{team}`'s series budget is {limit} here and {other} at {at}"
-                            ),
-                        )
-                        .hint("declare a team's budget once, or the same in each of its files");
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.budgets.insert(team.clone(), (limit, here));
-                    }
-                }
+                declare(&mut self.budgets, team, limit, "series budget", v, sink);
             }
             if let Some(v) = m.get("cpu")
                 && let (Some(cpu), Some(team)) = (duration(v, "`cpu`", sink), team.as_ref())
             {
-                let here = format!("{}:{}:{}", sink.file(), v.pos.line, v.pos.col);
-                match self.cpu_budgets.get(team) {
-                    Some((other, at)) if *other != cpu => {
-                        sink.error(
-                            v.pos,
-                            Code::MetricConflict,
-                            format!(
-                                "team `{team}`'s CPU budget is {cpu:?} here and {other:?} at {at}"
-                            ),
-                        )
-                        .hint("declare a team's budget once, or the same in each of its files");
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.cpu_budgets.insert(team.clone(), (cpu, here));
-                    }
-                }
+                declare(&mut self.cpu_budgets, team, cpu, "CPU budget", v, sink);
             }
-            m.finish(&["series", "cpu"], "`budget`", sink);
+            if let Some(v) = m.get("kept_bytes")
+                && let (Some(bytes), Some(team)) = (byte_size(v, "`kept_bytes`", sink), team.as_ref())
+            {
+                declare(&mut self.kept_budgets, team, bytes, "kept bytes budget", v, sink);
+            }
+            m.finish(&["series", "cpu", "kept_bytes"], "`budget`", sink);
         }
         let mut patterns = std::collections::HashMap::new();
         if let Some(mut p) = top

@@ -77,6 +77,7 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         throttle: None,
         patterns: None,
         max_keys: DEFAULT_MAX_KEYS,
+        kept_bytes: None,
     };
     let text = cx.scope.format == Some(Format::Text);
     let mut message = None;
@@ -144,11 +145,12 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         }
     }
     let pos = own.map_or(Pos { line: 1, col: 1 }, |n| n.pos);
-    // Actions with errors were reported: no knock-on warning for them.
+    // Actions with errors were reported: no knock-on warning for them. A team's kept-bytes
+    // budget is an action of every rule of the team (declared above the rules).
     let named = entries
         .iter()
         .any(|(k, _)| k.as_scalar().is_some_and(|k| ACTIONS.contains(&k)));
-    if !named {
+    if !named && !b.kept_budgets.contains_key(cx.team) {
         sink.warning(
             pos,
             Code::MissingKey,
@@ -397,5 +399,48 @@ impl Builder {
             per_ms: per?,
             key,
         })
+    }
+}
+
+/// A team's kept-bytes budget on each of its rules. A rule without `reduce` gets one that only
+/// does that, with `reduce`'s default level fields, so its error events stay protected.
+pub(super) fn kept_bytes_budgets(b: &mut Builder) {
+    for i in 0..b.rules.len() {
+        let Some(per_second) = b.kept_budgets.get(&b.rules[i].team).map(|(n, _)| *n) else {
+            continue;
+        };
+        let team = b.rules[i].team.clone();
+        let budget = KeptBytes {
+            team_hash: crate::reduce::hash::hash_bytes(team.as_bytes()),
+            team: team.into(),
+            per_second,
+        };
+        if b.rules[i].reduce.is_none() {
+            let rule = &b.rules[i];
+            let name = format!("{}/{}", rule.team, rule.name);
+            let level = match rule.capture_names.iter().position(|c| c == "level") {
+                Some(c) => vec![FieldRef::Capture(c as u32)],
+                None if rule.format == Some(Format::Text) => Vec::new(),
+                None => b.default_fields(&["level", "severity", "lvl"]),
+            };
+            b.rules[i].reduce = Some(Box::new(Reduce {
+                rule_hash: crate::reduce::hash::hash_bytes(name.as_bytes()),
+                rule: name.into(),
+                message: Vec::new(),
+                level,
+                time: None,
+                always_keep: None,
+                sample: None,
+                keep_traces: None,
+                dedupe: None,
+                throttle: None,
+                patterns: None,
+                max_keys: DEFAULT_MAX_KEYS,
+                kept_bytes: None,
+            }));
+        }
+        if let Some(r) = b.rules[i].reduce.as_mut() {
+            r.kept_bytes = Some(budget);
+        }
     }
 }
