@@ -60,7 +60,8 @@ impl Candidate {
         &self.program
     }
 
-    /// Starts timing the live engine's rules the same way, so both sides' costs compare.
+    /// Times the live engine's rules the same way, so both sides' costs compare (the service
+    /// always does: `logmill_rule_cpu_microseconds_total`).
     pub fn profile_live(live: &mut Engine) {
         if live.rule_nanos.is_empty() {
             live.profile_rules_sampled(PROFILE_EVERY);

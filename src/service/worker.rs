@@ -182,10 +182,8 @@ pub fn run(
             }
             (None, _) => shadow = None,
         }
-        match &shadow {
-            Some(_) => Candidate::profile_live(e),
-            None => e.rule_nanos = Vec::new(),
-        }
+        // Each rule's cost, for `logmill_rule_cpu_microseconds_total` and the shadow.
+        Candidate::profile_live(e);
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
             if !again.is_empty() {
@@ -303,7 +301,7 @@ pub fn run(
                 program: Arc::clone(&program),
                 aggs: delta.clone(),
                 matches: counters.rule_matches.clone(),
-                nanos: std::mem::replace(&mut e.rule_nanos, vec![0; program.rules.len()]),
+                nanos: e.rule_nanos.clone(),
             };
             let outcomes: Vec<&'static str> = fates
                 .iter()
@@ -313,6 +311,7 @@ pub fn run(
             Box::new(c.batch(live, &outcomes, &records, &lines, super::now_ms()))
         });
         drop(lines);
+        crate::telemetry::rule_cpu(&program, &mut e.rule_nanos);
         counters.reduction = reduction;
         e.counters.rule_matches = vec![0; program.rules.len()];
         let mut reached: Vec<Reached> = Vec::new();

@@ -397,11 +397,12 @@ async fn playground_route(
         "/-/playground/teams" if get => {
             let published = state.current();
             let telemetry = state.telemetry();
-            response(
-                200,
-                "application/json",
-                pg::teams(&published, telemetry.as_deref()),
-            )
+            let mut json = pg::teams(&published, telemetry.as_deref());
+            if state.shadow_live().is_some() {
+                // Candidate rules run beside these: the page links their comparison.
+                json.insert_str(1, "\"shadow\":true,");
+            }
+            response(200, "application/json", json)
         }
         "/-/playground/eval" if *method == Method::POST => {
             use http_body_util::BodyExt;
