@@ -50,7 +50,10 @@ pub fn estimate_with(
     engine.local.sketch_overflow();
     let distinct = |f: &logmill::derive::FamilyState| {
         let exact = f.series.len() - usize::from(f.has_overflow());
-        exact + f.overflow_sketch.as_ref().map_or(0, |s| s.estimate().round() as usize)
+        exact
+            + f.overflow_sketch
+                .as_ref()
+                .map_or(0, |s| s.estimate().round() as usize)
     };
     let mut fates = Vec::new();
     let half = lines.len() / 2;

@@ -102,7 +102,12 @@ impl Shadow {
 
     /// The candidate's series, as `/metrics` would show them were it live.
     pub fn exposition(&self, format: ExpositionFormat, now_ms: u64) -> String {
-        render(&self.candidate.program, &self.candidate.aggs, format, now_ms)
+        render(
+            &self.candidate.program,
+            &self.candidate.aggs,
+            format,
+            now_ms,
+        )
     }
 }
 
@@ -158,7 +163,13 @@ pub struct Outcomes {
 
 impl Outcomes {
     /// One event's outcomes; `examples` is how many events to keep per change.
-    pub fn add(&mut self, live: &'static str, candidate: &'static str, event: &[u8], examples: usize) {
+    pub fn add(
+        &mut self,
+        live: &'static str,
+        candidate: &'static str,
+        event: &[u8],
+        examples: usize,
+    ) {
         self.events += 1;
         if live == candidate {
             return;

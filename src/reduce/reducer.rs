@@ -458,7 +458,15 @@ impl Reducer {
                     key_text: format!("team={}", k.team).into(),
                     ..Entry::default()
                 };
-                self.open(BUDGET, key, e, MAX_TEAM_SECONDS, source.partition, counts, out);
+                self.open(
+                    BUDGET,
+                    key,
+                    e,
+                    MAX_TEAM_SECONDS,
+                    source.partition,
+                    counts,
+                    out,
+                );
                 self.tables[BUDGET].get_mut(key).expect("just opened")
             }
         };
@@ -1031,7 +1039,10 @@ mod tests {
             .map(|(i, l)| (l.as_str(), 1_000 + (i as u64 / 6) * 1_000 + i as u64 % 6))
             .collect();
         let (kept, sums) = reduce(&rules, &input);
-        let want: Vec<String> = [0, 1, 2, 5, 6, 7, 8].iter().map(|i| lines[*i].clone()).collect();
+        let want: Vec<String> = [0, 1, 2, 5, 6, 7, 8]
+            .iter()
+            .map(|i| lines[*i].clone())
+            .collect();
         assert_eq!(kept, want);
         assert_eq!(sums.len(), 2, "{sums:?}");
         assert!(sums[0].contains(r#""action":"budget""#), "{}", sums[0]);

@@ -70,7 +70,8 @@ impl Candidate {
 
     /// The partition is no longer this worker's.
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.reducers.retain(|(t, p), _| !(&**t == topic && *p == partition));
+        self.reducers
+            .retain(|(t, p), _| !(&**t == topic && *p == partition));
     }
 
     /// Evaluates a batch the live rules just evaluated: `live` is what they found and
@@ -88,24 +89,7 @@ impl Candidate {
         let batch: Vec<Record> = records.iter().map(super::worker::as_record).collect();
         let mut fates = Vec::with_capacity(batch.len());
         self.engine.process(&batch, now_ms, &mut fates);
-        // Per-rule CPU quarantines of the candidate are not the live rules' business: its
-        // skipped events are only counted as the candidate's lower match rate.
-        if let Some(g) = self.engine.cpu_guard.as_mut() {
-            for (r, per_second) in g.take_quarantined() {
-                if let Some(rule) = program.rules.get(r as usize) {
-                    tracing::warn!(
-                        team = %rule.team,
-                        rule = %rule.name,
-                        "candidate rule {}/{} used {:?} of CPU per second, over its team's budget: not evaluated for {:?}",
-                        rule.team,
-                        rule.name,
-                        per_second,
-                        super::worker::QUARANTINE
-                    );
-                }
-            }
-            g.take_skipped();
-        }
+        super::worker::quarantines(&mut self.engine, &program, true);
         let mut verdicts = vec![None; records.len()];
         let mut reduction = Reduction::new(&program);
         let mut summaries: Vec<Summary> = Vec::new();
@@ -178,4 +162,3 @@ impl Candidate {
         }
     }
 }
-

@@ -197,7 +197,7 @@ pub fn run(
         let mut fates = Vec::with_capacity(batch.len());
         e.process(&batch, super::now_ms(), &mut fates);
         drop(batch);
-        quarantines(e, &program);
+        quarantines(e, &program, false);
         // Reduction, in each partition's order (a batch holds the partitions in record order).
         let mut verdicts: Vec<Option<Verdict>> = vec![None; records.len()];
         let mut reduction = Reduction::new(&program);
@@ -413,19 +413,23 @@ pub(super) const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_
 pub(super) const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Says which rules went over their CPU budget, and counts what quarantined rules skipped.
-fn quarantines(e: &mut Engine, program: &Program) {
+/// A `candidate`'s (`rules_candidate`) are only logged: they are not the live rules' numbers.
+pub(super) fn quarantines(e: &mut Engine, program: &Program, candidate: bool) {
     let Some(g) = e.cpu_guard.as_mut() else {
         return;
     };
+    let which = if candidate { "candidate rule" } else { "rule" };
     for (r, per_second) in g.take_quarantined() {
         let Some(rule) = program.rules.get(r as usize) else {
             continue;
         };
-        crate::telemetry::rule_quarantined(&rule.team, &rule.name);
+        if !candidate {
+            crate::telemetry::rule_quarantined(&rule.team, &rule.name);
+        }
         tracing::warn!(
             team = %rule.team,
             rule = %rule.name,
-            "rule {}/{} used {:?} of CPU per second, over its team's budget of {:?}: not evaluated for {:?}, then tried again",
+            "{which} {}/{} used {:?} of CPU per second, over its team's budget of {:?}: not evaluated for {:?}, then tried again",
             rule.team,
             rule.name,
             per_second,
@@ -435,6 +439,7 @@ fn quarantines(e: &mut Engine, program: &Program) {
     }
     for (r, n) in g.take_skipped().into_iter().enumerate() {
         if n > 0
+            && !candidate
             && let Some(rule) = program.rules.get(r)
         {
             crate::telemetry::rule_quarantine_skips(&rule.team, &rule.name, n);

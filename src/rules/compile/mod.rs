@@ -562,9 +562,17 @@ impl Builder {
                 declare(&mut self.cpu_budgets, team, cpu, "CPU budget", v, sink);
             }
             if let Some(v) = m.get("kept_bytes")
-                && let (Some(bytes), Some(team)) = (byte_size(v, "`kept_bytes`", sink), team.as_ref())
+                && let (Some(bytes), Some(team)) =
+                    (byte_size(v, "`kept_bytes`", sink), team.as_ref())
             {
-                declare(&mut self.kept_budgets, team, bytes, "kept bytes budget", v, sink);
+                declare(
+                    &mut self.kept_budgets,
+                    team,
+                    bytes,
+                    "kept bytes budget",
+                    v,
+                    sink,
+                );
             }
             m.finish(&["series", "cpu", "kept_bytes"], "`budget`", sink);
         }

@@ -63,22 +63,11 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         return;
     }
     let entries = merged(own, defaults.as_ref(), sink);
-    let rule = format!("{}/{}", cx.team, cx.name.as_deref().unwrap_or_default());
-    let mut r = Reduce {
-        rule_hash: crate::reduce::hash::hash_bytes(rule.as_bytes()),
-        rule: rule.into(),
-        message: Vec::new(),
-        level: Vec::new(),
-        time: None,
-        always_keep: None,
-        sample: None,
-        keep_traces: None,
-        dedupe: None,
-        throttle: None,
-        patterns: None,
-        max_keys: DEFAULT_MAX_KEYS,
-        kept_bytes: None,
-    };
+    let mut r = bare(format!(
+        "{}/{}",
+        cx.team,
+        cx.name.as_deref().unwrap_or_default()
+    ));
     let text = cx.scope.format == Some(Format::Text);
     let mut message = None;
     let mut level = None;
@@ -424,23 +413,31 @@ pub(super) fn kept_bytes_budgets(b: &mut Builder) {
                 None => b.default_fields(&["level", "severity", "lvl"]),
             };
             b.rules[i].reduce = Some(Box::new(Reduce {
-                rule_hash: crate::reduce::hash::hash_bytes(name.as_bytes()),
-                rule: name.into(),
-                message: Vec::new(),
                 level,
-                time: None,
-                always_keep: None,
-                sample: None,
-                keep_traces: None,
-                dedupe: None,
-                throttle: None,
-                patterns: None,
-                max_keys: DEFAULT_MAX_KEYS,
-                kept_bytes: None,
+                ..bare(name)
             }));
         }
         if let Some(r) = b.rules[i].reduce.as_mut() {
             r.kept_bytes = Some(budget);
         }
+    }
+}
+
+/// A reduction of rule `rule` (`team/name`) that does nothing yet.
+fn bare(rule: String) -> Reduce {
+    Reduce {
+        rule_hash: crate::reduce::hash::hash_bytes(rule.as_bytes()),
+        rule: rule.into(),
+        message: Vec::new(),
+        level: Vec::new(),
+        time: None,
+        always_keep: None,
+        sample: None,
+        keep_traces: None,
+        dedupe: None,
+        throttle: None,
+        patterns: None,
+        max_keys: DEFAULT_MAX_KEYS,
+        kept_bytes: None,
     }
 }

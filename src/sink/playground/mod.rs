@@ -385,7 +385,10 @@ pub fn teams(published: &Published, telemetry: Option<&str>) -> String {
             }
             for (key, name) in [
                 ("quarantines", crate::telemetry::RULE_QUARANTINES),
-                ("quarantined_events", crate::telemetry::RULE_QUARANTINE_SKIPS),
+                (
+                    "quarantined_events",
+                    crate::telemetry::RULE_QUARANTINE_SKIPS,
+                ),
             ] {
                 if let Some(n) = find(name, &labels) {
                     let _ = write!(out, ",\"{key}\":{n}");
@@ -481,23 +484,22 @@ fn reduction(out: &mut String, samples: &[Sample], team: &str, rule: &str) {
     if events.is_empty() {
         return;
     }
-    out.push_str(",\"reduction\":{\"events\":{");
-    for (i, (k, v)) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    let object = |out: &mut String, pairs: &[(&str, f64)]| {
+        out.push('{');
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_string(out, k);
+            let _ = write!(out, ":{v}");
         }
-        json_string(out, k);
-        let _ = write!(out, ":{v}");
-    }
-    out.push_str("},\"bytes\":{");
-    for (i, (k, v)) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json_string(out, k);
-        let _ = write!(out, ":{v}");
-    }
-    out.push_str("}}");
+        out.push('}');
+    };
+    out.push_str(",\"reduction\":{\"events\":");
+    object(out, &events);
+    out.push_str(",\"bytes\":");
+    object(out, &bytes);
+    out.push('}');
 }
 
 type Sample = (String, Vec<(String, String)>, f64);

@@ -30,7 +30,10 @@ fn get(port: u16, path: &str, accept: &str) -> (u16, String) {
 /// The series of an exposition, summed by name and labels.
 fn series(body: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for l in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for l in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (s, v) = l.rsplit_once(' ').unwrap();
         *out.entry(s.to_string()).or_insert(0.0) += v.parse::<f64>().unwrap();
     }
@@ -87,7 +90,10 @@ fn issue9_a_candidate_in_the_service_is_compared_and_changes_nothing_live() {
     // The report, as JSON: a family added, one removed, the rest the same, and the outcomes
     // that change (warn events now dropped, debug ones now kept).
     let warn = valid.clone().filter(|i| level(*i, false) == "warn").count() as u64;
-    let debug = valid.clone().filter(|i| level(*i, false) == "debug").count() as u64;
+    let debug = valid
+        .clone()
+        .filter(|i| level(*i, false) == "debug")
+        .count() as u64;
     let (status, body) = get(port, "/-/shadow", "application/json");
     assert_eq!(status, 200, "{body}");
     let report =
@@ -149,7 +155,8 @@ fn issue9_a_candidate_in_the_service_is_compared_and_changes_nothing_live() {
     std::fs::write(tmp.0.join("rules.yaml"), CANDIDATE).unwrap();
     std::fs::remove_file(tmp.0.join("candidate/rules.yaml")).unwrap();
     assert!(
-        wait_for(Duration::from_secs(15), || log_of(&cfg).contains("rules reloaded")),
+        wait_for(Duration::from_secs(15), || log_of(&cfg)
+            .contains("rules reloaded")),
         "{}",
         log_of(&cfg)
     );
@@ -162,6 +169,9 @@ fn issue9_a_candidate_in_the_service_is_compared_and_changes_nothing_live() {
     let later = (n..2 * n).filter(|i| i % 97 != 0 && i % 101 != 0).count();
     want.insert("it_candidate_total".into(), later as f64);
     assert_exports(&[port], &want, 60, || true, &[&cfg]);
-    assert!(warnings_in(&cfg).iter().all(|w| w.contains("candidate")), "{:?}", warnings_in(&cfg));
+    assert!(
+        warnings_in(&cfg).iter().all(|w| w.contains("candidate")),
+        "{:?}",
+        warnings_in(&cfg)
+    );
 }
-
