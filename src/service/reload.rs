@@ -55,7 +55,7 @@ pub fn candidate(cfg: &Config) -> Result<Option<Arc<Program>>, String> {
     let (candidate, more) = crate::rules::load_paths(&cfg.rules_candidate);
     diags.extend(more);
     let (files, _) = crate::rules::compile::overlay(live, candidate);
-    let (program, more) = crate::rules::compile(&files);
+    let (program, more) = crate::rules::compile::compile_with(&files, &cfg.compile_options());
     diags.extend(more);
     let errors: Vec<String> = diags
         .iter()
@@ -75,7 +75,7 @@ pub fn candidate(cfg: &Config) -> Result<Option<Arc<Program>>, String> {
 /// Recompiles the rules; `None` (and the diagnostics reported) when they have errors.
 fn recompile(cfg: &Config) -> Option<Arc<Program>> {
     let (files, mut diags) = crate::rules::load_paths(&cfg.rules);
-    let (program, more) = crate::rules::compile(&files);
+    let (program, more) = crate::rules::compile::compile_with(&files, &cfg.compile_options());
     diags.extend(more);
     for d in diags.iter().filter(|d| d.is_error()) {
         tracing::warn!(diagnostic = %d, "rule reload");

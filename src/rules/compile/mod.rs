@@ -170,12 +170,25 @@ fn declare<T: PartialEq + std::fmt::Debug>(
     }
 }
 
-/// Bounds for compiling rules from an untrusted source (the playground page).
+/// What compiling takes besides the files: bounds for rules from an untrusted source (the
+/// playground page), and the budgets the service's config sets per team.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The most bytes one regex (a `regex:`, a condition's regex, an expanded `grok:`) may take
     /// compiled; `None` is the regex crate's default. Over it, the rule has a `bad-regex` error.
     pub regex_size_limit: Option<usize>,
+    /// Per team: budgets that hold whatever its files declare (the platform's word over the
+    /// team's own).
+    pub budgets: std::collections::BTreeMap<String, TeamBudgets>,
+}
+
+/// A team's budgets as the service config sets them (`budgets:`); each one it names replaces
+/// what the team's files declare.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TeamBudgets {
+    pub series: Option<usize>,
+    pub cpu: Option<Duration>,
+    pub kept_bytes: Option<u64>,
 }
 
 /// `compile`, with bounds.
@@ -199,6 +212,19 @@ pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Di
             Err(e) => yaml_error(&e, &file.text, &mut sink),
         }
         diags.extend(sink.diags);
+    }
+    // The service config's budgets replace the files' (`Options::budgets`).
+    let here = || "the service config".to_string();
+    for (team, c) in &options.budgets {
+        if let Some(n) = c.series {
+            b.budgets.insert(team.clone(), (n, here()));
+        }
+        if let Some(d) = c.cpu {
+            b.cpu_budgets.insert(team.clone(), (d, here()));
+        }
+        if let Some(n) = c.kept_bytes {
+            b.kept_budgets.insert(team.clone(), (n, here()));
+        }
     }
     // A budget declared in one of a team's files holds for the rules of all of them.
     for r in &mut b.rules {
@@ -867,5 +893,48 @@ fn compile_regex(
             sink.error(node.pos, Code::BadRegex, format!("invalid regex: {e}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9: budgets the service config sets for a team replace what its files declare
+    /// (the platform's word over the team's), each one on its own.
+    #[test]
+    fn issue9_the_service_configs_budgets_replace_the_files() {
+        let file = SourceFile {
+            name: "edge.yaml".into(),
+            text: "team: edge\nbudget: {series: 100, cpu: 50ms}\nrules:\n  - name: r\n    format: json\n    metrics: [{name: edge_total, type: counter}]\n".into(),
+        };
+        let (own, diags) = compile(std::slice::from_ref(&file));
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        assert_eq!(own.teams[0].series_budget, Some(100));
+        assert_eq!(own.rules[0].cpu_budget, Some(Duration::from_millis(50)));
+        assert!(own.rules[0].reduce.is_none());
+        let options = Options {
+            budgets: [(
+                "edge".to_string(),
+                TeamBudgets {
+                    series: Some(10),
+                    cpu: None,
+                    kept_bytes: Some(4096),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Options::default()
+        };
+        let (capped, diags) = compile_with(&[file], &options);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        assert_eq!(capped.teams[0].series_budget, Some(10));
+        assert_eq!(capped.rules[0].cpu_budget, Some(Duration::from_millis(50)));
+        let kept = capped.rules[0]
+            .reduce
+            .as_ref()
+            .and_then(|r| r.kept_bytes.as_ref())
+            .map(|k| k.per_second);
+        assert_eq!(kept, Some(4096));
     }
 }
