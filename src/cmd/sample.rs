@@ -111,6 +111,15 @@ pub fn report(program: Program, path: &std::path::Path, scale: Option<u64>) -> R
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let lines: Vec<&[u8]> = super::evaluate::events(&bytes).collect();
     let scale = scale.unwrap_or(lines.len() as u64 * 100);
+    // Each family's team budget, by family, before `estimate` lifts them.
+    let budgets: Vec<Option<(String, usize)>> = program
+        .families
+        .iter()
+        .map(|f| {
+            let b = f.budget?;
+            Some((program.teams.get(b.team as usize)?.name.clone(), b.series))
+        })
+        .collect();
     let estimates = estimate(program, &lines, scale);
     println!(
         "series from {} sample event(s), projected to {scale} event(s) (--scale):",
@@ -139,6 +148,20 @@ pub fn report(program: Program, path: &std::path::Path, scale: Option<u64>) -> R
             eprintln!(
                 "warning: {}: about {:.0} series at {scale} events, over its max_series {} (new label sets would go to its overflow series; totals stay exact)",
                 e.family, e.projected, e.cap
+            );
+        }
+    }
+    let mut teams: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    for (e, b) in estimates.iter().zip(&budgets) {
+        if let Some((team, series)) = b {
+            teams.entry(team.as_str()).or_insert((0.0, *series)).0 += e.projected;
+        }
+    }
+    for (team, (projected, budget)) in teams {
+        if projected >= budget as f64 {
+            binding += 1;
+            eprintln!(
+                "warning: team {team}: about {projected:.0} series at {scale} events over its families, over its series budget {budget} (new label sets would go to their families' overflow series; totals stay exact)"
             );
         }
     }

@@ -450,7 +450,7 @@ fn readme_examples_check_and_pass() {
 
 /// Issue 9: `check --sample` counts each metric's series over a sample and projects them to
 /// full scale; the projection from 5,000 events is close to the exact count over 100,000, and
-/// a cap that would bind is a warning.
+/// a cap or a team budget that would bind is a warning.
 #[test]
 fn issue9_check_sample_estimates_cardinality() {
     let tmp = TempDir::new("i9-sample");
@@ -504,6 +504,24 @@ fn issue9_check_sample_estimates_cardinality() {
     ]);
     assert!(
         stderr(&o).contains("warning: route_requests_total: about"),
+        "{}",
+        stderr(&o)
+    );
+    // A team series budget that would bind over the team's families together.
+    let budgeted = tmp.path("budgeted.yaml");
+    let rules = std::fs::read_to_string(repo().join("benches/rules/cardinality.yaml")).unwrap();
+    std::fs::write(&budgeted, format!("budget: {{series: 20000}}\n{rules}")).unwrap();
+    let o = run(&[
+        "check",
+        budgeted.to_str().unwrap(),
+        "--sample",
+        tmp.path("sample.json").to_str().unwrap(),
+        "--scale",
+        "100000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("over its series budget 20000"),
         "{}",
         stderr(&o)
     );
