@@ -666,3 +666,32 @@ fn issue9_a_team_budget_declared_twice_differently_is_an_error() {
     let o = run(&["check", tmp.0.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Issue 9: rule tests see a team's kept-bytes budget: the events over it have the fate
+/// `over_budget`, the summary of the second says how many, and a wrong fate fails the test.
+#[test]
+fn issue9_rule_tests_see_the_kept_bytes_budget() {
+    let tmp = TempDir::new("kept-bytes-test");
+    std::fs::copy(
+        repo().join("tests/data/team-kept-bytes/rules.yaml"),
+        tmp.path("t.yaml"),
+    )
+    .unwrap();
+    let input = std::fs::read_to_string(repo().join("tests/data/team-kept-bytes/input.log"))
+        .unwrap()
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect::<String>();
+    let test = |fates: &str| {
+        std::fs::write(
+            tmp.path("t.test.yaml"),
+            format!("tests:\n  - name: budget\n    input: |\n{input}    expect:\n      fates: [{fates}]\n      summaries:\n        - {{action: budget, suppressed: 2, key: {{team: t}}}}\n"),
+        )
+        .unwrap();
+        run(&["test", tmp.path("t.test.yaml").to_str().unwrap()])
+    };
+    let o = test("keep, keep, keep, over_budget, keep, over_budget, keep, keep");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = test("keep, keep, keep, keep, keep, over_budget, keep, keep");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+}
