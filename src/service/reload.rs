@@ -45,14 +45,20 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
 }
 
 /// The candidate rules (`rules_candidate`): the live files, with the candidate's in place of
-/// those of the same file name. `Ok(None)` without candidate files; `Err` (reported) when the
+/// those of the same file name. `Ok(None)` without candidate files (none configured, or none
+/// in the directories); `Err` (reported) when the
 /// candidate has errors: the live rules run on, without a shadow.
 pub fn candidate(cfg: &Config) -> Result<Option<Arc<Program>>, String> {
     if cfg.rules_candidate.is_empty() {
         return Ok(None);
     }
-    let (live, mut diags) = crate::rules::load_paths(&cfg.rules);
-    let (candidate, more) = crate::rules::load_paths(&cfg.rules_candidate);
+    let (candidate, mut diags) = crate::rules::load_paths(&cfg.rules_candidate);
+    // An empty candidate directory is no candidate: a team's file removed once promoted ends
+    // its shadow, which would otherwise evaluate the live rules twice.
+    if candidate.is_empty() && diags.iter().all(|d| !d.is_error()) {
+        return Ok(None);
+    }
+    let (live, more) = crate::rules::load_paths(&cfg.rules);
     diags.extend(more);
     let (files, _) = crate::rules::compile::overlay(live, candidate);
     let (program, more) = crate::rules::compile::compile_with(&files, &cfg.compile_options());
@@ -154,6 +160,8 @@ impl Coordinator {
             Ok(c) => (c, None),
             Err(e) => (None, Some(e)),
         };
+        // The same candidate beside the same live rules goes on comparing; anything else
+        // starts again (no candidate, or one with errors, replaces what was shown).
         let unchanged = match (&self.candidate, &candidate) {
             (Some(a), Some(b)) => {
                 a.hash == b.hash
@@ -162,10 +170,9 @@ impl Coordinator {
                         .shadow_live()
                         .is_some_and(|live| Arc::ptr_eq(&live, &self.program))
             }
-            (None, None) => true,
             _ => false,
         };
-        if unchanged && error.is_none() {
+        if unchanged {
             return;
         }
         if let Some(c) = &candidate {

@@ -169,6 +169,8 @@ fn issue9_a_candidate_in_the_service_is_compared_and_changes_nothing_live() {
     let later = (n..2 * n).filter(|i| i % 97 != 0 && i % 101 != 0).count();
     want.insert("it_candidate_total".into(), later as f64);
     assert_exports(&[port], &want, 60, || true, &[&cfg]);
+    // The candidate directory is empty now: no candidate, no shadow.
+    assert_eq!(get(port, "/-/shadow", "text/plain").0, 404);
     assert!(
         warnings_in(&cfg).iter().all(|w| w.contains("candidate")),
         "{:?}",
