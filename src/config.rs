@@ -41,6 +41,8 @@ pub struct Config {
     /// Rule files or directories, resolved against the config file's directory.
     pub rules: Vec<PathBuf>,
     pub input: InputFormat,
+    /// Envelopes per topic (`input.envelopes`), before the rule files' declarations.
+    pub envelopes: crate::decode::envelope::Declared,
     pub limits: Limits,
     pub kept_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
@@ -97,7 +99,7 @@ const KAFKA: &[&str] = &[
     "topic_refresh_interval",
     "properties",
 ];
-const INPUT: &[&str] = &["format", "max_event_bytes", "max_json_depth"];
+const INPUT: &[&str] = &["format", "envelopes", "max_event_bytes", "max_json_depth"];
 const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic", "traces_topic"];
 const TRACES: &[&str] = &[
     "window",
@@ -295,6 +297,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         }
     };
     let mut input = InputFormat::Auto;
+    let mut envelopes = crate::decode::envelope::Declared::default();
     let mut limits = Limits::default();
     if let Some(mut i) = top
         .get("input")
@@ -318,6 +321,12 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         if let Some(n) = i.get("max_json_depth") {
             limits.max_json_depth =
                 limit(n, "`max_json_depth`", sink).unwrap_or(limits.max_json_depth);
+        }
+        if let Some(n) = i.get("envelopes") {
+            envelopes.topics = crate::rules::compile::envelopes::declarations(n, sink)
+                .into_iter()
+                .map(|(t, e, _)| (t, e))
+                .collect();
         }
         i.finish(INPUT, "`input`", sink);
     }
@@ -546,6 +555,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         properties,
         rules,
         input,
+        envelopes,
         limits,
         kept_topic,
         dead_letter_topic,

@@ -24,6 +24,8 @@ use logmill::source::file::{Chunk, lines, read_chunks};
 pub struct Options {
     pub inputs: Vec<PathBuf>,
     pub format: InputFormat,
+    /// `--envelope`: every input's records are in this envelope.
+    pub envelopes: logmill::decode::envelope::Declared,
     pub limits: Limits,
     pub exposition: ExpositionFormat,
     pub metrics_out: Option<PathBuf>,
@@ -161,8 +163,10 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             let names = &names;
             let topic_name = opts.topic.as_deref();
             let (format, limits) = (opts.format, opts.limits);
+            let envelopes = &opts.envelopes;
             workers.push(s.spawn(move || {
                 let mut engine = Engine::new(Arc::clone(&program), format, limits);
+                engine.declare_envelopes(envelopes);
                 let mut fates = Vec::with_capacity(BATCH);
                 loop {
                     let chunk = match rx.lock().expect("reader never panics holding it").recv() {

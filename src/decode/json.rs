@@ -17,6 +17,8 @@ struct TrieNode {
     keys: Vec<(Box<[u8]>, u32)>,
     indices: Vec<(usize, u32)>,
     slot: Option<u32>,
+    /// A child has children: a dotted key (`"log.level"`) may name a path below this node.
+    deep: bool,
 }
 
 impl PathTrie {
@@ -55,6 +57,13 @@ impl PathTrie {
                 };
             }
             trie.nodes[node].slot = Some(slot as u32);
+        }
+        for n in 0..trie.nodes.len() {
+            let deep = trie.nodes[n]
+                .keys
+                .iter()
+                .any(|(_, c)| !trie.nodes[*c as usize].keys.is_empty());
+            trie.nodes[n].deep = deep;
         }
         trie
     }
@@ -296,9 +305,24 @@ impl Scanner<'_> {
         // Length and first byte before the bytes: most keys of an event are not wanted, and
         // with the usual trace fields a node has a dozen or more names to tell them from.
         let first = key.first().copied();
-        keys.iter()
+        let found = keys
+            .iter()
             .find(|(k, _)| k.len() == key.len() && k.first().copied() == first && **k == *key)
-            .map(|(_, c)| *c)
+            .map(|(_, c)| *c);
+        if found.is_some() || !self.trie.nodes[node as usize].deep || !key.contains(&b'.') {
+            return found;
+        }
+        // ECS loggers write `"log.level": "info"` for `{"log": {"level": "info"}}`: the same
+        // field. Only looked for where the rules read a nested path.
+        let mut at = node;
+        for part in key.split(|b| *b == b'.') {
+            at = self.trie.nodes[at as usize]
+                .keys
+                .iter()
+                .find(|(k, _)| **k == *part)
+                .map(|(_, c)| *c)?;
+        }
+        (at != node).then_some(at)
     }
 
     /// After the opening quote; returns the content span and whether it has escapes.

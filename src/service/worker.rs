@@ -14,6 +14,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use super::partition_state::{Caps, PartitionState};
 use crate::checkpoint::PartitionKey;
 use crate::correlate::traces::TOPIC as TRACES_TOPIC;
+use crate::decode::envelope::Declared;
 use crate::decode::{InputFormat, Limits};
 use crate::derive::{Aggregates, Version};
 use crate::engine::{Counters, Engine, Record};
@@ -78,7 +79,7 @@ pub fn run(
     jobs: Receiver<Job>,
     done: Sender<Done>,
     outputs: Arc<Outputs>,
-    input: InputFormat,
+    (input, envelopes): (InputFormat, Declared),
     limits: Limits,
     caps: Caps,
 ) {
@@ -157,6 +158,7 @@ pub fn run(
             Some(e) if Arc::ptr_eq(e.program(), &program) => e,
             _ => {
                 let mut e = Engine::new(Arc::clone(&program), input, limits);
+                e.declare_envelopes(&envelopes);
                 e.enforce_cpu_budgets(BUDGET_WINDOW, QUARANTINE);
                 engine.insert(e)
             }
