@@ -610,6 +610,25 @@ mod tests {
     }
 
     #[test]
+    fn issue12_envelopes_are_declared_per_topic() {
+        use crate::decode::envelope::Envelope;
+        let c = load_str(
+            "kafka: {brokers: b, group_id: g, topics: [pods, beats]}\nrules: [r]\ninput: {envelopes: {pods: cri, 'beats*': filebeat}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.envelopes.of("pods"), Some(Envelope::Cri));
+        assert_eq!(c.envelopes.of("beats-eu"), Some(Envelope::Ecs));
+        assert_eq!(c.envelopes.of("other"), None);
+        let errs = load_str(
+            "kafka: {brokers: b, group_id: g, topics: [t]}\nrules: [r]\ninput: {envelopes: {t: dockr}}\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert!(all.contains("unknown envelope `dockr`"), "{all}");
+        assert!(all.contains("did you mean `docker`"), "{all}");
+    }
+
+    #[test]
     fn every_problem_is_reported() {
         let errs = load_str(
             "kafka: {brokers: b, grup_id: g}\nrules: [r]\ndelivery: {mode: twice, linger: soon}\nhttp: {listen: nowhere}\n",

@@ -31,15 +31,18 @@ pub enum Envelope {
     Ecs,
     /// Fluent Bit's and Vector's Kubernetes JSON (`log` or `message`, `kubernetes.*`).
     Kubernetes,
+    /// Syslog lines: RFC 5424, RFC 3164, and rsyslog's file format (`omkafka`'s default).
+    Syslog,
 }
 
 impl Envelope {
-    pub const ALL: [Envelope; 5] = [
+    pub const ALL: [Envelope; 6] = [
         Envelope::None,
         Envelope::Docker,
         Envelope::Cri,
         Envelope::Ecs,
         Envelope::Kubernetes,
+        Envelope::Syslog,
     ];
 
     /// The names a declaration may use.
@@ -52,6 +55,7 @@ impl Envelope {
         "kubernetes",
         "fluentbit",
         "vector",
+        "syslog",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +65,7 @@ impl Envelope {
             Envelope::Cri => "cri",
             Envelope::Ecs => "ecs",
             Envelope::Kubernetes => "kubernetes",
+            Envelope::Syslog => "syslog",
         }
     }
 }
@@ -80,6 +85,7 @@ impl FromStr for Envelope {
             "cri" => Envelope::Cri,
             "ecs" | "filebeat" => Envelope::Ecs,
             "kubernetes" | "fluentbit" | "vector" => Envelope::Kubernetes,
+            "syslog" => Envelope::Syslog,
             _ => {
                 return Err(format!(
                     "unknown envelope `{s}` (expected {})",
@@ -182,7 +188,7 @@ pub(crate) fn message_keys(e: Envelope) -> &'static [Key] {
         Envelope::Docker => super::docker::MESSAGE,
         Envelope::Ecs => super::ecs::MESSAGE,
         Envelope::Kubernetes => super::kubernetes::MESSAGE,
-        Envelope::None | Envelope::Cri => &[],
+        Envelope::None | Envelope::Cri | Envelope::Syslog => &[],
     }
 }
 

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod json;
 pub mod kubernetes;
 pub mod logfmt;
+pub mod syslog;
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,10 +76,14 @@ pub enum DecodeError {
     CriPartialTooLarge,
     /// A JSON envelope without its message (`log`, `message`).
     MissingMessage,
+    /// A syslog priority that is not 0 to 191 in one to three digits.
+    BadSyslogPriority,
+    /// A record of a topic declared `syslog` that is not a syslog line.
+    MalformedSyslog,
 }
 
 impl DecodeError {
-    pub const ALL: [DecodeError; 10] = [
+    pub const ALL: [DecodeError; 12] = [
         DecodeError::Empty,
         DecodeError::TooLarge,
         DecodeError::InvalidUtf8,
@@ -89,6 +94,8 @@ impl DecodeError {
         DecodeError::CriPartialUnfinished,
         DecodeError::CriPartialTooLarge,
         DecodeError::MissingMessage,
+        DecodeError::BadSyslogPriority,
+        DecodeError::MalformedSyslog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +110,8 @@ impl DecodeError {
             DecodeError::CriPartialUnfinished => "cri_partial_unfinished",
             DecodeError::CriPartialTooLarge => "cri_partial_too_large",
             DecodeError::MissingMessage => "missing_message",
+            DecodeError::BadSyslogPriority => "bad_syslog_priority",
+            DecodeError::MalformedSyslog => "malformed_syslog",
         }
     }
 }
@@ -201,6 +210,8 @@ pub struct Decoder {
     /// `time`, `stream` and `logtag`.
     message: Option<u32>,
     cri: [Option<u32>; 3],
+    /// The program's fields by name, for envelopes parsed by hand (syslog).
+    names: Vec<(Box<str>, u32)>,
     declared: Declared,
 }
 
@@ -261,6 +272,11 @@ impl Decoder {
             aliases,
             message: slot_of("message"),
             cri: [slot_of("time"), slot_of("stream"), slot_of("logtag")],
+            names: fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.as_str().into(), i as u32))
+                .collect(),
             declared: Declared::default(),
         }
     }
@@ -333,7 +349,7 @@ impl Decoder {
                 detect(line.trim_ascii_start().as_bytes())
             }
             (Some(Envelope::None) | None, InputFormat::Fixed(f)) => f,
-            (Some(Envelope::Cri), _) => Format::Text,
+            (Some(Envelope::Cri | Envelope::Syslog), _) => Format::Text,
             (Some(_), _) => Format::Json,
         };
         let envelope = match declared {
@@ -342,6 +358,7 @@ impl Decoder {
             None if self.input != InputFormat::Auto => None,
             None => match format {
                 Format::Text if cri::detect(line) => Some(Envelope::Cri),
+                Format::Text if syslog::detect(line) => Some(Envelope::Syslog),
                 _ => None,
             },
         };
@@ -350,6 +367,18 @@ impl Decoder {
             out.envelope = Some(Envelope::Cri);
             self.note_cri(&cri, out);
             return Ok(Unwrapped::Cri(cri));
+        }
+        if envelope == Some(Envelope::Syslog) {
+            let mut values = std::mem::take(&mut out.scratch);
+            let parsed = syslog::parse(line, &mut values);
+            if let Ok(l) = &parsed {
+                message.clear();
+                message.push_str(l.message);
+                self.note_syslog(l, &values, out);
+                out.envelope = Some(Envelope::Syslog);
+            }
+            out.scratch = values;
+            return parsed.map(|_| Unwrapped::Message);
         }
         self.scan(line, format, out)?;
         let envelope = match envelope {
@@ -379,8 +408,7 @@ impl Decoder {
         out.outer_scratch.clear();
         let copy = |span: Span, out: &mut Decoded| {
             let at = out.outer_scratch.len();
-            out.outer_scratch
-                .push_str(span.get(line, &out.scratch));
+            out.outer_scratch.push_str(span.get(line, &out.scratch));
             Span {
                 start: at as u32,
                 end: out.outer_scratch.len() as u32,
@@ -454,6 +482,45 @@ impl Decoder {
         out.outer_scratch.clear();
         for (slot, text) in self.cri.iter().zip([line.time, line.stream, line.tags]) {
             if let Some(slot) = slot {
+                let at = out.outer_scratch.len();
+                out.outer_scratch.push_str(text);
+                out.outer[*slot as usize] = Some(Span {
+                    start: at as u32,
+                    end: out.outer_scratch.len() as u32,
+                    scratch: true,
+                });
+            }
+        }
+    }
+
+    /// Syslog's fields, as the envelope's.
+    fn note_syslog(&self, l: &syslog::Line<'_>, values: &str, out: &mut Decoded) {
+        out.outer.clear();
+        out.outer.resize(self.fields, None);
+        out.outer_scratch.clear();
+        let priority = l.priority.map(|p| p.to_string());
+        let fixed = [
+            ("priority", priority.as_deref()),
+            ("facility", l.facility()),
+            ("severity", l.severity()),
+            ("timestamp", l.timestamp),
+            ("hostname", l.hostname),
+            ("appname", l.appname),
+            ("procid", l.procid),
+            ("msgid", l.msgid),
+        ];
+        for (name, slot) in &self.names {
+            let text = match fixed.iter().find(|(n, _)| **n == **name) {
+                Some((_, v)) => *v,
+                // `sd.<SD-ID>.<name>`, compared without building the name.
+                None => name.strip_prefix("sd.").and_then(|rest| {
+                    l.params.iter().find_map(|(id, param, (a, b))| {
+                        let p = rest.strip_prefix(id)?.strip_prefix('.')?;
+                        (p == *param).then(|| &values[*a..*b])
+                    })
+                }),
+            };
+            if let Some(text) = text {
                 let at = out.outer_scratch.len();
                 out.outer_scratch.push_str(text);
                 out.outer[*slot as usize] = Some(Span {
@@ -718,6 +785,35 @@ mod tests {
         let (env, _, f) = unwrap_one(&d, "t", vector);
         assert_eq!(env, Some(Envelope::Kubernetes));
         assert_eq!(f, ["shop", "cart", "stderr"].map(|s| Some(s.to_string())));
+    }
+
+    #[test]
+    fn issue12_syslog_lines_with_a_priority_are_detected() {
+        let d = decoder(
+            &["severity", "appname", "sd.origin.ip", "level"],
+            InputFormat::Auto,
+        );
+        let (env, text, f) = unwrap_one(
+            &d,
+            "t",
+            r#"<11>1 2026-11-26T22:00:00Z h app - - [origin ip="10.0.0.1"] level=error msg=x"#,
+        );
+        assert_eq!(
+            (env, text.as_str()),
+            (Some(Envelope::Syslog), "level=error msg=x")
+        );
+        assert_eq!(
+            f,
+            ["err", "app", "10.0.0.1", "error"].map(|s| Some(s.to_string()))
+        );
+        let file_format = "2026-11-26T22:00:00.1+00:00 web-1 sshd[1]: hi";
+        assert_eq!(unwrap_one(&d, "t", file_format).0, None);
+        let (mut out, mut msg) = (Decoded::default(), String::new());
+        assert_eq!(
+            d.unwrap("t", b"<300>1 - - - - - - x", &mut msg, &mut out)
+                .err(),
+            Some(DecodeError::BadSyslogPriority)
+        );
     }
 
     #[test]

@@ -903,6 +903,34 @@ mod tests {
         (render(&program, &global, ExpositionFormat::Text, 0), fates)
     }
 
+    /// Issue 12: a CRI line cut into parts is one event, evaluated at its last part; every
+    /// part's record gets that event's fate, and parts whose line does not end in the batch
+    /// are dead letters with their reason, not lost.
+    #[test]
+    fn issue12_cri_parts_share_their_line_fate_and_unfinished_parts_are_dead_letters() {
+        let rules = "team: t\nrules:\n  - name: r\n    match: {fields: {level: {equals: error}}}\n    metrics: [{name: errors_total, type: counter, help: E., labels: {stream: stream}}]\n    then: keep\n  - name: other\n    match: {not: {fields: {level: {exists: true}}}}\n    metrics: [{name: other_total, type: counter, help: O.}]\n    then: drop\n";
+        let (out, fates) = run(
+            rules,
+            &[
+                r#"2026-11-26T22:00:00.000000001Z stdout P {"level":"er"#,
+                "2026-11-26T22:00:00.000000002Z stderr F plain text on stderr",
+                r#"2026-11-26T22:00:00.000000003Z stdout F ror","msg":"x"}"#,
+                "2026-11-26T22:00:00.000000004Z stdout P left open",
+            ],
+        );
+        assert!(out.contains("errors_total{stream=\"stdout\"} 1"), "{out}");
+        assert!(out.contains("other_total 1"), "{out}");
+        assert_eq!(
+            fates,
+            vec![
+                Fate::Keep,
+                Fate::Drop,
+                Fate::Keep,
+                Fate::DeadLetter(Reason::Decode(DecodeError::CriPartialUnfinished)),
+            ]
+        );
+    }
+
     /// Issue 8: trace summaries carry `duration_ms`, as service logs do; only the rules that
     /// name their topic may count them.
     #[test]
