@@ -58,6 +58,29 @@ pub fn detect(line: &str) -> bool {
     line.as_bytes().first().is_some_and(u8::is_ascii_digit) && parse(line).is_some()
 }
 
+/// Whether `line` is a CRI partial line (whose next part follows).
+pub fn is_partial(line: &[u8]) -> bool {
+    line.first().is_some_and(u8::is_ascii_digit)
+        && std::str::from_utf8(line)
+            .ok()
+            .and_then(parse)
+            .is_some_and(|l| l.partial)
+}
+
+/// Where to cut `buf` at a newline (`nl`, the last one) so that a run of CRI partial lines is
+/// not split from its last part: before the run, if that is in the second half of `buf`
+/// (a run longer than that is cut anyway; its join is then refused, not lost).
+pub fn whole_line_cut(buf: &[u8], mut nl: usize) -> usize {
+    let floor = buf.len() / 2;
+    loop {
+        let start = memchr::memrchr(b'\n', &buf[..nl]).map_or(0, |i| i + 1);
+        if start == 0 || start - 1 < floor || !is_partial(&buf[start..nl]) {
+            return nl;
+        }
+        nl = start - 1;
+    }
+}
+
 /// Partial lines waiting for their last part, per topic and stream.
 #[derive(Debug, Default)]
 pub struct Joiner {
@@ -181,6 +204,18 @@ mod tests {
         assert!(parse("2026-11-26T22:00:00Z stdout X x").is_none());
         assert!(parse("2026-11-26 22:00:00 stdout F x").is_none());
         assert!(!detect("10.0.0.1 - - [26/Nov/2026] \"GET /\""));
+    }
+
+    #[test]
+    fn cuts_keep_partial_runs_whole() {
+        let buf = b"2026-11-26T22:00:00Z stdout F a\n2026-11-26T22:00:00Z stdout P b\n2026-11-26T22:00:00Z stdout P c\n";
+        let last = buf.len() - 1;
+        let first_end = memchr::memchr(b'\n', buf).unwrap();
+        // The run reaches into the first half: it is cut anyway, but not after its last part.
+        assert!(whole_line_cut(buf, last) > first_end);
+        assert!(whole_line_cut(buf, last) < last);
+        let plain = b"x\ny\n";
+        assert_eq!(whole_line_cut(plain, 3), 3);
     }
 
     #[test]
