@@ -44,6 +44,8 @@ pub struct Config {
     /// same file name: evaluated on the same events, shown only at `/-/shadow`.
     pub rules_candidate: Vec<PathBuf>,
     pub input: InputFormat,
+    /// Envelopes per topic (`input.envelopes`), before the rule files' declarations.
+    pub envelopes: crate::decode::envelope::Declared,
     pub limits: Limits,
     pub kept_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
@@ -114,7 +116,7 @@ const KAFKA: &[&str] = &[
     "topic_refresh_interval",
     "properties",
 ];
-const INPUT: &[&str] = &["format", "max_event_bytes", "max_json_depth"];
+const INPUT: &[&str] = &["format", "envelopes", "max_event_bytes", "max_json_depth"];
 const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic", "traces_topic"];
 const TRACES: &[&str] = &[
     "window",
@@ -321,6 +323,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         })
         .unwrap_or_default();
     let mut input = InputFormat::Auto;
+    let mut envelopes = crate::decode::envelope::Declared::default();
     let mut limits = Limits::default();
     if let Some(mut i) = top
         .get("input")
@@ -344,6 +347,12 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         if let Some(n) = i.get("max_json_depth") {
             limits.max_json_depth =
                 limit(n, "`max_json_depth`", sink).unwrap_or(limits.max_json_depth);
+        }
+        if let Some(n) = i.get("envelopes") {
+            envelopes.topics = crate::rules::compile::envelopes::declarations(n, sink)
+                .into_iter()
+                .map(|(t, e, _)| (t, e))
+                .collect();
         }
         i.finish(INPUT, "`input`", sink);
     }
@@ -598,6 +607,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         rules,
         rules_candidate,
         input,
+        envelopes,
         limits,
         kept_topic,
         dead_letter_topic,
@@ -650,6 +660,25 @@ mod tests {
         assert_eq!(c.state_topic, "g-state");
         assert_eq!(c.delivery, Delivery::ExactlyOnce);
         assert!(c.rules[0].ends_with("rules/"));
+    }
+
+    #[test]
+    fn issue12_envelopes_are_declared_per_topic() {
+        use crate::decode::envelope::Envelope;
+        let c = load_str(
+            "kafka: {brokers: b, group_id: g, topics: [pods, beats]}\nrules: [r]\ninput: {envelopes: {pods: cri, 'beats*': filebeat}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.envelopes.of("pods"), Some(Envelope::Cri));
+        assert_eq!(c.envelopes.of("beats-eu"), Some(Envelope::Ecs));
+        assert_eq!(c.envelopes.of("other"), None);
+        let errs = load_str(
+            "kafka: {brokers: b, group_id: g, topics: [t]}\nrules: [r]\ninput: {envelopes: {t: dockr}}\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert!(all.contains("unknown envelope `dockr`"), "{all}");
+        assert!(all.contains("did you mean `docker`"), "{all}");
     }
 
     #[test]

@@ -38,6 +38,11 @@ enum Command {
         /// How to decode events: auto (per event), json, logfmt or text.
         #[arg(long, default_value = "auto")]
         format: InputFormat,
+        /// The shipper's envelope around every record: docker, cri, ecs (filebeat),
+        /// kubernetes (fluentbit, vector) or none; without it, detected per event where
+        /// unambiguous, or as the rule files' `envelopes:` declare per topic.
+        #[arg(long)]
+        envelope: Option<logmill::decode::envelope::Envelope>,
         /// Write the exposition here instead of stdout.
         #[arg(long)]
         metrics_out: Option<PathBuf>,
@@ -382,6 +387,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replay {
             rules,
             format,
+            envelope,
             metrics_out,
             logs_out,
             logs_json,
@@ -412,6 +418,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cmd::replay::Options {
                     inputs,
                     format,
+                    envelopes: logmill::decode::envelope::Declared {
+                        topics: envelope
+                            .map(|e| (logmill::rules::program::TopicPattern::new("*"), e))
+                            .into_iter()
+                            .collect(),
+                    },
                     limits: Limits {
                         max_event_bytes,
                         max_json_depth,

@@ -15,6 +15,7 @@ use crate::rules::Program;
 pub const EVENTS_IN: &str = "logmill_events_total";
 pub const EVENTS_DECODED: &str = "logmill_events_decoded_total";
 pub const DECODE_ERRORS: &str = "logmill_decode_errors_total";
+pub const EVENTS_UNWRAPPED: &str = "logmill_events_unwrapped_total";
 pub const TRACE_IDS_INVALID: &str = "logmill_trace_ids_invalid_total";
 pub const EVENTS_KEPT: &str = "logmill_events_kept_total";
 pub const EVENTS_DROPPED: &str = "logmill_events_dropped_total";
@@ -286,6 +287,15 @@ pub fn publish(program: &Program, c: &Counters, how: Publish) {
             c.decode_errors[e as usize],
         );
     }
+    for e in crate::decode::envelope::Envelope::ALL {
+        if e != crate::decode::envelope::Envelope::None {
+            put(
+                counter!(EVENTS_UNWRAPPED, "envelope" => e.as_str()),
+                how,
+                c.by_envelope[e as usize],
+            );
+        }
+    }
     for src in crate::extract::trace::Source::ALL {
         for why in crate::extract::trace::Invalid::ALL {
             let n = c.trace_invalid[src as usize][why as usize];
@@ -389,6 +399,10 @@ impl Counters {
         self.by_format
             .iter_mut()
             .zip(o.by_format)
+            .for_each(|(a, b)| *a += b);
+        self.by_envelope
+            .iter_mut()
+            .zip(o.by_envelope)
             .for_each(|(a, b)| *a += b);
         for (a, b) in self.trace_invalid.iter_mut().zip(&o.trace_invalid) {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);

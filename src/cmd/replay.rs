@@ -24,6 +24,8 @@ use logmill::source::file::{Chunk, lines, read_chunks};
 pub struct Options {
     pub inputs: Vec<PathBuf>,
     pub format: InputFormat,
+    /// `--envelope`: every input's records are in this envelope.
+    pub envelopes: logmill::decode::envelope::Declared,
     pub limits: Limits,
     pub exposition: ExpositionFormat,
     pub metrics_out: Option<PathBuf>,
@@ -161,8 +163,10 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             let names = &names;
             let topic_name = opts.topic.as_deref();
             let (format, limits) = (opts.format, opts.limits);
+            let envelopes = &opts.envelopes;
             workers.push(s.spawn(move || {
                 let mut engine = Engine::new(Arc::clone(&program), format, limits);
+                engine.declare_envelopes(envelopes);
                 let mut fates = Vec::with_capacity(BATCH);
                 loop {
                     let chunk = match rx.lock().expect("reader never panics holding it").recv() {
@@ -188,7 +192,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         traces: Vec::new(),
                     };
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-                    for group in all.chunks(BATCH) {
+                    for group in batches(&all, |l| l.1) {
                         batch.clear();
                         // Replay has no event time: the wall clock stands in for it, and line
                         // order decides which gauge `set` wins.
@@ -631,4 +635,24 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// A chunk's lines in batches of `BATCH`, a batch ending only after a CRI line's last part
+/// (its parts are joined within a batch), up to twice as long.
+fn batches<T>(all: &[T], line: impl Fn(&T) -> &[u8]) -> Vec<&[T]> {
+    let mut out = Vec::with_capacity(all.len() / BATCH + 1);
+    let mut rest = all;
+    while !rest.is_empty() {
+        let mut n = rest.len().min(BATCH);
+        while n < rest.len()
+            && n < 2 * BATCH
+            && logmill::decode::cri::is_partial(line(&rest[n - 1]))
+        {
+            n += 1;
+        }
+        let (group, tail) = rest.split_at(n);
+        out.push(group);
+        rest = tail;
+    }
+    out
 }

@@ -332,6 +332,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         rules_candidate: Vec::new(),
         budgets: Default::default(),
         input: InputFormat::Auto,
+        envelopes: Default::default(),
         limits: Limits::default(),
         kept_topic: Some("logs-kept".into()),
         dead_letter_topic: Some("logs-dead-letter".into()),

@@ -35,7 +35,7 @@ enum MessageSource {
     Line,
     Field {
         name: String,
-        decoder: Decoder,
+        decoder: Box<Decoder>,
         decoded: Decoded,
     },
     /// What the service mines: the `message` of the first matching rule that reduces the
@@ -167,14 +167,14 @@ fn mine(opts: Options) -> Result<()> {
             };
             MessageSource::Field {
                 name: name.clone(),
-                decoder: Decoder::new(
+                decoder: Box::new(Decoder::new(
                     &[path],
                     InputFormat::Auto,
                     Limits {
                         max_event_bytes: usize::MAX,
                         ..Limits::default()
                     },
-                ),
+                )),
                 decoded: Decoded::default(),
             }
         }

@@ -20,6 +20,8 @@ struct TrieNode {
     filter: [u64; 4],
     indices: Vec<(usize, u32)>,
     slot: Option<u32>,
+    /// A child has children: a dotted key (`"log.level"`) may name a path below this node.
+    deep: bool,
 }
 
 /// A key's bit in `TrieNode::filter`: from its length and first and last bytes.
@@ -71,6 +73,13 @@ impl PathTrie {
                 };
             }
             trie.nodes[node].slot = Some(slot as u32);
+        }
+        for n in 0..trie.nodes.len() {
+            let deep = trie.nodes[n]
+                .keys
+                .iter()
+                .any(|(_, c)| !trie.nodes[*c as usize].keys.is_empty());
+            trie.nodes[n].deep = deep;
         }
         trie
     }
@@ -298,8 +307,8 @@ impl Scanner<'_> {
     }
 
     fn child_by_key(&mut self, node: u32, ks: usize, ke: usize, escaped: bool) -> Option<u32> {
-        let node = &self.trie.nodes[node as usize];
-        if node.keys.is_empty() {
+        let n = &self.trie.nodes[node as usize];
+        if n.keys.is_empty() {
             return None;
         }
         let key: &[u8] = if escaped {
@@ -310,14 +319,31 @@ impl Scanner<'_> {
             &self.b[ks..ke]
         };
         let b = bucket(key);
-        if node.filter[b / 64] & (1 << (b % 64)) == 0 {
-            return None;
-        }
         let first = key.first().copied();
-        node.keys
-            .iter()
-            .find(|(k, _)| k.len() == key.len() && k.first().copied() == first && **k == *key)
-            .map(|(_, c)| *c)
+        let found = (n.filter[b / 64] & (1 << (b % 64)) != 0)
+            .then(|| {
+                n.keys
+                    .iter()
+                    .find(|(k, _)| {
+                        k.len() == key.len() && k.first().copied() == first && **k == *key
+                    })
+                    .map(|(_, c)| *c)
+            })
+            .flatten();
+        if found.is_some() || !n.deep || !key.contains(&b'.') {
+            return found;
+        }
+        // ECS loggers write `"log.level": "info"` for `{"log": {"level": "info"}}`: the same
+        // field. Only looked for where the rules read a nested path.
+        let mut at = node;
+        for part in key.split(|b| *b == b'.') {
+            at = self.trie.nodes[at as usize]
+                .keys
+                .iter()
+                .find(|(k, _)| **k == *part)
+                .map(|(_, c)| *c)?;
+        }
+        (at != node).then_some(at)
     }
 
     /// After the opening quote; returns the content span and whether it has escapes.

@@ -3,13 +3,20 @@
 //! Decoding is driven by the compiled rules: only the fields some rule reads are located
 //! (`Program::event_fields`), so a JSON event costs one validating scan and no tree.
 
+pub mod cri;
+pub mod docker;
+pub mod ecs;
+pub mod envelope;
 pub mod json;
+pub mod kubernetes;
 pub mod logfmt;
+pub mod syslog;
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::rules::program::FieldPath;
+use crate::rules::program::{FieldPath, PathSegment};
+use envelope::{Declared, Envelope, Key};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -61,16 +68,34 @@ pub enum DecodeError {
     MalformedJson,
     JsonTooDeep,
     MalformedLogfmt,
+    /// A record of a topic declared `cri` that is not a CRI line.
+    MalformedCri,
+    /// CRI partial lines whose last part did not come in their batch.
+    CriPartialUnfinished,
+    /// CRI partial lines that joined would pass `max_event_bytes`.
+    CriPartialTooLarge,
+    /// A JSON envelope without its message (`log`, `message`).
+    MissingMessage,
+    /// A syslog priority that is not 0 to 191 in one to three digits.
+    BadSyslogPriority,
+    /// A record of a topic declared `syslog` that is not a syslog line.
+    MalformedSyslog,
 }
 
 impl DecodeError {
-    pub const ALL: [DecodeError; 6] = [
+    pub const ALL: [DecodeError; 12] = [
         DecodeError::Empty,
         DecodeError::TooLarge,
         DecodeError::InvalidUtf8,
         DecodeError::MalformedJson,
         DecodeError::JsonTooDeep,
         DecodeError::MalformedLogfmt,
+        DecodeError::MalformedCri,
+        DecodeError::CriPartialUnfinished,
+        DecodeError::CriPartialTooLarge,
+        DecodeError::MissingMessage,
+        DecodeError::BadSyslogPriority,
+        DecodeError::MalformedSyslog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +106,12 @@ impl DecodeError {
             DecodeError::MalformedJson => "malformed_json",
             DecodeError::JsonTooDeep => "json_too_deep",
             DecodeError::MalformedLogfmt => "malformed_logfmt",
+            DecodeError::MalformedCri => "malformed_cri",
+            DecodeError::CriPartialUnfinished => "cri_partial_unfinished",
+            DecodeError::CriPartialTooLarge => "cri_partial_too_large",
+            DecodeError::MissingMessage => "missing_message",
+            DecodeError::BadSyslogPriority => "bad_syslog_priority",
+            DecodeError::MalformedSyslog => "malformed_syslog",
         }
     }
 }
@@ -133,9 +164,29 @@ impl Span {
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub format: Option<Format>,
+    /// The envelope the event was unwrapped from, if any.
+    pub envelope: Option<Envelope>,
     /// `slots[i]` holds `Program::event_fields[i]` when the event has it.
     pub slots: Vec<Option<Span>>,
     pub scratch: String,
+    /// The envelope's own fields, by the same slots, as text in `outer_scratch`: the message
+    /// is decoded into `slots` first, these fill what it does not have.
+    outer: Vec<Option<Span>>,
+    outer_scratch: String,
+    /// The last topic looked up in the declarations, and its envelope.
+    topic: Option<(String, Option<Envelope>)>,
+}
+
+/// What a record holds, as `Decoder::unwrap` found it.
+#[derive(Debug)]
+pub enum Unwrapped<'a> {
+    /// The record is the event, fully decoded; this is its text.
+    Line(&'a str),
+    /// An envelope: its message is in the `String` given to `unwrap` and its fields are
+    /// noted; `finish` decodes the message.
+    Message,
+    /// A CRI line: partial lines are joined (`cri::Joiner`) before `finish`.
+    Cri(cri::Line<'a>),
 }
 
 /// Decodes events for one compiled rule set.
@@ -143,49 +194,361 @@ pub struct Decoded {
 pub struct Decoder {
     limits: Limits,
     input: InputFormat,
+    /// The program's fields, then the keys envelopes are told apart by (`keys`), then
+    /// Vector's spellings of Kubernetes fields (`aliases`).
     json: json::PathTrie,
     logfmt_keys: Vec<(Box<[u8]>, u32)>,
+    /// How many slots the program reads (`Program::event_fields`).
+    fields: usize,
+    /// All slots the JSON scan fills.
+    slots: usize,
+    /// The slot of each `envelope::Key`, in `Key::ALL` order.
+    keys: [u32; 6],
+    /// `(alias, field)`: Vector's name of a Kubernetes field a rule reads by Fluent Bit's.
+    aliases: Vec<(u32, u32)>,
+    /// The program's slots of the fields every envelope may give: `message`, then CRI's
+    /// `time`, `stream` and `logtag`.
+    message: Option<u32>,
+    cri: [Option<u32>; 3],
+    /// The program's fields by name, for envelopes parsed by hand (syslog).
+    names: Vec<(Box<str>, u32)>,
+    declared: Declared,
 }
 
 impl Decoder {
     pub fn new(fields: &[FieldPath], input: InputFormat, limits: Limits) -> Decoder {
+        let slot_of = |name: &str| {
+            fields
+                .iter()
+                .position(|f| f.name == name && f.segments.len() == name.split('.').count())
+                .map(|i| i as u32)
+        };
+        let mut all: Vec<FieldPath> = fields.to_vec();
+        let mut keys = [0u32; 6];
+        for (k, key) in Key::ALL.iter().enumerate() {
+            let path = key.path();
+            let at = all.iter().position(|f| {
+                f.segments
+                    .iter()
+                    .map(|s| match s {
+                        PathSegment::Key(k) => k.as_str(),
+                        PathSegment::Index(_) => "[]",
+                    })
+                    .eq(path.split('.'))
+            });
+            keys[k] = match at {
+                Some(i) => i as u32,
+                None => {
+                    all.push(FieldPath {
+                        name: path.to_string(),
+                        segments: path
+                            .split('.')
+                            .map(|s| PathSegment::Key(s.to_string()))
+                            .collect(),
+                    });
+                    (all.len() - 1) as u32
+                }
+            };
+        }
+        let mut aliases = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            if let Some(alias) = kubernetes::vector_alias(f) {
+                all.push(alias);
+                aliases.push(((all.len() - 1) as u32, i as u32));
+            }
+        }
         Decoder {
             limits,
             input,
-            json: json::PathTrie::new(fields),
+            json: json::PathTrie::new(&all),
             logfmt_keys: fields
                 .iter()
                 .enumerate()
                 .map(|(i, f)| (f.name.as_bytes().into(), i as u32))
                 .collect(),
+            fields: fields.len(),
+            slots: all.len(),
+            keys,
+            aliases,
+            message: slot_of("message"),
+            cri: [slot_of("time"), slot_of("stream"), slot_of("logtag")],
+            names: fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.as_str().into(), i as u32))
+                .collect(),
+            declared: Declared::default(),
         }
     }
 
-    /// Validates and decodes `bytes`; on success the event's text is `bytes` as `&str`.
-    pub fn decode<'a>(&self, bytes: &'a [u8], out: &mut Decoded) -> Result<&'a str, DecodeError> {
+    /// Topics whose envelope is declared (the first declaration naming a topic wins).
+    pub fn declare(&mut self, declared: Declared) {
+        self.declared = declared;
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn reset(&self, out: &mut Decoded) {
         out.format = None;
+        out.envelope = None;
         out.slots.clear();
-        out.slots.resize(self.logfmt_keys.len(), None);
+        out.slots.resize(self.slots, None);
         out.scratch.clear();
+    }
+
+    /// Validates and decodes `bytes` as an event itself (no envelope); on success the event's
+    /// text is `bytes` as `&str`.
+    pub fn decode<'a>(&self, bytes: &'a [u8], out: &mut Decoded) -> Result<&'a str, DecodeError> {
+        self.reset(out);
+        let line = self.validate(bytes)?;
+        let format = match self.input {
+            InputFormat::Fixed(f) => f,
+            InputFormat::Auto => detect(line.trim_ascii_start().as_bytes()),
+        };
+        self.scan(line, format, out)?;
+        Ok(line)
+    }
+
+    fn validate<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, DecodeError> {
         if bytes.len() > self.limits.max_event_bytes {
             return Err(DecodeError::TooLarge);
         }
         let line = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
-        let trimmed = line.trim_ascii_start();
-        if trimmed.is_empty() {
+        if line.trim_ascii_start().is_empty() {
             return Err(DecodeError::Empty);
         }
-        let format = match self.input {
-            InputFormat::Fixed(f) => f,
-            InputFormat::Auto => detect(trimmed.as_bytes()),
-        };
+        Ok(line)
+    }
+
+    fn scan(&self, line: &str, format: Format, out: &mut Decoded) -> Result<(), DecodeError> {
         match format {
             Format::Json => json::scan(line, &self.json, self.limits.max_json_depth, out)?,
             Format::Logfmt => logfmt::scan(line, &self.logfmt_keys, out)?,
             Format::Text => {}
         }
         out.format = Some(format);
-        Ok(line)
+        Ok(())
+    }
+
+    /// Validates `bytes` and unwraps the envelope of `topic`'s record: declared, else
+    /// detected (only when the input format is `auto`: a fixed format says what records are).
+    pub fn unwrap<'a>(
+        &self,
+        topic: &str,
+        bytes: &'a [u8],
+        message: &mut String,
+        out: &mut Decoded,
+    ) -> Result<Unwrapped<'a>, DecodeError> {
+        self.reset(out);
+        let line = self.validate(bytes)?;
+        let declared = self.declared_of(topic, out);
+        let format = match (declared, self.input) {
+            (Some(Envelope::None), InputFormat::Auto) | (None, InputFormat::Auto) => {
+                detect(line.trim_ascii_start().as_bytes())
+            }
+            (Some(Envelope::None) | None, InputFormat::Fixed(f)) => f,
+            (Some(Envelope::Cri | Envelope::Syslog), _) => Format::Text,
+            (Some(_), _) => Format::Json,
+        };
+        let envelope = match declared {
+            Some(Envelope::None) => None,
+            Some(e) => Some(e),
+            None if self.input != InputFormat::Auto => None,
+            None => match format {
+                Format::Text if cri::detect(line) => Some(Envelope::Cri),
+                Format::Text if syslog::detect(line) => Some(Envelope::Syslog),
+                _ => None,
+            },
+        };
+        if envelope == Some(Envelope::Cri) {
+            let cri = cri::parse(line).ok_or(DecodeError::MalformedCri)?;
+            out.envelope = Some(Envelope::Cri);
+            self.note_cri(&cri, out);
+            return Ok(Unwrapped::Cri(cri));
+        }
+        if envelope == Some(Envelope::Syslog) {
+            let mut values = std::mem::take(&mut out.scratch);
+            let parsed = syslog::parse(line, &mut values);
+            if let Ok(l) = &parsed {
+                message.clear();
+                message.push_str(l.message);
+                self.note_syslog(l, &values, out);
+                out.envelope = Some(Envelope::Syslog);
+            }
+            out.scratch = values;
+            return parsed.map(|_| Unwrapped::Message);
+        }
+        self.scan(line, format, out)?;
+        let envelope = match envelope {
+            Some(e) => e,
+            None if format == Format::Json
+                && declared.is_none()
+                && self.input == InputFormat::Auto =>
+            {
+                match envelope::detect_json(&self.found(line, out)) {
+                    Some(e) => e,
+                    None => return Ok(Unwrapped::Line(line)),
+                }
+            }
+            None => return Ok(Unwrapped::Line(line)),
+        };
+        let text = envelope::message_keys(envelope)
+            .iter()
+            .find_map(|k| out.slots[self.keys[*k as usize] as usize])
+            .ok_or(DecodeError::MissingMessage)?
+            .get(line, &out.scratch);
+        message.clear();
+        message.push_str(text.strip_suffix('\n').unwrap_or(text));
+        out.envelope = Some(envelope);
+        // The envelope's fields are copied aside: the message's own decoding reuses `slots`.
+        out.outer.clear();
+        out.outer.resize(self.fields, None);
+        out.outer_scratch.clear();
+        let copy = |span: Span, out: &mut Decoded| {
+            let at = out.outer_scratch.len();
+            out.outer_scratch.push_str(span.get(line, &out.scratch));
+            Span {
+                start: at as u32,
+                end: out.outer_scratch.len() as u32,
+                scratch: true,
+            }
+        };
+        for i in 0..self.fields {
+            if let Some(span) = out.slots[i] {
+                out.outer[i] = Some(copy(span, out));
+            }
+        }
+        if envelope == Envelope::Kubernetes {
+            for &(alias, field) in &self.aliases {
+                if let (None, Some(span)) = (out.outer[field as usize], out.slots[alias as usize]) {
+                    out.outer[field as usize] = Some(copy(span, out));
+                }
+            }
+        }
+        Ok(Unwrapped::Message)
+    }
+
+    /// Decodes an envelope's message (after `unwrap`), then gives it the envelope's fields it
+    /// does not have itself.
+    pub fn finish(&self, message: &str, out: &mut Decoded) -> Result<(), DecodeError> {
+        let envelope = out.envelope;
+        self.reset(out);
+        out.envelope = envelope;
+        let trimmed = message.trim_ascii_start();
+        let format = match self.input {
+            InputFormat::Fixed(f) if !trimmed.is_empty() => f,
+            _ if trimmed.is_empty() => Format::Text,
+            _ => detect(trimmed.as_bytes()),
+        };
+        self.scan(message, format, out)?;
+        for i in 0..self.fields.min(out.outer.len()) {
+            if let (None, Some(span)) = (out.slots[i], out.outer[i]) {
+                let at = out.scratch.len();
+                out.scratch
+                    .push_str(span.get("", out.outer_scratch.as_str()));
+                out.slots[i] = Some(Span {
+                    start: at as u32,
+                    end: out.scratch.len() as u32,
+                    scratch: true,
+                });
+            }
+        }
+        if let Some(m) = self.message {
+            out.slots[m as usize].get_or_insert(Span::raw(0, message.len()));
+        }
+        Ok(())
+    }
+
+    fn declared_of(&self, topic: &str, out: &mut Decoded) -> Option<Envelope> {
+        if self.declared.is_empty() {
+            return None;
+        }
+        match &out.topic {
+            Some((t, e)) if t == topic => *e,
+            _ => {
+                let e = self.declared.of(topic);
+                out.topic = Some((topic.to_string(), e));
+                e
+            }
+        }
+    }
+
+    /// CRI's fields, as the envelope's.
+    fn note_cri(&self, line: &cri::Line<'_>, out: &mut Decoded) {
+        out.outer.clear();
+        out.outer.resize(self.fields, None);
+        out.outer_scratch.clear();
+        for (slot, text) in self.cri.iter().zip([line.time, line.stream, line.tags]) {
+            if let Some(slot) = slot {
+                let at = out.outer_scratch.len();
+                out.outer_scratch.push_str(text);
+                out.outer[*slot as usize] = Some(Span {
+                    start: at as u32,
+                    end: out.outer_scratch.len() as u32,
+                    scratch: true,
+                });
+            }
+        }
+    }
+
+    /// Syslog's fields, as the envelope's.
+    fn note_syslog(&self, l: &syslog::Line<'_>, values: &str, out: &mut Decoded) {
+        out.outer.clear();
+        out.outer.resize(self.fields, None);
+        out.outer_scratch.clear();
+        let priority = l.priority.map(|p| p.to_string());
+        let fixed = [
+            ("priority", priority.as_deref()),
+            ("facility", l.facility()),
+            ("severity", l.severity()),
+            ("timestamp", l.timestamp),
+            ("hostname", l.hostname),
+            ("appname", l.appname),
+            ("procid", l.procid),
+            ("msgid", l.msgid),
+        ];
+        for (name, slot) in &self.names {
+            let text = match fixed.iter().find(|(n, _)| **n == **name) {
+                Some((_, v)) => *v,
+                // `sd.<SD-ID>.<name>`, compared without building the name.
+                None => name.strip_prefix("sd.").and_then(|rest| {
+                    l.params.iter().find_map(|(id, param, (a, b))| {
+                        let p = rest.strip_prefix(id)?.strip_prefix('.')?;
+                        (p == *param).then(|| &values[*a..*b])
+                    })
+                }),
+            };
+            if let Some(text) = text {
+                let at = out.outer_scratch.len();
+                out.outer_scratch.push_str(text);
+                out.outer[*slot as usize] = Some(Span {
+                    start: at as u32,
+                    end: out.outer_scratch.len() as u32,
+                    scratch: true,
+                });
+            }
+        }
+    }
+
+    /// Which of the keys that tell JSON envelopes apart the scanned record has.
+    fn found(&self, line: &str, out: &Decoded) -> envelope::Found {
+        let at = |k: Key| out.slots[self.keys[k as usize] as usize];
+        // A string value's span starts after its quote (or is unescaped into the scratch).
+        let string = |k: Key| {
+            at(k).is_some_and(|s| {
+                s.scratch || (s.start > 0 && line.as_bytes()[s.start as usize - 1] == b'"')
+            })
+        };
+        envelope::Found {
+            log_string: string(Key::Log),
+            message_string: string(Key::Message),
+            stream: at(Key::Stream).is_some(),
+            time: at(Key::Time).is_some(),
+            kubernetes: at(Key::Kubernetes).is_some(),
+            ecs_version: at(Key::EcsVersion).is_some(),
+        }
     }
 }
 
@@ -257,6 +620,7 @@ pub(crate) fn unescape_json_into(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::program::TopicPattern;
 
     #[test]
     fn detects_formats() {
@@ -298,6 +662,157 @@ mod tests {
         assert_eq!(
             d.decode(b"a=\"open", &mut out),
             Err(DecodeError::MalformedLogfmt)
+        );
+    }
+
+    fn decoder(fields: &[&str], input: InputFormat) -> Decoder {
+        let paths: Vec<FieldPath> = fields
+            .iter()
+            .map(|f| crate::rules::compile::parse_path(f).unwrap())
+            .collect();
+        Decoder::new(&paths, input, Limits::default())
+    }
+
+    /// Unwraps and decodes one record: its envelope, text and the fields asked for.
+    fn unwrap_one(
+        d: &Decoder,
+        topic: &str,
+        rec: &str,
+    ) -> (Option<Envelope>, String, Vec<Option<String>>) {
+        let (mut out, mut msg) = (Decoded::default(), String::new());
+        let text = match d.unwrap(topic, rec.as_bytes(), &mut msg, &mut out).unwrap() {
+            Unwrapped::Line(l) => l.to_string(),
+            Unwrapped::Message => {
+                d.finish(&msg, &mut out).unwrap();
+                msg.clone()
+            }
+            Unwrapped::Cri(c) => {
+                msg = c.message.to_string();
+                d.finish(&msg, &mut out).unwrap();
+                msg.clone()
+            }
+        };
+        let fields = out.slots[..d.fields]
+            .iter()
+            .map(|s| s.map(|s| s.get(&text, &out.scratch).to_string()))
+            .collect();
+        (out.envelope, text, fields)
+    }
+
+    #[test]
+    fn issue12_docker_message_is_the_text_and_app_fields_win() {
+        let d = decoder(&["message", "stream", "time", "level"], InputFormat::Auto);
+        let (env, text, f) = unwrap_one(
+            &d,
+            "t",
+            r#"{"log":"{\"level\":\"warn\",\"time\":\"app\"}\n","stream":"stderr","time":"2026-11-26T22:00:00Z"}"#,
+        );
+        assert_eq!(env, Some(Envelope::Docker));
+        assert_eq!(text, r#"{"level":"warn","time":"app"}"#);
+        assert_eq!(
+            f,
+            [
+                Some(text.as_str()),
+                Some("stderr"),
+                Some("app"),
+                Some("warn")
+            ]
+            .map(|s| s.map(str::to_string))
+        );
+    }
+
+    #[test]
+    fn issue12_plain_json_and_fixed_formats_are_not_unwrapped() {
+        let auto = decoder(&["message"], InputFormat::Auto);
+        let plain = r#"{"message":"hi","time":"2026-11-26T22:00:00Z","stream":"x"}"#;
+        let (env, text, _) = unwrap_one(&auto, "t", plain);
+        assert_eq!((env, text.as_str()), (None, plain));
+        let fixed = decoder(&["message"], InputFormat::Fixed(Format::Json));
+        let docker = r#"{"log":"x","stream":"stdout","time":"2026-11-26T22:00:00Z"}"#;
+        assert_eq!(unwrap_one(&fixed, "t", docker).0, None);
+        assert_eq!(unwrap_one(&auto, "t", docker).0, Some(Envelope::Docker));
+        let text = decoder(&["message"], InputFormat::Fixed(Format::Text));
+        let cri = "2026-11-26T22:00:00.1Z stdout F hello";
+        assert_eq!(unwrap_one(&text, "t", cri).0, None);
+        assert_eq!(unwrap_one(&auto, "t", cri).0, Some(Envelope::Cri));
+    }
+
+    #[test]
+    fn issue12_declared_envelopes_win_over_detection() {
+        let mut d = decoder(&["stream"], InputFormat::Auto);
+        d.declare(Declared {
+            topics: vec![
+                (TopicPattern::new("raw"), Envelope::None),
+                (TopicPattern::new("pods-*"), Envelope::Cri),
+            ],
+        });
+        let cri = "2026-11-26T22:00:00.1Z stdout F hello";
+        assert_eq!(unwrap_one(&d, "raw", cri).0, None);
+        let (env, text, f) = unwrap_one(&d, "pods-a", cri);
+        assert_eq!((env, text.as_str()), (Some(Envelope::Cri), "hello"));
+        assert_eq!(f, vec![Some("stdout".to_string())]);
+        let (mut out, mut msg) = (Decoded::default(), String::new());
+        assert_eq!(
+            d.unwrap("pods-a", b"not cri", &mut msg, &mut out).err(),
+            Some(DecodeError::MalformedCri)
+        );
+    }
+
+    #[test]
+    fn issue12_dotted_keys_read_as_nested_paths() {
+        let d = decoder(&["log.level", "service.name", "message"], InputFormat::Auto);
+        let flat =
+            r#"{"log.level":"info","ecs.version":"1.6.0","service.name":"cart","message":"ok"}"#;
+        let nested = r#"{"log":{"level":"info"},"ecs":{"version":"8.0.0"},"service":{"name":"cart"},"message":"ok"}"#;
+        for rec in [flat, nested] {
+            let (env, text, f) = unwrap_one(&d, "t", rec);
+            assert_eq!((env, text.as_str()), (Some(Envelope::Ecs), "ok"));
+            assert_eq!(f, ["info", "cart", "ok"].map(|s| Some(s.to_string())));
+        }
+    }
+
+    #[test]
+    fn issue12_vector_fields_answer_to_fluent_bit_names() {
+        let d = decoder(
+            &[
+                "kubernetes.namespace_name",
+                "kubernetes.labels.app",
+                "stream",
+            ],
+            InputFormat::Auto,
+        );
+        let vector = r#"{"kubernetes":{"pod_namespace":"shop","pod_labels":{"app":"cart"}},"message":"x","stream":"stderr"}"#;
+        let (env, _, f) = unwrap_one(&d, "t", vector);
+        assert_eq!(env, Some(Envelope::Kubernetes));
+        assert_eq!(f, ["shop", "cart", "stderr"].map(|s| Some(s.to_string())));
+    }
+
+    #[test]
+    fn issue12_syslog_lines_with_a_priority_are_detected() {
+        let d = decoder(
+            &["severity", "appname", "sd.origin.ip", "level"],
+            InputFormat::Auto,
+        );
+        let (env, text, f) = unwrap_one(
+            &d,
+            "t",
+            r#"<11>1 2026-11-26T22:00:00Z h app - - [origin ip="10.0.0.1"] level=error msg=x"#,
+        );
+        assert_eq!(
+            (env, text.as_str()),
+            (Some(Envelope::Syslog), "level=error msg=x")
+        );
+        assert_eq!(
+            f,
+            ["err", "app", "10.0.0.1", "error"].map(|s| Some(s.to_string()))
+        );
+        let file_format = "2026-11-26T22:00:00.1+00:00 web-1 sshd[1]: hi";
+        assert_eq!(unwrap_one(&d, "t", file_format).0, None);
+        let (mut out, mut msg) = (Decoded::default(), String::new());
+        assert_eq!(
+            d.unwrap("t", b"<300>1 - - - - - - x", &mut msg, &mut out)
+                .err(),
+            Some(DecodeError::BadSyslogPriority)
         );
     }
 

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::{Engine, Record, Skip, field_text, gate};
-use crate::decode::{DecodeError, Format};
+use crate::decode::{DecodeError, Format, Unwrapped};
 use crate::derive::Aggregates;
 use crate::reduce::Fate;
 use crate::rules::program::{Cond, FieldRef, Program, Rule, Step, Test, TracePart};
@@ -43,9 +43,32 @@ fn quote(v: &str) -> String {
 
 impl Engine {
     /// Explains `rec`. The engine's aggregates and counters are left as they were.
+    /// An enveloped record is explained as its message; a CRI partial line as if whole (there
+    /// is no batch to join it in).
     pub fn explain(&mut self, rec: &Record<'_>, now_ms: u64) -> Report {
+        let mut message = std::mem::take(&mut self.message);
+        let report = self.explain_unwrapped(rec, now_ms, &mut message);
+        self.message = message;
+        report
+    }
+
+    fn explain_unwrapped(&mut self, rec: &Record<'_>, now_ms: u64, message: &mut String) -> Report {
         let program = std::sync::Arc::clone(&self.program);
-        let line = match self.decoder.decode(rec.payload, &mut self.decoded) {
+        let unwrapped = self
+            .decoder
+            .unwrap(rec.topic, rec.payload, message, &mut self.decoded)
+            .and_then(|u| match u {
+                Unwrapped::Line(l) => Ok(l),
+                Unwrapped::Message | Unwrapped::Cri(_) => {
+                    if let Unwrapped::Cri(c) = u {
+                        message.clear();
+                        message.push_str(c.message);
+                    }
+                    self.decoder.finish(message, &mut self.decoded)?;
+                    Ok(message.as_str())
+                }
+            });
+        let line = match unwrapped {
             Ok(l) => l,
             Err(e) => {
                 return Report {

@@ -11,7 +11,10 @@ pub mod explain;
 
 use crate::correlate::traces::TraceEvent;
 use crate::correlate::{self, Resolved};
-use crate::decode::{Decoded, Decoder, Format, InputFormat, Limits, Span};
+use crate::decode::envelope::{Declared, Envelope};
+use crate::decode::{
+    DecodeError, Decoded, Decoder, Format, InputFormat, Limits, Span, Unwrapped, cri,
+};
 use crate::derive::exemplar::Exemplar;
 use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
@@ -49,8 +52,10 @@ pub struct Counters {
     pub dead_lettered: u64,
     pub unmatched: u64,
     /// By `DecodeError` as index.
-    pub decode_errors: [u64; 6],
+    pub decode_errors: [u64; DecodeError::ALL.len()],
     pub by_format: [u64; 3],
+    /// Events unwrapped from an envelope, by `Envelope` as index.
+    pub by_envelope: [u64; Envelope::ALL.len()],
     /// By rule index.
     pub rule_matches: Vec<u64>,
     /// `(rule, reason)` counts of values that could not be used.
@@ -119,6 +124,12 @@ pub struct Engine {
     program: Arc<Program>,
     decoder: Decoder,
     decoded: Decoded,
+    /// The message of an enveloped event (its text, as the record is a bare event's).
+    message: String,
+    /// CRI partial lines waiting for their last part, within the batch.
+    joiner: cri::Joiner,
+    /// Fates of records decided after their turn (the parts of a joined CRI line).
+    late: Vec<(u32, Fate)>,
     prefilter: prefilter::Scratch,
     candidates: Vec<u32>,
     captures: Vec<Option<Span>>,
@@ -216,8 +227,15 @@ impl Engine {
             n += r.steps.len();
         }
         Engine {
-            decoder: Decoder::new(&program.event_fields, input, limits),
+            decoder: {
+                let mut d = Decoder::new(&program.event_fields, input, limits);
+                d.declare(program.envelopes.clone());
+                d
+            },
             decoded: Decoded::default(),
+            message: String::new(),
+            joiner: cri::Joiner::default(),
+            late: Vec::new(),
             prefilter: prefilter::Scratch::default(),
             candidates: Vec::new(),
             captures: Vec::new(),
@@ -249,6 +267,12 @@ impl Engine {
 
     pub fn program(&self) -> &Arc<Program> {
         &self.program
+    }
+
+    /// Envelopes declared by the service config (or replay's `--envelope`), before those of
+    /// the rule files.
+    pub fn declare_envelopes(&mut self, declared: &Declared) {
+        self.decoder.declare(declared.then(&self.program.envelopes));
     }
 
     /// Quarantines the rules that use more CPU than their team's budget (`budget.cpu`) over
@@ -284,18 +308,18 @@ impl Engine {
         self.asks.clear();
         self.trace_events.clear();
         self.text.clear();
+        self.late.clear();
         for (i, rec) in batch.iter().enumerate() {
-            let fate = self.event(&program, rec, now_ms);
+            // A held CRI part's fate is its line's, known at the line's last part.
+            let fate = self
+                .event(&program, rec, i as u32, now_ms)
+                .unwrap_or(Fate::Drop);
             if let Some(t) = self
                 .trace_events
                 .last_mut()
                 .filter(|t| t.record == u32::MAX)
             {
                 t.record = i as u32;
-            }
-            self.counters.bytes_in += rec.payload.len() as u64;
-            if fate == Fate::Keep {
-                self.counters.bytes_kept += rec.payload.len() as u64;
             }
             if let (Fate::Keep, Some(ask)) = (fate, self.asks.last_mut()) {
                 if ask.record == u32::MAX {
@@ -305,12 +329,28 @@ impl Engine {
                 // Its rule matched, but the event is not kept after all.
                 self.asks.pop();
             }
+            fates.push(fate);
+        }
+        for (r, reason) in self.joiner.unfinished() {
+            self.late
+                .push((r, Fate::DeadLetter(Reason::Decode(reason))));
+        }
+        for &(r, fate) in &self.late {
+            if let Fate::DeadLetter(Reason::Decode(e)) = fate {
+                self.counters.decode_errors[e as usize] += 1;
+            }
+            fates[r as usize] = fate;
+        }
+        for (rec, fate) in batch.iter().zip(fates.iter()) {
+            self.counters.bytes_in += rec.payload.len() as u64;
             match fate {
-                Fate::Keep => self.counters.kept += 1,
+                Fate::Keep => {
+                    self.counters.kept += 1;
+                    self.counters.bytes_kept += rec.payload.len() as u64;
+                }
                 Fate::Drop => self.counters.dropped += 1,
                 Fate::DeadLetter(_) => self.counters.dead_lettered += 1,
             }
-            fates.push(fate);
         }
         self.counters.events_in += batch.len() as u64;
         if let Some(g) = &mut self.cpu_guard {
@@ -321,14 +361,68 @@ impl Engine {
         crate::telemetry::batch_evaluated(elapsed);
     }
 
-    fn event(&mut self, program: &Program, rec: &Record<'_>, now_ms: u64) -> Fate {
-        let line = match self.decoder.decode(rec.payload, &mut self.decoded) {
-            Ok(line) => line,
-            Err(e) => {
-                self.counters.decode_errors[e as usize] += 1;
-                return Fate::DeadLetter(Reason::Decode(e));
-            }
+    /// Record `index`'s fate, or `None` while it is a part of a CRI line still being joined.
+    fn event(
+        &mut self,
+        program: &Program,
+        rec: &Record<'_>,
+        index: u32,
+        now_ms: u64,
+    ) -> Option<Fate> {
+        // Taken out for the event, so that its text can be borrowed beside `&mut self`.
+        let mut message = std::mem::take(&mut self.message);
+        let fate = self.unwrap(program, rec, index, now_ms, &mut message);
+        self.message = message;
+        fate
+    }
+
+    fn unwrap(
+        &mut self,
+        program: &Program,
+        rec: &Record<'_>,
+        index: u32,
+        now_ms: u64,
+        message: &mut String,
+    ) -> Option<Fate> {
+        let dead = |c: &mut Counters, e: DecodeError| {
+            c.decode_errors[e as usize] += 1;
+            Fate::DeadLetter(Reason::Decode(e))
         };
+        let unwrapped = self
+            .decoder
+            .unwrap(rec.topic, rec.payload, message, &mut self.decoded);
+        let line = match unwrapped {
+            Err(e) => return Some(dead(&mut self.counters, e)),
+            Ok(Unwrapped::Line(line)) => return Some(self.evaluate(program, rec, line, now_ms)),
+            Ok(Unwrapped::Message) => None,
+            Ok(Unwrapped::Cri(line)) => Some(line),
+        };
+        let mut parts = Vec::new();
+        if let Some(line) = line {
+            let max = self.decoder.limits().max_event_bytes;
+            match self.joiner.push(rec.topic, index, &line, max, message) {
+                cri::Joined::Held => return None,
+                cri::Joined::Refused { parts, reason } => {
+                    let fate = Fate::DeadLetter(Reason::Decode(reason));
+                    self.late.extend(parts.into_iter().map(|p| (p, fate)));
+                    return None;
+                }
+                cri::Joined::Evaluate { parts: p } => parts = p,
+            }
+        }
+        if let Err(e) = self.decoder.finish(message, &mut self.decoded) {
+            return Some(dead(&mut self.counters, e));
+        }
+        if let Some(e) = self.decoded.envelope {
+            self.counters.by_envelope[e as usize] += 1;
+        }
+        let fate = self.evaluate(program, rec, message, now_ms);
+        self.late.extend(parts.into_iter().map(|p| (p, fate)));
+        Some(fate)
+    }
+
+    /// Rules over a decoded event whose text is `line`.
+    fn evaluate(&mut self, program: &Program, rec: &Record<'_>, line: &str, now_ms: u64) -> Fate {
         let format = self.decoded.format.expect("set by a successful decode");
         self.counters.by_format[format as usize] += 1;
         self.trace_counted = false;
@@ -823,6 +917,34 @@ mod tests {
         let mut global = Aggregates::new(&program);
         global.merge_from(&mut engine.local, &program, 0);
         (render(&program, &global, ExpositionFormat::Text, 0), fates)
+    }
+
+    /// Issue 12: a CRI line cut into parts is one event, evaluated at its last part; every
+    /// part's record gets that event's fate, and parts whose line does not end in the batch
+    /// are dead letters with their reason, not lost.
+    #[test]
+    fn issue12_cri_parts_share_their_line_fate_and_unfinished_parts_are_dead_letters() {
+        let rules = "team: t\nrules:\n  - name: r\n    match: {fields: {level: {equals: error}}}\n    metrics: [{name: errors_total, type: counter, help: E., labels: {stream: stream}}]\n    then: keep\n  - name: other\n    match: {not: {fields: {level: {exists: true}}}}\n    metrics: [{name: other_total, type: counter, help: O.}]\n    then: drop\n";
+        let (out, fates) = run(
+            rules,
+            &[
+                r#"2026-11-26T22:00:00.000000001Z stdout P {"level":"er"#,
+                "2026-11-26T22:00:00.000000002Z stderr F plain text on stderr",
+                r#"2026-11-26T22:00:00.000000003Z stdout F ror","msg":"x"}"#,
+                "2026-11-26T22:00:00.000000004Z stdout P left open",
+            ],
+        );
+        assert!(out.contains("errors_total{stream=\"stdout\"} 1"), "{out}");
+        assert!(out.contains("other_total 1"), "{out}");
+        assert_eq!(
+            fates,
+            vec![
+                Fate::Keep,
+                Fate::Drop,
+                Fate::Keep,
+                Fate::DeadLetter(Reason::Decode(DecodeError::CriPartialUnfinished)),
+            ]
+        );
     }
 
     /// Issue 8: trace summaries carry `duration_ms`, as service logs do; only the rules that

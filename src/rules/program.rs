@@ -19,6 +19,8 @@ pub struct Program {
     pub families: Vec<Family>,
     /// Event fields some rule reads; decode fills exactly these slots and no others.
     pub event_fields: Vec<FieldPath>,
+    /// Envelopes the rule files declare per topic (`envelopes:`).
+    pub envelopes: crate::decode::envelope::Declared,
     pub prefilter: Prefilter,
     /// The literals the prefilter looks for, by id (for `explain`).
     pub literals: Vec<Vec<u8>>,
@@ -37,6 +39,7 @@ impl Program {
             rules: Vec::new(),
             families: Vec::new(),
             event_fields: Vec::new(),
+            envelopes: Default::default(),
             prefilter: Prefilter::new(&[], &[]),
             literals: Vec::new(),
             hash: 0,
@@ -307,6 +310,12 @@ pub struct Condition {
     pub test: Test,
 }
 
+impl std::fmt::Display for TopicPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A topic name, or a glob over topic names (`logs-*`, `app-?`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicPattern {
@@ -320,6 +329,12 @@ impl TopicPattern {
             TopicPattern::Glob(s.to_string())
         } else {
             TopicPattern::Exact(s.to_string())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            TopicPattern::Exact(t) | TopicPattern::Glob(t) => t,
         }
     }
 

@@ -107,13 +107,16 @@ impl Coordinator {
                 let (tx, rx) = channel::<Job>();
                 let done = done_tx.clone();
                 let (outputs, input, limits) = (Arc::clone(&outputs), cfg.input, cfg.limits);
+                let envelopes = cfg.envelopes.clone();
                 let caps = super::partition_state::Caps {
                     traces: cfg.traces,
                     retain: cfg.retain,
                 };
                 let handle = std::thread::Builder::new()
                     .name(format!("logmill-worker-{i}"))
-                    .spawn(move || worker::run(i, rx, done, outputs, input, limits, caps))
+                    .spawn(move || {
+                        worker::run(i, rx, done, outputs, (input, envelopes), limits, caps)
+                    })
                     .expect("spawning a worker thread");
                 Slot {
                     tx: Some(tx),

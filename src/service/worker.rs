@@ -15,6 +15,7 @@ use super::partition_state::{Caps, PartitionState};
 use super::shadow::Candidate;
 use crate::checkpoint::PartitionKey;
 use crate::correlate::traces::TOPIC as TRACES_TOPIC;
+use crate::decode::envelope::Declared;
 use crate::decode::{InputFormat, Limits};
 use crate::derive::shadow::{Delta, Evaluation};
 use crate::derive::{Aggregates, Version};
@@ -84,7 +85,7 @@ pub fn run(
     jobs: Receiver<Job>,
     done: Sender<Done>,
     outputs: Arc<Outputs>,
-    input: InputFormat,
+    (input, envelopes): (InputFormat, Declared),
     limits: Limits,
     caps: Caps,
 ) {
@@ -171,6 +172,7 @@ pub fn run(
             Some(e) if Arc::ptr_eq(e.program(), &program) => e,
             _ => {
                 let mut e = Engine::new(Arc::clone(&program), input, limits);
+                e.declare_envelopes(&envelopes);
                 e.enforce_cpu_budgets(BUDGET_WINDOW, QUARANTINE);
                 engine.insert(e)
             }

@@ -53,7 +53,10 @@ pub fn read_chunks(
             total += (filled - start) as u64;
             if !eof {
                 match memchr::memrchr(b'\n', &buf) {
-                    Some(nl) => carry = buf.split_off(nl + 1),
+                    // A CRI line's parts go in one chunk: they are joined within a batch.
+                    Some(nl) => {
+                        carry = buf.split_off(crate::decode::cri::whole_line_cut(&buf, nl) + 1)
+                    }
                     None => {
                         // One line longer than the buffer: keep reading it.
                         carry = buf;

@@ -11,6 +11,7 @@
 //! `extract` (with `types`), `match`, `metrics`, `then` and `reduce`.
 
 mod conditions;
+pub mod envelopes;
 mod extract;
 mod metrics;
 mod reduce;
@@ -264,6 +265,9 @@ pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Di
         families,
         teams,
         event_fields: b.event_fields,
+        envelopes: crate::decode::envelope::Declared {
+            topics: b.envelopes.into_iter().map(|(t, e, _)| (t, e)).collect(),
+        },
         hash: hasher.finish(),
         files: files.iter().map(|f| f.name.clone()).collect(),
         file_hashes,
@@ -383,6 +387,8 @@ struct Builder {
     pub(super) kept_budgets: std::collections::BTreeMap<String, (u64, String)>,
     /// Bound on each compiled regex (`Options::regex_size_limit`); `None`: the regex crate's.
     regex_size_limit: Option<usize>,
+    /// Envelopes declared by the files (`envelopes:`), with where.
+    envelopes: Vec<(TopicPattern, crate::decode::envelope::Envelope, String)>,
 }
 
 /// File-level settings that rules inherit.
@@ -445,7 +451,14 @@ fn check_name(
     true
 }
 
-const FILE_KEYS: &[&str] = &["team", "defaults", "budget", "patterns", "rules"];
+const FILE_KEYS: &[&str] = &[
+    "team",
+    "defaults",
+    "budget",
+    "patterns",
+    "envelopes",
+    "rules",
+];
 const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format", "reduce"];
 /// Keys the rule skeleton reads itself; every other key belongs to a section.
 const SKELETON_KEYS: &[&str] = &["name", "format", "max_series"];
@@ -522,6 +535,26 @@ struct RuleCx<'a> {
 }
 
 impl Builder {
+    /// A file's `envelopes:`. One topic is one envelope across files: two files saying
+    /// different things of the same topic is an error naming both.
+    fn declare_envelopes(&mut self, node: &yaml::Node, sink: &mut Sink) {
+        for (topic, envelope, pos) in envelopes::declarations(node, sink) {
+            let here = format!("{}:{}:{}", sink.file(), pos.line, pos.col);
+            match self.envelopes.iter().find(|(t, _, _)| *t == topic) {
+                Some((_, other, at)) if *other != envelope => {
+                    sink.error(
+                        pos,
+                        Code::MetricConflict,
+                        format!("topic `{topic}` is declared `{envelope}` here and `{other}` at {at}"),
+                    )
+                    .hint("a topic's records have one envelope: declare it once, or the same in every file");
+                }
+                Some(_) => {}
+                None => self.envelopes.push((topic, envelope, here)),
+            }
+        }
+    }
+
     fn file(&mut self, root: &Node, sink: &mut Sink) {
         if root.is_null() {
             sink.error(root.pos, Code::MissingKey, "empty rule file")
@@ -601,6 +634,9 @@ impl Builder {
                 );
             }
             m.finish(&["series", "cpu", "kept_bytes"], "`budget`", sink);
+        }
+        if let Some(n) = top.get("envelopes") {
+            self.declare_envelopes(n, sink);
         }
         let mut patterns = std::collections::HashMap::new();
         if let Some(mut p) = top

@@ -18,6 +18,7 @@ use crate::support::*;
 mod checkpoints;
 mod defects;
 mod reduction;
+mod rsyslog;
 mod scenarios;
 mod shadow;
 mod traces;
