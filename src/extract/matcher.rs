@@ -4,8 +4,13 @@
 //! When a field cannot contain the first byte of the literal after it, the field must end at the
 //! first occurrence of that byte: there is exactly one way to split the line, `memchr` finds it,
 //! and each field only has to be *validated* (a byte table or a DFA over a few bytes) instead of
-//! captured by a backtracking-free but much slower NFA. The split plan is built only when that
-//! argument holds for every field; otherwise the regex crate runs as usual. **Both paths give the
+//! captured by a backtracking-free but much slower NFA. A field that *can* contain that byte
+//! (a quoted string before a space, grok's `%{QS}`) is split where a DFA of the field alone
+//! accepts and the literal follows; when that leaves several places, each is tried, and the
+//! split stands only if exactly one of them lets the rest of the line split too (any match of
+//! the regex is one of those splits). The split plan is built only when one of these arguments
+//! holds for every field; otherwise, or when a line has too many candidate splits, the regex
+//! crate runs as usual. **Both paths give the
 //! same captures for every input** (the test below checks this on random inputs), so the plan is
 //! an optimisation, never a change of meaning, and every rule keeps the linear-time guarantee.
 
@@ -29,11 +34,18 @@ pub type Span = Option<(usize, usize)>;
 /// Candidate starts an unanchored split plan tries before the general engine takes over.
 const MAX_STARTS: usize = 4;
 
+/// Candidate ends of ambiguous fields a line may try (over all its fields) before the general
+/// engine takes over: each tries the rest of the line, so this bounds the work per line.
+const MAX_BRANCHES: usize = 12;
+
 #[derive(Debug)]
 struct Plan {
     /// Does it end with `$`?
     anchored_end: bool,
     pieces: Vec<Piece>,
+    /// For each piece, the first capture group of it and the pieces after it (groups are
+    /// numbered left to right), to clear what a failed candidate split left behind.
+    first_group: Vec<usize>,
     /// Set when the pattern does not start with `^`: then `pieces[0]` is this literal and each
     /// of its occurrences is a candidate start.
     first_literal: Option<memmem::Finder<'static>>,
@@ -49,6 +61,18 @@ enum Piece {
 struct Field {
     validator: Validator,
     groups: FieldGroups,
+    /// Set when the field may contain the first byte of the literal after it: a DFA of the
+    /// field alone (anchored, with `$`), stepped to find where it could end.
+    ends: Option<Box<dense::DFA<Vec<u32>>>>,
+}
+
+/// How a split attempt from some piece on went.
+enum Split {
+    No,
+    /// Matched, ending here.
+    Yes(usize),
+    /// Too many candidates: the general engine decides.
+    GiveUp,
 }
 
 #[derive(Debug)]
@@ -276,14 +300,21 @@ impl Plan {
                     if hirs.iter().any(has_look) {
                         return None;
                     }
+                    let mut ambiguous = false;
                     if let Some(Ok(next)) = raw.get(i + 1) {
                         let b = next[0];
-                        if b >= 128 || hirs.iter().any(|h| can_contain(h, b)) {
+                        if b >= 128 {
                             return None;
                         }
+                        ambiguous = hirs.iter().any(|h| can_contain(h, b));
                     }
                     let trailing = i + 1 == raw.len() && !anchored_end;
-                    pieces.push(Piece::Field(Field::build(hirs, trailing)?));
+                    let mut field = Field::build(hirs, trailing)?;
+                    if ambiguous {
+                        let whole = Hir::concat(hirs.to_vec());
+                        field.ends = Some(Box::new(field_dfa(&whole.to_string())?));
+                    }
+                    pieces.push(Piece::Field(field));
                 }
             }
         }
@@ -291,9 +322,18 @@ impl Plan {
             Piece::Literal(l) if !anchored => Some(memmem::Finder::new(l).into_owned()),
             _ => None,
         };
+        let mut first_group = vec![usize::MAX; pieces.len() + 1];
+        for (i, piece) in pieces.iter().enumerate().rev() {
+            let own = match piece {
+                Piece::Field(f) => f.first_group(),
+                Piece::Literal(_) => None,
+            };
+            first_group[i] = own.unwrap_or(usize::MAX).min(first_group[i + 1]);
+        }
         Some(Plan {
             anchored_end,
             pieces,
+            first_group,
             first_literal,
         })
     }
@@ -301,7 +341,7 @@ impl Plan {
     /// `None` when the plan gives up and the general engine must decide.
     fn captures(&self, hay: &str, slots: &mut [Span]) -> Option<bool> {
         match &self.first_literal {
-            None => Some(self.captures_at(hay, 0, slots)),
+            None => self.captures_at(hay, 0, slots),
             Some(finder) => {
                 for (attempt, start) in finder.find_iter(hay.as_bytes()).enumerate() {
                     // Each attempt may scan to the end of the line; after a few, hand over to
@@ -309,34 +349,57 @@ impl Plan {
                     if attempt == MAX_STARTS {
                         return None;
                     }
-                    if self.captures_at(hay, start, slots) {
-                        return Some(true);
+                    match self.captures_at(hay, start, slots) {
+                        Some(true) => return Some(true),
+                        Some(false) => slots.iter_mut().for_each(|s| *s = None),
+                        None => return None,
                     }
-                    slots.iter_mut().for_each(|s| *s = None);
                 }
                 Some(false)
             }
         }
     }
 
-    fn captures_at(&self, hay: &str, start: usize, slots: &mut [Span]) -> bool {
+    /// `None` when the line has too many candidate splits.
+    fn captures_at(&self, hay: &str, start: usize, slots: &mut [Span]) -> Option<bool> {
+        let mut budget = MAX_BRANCHES;
+        match self.split(0, start, hay, slots, &mut budget) {
+            Split::No => Some(false),
+            Split::Yes(end) => {
+                slots[0] = Some((start, end));
+                Some(true)
+            }
+            Split::GiveUp => None,
+        }
+    }
+
+    /// Splits `hay[pos..]` by the pieces from `i` on.
+    fn split(
+        &self,
+        i: usize,
+        mut pos: usize,
+        hay: &str,
+        slots: &mut [Span],
+        budget: &mut usize,
+    ) -> Split {
         let bytes = hay.as_bytes();
-        let mut pos = start;
         let n = self.pieces.len();
-        #[allow(clippy::needless_range_loop)]
-        for (i, piece) in self.pieces.iter().enumerate() {
+        for (i, piece) in self.pieces.iter().enumerate().skip(i) {
             match piece {
                 Piece::Literal(lit) => {
                     if !bytes[pos..].starts_with(lit) {
-                        return false;
+                        return Split::No;
                     }
                     pos += lit.len();
                 }
                 Piece::Field(field) => {
                     let end = if let Some(Piece::Literal(next)) = self.pieces.get(i + 1) {
+                        if let Some(dfa) = &field.ends {
+                            return self.branch(i, field, dfa, next, pos, hay, slots, budget);
+                        }
                         match memchr::memchr(next[0], &bytes[pos..]) {
                             Some(off) => pos + off,
-                            None => return false,
+                            None => return Split::No,
                         }
                     } else if self.anchored_end {
                         bytes.len()
@@ -347,22 +410,100 @@ impl Plan {
                                 pos = end;
                                 continue;
                             }
-                            None => return false,
+                            None => return Split::No,
                         }
                     };
                     if !field.capture(hay, pos, end, slots) {
-                        return false;
+                        return Split::No;
                     }
                     pos = end;
                 }
             }
         }
         if self.anchored_end && pos != bytes.len() {
-            return false;
+            return Split::No;
         }
-        slots[0] = Some((start, pos));
-        true
+        Split::Yes(pos)
     }
+
+    /// An ambiguous field `i` followed by the literal `next`: each place where the field's DFA
+    /// accepts and `next` follows is a candidate end; the split stands if exactly one candidate
+    /// lets the rest split (then every match of the regex uses it).
+    #[allow(clippy::too_many_arguments)]
+    fn branch(
+        &self,
+        i: usize,
+        field: &Field,
+        dfa: &dense::DFA<Vec<u32>>,
+        next: &[u8],
+        pos: usize,
+        hay: &str,
+        slots: &mut [Span],
+        budget: &mut usize,
+    ) -> Split {
+        let bytes = hay.as_bytes();
+        let clear_from = self.first_group[i].min(slots.len());
+        let Ok(mut sid) =
+            dfa.start_state(&regex_automata::util::start::Config::new().anchored(Anchored::Yes))
+        else {
+            return Split::GiveUp;
+        };
+        let mut found = None;
+        let mut at = pos;
+        loop {
+            if bytes[at..].starts_with(next) && dfa.is_match_state(dfa.next_eoi_state(sid)) {
+                if *budget == 0 {
+                    return Split::GiveUp;
+                }
+                *budget -= 1;
+                slots[clear_from..].iter_mut().for_each(|s| *s = None);
+                if field.capture(hay, pos, at, slots) {
+                    match self.split(i + 1, at, hay, slots, budget) {
+                        Split::No => {}
+                        Split::GiveUp => return Split::GiveUp,
+                        Split::Yes(end) if found.is_none() => found = Some((at, end)),
+                        Split::Yes(_) => return Split::GiveUp,
+                    }
+                }
+            }
+            if at == bytes.len() {
+                break;
+            }
+            sid = dfa.next_state(sid, bytes[at]);
+            if dfa.is_dead_state(sid) {
+                break;
+            }
+            if dfa.is_quit_state(sid) {
+                return Split::GiveUp;
+            }
+            at += 1;
+        }
+        let Some((at, end)) = found else {
+            return Split::No;
+        };
+        // The slots hold the last candidate tried: redo the one that split.
+        slots[clear_from..].iter_mut().for_each(|s| *s = None);
+        let mut again = MAX_BRANCHES;
+        if !field.capture(hay, pos, at, slots) {
+            return Split::GiveUp;
+        }
+        match self.split(i + 1, at, hay, slots, &mut again) {
+            Split::Yes(e) if e == end => Split::Yes(end),
+            _ => Split::GiveUp,
+        }
+    }
+}
+
+/// A DFA of one field, anchored at both ends, that `Plan::branch` steps byte by byte.
+fn field_dfa(field_regex: &str) -> Option<dense::DFA<Vec<u32>>> {
+    dense::Builder::new()
+        .configure(
+            dense::DFA::config()
+                .dfa_size_limit(Some(1 << 20))
+                .determinize_size_limit(Some(1 << 21)),
+        )
+        .build(&format!("^(?:{field_regex})$"))
+        .ok()
 }
 
 impl Field {
@@ -376,6 +517,7 @@ impl Field {
             return Some(Field {
                 validator,
                 groups: FieldGroups::Tail { sub, map: groups },
+                ends: None,
             });
         }
         let (inner, field_groups) = match (hirs, groups.as_slice()) {
@@ -413,7 +555,18 @@ impl Field {
         Some(Field {
             validator,
             groups: field_groups,
+            ends: None,
         })
+    }
+
+    fn first_group(&self) -> Option<usize> {
+        match &self.groups {
+            FieldGroups::None => None,
+            FieldGroups::Whole(g) => Some(*g),
+            FieldGroups::Nested { map, .. } | FieldGroups::Tail { map, .. } => {
+                map.iter().copied().min()
+            }
+        }
     }
 
     fn capture(&self, hay: &str, start: usize, end: usize, slots: &mut [Span]) -> bool {
@@ -581,10 +734,31 @@ mod tests {
 
     #[test]
     fn ambiguous_patterns_fall_back() {
-        assert!(!Matcher::new(r"^(?P<a>.*) (?P<b>\d+)$").unwrap().is_split());
         assert!(!Matcher::new(r"\b(?P<w>\w+)\b").unwrap().is_split());
-        let (fast, slow) = both(r"^(?P<a>.*) (?P<b>\d+)$", "x y 12");
-        assert_eq!(fast, slow);
+        assert!(!Matcher::new(r"(?P<a>.*) (?P<b>\d+)$").unwrap().is_split());
+    }
+
+    /// Issue 12: a field that may contain the next literal's first byte is split by trying
+    /// each place it may end; a line with too many such places goes to the regex crate.
+    #[test]
+    fn issue12_fields_with_several_candidate_ends() {
+        let p = r"^(?P<a>.*) (?P<b>\d+)$";
+        let m = Matcher::new(p).unwrap();
+        assert!(m.is_split());
+        for hay in [
+            "x y 12".to_string(),
+            "12".to_string(),
+            " 12".to_string(),
+            format!("{}12", "x ".repeat(100)),
+            format!("{}x", "1 ".repeat(100)),
+        ] {
+            let (fast, slow) = both_with(&m, &hay);
+            assert_eq!(fast, slow, "{hay}");
+        }
+        let mut slots = vec![None; m.group_count()];
+        let plan = m.plan.as_ref().unwrap();
+        assert_eq!(plan.captures("a b 1", &mut slots), Some(true));
+        assert_eq!(plan.captures(&"x ".repeat(100), &mut slots), None);
     }
 
     /// The split plan must agree with the regex crate on every input; random lines built from
@@ -597,8 +771,13 @@ mod tests {
             r#"^(?P<a>\w+)=(?P<b>[^,]*),(?P<c>(?P<d>\d)x|y)"#,
             r#"x(?P<n>\d+(?:\.\d+)?)[,}]"#,
             r#"^(?P<ip>(?:\d{1,3}\.){3}\d{1,3}) (?P<rest>.+)$"#,
+            // Issue 12: fields that may contain the byte after them (grok's QS, the request of
+            // COMBINEDAPACHELOG) are split where exactly one candidate end works.
+            r#"^(?P<a>"(?:\\.|[^\\"]+)+"|-) (?P<b>"(?:\\.|[^\\"]+)+"|"")$"#,
+            r#"^x "(?:(?P<v>\w+) (?P<r>\S+)(?: G(?P<h>\d+))?|(?P<raw>.*?))" (?P<s>\d+|-) (?P<q>"[^"]*")"#,
+            r#"^(?P<a>.*?)"(?P<b>[^ ]*) (?P<c>.*)$"#,
         ];
-        let alphabet: Vec<char> = " -[]\"/.,:=}xyGET0123456789aZé".chars().collect();
+        let alphabet: Vec<char> = " -[]\"/.,:=}xyGET0123456789aZé\\".chars().collect();
         let mut seed = 0x9e3779b97f4a7c15u64;
         let mut next = || {
             seed ^= seed << 13;
@@ -608,6 +787,7 @@ mod tests {
         };
         for p in patterns {
             let m = Matcher::new(p).unwrap();
+            assert!(m.is_split(), "{p}");
             for _ in 0..3000 {
                 let len = (next() % 40) as usize;
                 let hay: String = (0..len)

@@ -13,6 +13,7 @@
 mod conditions;
 mod extract;
 mod metrics;
+mod patterns;
 mod reduce;
 mod then;
 mod trace;
@@ -133,12 +134,16 @@ pub struct Options {
     /// The most bytes one regex (a `regex:`, a condition's regex, an expanded `grok:`) may take
     /// compiled; `None` is the regex crate's default. Over it, the rule has a `bad-regex` error.
     pub regex_size_limit: Option<usize>,
+    /// Rule files may not make the compiler read files (`patterns_dir:`): set for the
+    /// playground page, whose rules come from a browser.
+    pub no_files: bool,
 }
 
 /// `compile`, with bounds.
 pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Diagnostic>) {
     let mut b = Builder {
         regex_size_limit: options.regex_size_limit,
+        no_files: options.no_files,
         ..Builder::default()
     };
     let mut diags = Vec::new();
@@ -311,6 +316,10 @@ struct Builder {
     cpu_budgets: std::collections::BTreeMap<String, (Duration, String)>,
     /// Bound on each compiled regex (`Options::regex_size_limit`); `None`: the regex crate's.
     regex_size_limit: Option<usize>,
+    /// `Options::no_files`.
+    no_files: bool,
+    /// The `patterns_dir` directories read so far, by path.
+    pattern_dirs: HashMap<PathBuf, patterns::DirPatterns>,
 }
 
 /// File-level settings that rules inherit.
@@ -373,7 +382,14 @@ fn check_name(
     true
 }
 
-const FILE_KEYS: &[&str] = &["team", "defaults", "budget", "patterns", "rules"];
+const FILE_KEYS: &[&str] = &[
+    "team",
+    "defaults",
+    "budget",
+    "patterns",
+    "patterns_dir",
+    "rules",
+];
 const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format", "reduce"];
 /// Keys the rule skeleton reads itself; every other key belongs to a section.
 const SKELETON_KEYS: &[&str] = &["name", "format", "max_series"];
@@ -548,20 +564,7 @@ impl Builder {
             }
             m.finish(&["series", "cpu"], "`budget`", sink);
         }
-        let mut patterns = std::collections::HashMap::new();
-        if let Some(mut p) = top
-            .get("patterns")
-            .and_then(|n| MapView::new(n, "`patterns`", sink))
-        {
-            for (k, v) in p.entries {
-                // A pattern may use others, so it is checked where a grok expression uses it.
-                if let (Some(k), Some(v)) = (k.as_scalar(), scalar(v, "a pattern", sink)) {
-                    patterns.insert(k.to_string(), v);
-                }
-            }
-            p.accept_all();
-            p.finish(&[], "`patterns`", sink);
-        }
+        let patterns = self.file_patterns(&mut top, sink);
         let rules = top.get("rules");
         top.finish(FILE_KEYS, "a rule file", sink);
         // Without a valid team the rules are still checked, to report everything at once, but
