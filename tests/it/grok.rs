@@ -13,7 +13,10 @@ use crate::support::repo;
 fn differences(ex: &Value) -> Vec<String> {
     let pattern = ex["pattern"].as_str().expect("pattern");
     let message = ex["message"].as_str().expect("message");
-    let mut text = if pattern.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    let mut text = if pattern
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         format!("%{{{pattern}}}")
     } else {
         pattern.to_string()
@@ -38,7 +41,10 @@ fn differences(ex: &Value) -> Vec<String> {
             .collect(),
         None => vec![None; matcher.group_count()],
     };
-    assert_eq!(slots, reference, "split path differs on {pattern}: {message:?}");
+    assert_eq!(
+        slots, reference,
+        "split path differs on {pattern}: {message:?}"
+    );
     // As Logstash's legacy mode: every named capture is a field, empty captures are dropped,
     // a field captured twice is a list.
     let mut fields: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

@@ -149,12 +149,13 @@ impl Builder {
                 Ok(e) => (e.regex.clone(), n, e),
                 Err(errors) => {
                     for e in errors {
-                        sink.error(
-                            n.text_pos.shifted(e.offset),
-                            Code::UnknownPattern,
-                            e.message,
-                        )
-                        .maybe_hint(e.hint);
+                        let code = if e.cycle {
+                            Code::PatternCycle
+                        } else {
+                            Code::UnknownPattern
+                        };
+                        sink.error(n.text_pos.shifted(e.offset), code, e.message)
+                            .maybe_hint(e.hint);
                     }
                     return None;
                 }

@@ -80,14 +80,17 @@ impl Builder {
             p.finish(&[], "`patterns`", sink);
         }
         for e in grok::check_definitions(&patterns, &order) {
+            let code = if e.cycle {
+                Code::PatternCycle
+            } else {
+                Code::UnknownPattern
+            };
             let d = match &at[&e.name] {
-                DefinedAt::Inline(node) => sink.error(
-                    node.pos_in_text(0, e.offset),
-                    Code::UnknownPattern,
-                    e.message,
-                ),
+                DefinedAt::Inline(node) => {
+                    sink.error(node.pos_in_text(0, e.offset), code, e.message)
+                }
                 DefinedAt::File(file, pos) => {
-                    let d = sink.error(pos.shifted(e.offset), Code::UnknownPattern, e.message);
+                    let d = sink.error(pos.shifted(e.offset), code, e.message);
                     d.file = file.clone();
                     d
                 }

@@ -34,6 +34,8 @@ pub struct GrokField {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrokError {
     pub offset: usize,
+    /// A cycle of patterns rather than an unknown or malformed reference.
+    pub cycle: bool,
     pub message: String,
     pub hint: Option<String>,
 }
@@ -113,6 +115,7 @@ pub fn expand(text: &str, custom: &HashMap<String, String>) -> Result<Expanded, 
 pub struct DefinitionError {
     pub name: String,
     pub offset: usize,
+    pub cycle: bool,
     pub message: String,
     pub hint: Option<String>,
 }
@@ -133,6 +136,7 @@ pub fn check_definitions(
                 errors.push(DefinitionError {
                     name: name.clone(),
                     offset: r.offset,
+                    cycle: false,
                     message: format!("unknown grok pattern `{}`", r.name),
                     hint: Some(unknown_hint(r.name, custom)),
                 });
@@ -151,6 +155,7 @@ pub fn check_definitions(
             errors.push(DefinitionError {
                 name: name.clone(),
                 offset,
+                cycle: true,
                 message: format!("grok patterns refer to each other: {}", cycle.join(" -> ")),
                 hint: Some(
                     "a pattern cannot use itself, directly or through others: break the cycle"
@@ -268,6 +273,7 @@ fn expand_into<'a>(
             if top {
                 errors.push(GrokError {
                     offset,
+                    cycle: false,
                     message: "unterminated `%{`".into(),
                     hint: Some("a reference looks like `%{PATTERN}` or `%{PATTERN:field}`".into()),
                 });
@@ -283,11 +289,13 @@ fn expand_into<'a>(
         match lookup(custom, pattern) {
             None if top => errors.push(GrokError {
                 offset,
+                cycle: false,
                 message: format!("unknown grok pattern `{pattern}`"),
                 hint: Some(unknown_hint(pattern, custom)),
             }),
             None => errors.push(GrokError {
                 offset,
+                cycle: false,
                 message: format!(
                     "grok pattern `{}` uses unknown pattern `{pattern}`",
                     stack[0]
@@ -302,6 +310,7 @@ fn expand_into<'a>(
                 cycle.push(pattern);
                 errors.push(GrokError {
                     offset,
+                    cycle: true,
                     message: format!(
                         "grok pattern `{}` refers to itself: {}",
                         stack[0],
@@ -317,6 +326,7 @@ fn expand_into<'a>(
                     Some(f) if !valid_field_name(f) => {
                         errors.push(GrokError {
                             offset,
+                            cycle: false,
                             message: format!("invalid field name `{f}`"),
                             hint: Some("field names match [A-Za-z_][A-Za-z0-9_]*".into()),
                         });
@@ -433,6 +443,22 @@ mod tests {
         assert!(grok("%{NUMBER}").is_match("-1.5"));
         assert!(grok("%{QUOTEDSTRING}").is_match(r#""a \"b\" c""#));
         assert!(grok("%{SYSLOGTIMESTAMP}").is_match("Dec 10 06:55:46"));
+    }
+
+    /// Issue 12: every name of logmill's own library before it took Logstash's still resolves,
+    /// so existing rule files keep working.
+    #[test]
+    fn issue12_names_of_the_former_library_remain() {
+        let former = "USERNAME USER INT POSINT NONNEGINT NUMBER BASE10NUM BASE16NUM WORD NOTSPACE \
+            NOTQUOTE SPACE DATA GREEDYDATA QUOTEDSTRING UUID IPV4 IPV6 IP HOSTNAME IPORHOST \
+            HOSTPORT MONTH MONTHNUM MONTHDAY DAY YEAR HOUR MINUTE SECOND TIME ISO8601_TIMEZONE \
+            TIMESTAMP_ISO8601 HTTPDATE SYSLOGTIMESTAMP LOGLEVEL URIPATH URIPARAM URIPATHPARAM \
+            DURATION PROG SYSLOGPROG";
+        for name in former.split_whitespace() {
+            assert!(library::builtin().contains_key(name), "{name}");
+        }
+        assert!(grok("%{NOTQUOTE}").is_match("Mozilla/5.0 (X11)"));
+        assert!(grok("%{DURATION}").is_match("1.5ms"));
     }
 
     #[test]
