@@ -38,6 +38,10 @@ const MAX_STARTS: usize = 4;
 /// engine takes over: each tries the rest of the line, so this bounds the work per line.
 const MAX_BRANCHES: usize = 12;
 
+/// Capture groups after an ambiguous field that a split can keep aside while it checks the
+/// other candidates; a pattern with more goes to the regex crate on such lines.
+const SAVED_SLOTS: usize = 48;
+
 #[derive(Debug)]
 struct Plan {
     /// Does it end with `$`?
@@ -61,9 +65,9 @@ enum Piece {
 struct Field {
     validator: Validator,
     groups: FieldGroups,
-    /// Set when the field may contain the first byte of the literal after it: a DFA of the
-    /// field alone (anchored, with `$`), stepped to find where it could end.
-    ends: Option<Box<dense::DFA<Vec<u32>>>>,
+    /// Set when the field may contain the first byte of the literal after it: its validator's
+    /// DFA (the field alone, anchored, with `$`) is then stepped to find where it could end.
+    ambiguous: bool,
 }
 
 /// How a split attempt from some piece on went.
@@ -106,36 +110,64 @@ enum Validator {
     Check(Box<Check>),
 }
 
+/// Whether a whole field matches. The DFA is determinized on first use, not when the rule is
+/// compiled: a large pattern (Logstash's `IPV6`) costs milliseconds to determinize, which
+/// `logmill check` and a reload should not pay for fields no line reaches.
 #[derive(Debug)]
-enum Check {
+struct Check {
+    pattern: String,
+    built: std::sync::OnceLock<Built>,
+}
+
+#[derive(Debug)]
+enum Built {
     Dfa(Box<dense::DFA<Vec<u32>>>),
     Regex(regex::Regex),
 }
 
 impl Check {
     fn new(field_regex: &str) -> Check {
-        let pattern = format!("^(?:{field_regex})$");
-        let dfa = dense::Builder::new()
-            .configure(
-                dense::DFA::config()
-                    .dfa_size_limit(Some(1 << 20))
-                    .determinize_size_limit(Some(1 << 21)),
-            )
-            .build(&pattern);
-        match dfa {
-            Ok(dfa) => Check::Dfa(Box::new(dfa)),
-            Err(_) => Check::Regex(regex::Regex::new(&pattern).expect("a part of a valid regex")),
+        Check {
+            pattern: format!("^(?:{field_regex})$"),
+            built: std::sync::OnceLock::new(),
         }
+    }
+
+    fn from_regex(re: regex::Regex) -> Check {
+        let built = std::sync::OnceLock::new();
+        let _ = built.set(Built::Regex(re));
+        Check {
+            pattern: String::new(),
+            built,
+        }
+    }
+
+    fn built(&self) -> &Built {
+        self.built.get_or_init(|| {
+            let dfa = dense::Builder::new()
+                .configure(
+                    dense::DFA::config()
+                        .dfa_size_limit(Some(1 << 20))
+                        .determinize_size_limit(Some(1 << 21)),
+                )
+                .build(&self.pattern);
+            match dfa {
+                Ok(dfa) => Built::Dfa(Box::new(dfa)),
+                Err(_) => {
+                    Built::Regex(regex::Regex::new(&self.pattern).expect("a part of a valid regex"))
+                }
+            }
+        })
     }
 
     /// Matches only the whole of `text`. Fields have no look-around, so the span alone decides.
     fn is_full_match(&self, text: &str) -> bool {
-        match self {
-            Check::Dfa(dfa) => {
+        match self.built() {
+            Built::Dfa(dfa) => {
                 let input = Input::new(text).anchored(Anchored::Yes);
                 matches!(dfa.try_search_fwd(&input), Ok(Some(_)))
             }
-            Check::Regex(re) => re.is_match(text),
+            Built::Regex(re) => re.is_match(text),
         }
     }
 }
@@ -310,10 +342,8 @@ impl Plan {
                     }
                     let trailing = i + 1 == raw.len() && !anchored_end;
                     let mut field = Field::build(hirs, trailing)?;
-                    if ambiguous {
-                        let whole = Hir::concat(hirs.to_vec());
-                        field.ends = Some(Box::new(field_dfa(&whole.to_string())?));
-                    }
+                    // Its DFA is built on first use; a line finds out then whether there is one.
+                    field.ambiguous = ambiguous;
                     pieces.push(Piece::Field(field));
                 }
             }
@@ -394,8 +424,13 @@ impl Plan {
                 }
                 Piece::Field(field) => {
                     let end = if let Some(Piece::Literal(next)) = self.pieces.get(i + 1) {
-                        if let Some(dfa) = &field.ends {
-                            return self.branch(i, field, dfa, next, pos, hay, slots, budget);
+                        if field.ambiguous {
+                            return match field.dfa() {
+                                Some(dfa) => {
+                                    self.branch(i, field, dfa, next, pos, hay, slots, budget)
+                                }
+                                None => Split::GiveUp,
+                            };
                         }
                         match memchr::memchr(next[0], &bytes[pos..]) {
                             Some(off) => pos + off,
@@ -448,22 +483,31 @@ impl Plan {
         else {
             return Split::GiveUp;
         };
+        // Slots of the pieces after this one, as the candidate that split left them.
+        let later = slots.len() - clear_from;
+        let mut saved: [Span; SAVED_SLOTS] = [None; SAVED_SLOTS];
+        if later > SAVED_SLOTS {
+            return Split::GiveUp;
+        }
         let mut found = None;
         let mut at = pos;
         loop {
+            // Where the DFA accepts, the field is valid: only the rest of the line is tried
+            // here, and the field's own groups are captured once, for the candidate that won.
             if bytes[at..].starts_with(next) && dfa.is_match_state(dfa.next_eoi_state(sid)) {
                 if *budget == 0 {
                     return Split::GiveUp;
                 }
                 *budget -= 1;
                 slots[clear_from..].iter_mut().for_each(|s| *s = None);
-                if field.capture(hay, pos, at, slots) {
-                    match self.split(i + 1, at, hay, slots, budget) {
-                        Split::No => {}
-                        Split::GiveUp => return Split::GiveUp,
-                        Split::Yes(end) if found.is_none() => found = Some((at, end)),
-                        Split::Yes(_) => return Split::GiveUp,
+                match self.split(i + 1, at, hay, slots, budget) {
+                    Split::No => {}
+                    Split::GiveUp => return Split::GiveUp,
+                    Split::Yes(end) if found.is_none() => {
+                        found = Some((at, end));
+                        saved[..later].copy_from_slice(&slots[clear_from..]);
                     }
+                    Split::Yes(_) => return Split::GiveUp,
                 }
             }
             if at == bytes.len() {
@@ -481,29 +525,13 @@ impl Plan {
         let Some((at, end)) = found else {
             return Split::No;
         };
-        // The slots hold the last candidate tried: redo the one that split.
-        slots[clear_from..].iter_mut().for_each(|s| *s = None);
-        let mut again = MAX_BRANCHES;
+        slots[clear_from..].copy_from_slice(&saved[..later]);
         if !field.capture(hay, pos, at, slots) {
+            // The DFA and the field's own check disagree: let the regex crate decide.
             return Split::GiveUp;
         }
-        match self.split(i + 1, at, hay, slots, &mut again) {
-            Split::Yes(e) if e == end => Split::Yes(end),
-            _ => Split::GiveUp,
-        }
+        Split::Yes(end)
     }
-}
-
-/// A DFA of one field, anchored at both ends, that `Plan::branch` steps byte by byte.
-fn field_dfa(field_regex: &str) -> Option<dense::DFA<Vec<u32>>> {
-    dense::Builder::new()
-        .configure(
-            dense::DFA::config()
-                .dfa_size_limit(Some(1 << 20))
-                .determinize_size_limit(Some(1 << 21)),
-        )
-        .build(&format!("^(?:{field_regex})$"))
-        .ok()
 }
 
 impl Field {
@@ -513,11 +541,11 @@ impl Field {
         collect_groups(&whole, &mut groups);
         if trailing {
             let sub = regex::Regex::new(&format!("^(?:{whole})")).ok()?;
-            let validator = Validator::Check(Box::new(Check::Regex(sub.clone())));
+            let validator = Validator::Check(Box::new(Check::from_regex(sub.clone())));
             return Some(Field {
                 validator,
                 groups: FieldGroups::Tail { sub, map: groups },
-                ends: None,
+                ambiguous: false,
             });
         }
         let (inner, field_groups) = match (hirs, groups.as_slice()) {
@@ -555,8 +583,20 @@ impl Field {
         Some(Field {
             validator,
             groups: field_groups,
-            ends: None,
+            ambiguous: false,
         })
+    }
+
+    /// The DFA of the whole field (anchored, with `$`), when its check is one.
+    fn dfa(&self) -> Option<&dense::DFA<Vec<u32>>> {
+        let check = match &self.validator {
+            Validator::Class { full, .. } => full,
+            Validator::Check(c) => c,
+        };
+        match check.built() {
+            Built::Dfa(dfa) => Some(dfa),
+            Built::Regex(_) => None,
+        }
     }
 
     fn first_group(&self) -> Option<usize> {
