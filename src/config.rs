@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::decode::{InputFormat, Limits};
 use crate::rules::diagnostic::{Code, Diagnostic, Sink};
-use crate::rules::read::{MapView, duration, duration_or_zero, limit, scalar, strings};
+use crate::rules::read::{MapView, byte_size, duration, duration_or_zero, limit, scalar, strings};
 use crate::rules::suggest::did_you_mean;
 use crate::rules::yaml::{self, Node};
 
@@ -40,6 +40,9 @@ pub struct Config {
     pub properties: BTreeMap<String, String>,
     /// Rule files or directories, resolved against the config file's directory.
     pub rules: Vec<PathBuf>,
+    /// Candidate rule files or directories (`rules_candidate`), shadowing the live ones of the
+    /// same file name: evaluated on the same events, shown only at `/-/shadow`.
+    pub rules_candidate: Vec<PathBuf>,
     pub input: InputFormat,
     pub limits: Limits,
     pub kept_topic: Option<String>,
@@ -65,6 +68,8 @@ pub struct Config {
     /// Serve the playground page at `/` (`http.playground`, off by default): anyone who can
     /// reach the port can evaluate rules there (bounded, apart from the service's state).
     pub playground: bool,
+    /// Per team, budgets that replace what its rule files declare (`budgets`).
+    pub budgets: BTreeMap<String, crate::rules::compile::TeamBudgets>,
     pub workers: usize,
     pub batch_max_events: usize,
     pub batch_max_wait: Duration,
@@ -74,9 +79,21 @@ pub struct Config {
     pub log_json: bool,
 }
 
+impl Config {
+    /// How the service compiles its rules: with the config's team budgets.
+    pub fn compile_options(&self) -> crate::rules::compile::Options {
+        crate::rules::compile::Options {
+            budgets: self.budgets.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 const TOP: &[&str] = &[
     "kafka",
     "rules",
+    "rules_candidate",
+    "budgets",
     "input",
     "output",
     "traces",
@@ -294,6 +311,15 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
             Vec::new()
         }
     };
+    let rules_candidate: Vec<PathBuf> = top
+        .get("rules_candidate")
+        .map(|n| {
+            strings(n, "`rules_candidate`", sink)
+                .into_iter()
+                .map(|(s, _)| dir.join(s))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut input = InputFormat::Auto;
     let mut limits = Limits::default();
     if let Some(mut i) = top
@@ -445,6 +471,31 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         }
         h.finish(HTTP, "`http`", sink);
     }
+    let mut budgets = BTreeMap::new();
+    if let Some(mut teams) = top
+        .get("budgets")
+        .and_then(|n| MapView::new(n, "`budgets`", sink))
+    {
+        teams.accept_all();
+        for (team, node) in teams.entries {
+            let (Some(team), Some(mut m)) = (
+                team.as_scalar(),
+                MapView::new(node, "a team's budgets", sink),
+            ) else {
+                continue;
+            };
+            let b = crate::rules::compile::TeamBudgets {
+                series: m.get("series").and_then(|n| limit(n, "`series`", sink)),
+                cpu: m.get("cpu").and_then(|n| duration(n, "`cpu`", sink)),
+                kept_bytes: m
+                    .get("kept_bytes")
+                    .and_then(|n| byte_size(n, "`kept_bytes`", sink)),
+            };
+            m.finish(&["series", "cpu", "kept_bytes"], "a team's budgets", sink);
+            budgets.insert(team.to_string(), b);
+        }
+        teams.finish(&[], "`budgets`", sink);
+    }
     let workers = top
         .get("workers")
         .and_then(|n| limit(n, "`workers`", sink))
@@ -545,6 +596,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         topic_refresh_interval,
         properties,
         rules,
+        rules_candidate,
         input,
         limits,
         kept_topic,
@@ -560,6 +612,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         linger,
         listen,
         playground,
+        budgets,
         workers,
         batch_max_events,
         batch_max_wait,
@@ -616,6 +669,18 @@ mod tests {
         ] {
             assert!(all.contains(want), "{want} in\n{all}");
         }
+    }
+
+    #[test]
+    fn issue9_team_budgets_from_the_service_config() {
+        let c = load_str("kafka: {brokers: b, group_id: g, topics: [t]}\nrules: [r]\nbudgets:\n  edge: {series: 5000, cpu: 20ms, kept_bytes: 1MiB}\n  web: {series: 10}\n").unwrap();
+        let edge = &c.budgets["edge"];
+        assert_eq!(edge.series, Some(5000));
+        assert_eq!(edge.cpu, Some(Duration::from_millis(20)));
+        assert_eq!(edge.kept_bytes, Some(1 << 20));
+        assert_eq!(c.budgets["web"].kept_bytes, None);
+        let errs = load_str("kafka: {brokers: b, group_id: g, topics: [t]}\nrules: [r]\nbudgets:\n  edge: {sereis: 5}\n").unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("sereis")), "{errs:?}");
     }
 
     #[test]

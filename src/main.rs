@@ -323,8 +323,17 @@ fn read_stdin() -> Result<Vec<u8>> {
 }
 
 fn load_rules(paths: &[PathBuf], notes: bool) -> Result<(logmill::rules::Program, usize)> {
+    load_rules_with(paths, notes, &Default::default())
+}
+
+/// `load_rules`, compiled as the service would with `options` (its config's budgets).
+fn load_rules_with(
+    paths: &[PathBuf],
+    notes: bool,
+    options: &logmill::rules::compile::Options,
+) -> Result<(logmill::rules::Program, usize)> {
     let (files, mut diags) = logmill::rules::load_paths(paths);
-    let (program, more) = logmill::rules::compile(&files);
+    let (program, more) = logmill::rules::compile::compile_with(&files, options);
     diags.extend(more);
     for d in diags.iter().filter(|d| notes || !d.is_note()) {
         eprintln!("{d}");
@@ -342,18 +351,7 @@ fn check_against(
     let (checked, mut diags) = logmill::rules::load_paths(paths);
     let (deployed, more) = logmill::rules::load_paths(against);
     diags.extend(more);
-    let base = |name: &str| {
-        std::path::Path::new(name)
-            .file_name()
-            .map(|n| n.to_os_string())
-    };
-    let replaced: Vec<_> = checked.iter().map(|f| base(&f.name)).collect();
-    let mut files: Vec<_> = deployed
-        .into_iter()
-        .filter(|f| !replaced.contains(&base(&f.name)))
-        .collect();
-    let n_deployed = files.len();
-    files.extend(checked);
+    let (files, n_deployed) = logmill::rules::compile::overlay(deployed, checked);
     let (program, more) = logmill::rules::compile(&files);
     diags.extend(more);
     // The deployed files' own notes are their owners' business.
@@ -453,10 +451,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             scale,
             mut paths,
         } => {
+            let mut options = logmill::rules::compile::Options::default();
             if let Some(config) = config {
                 match logmill::config::load(&config) {
                     Ok((c, warnings)) => {
                         warnings.iter().for_each(|d| eprintln!("{d}"));
+                        options = c.compile_options();
                         paths.extend(c.rules);
                     }
                     Err(diags) => {
@@ -468,7 +468,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             let (program, errors, deployed) = if against.is_empty() {
-                let (program, errors) = load_rules(&paths, true)?;
+                let (program, errors) = load_rules_with(&paths, true, &options)?;
                 (program, errors, 0)
             } else {
                 check_against(&paths, &against)

@@ -8,7 +8,7 @@ use logmill::decode::{InputFormat, Limits};
 use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Engine, Record};
 use logmill::reduce::reducer::Out;
-use logmill::reduce::{Action, Fate, Reducer, Reduction, Source, Summary, Verdict};
+use logmill::reduce::{Fate, Reducer, Reduction, Source, Summary, Verdict};
 use logmill::rules::Program;
 
 /// The events of a sample file: its non-empty lines, without a trailing `\r`.
@@ -96,15 +96,7 @@ pub fn evaluate(program: &Arc<Program>, topic: &str, lines: &[&[u8]], profile: b
         .map(|(i, (f, v))| match (f, v) {
             (Fate::Keep, Some(Verdict::Held)) if released.contains(&(i as i64)) => "keep",
             (Fate::Keep, Some(Verdict::Held)) => "sampled",
-            (Fate::Keep, Some(Verdict::Suppressed(a))) => match a {
-                Action::Sample => "sampled",
-                Action::Dedupe => "deduped",
-                Action::Throttle => "throttled",
-                Action::Patterns => "patterned",
-            },
-            (Fate::Keep, _) => "keep",
-            (Fate::Drop, _) => "drop",
-            (Fate::DeadLetter(_), _) => "dead_letter",
+            _ => logmill::reduce::outcome(f, v.as_ref()),
         })
         .collect();
     Evaluated {

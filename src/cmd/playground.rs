@@ -14,7 +14,7 @@ pub fn run(listen: SocketAddr, rules: &[PathBuf]) -> Result<()> {
     let program = if rules.is_empty() {
         logmill::rules::Program::empty()
     } else {
-        super::service::load_program(rules)?
+        super::service::load_program(rules, &Default::default())?
     };
     let program = Arc::new(program);
     let exported = Arc::new(Exported::new(

@@ -16,9 +16,12 @@ use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-pub(crate) fn load_program(paths: &[PathBuf]) -> Result<logmill::rules::Program> {
+pub(crate) fn load_program(
+    paths: &[PathBuf],
+    options: &logmill::rules::compile::Options,
+) -> Result<logmill::rules::Program> {
     let (files, mut diags) = logmill::rules::load_paths(paths);
-    let (program, more) = logmill::rules::compile(&files);
+    let (program, more) = logmill::rules::compile::compile_with(&files, options);
     diags.extend(more);
     // Notes (default buckets, say) are for `logmill check`.
     diags
@@ -105,7 +108,7 @@ pub fn run(config: &Path) -> Result<()> {
     };
     warnings.iter().for_each(|d| eprintln!("{d}"));
     init_logs(cfg.log_json);
-    let program = Arc::new(load_program(&cfg.rules)?);
+    let program = Arc::new(load_program(&cfg.rules, &cfg.compile_options())?);
     serve_until_stopped(cfg, program, None)
 }
 
@@ -299,7 +302,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
     if std::env::var_os("RUST_LOG").is_none() {
         init_logs_filtered("warn");
     }
-    let program = Arc::new(load_program(rules)?);
+    let program = Arc::new(load_program(rules, &Default::default())?);
     let cluster = MockCluster::new(3).context("starting the mock cluster")?;
     let bootstrap = cluster.bootstrap_servers();
     for (t, p) in [
@@ -326,6 +329,8 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             .into_iter()
             .collect(),
         rules: rules.to_vec(),
+        rules_candidate: Vec::new(),
+        budgets: Default::default(),
         input: InputFormat::Auto,
         limits: Limits::default(),
         kept_topic: Some("logs-kept".into()),

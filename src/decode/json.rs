@@ -15,8 +15,22 @@ pub struct PathTrie {
 #[derive(Debug, Default)]
 struct TrieNode {
     keys: Vec<(Box<[u8]>, u32)>,
+    /// A bit per `bucket` of `keys`: most keys of an event are not wanted, and with the usual
+    /// trace spellings a node has a dozen names or more; a clear bit rules a key out at once.
+    filter: [u64; 4],
     indices: Vec<(usize, u32)>,
     slot: Option<u32>,
+}
+
+/// A key's bit in `TrieNode::filter`: from its length and first and last bytes.
+#[inline]
+fn bucket(key: &[u8]) -> usize {
+    let (first, last) = (
+        key.first().copied().unwrap_or(0),
+        key.last().copied().unwrap_or(0),
+    );
+    let h = (key.len() as u64) | (u64::from(first) << 16) | (u64::from(last) << 24);
+    (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
 }
 
 impl PathTrie {
@@ -46,6 +60,8 @@ impl PathTrie {
                         trie.nodes.push(TrieNode::default());
                         match seg {
                             PathSegment::Key(k) => {
+                                let b = bucket(k.as_bytes());
+                                trie.nodes[node].filter[b / 64] |= 1 << (b % 64);
                                 trie.nodes[node].keys.push((k.as_bytes().into(), c))
                             }
                             PathSegment::Index(i) => trie.nodes[node].indices.push((*i, c)),
@@ -282,8 +298,8 @@ impl Scanner<'_> {
     }
 
     fn child_by_key(&mut self, node: u32, ks: usize, ke: usize, escaped: bool) -> Option<u32> {
-        let keys = &self.trie.nodes[node as usize].keys;
-        if keys.is_empty() {
+        let node = &self.trie.nodes[node as usize];
+        if node.keys.is_empty() {
             return None;
         }
         let key: &[u8] = if escaped {
@@ -293,10 +309,13 @@ impl Scanner<'_> {
         } else {
             &self.b[ks..ke]
         };
-        // Length and first byte before the bytes: most keys of an event are not wanted, and
-        // with the usual trace fields a node has a dozen or more names to tell them from.
+        let b = bucket(key);
+        if node.filter[b / 64] & (1 << (b % 64)) == 0 {
+            return None;
+        }
         let first = key.first().copied();
-        keys.iter()
+        node.keys
+            .iter()
             .find(|(k, _)| k.len() == key.len() && k.first().copied() == first && **k == *key)
             .map(|(_, c)| *c)
     }

@@ -7,6 +7,8 @@
 //! in `overflowed`, so `sum()` over a family never loses an event.
 
 pub mod exemplar;
+pub mod hll;
+pub mod shadow;
 pub mod snapshot;
 pub mod summary;
 
@@ -84,6 +86,16 @@ pub struct FamilyState {
     pub(crate) removed: Vec<Key>,
     /// `overflowed` changed since the last `take_changes`.
     pub(crate) overflow_dirty: bool,
+    /// The distinct keys that went to the overflow series, when they are counted
+    /// (`sketch_overflow`: `check --sample`).
+    pub overflow_sketch: Option<Box<hll::Hll>>,
+}
+
+impl FamilyState {
+    /// Whether `series` holds the overflow series (which no label set of the family names).
+    pub fn has_overflow(&self) -> bool {
+        self.has_overflow
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -172,6 +184,14 @@ impl Aggregates {
             .resize(program.families.len(), FamilyState::default());
     }
 
+    /// Counts the distinct label sets each family sends to its overflow series from now on
+    /// (`FamilyState::overflow_sketch`).
+    pub fn sketch_overflow(&mut self) {
+        for f in &mut self.families {
+            f.overflow_sketch.get_or_insert_with(Default::default);
+        }
+    }
+
     pub fn series_count(&self) -> usize {
         self.families.iter().map(|f| f.series.len()).sum()
     }
@@ -196,6 +216,9 @@ impl Aggregates {
             .budget
             .is_some_and(|b| team_series.get(b.team as usize).copied().unwrap_or(0) >= b.series);
         let redirect = !is_overflow && (live >= family.max_series || team_full);
+        if let (true, Some(sketch)) = (redirect, state.overflow_sketch.as_mut()) {
+            sketch.insert(key);
+        }
         let key: Key = if redirect || is_overflow {
             state.has_overflow = true;
             overflow

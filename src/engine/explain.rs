@@ -148,6 +148,12 @@ impl Engine {
                         p.keep
                     ));
                 }
+                if let Some(k) = &reduce.kept_bytes {
+                    what.push(format!(
+                        "team {} budget: kept while its kept bytes this second stay within {} (per partition)",
+                        k.team, k.per_second
+                    ));
+                }
             }
             format!("{}/{}: {}", rule.team, rule.name, what.join("; "))
         });

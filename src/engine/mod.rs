@@ -147,6 +147,10 @@ pub struct Engine {
     /// Nanoseconds spent on each rule (`profile_rules`), for `logmill shadow`; empty when not
     /// profiling, which then costs nothing.
     pub rule_nanos: Vec<u64>,
+    /// One event in this many is profiled (its times counted that many times over); events
+    /// seen so far, to pick them.
+    profile_every: u64,
+    profile_seen: u64,
     /// CPU budgets, when the service enforces them (`enforce_cpu_budgets`).
     pub cpu_guard: Option<budget::CpuGuard>,
     /// When the current batch started (for quarantines).
@@ -235,6 +239,8 @@ impl Engine {
             given_keys: Vec::new(),
             sampled_out: false,
             rule_nanos: Vec::new(),
+            profile_every: 1,
+            profile_seen: 0,
             cpu_guard: None,
             batch_start: std::time::Instant::now(),
             trace_events: Vec::new(),
@@ -258,7 +264,14 @@ impl Engine {
     /// Measures the time each rule's evaluation takes (its conditions, extraction and
     /// metrics, for the events the prefilter gives it), into `rule_nanos`.
     pub fn profile_rules(&mut self) {
+        self.profile_rules_sampled(1);
+    }
+
+    /// `profile_rules` on one event in `every`, each measured time counted `every` times:
+    /// an estimate that costs the service next to nothing (`rules_candidate`).
+    pub fn profile_rules_sampled(&mut self, every: u64) {
         self.rule_nanos = vec![0; self.program.rules.len()];
+        self.profile_every = every.max(1);
     }
 
     /// Processes a batch; `fates[i]` is the fate of `batch[i]`.
@@ -331,7 +344,10 @@ impl Engine {
         let mut failure = None;
         let mut asked = false;
         let mut gathered = false;
-        let profiling = !self.rule_nanos.is_empty();
+        let profiling = !self.rule_nanos.is_empty() && {
+            self.profile_seen += 1;
+            self.profile_seen % self.profile_every == 0
+        };
         let guarded = self.cpu_guard.as_mut().is_some_and(|g| g.sample());
         // Each rule's time runs from its turn to the next rule's (whatever path it leaves by).
         let mut timing: Option<(usize, std::time::Instant)> = None;
@@ -340,7 +356,7 @@ impl Engine {
             if profiling || guarded {
                 let now = std::time::Instant::now();
                 if let Some((prev, t0)) = timing.replace((r as usize, now)) {
-                    self.spend(prev, (now - t0).as_nanos() as u64, guarded);
+                    self.spend(prev, (now - t0).as_nanos() as u64, profiling, guarded);
                 }
             }
             if let Some(g) = &mut self.cpu_guard
@@ -384,7 +400,7 @@ impl Engine {
             decision.add(rule.then);
         }
         if let Some((prev, t0)) = timing {
-            self.spend(prev, t0.elapsed().as_nanos() as u64, guarded);
+            self.spend(prev, t0.elapsed().as_nanos() as u64, profiling, guarded);
         }
         if !matched {
             self.counters.unmatched += 1;
@@ -401,11 +417,11 @@ impl Engine {
         fate
     }
 
-    /// Time measured for rule `r`: to the profile, and to its budget when this event is one
-    /// of the guard's sample.
-    fn spend(&mut self, r: usize, nanos: u64, sampled: bool) {
-        if let Some(n) = self.rule_nanos.get_mut(r) {
-            *n += nanos;
+    /// Time measured for rule `r`: to the profile when this event is profiled, and to its
+    /// budget when it is one of the guard's sample.
+    fn spend(&mut self, r: usize, nanos: u64, profiled: bool, sampled: bool) {
+        if profiled && let Some(n) = self.rule_nanos.get_mut(r) {
+            *n += nanos * self.profile_every;
         }
         if let (true, Some(g)) = (sampled, &mut self.cpu_guard) {
             g.spent(r, nanos);

@@ -181,18 +181,17 @@ fn hex(s: &str, digits: usize, case: Case) -> Result<u128, Invalid> {
     if s.len() != digits {
         return Err(Invalid::Length);
     }
-    // Two 64-bit halves: cheaper than shifting a u128 per digit.
-    let (mut hi, mut lo, mut seen) = (0u64, 0u64, 0u8);
-    for (i, b) in s.bytes().enumerate() {
-        let d = HEX[b as usize];
-        seen |= d;
-        let d = u64::from(d & 0x0f);
-        if digits - i > 16 {
-            hi = (hi << 4) | d;
-        } else {
-            lo = (lo << 4) | d;
-        }
-    }
+    // Two 64-bit halves, each a loop without branches: cheaper than shifting a u128 per digit
+    // or asking per digit which half it is in.
+    let half = |part: &[u8]| {
+        part.iter().fold((0u64, 0u8), |(v, seen), b| {
+            let d = HEX[*b as usize];
+            ((v << 4) | u64::from(d & 0x0f), seen | d)
+        })
+    };
+    let (high, low) = s.as_bytes().split_at(digits.saturating_sub(16));
+    let ((hi, seen_hi), (lo, seen_lo)) = (half(high), half(low));
+    let seen = seen_hi | seen_lo;
     if seen & 0xe0 != 0 {
         return Err(Invalid::NotHex);
     }
@@ -226,12 +225,30 @@ fn span_hex(s: &str, case: Case) -> Result<SpanId, Invalid> {
 
 /// A plain `trace_id` field: 32 (or 16) hex digits of either case.
 pub fn trace_id(s: &str) -> Result<TraceId, Invalid> {
-    trace_hex(s.trim(), Case::Any)
+    trace_hex(trimmed(s), Case::Any)
 }
 
 /// A plain `span_id` or `parent_span_id` field.
 pub fn span_id(s: &str) -> Result<SpanId, Invalid> {
-    span_hex(s.trim(), Case::Any)
+    span_hex(trimmed(s), Case::Any)
+}
+
+/// `s.trim()`, without its scan when `s` starts and ends with ASCII other than whitespace
+/// (ids mostly do; a non-ASCII end may be Unicode whitespace, which `trim` removes).
+#[inline]
+fn trimmed(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l))
+            if f.is_ascii()
+                && l.is_ascii()
+                && !f.is_ascii_whitespace()
+                && !l.is_ascii_whitespace() =>
+        {
+            s
+        }
+        _ => s.trim(),
+    }
 }
 
 /// Datadog's `dd.trace_id`: a decimal 64-bit number (some tracers log it as hex, which is

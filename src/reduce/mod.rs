@@ -154,14 +154,20 @@ pub enum Action {
     Dedupe = 1,
     Throttle = 2,
     Patterns = 3,
+    /// Over its team's kept bytes per second (`budget.kept_bytes`).
+    Budget = 4,
 }
 
+/// The number of actions: the size of arrays indexed by `Action`.
+pub const ACTIONS: usize = 5;
+
 impl Action {
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; ACTIONS] = [
         Action::Sample,
         Action::Dedupe,
         Action::Throttle,
         Action::Patterns,
+        Action::Budget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -170,6 +176,7 @@ impl Action {
             Action::Dedupe => "dedupe",
             Action::Throttle => "throttle",
             Action::Patterns => "patterns",
+            Action::Budget => "budget",
         }
     }
 }
@@ -187,6 +194,25 @@ pub enum Verdict {
     /// Held until its trace is decided (`keep_traces`): it comes out later, if at all, as a
     /// released event.
     Held,
+}
+
+/// An event's outcome in words, as `shadow` and `test` compare them: `keep`, `drop`,
+/// `dead_letter`, the reduction that removed it (`sampled`, `deduped`, `throttled`,
+/// `patterned`, `over_budget`), or `held` until its trace is decided.
+pub fn outcome(fate: &Fate, verdict: Option<&Verdict>) -> &'static str {
+    match (fate, verdict) {
+        (Fate::Keep, Some(Verdict::Held)) => "held",
+        (Fate::Keep, Some(Verdict::Suppressed(a))) => match a {
+            Action::Sample => "sampled",
+            Action::Dedupe => "deduped",
+            Action::Throttle => "throttled",
+            Action::Patterns => "patterned",
+            Action::Budget => "over_budget",
+        },
+        (Fate::Keep, _) => "keep",
+        (Fate::Drop, _) => "drop",
+        (Fate::DeadLetter(_), _) => "dead_letter",
+    }
 }
 
 /// What the engine found out about one kept event whose rule reduces: everything the
@@ -237,8 +263,8 @@ pub struct RuleReduction {
     /// Kept because of their level or `always_keep`.
     pub protected: u64,
     /// By `Action` as index.
-    pub suppressed: [u64; 4],
-    pub suppressed_bytes: [u64; 4],
+    pub suppressed: [u64; ACTIONS],
+    pub suppressed_bytes: [u64; ACTIONS],
 }
 
 /// Plain counters of the reduction, per rule (by index) and per action.
@@ -246,9 +272,9 @@ pub struct RuleReduction {
 pub struct Reduction {
     pub rules: Vec<RuleReduction>,
     /// Windows closed early at a cap (or templates evicted), by `Action` as index.
-    pub evictions: [u64; 4],
+    pub evictions: [u64; ACTIONS],
     /// Summary records emitted, by `Action` as index.
-    pub summaries: [u64; 4],
+    pub summaries: [u64; ACTIONS],
     /// Traces decided by `keep_traces`.
     pub retain: retain::RetainCounts,
 }
@@ -271,12 +297,12 @@ impl Reduction {
             a.events_out += b.events_out;
             a.bytes_out += b.bytes_out;
             a.protected += b.protected;
-            for i in 0..4 {
+            for i in 0..ACTIONS {
                 a.suppressed[i] += b.suppressed[i];
                 a.suppressed_bytes[i] += b.suppressed_bytes[i];
             }
         }
-        for i in 0..4 {
+        for i in 0..ACTIONS {
             self.evictions[i] += o.evictions[i];
             self.summaries[i] += o.summaries[i];
         }

@@ -19,7 +19,11 @@ use super::table::{
 };
 use super::templates::{Miner, MinerConfig, TemplateId, Variable};
 use super::{Action, Ask, Reduction, Verdict};
-use crate::rules::program::{Program, Reduce};
+use crate::rules::program::{KeptBytes, Program, Reduce};
+
+/// Open seconds of kept-bytes budgets per partition (teams times seconds still open, which
+/// late events can reopen); past it the oldest closes early, its summary emitted.
+const MAX_TEAM_SECONDS: usize = 4096;
 
 /// Where an event came from: its partition (for summary ids), offset (for the range a
 /// summary covers) and Kafka timestamp (for a held event written out later).
@@ -36,7 +40,7 @@ pub struct Reducer {
     /// the record's).
     pub clock: u64,
     pub miner: Miner,
-    pub tables: [Table; 3],
+    pub tables: [Table; 4],
     /// The last text of templates the miner evicted, for the windows still open on them (a
     /// window outlives its template's eviction; an evicted template that comes back has its
     /// old id and finds its window). Pruned to the templates open windows name.
@@ -56,6 +60,8 @@ pub struct Reducer {
 const DEDUPE: usize = 0;
 const THROTTLE: usize = 1;
 const PATTERNS: usize = 2;
+/// A team's kept bytes in one second (`budget.kept_bytes`), keyed by team and second.
+pub(super) const BUDGET: usize = 3;
 
 impl Default for Reducer {
     fn default() -> Reducer {
@@ -67,7 +73,8 @@ fn action_of(table: usize) -> Action {
     match table {
         DEDUPE => Action::Dedupe,
         THROTTLE => Action::Throttle,
-        _ => Action::Patterns,
+        PATTERNS => Action::Patterns,
+        _ => Action::Budget,
     }
 }
 
@@ -89,7 +96,7 @@ impl Reducer {
     pub(super) fn restored(
         clock: u64,
         miner: Miner,
-        tables: [Table; 3],
+        tables: [Table; 4],
         texts: HashMap<TemplateId, Box<str>>,
     ) -> Reducer {
         Reducer {
@@ -212,12 +219,22 @@ impl Reducer {
             sample_rate: None,
             template: None,
         };
-        let verdict =
-            match self.retained(program, reduce, ask, event, record_ms, source, now, counts) {
-                Some(v) => v,
-                None if ask.protected => kept,
-                None => self.actions(reduce, ask, text, event, now, source, counts, out),
-            };
+        let retained = self.retained(program, reduce, ask, event, record_ms, source, now, counts);
+        // A trace kept whole is not cut by a budget either.
+        let whole = retained.is_some();
+        let verdict = match retained {
+            Some(v) => v,
+            None if ask.protected => kept,
+            None => self.actions(reduce, ask, text, event, now, source, counts, out),
+        };
+        let verdict = match (verdict, &reduce.kept_bytes) {
+            (Verdict::Keep { .. }, Some(k))
+                if self.over_budget(k, ask.protected || whole, event, now, source, counts, out) =>
+            {
+                Verdict::Suppressed(Action::Budget)
+            }
+            (v, _) => v,
+        };
         let c = &mut counts.rules[rule];
         match verdict {
             Verdict::Keep { .. } => {
@@ -413,6 +430,56 @@ impl Reducer {
             sample_rate,
             template,
         }
+    }
+
+    /// Counts a kept event's bytes against its team's second; `true` when they are over it
+    /// (the event is then suppressed, unless `protected`: it is kept and its bytes counted).
+    #[allow(clippy::too_many_arguments)]
+    fn over_budget(
+        &mut self,
+        k: &KeptBytes,
+        protected: bool,
+        event: &[u8],
+        now: u64,
+        source: Source,
+        counts: &mut Reduction,
+        out: &mut Vec<Summary>,
+    ) -> bool {
+        let bytes = event.len() as u64;
+        let start = now - now % 1000;
+        let key = combine(k.team_hash, start);
+        let e = match self.tables[BUDGET].get_mut(key) {
+            Some(e) => e,
+            None => {
+                let e = Entry {
+                    rule: Arc::clone(&k.team),
+                    start_ms: start,
+                    deadline: start.saturating_add(1000),
+                    key_text: format!("team={}", k.team).into(),
+                    ..Entry::default()
+                };
+                self.open(
+                    BUDGET,
+                    key,
+                    e,
+                    MAX_TEAM_SECONDS,
+                    source.partition,
+                    counts,
+                    out,
+                );
+                self.tables[BUDGET].get_mut(key).expect("just opened")
+            }
+        };
+        if protected || e.kept + bytes <= k.per_second {
+            e.kept += bytes;
+            return false;
+        }
+        e.suppress(now, source.offset);
+        if e.samples.len() < MAX_SAMPLES {
+            e.samples
+                .push(cut(&String::from_utf8_lossy(event), MAX_SAMPLE_BYTES));
+        }
+        true
     }
 
     fn open(
@@ -946,17 +1013,63 @@ mod tests {
 
     #[test]
     fn a_snapshot_resumes_exactly() {
+        resumes_exactly(DEDUPE, 700);
+    }
+
+    /// Issue 9: a team over its kept bytes in a second: the excess is suppressed (errors kept,
+    /// their bytes counted), summarised when the second closes, and every event is kept or in
+    /// a summary; a snapshot taken mid-second resumes exactly.
+    #[test]
+    fn issue9_a_team_over_its_kept_bytes_per_second() {
+        let line = |i: usize, level: &str| {
+            format!(r#"{{"level":"{level}","msg":"request {i:03} served"}}"#)
+        };
+        let lines: Vec<String> = (0..12)
+            .map(|i| line(i, if i == 5 { "error" } else { "info" }))
+            .collect();
+        let size = lines[0].len();
+        // Three events fit in a second; the times put events 0..6 in one second, 6..12 in the next.
+        let rules = format!(
+            "team: t\nbudget: {{kept_bytes: {}}}\nrules:\n  - name: r\n    format: json\n    metrics: [{{name: r_total, type: counter}}]\n",
+            3 * size
+        );
+        let input: Vec<(&str, u64)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), 1_000 + (i as u64 / 6) * 1_000 + i as u64 % 6))
+            .collect();
+        let (kept, sums) = reduce(&rules, &input);
+        let want: Vec<String> = [0, 1, 2, 5, 6, 7, 8]
+            .iter()
+            .map(|i| lines[*i].clone())
+            .collect();
+        assert_eq!(kept, want);
+        assert_eq!(sums.len(), 2, "{sums:?}");
+        assert!(sums[0].contains(r#""action":"budget""#), "{}", sums[0]);
+        assert!(sums[0].contains(r#""suppressed":2"#), "{}", sums[0]);
+        assert!(
+            sums[0].contains(&format!(r#""kept_bytes":{}"#, 3 * size + lines[5].len())),
+            "{}",
+            sums[0]
+        );
+        assert!(sums[1].contains(r#""suppressed":3"#), "{}", sums[1]);
+        resumes_exactly(&rules, 250);
+    }
+
+    /// The same outputs whether a reducer runs through or is snapshotted halfway and restored;
+    /// `step` ms between events.
+    fn resumes_exactly(rules: &str, step: u64) {
         let lines: Vec<String> = (0..60)
             .map(|i| format!(r#"{{"msg":"job {} done in {}ms"}}"#, i % 5, i))
             .collect();
         let input: Vec<(&str, u64)> = lines
             .iter()
             .enumerate()
-            .map(|(i, l)| (l.as_str(), i as u64 * 700))
+            .map(|(i, l)| (l.as_str(), i as u64 * step))
             .collect();
         let (program, _) = compile(&[SourceFile {
             name: "t.yaml".into(),
-            text: DEDUPE.into(),
+            text: rules.into(),
         }]);
         let program = Arc::new(program);
         let run = |r: &mut Reducer, part: &[(&str, u64)], base: usize| -> Vec<Out> {

@@ -2,7 +2,7 @@
 //! partition to its next owner, which goes on deciding exactly as this owner would have.
 //! Deterministic (entries in deadline order) and total to decode.
 
-use super::reducer::Reducer;
+use super::reducer::{BUDGET, Reducer};
 use super::table::{Entry, Table};
 use super::templates::Miner;
 use crate::codec::{Corrupt, Reader, Writer};
@@ -79,8 +79,11 @@ impl Reducer {
         let mut miner = Vec::new();
         self.miner.encode(&mut miner);
         w.bytes(&miner);
-        w.u32(self.tables.len() as u32);
-        for t in &self.tables {
+        // Without open budget seconds, the three tables older checkpoints have: the same bytes
+        // as before budgets existed.
+        let n = if self.tables[BUDGET].is_empty() { 3 } else { 4 };
+        w.u32(n as u32);
+        for t in &self.tables[..n] {
             let entries = t.ordered();
             w.u32(entries.len() as u32);
             for (k, e) in entries {
@@ -113,11 +116,12 @@ impl Reducer {
         }
         let clock = r.u64()?;
         let miner = Miner::decode(r.bytes()?).map_err(|_| Corrupt)?;
-        let mut tables: [Table; 3] = Default::default();
-        if r.u32()? as usize != tables.len() {
+        let mut tables: [Table; 4] = Default::default();
+        let n = r.u32()? as usize;
+        if !(3..=tables.len()).contains(&n) {
             return Err(Corrupt);
         }
-        for t in &mut tables {
+        for t in &mut tables[..n] {
             let n = r.count(80)?;
             let mut entries = Vec::with_capacity(n);
             for _ in 0..n {

@@ -106,9 +106,14 @@ impl Summary {
             Action::Dedupe => "repeat_count",
             _ => "suppressed",
         };
+        // A budget's second counts the bytes it kept, not events.
+        let kept = match self.action {
+            Action::Budget => "kept_bytes",
+            _ => "kept",
+        };
         let _ = write!(
             out,
-            ",\"{count}\":{},\"kept\":{},\"window_start_ms\":{},\"first_ms\":{},\"last_ms\":{},\"partition\":{},\"first_offset\":{},\"last_offset\":{}",
+            ",\"{count}\":{},\"{kept}\":{},\"window_start_ms\":{},\"first_ms\":{},\"last_ms\":{},\"partition\":{},\"first_offset\":{},\"last_offset\":{}",
             e.suppressed,
             e.kept,
             e.start_ms,

@@ -195,6 +195,18 @@ pub struct Reduce {
     /// Entries (keys, templates) each action keeps per partition; past it the oldest is
     /// closed early, its summary emitted.
     pub max_keys: usize,
+    /// The team's kept bytes per second (`budget.kept_bytes`), when it has one.
+    pub kept_bytes: Option<KeptBytes>,
+}
+
+/// A team's budget of kept bytes per second of event time, per partition: past it in a
+/// second, the team's kept events are suppressed (never protected ones) and summarised once
+/// per second.
+#[derive(Debug, Clone)]
+pub struct KeptBytes {
+    pub team: Arc<str>,
+    pub team_hash: u64,
+    pub per_second: u64,
 }
 
 /// Fields that make a key, with their names (for summaries).

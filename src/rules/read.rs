@@ -131,6 +131,48 @@ fn duration_from(node: &Node, what: &str, sink: &mut Sink, zero_ok: bool) -> Opt
     }
 }
 
+/// A positive number of bytes: `65536`, `512KiB`, `16MiB`, `1GiB`, or `KB`/`MB`/`GB` (powers
+/// of ten).
+pub fn byte_size(node: &Node, what: &str, sink: &mut Sink) -> Option<u64> {
+    let text = scalar(node, what, sink)?;
+    match parse_byte_size(&text).filter(|n| *n > 0) {
+        Some(n) => Some(n),
+        None => {
+            sink.error(
+                node.pos,
+                Code::BadLimit,
+                format!("invalid size `{text}` for {what}"),
+            )
+            .hint("write a positive number of bytes like `65536`, `512KiB` or `16MiB`");
+            None
+        }
+    }
+}
+
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(unit);
+    }
+    let n: f64 = number.parse().ok()?;
+    let bytes = n * unit as f64;
+    (bytes.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 pub fn limit(node: &Node, what: &str, sink: &mut Sink) -> Option<usize> {
     match node.as_u64().filter(|n| *n > 0) {
         Some(n) => Some(n as usize),
@@ -149,5 +191,20 @@ impl MapView<'_> {
     /// Accepts every key: for maps whose keys are names the user chooses.
     pub fn accept_all(&mut self) {
         self.used.iter_mut().for_each(|u| *u = true);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn issue9_sizes_parse_in_both_units() {
+        use super::parse_byte_size as p;
+        assert_eq!(p("65536"), Some(65536));
+        assert_eq!(p("512KiB"), Some(512 * 1024));
+        assert_eq!(p("1.5 MiB"), Some(1_572_864));
+        assert_eq!(p("2MB"), Some(2_000_000));
+        assert_eq!(p("1 GiB"), Some(1 << 30));
+        assert_eq!(p("12 parsecs"), None);
+        assert_eq!(p("MiB"), None);
     }
 }

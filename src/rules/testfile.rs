@@ -18,7 +18,7 @@
 //!         http_requests_total{code_class="5xx",method="GET"} 1
 //!       fates: [keep]          # optional: keep, drop or dead_letter per input line, or the
 //!                              # reduction that suppressed it: sampled, deduped, throttled,
-//!                              # patterned
+//!                              # patterned, over_budget
 //!       summaries:             # optional: the reduction's summaries, in order, each by the
 //!         - {action: dedupe, repeat_count: 2, key: {service: cart}}   # fields it names
 //! ```
@@ -43,6 +43,7 @@ pub const FATES: &[&str] = &[
     "deduped",
     "throttled",
     "patterned",
+    "over_budget",
 ];
 /// What an expected summary may name; see `reduce::Summary::field`.
 pub const SUMMARY_FIELDS: &[&str] = &[

@@ -59,6 +59,8 @@ pub struct Coordinator {
     pub(super) cfg: Config,
     pub(super) instance: String,
     pub(super) program: Arc<Program>,
+    /// The candidate rules evaluated beside `program` (`rules_candidate`).
+    pub(super) candidate: Option<Arc<Program>>,
     pub(super) outputs: Arc<Outputs>,
     /// This identity's state including what is not checkpointed yet.
     pub(super) pending: Aggregates,
@@ -129,6 +131,7 @@ impl Coordinator {
             cfg,
             instance,
             program,
+            candidate: None,
             outputs,
             pending,
             partitions,
@@ -191,7 +194,15 @@ impl Coordinator {
         let records = std::mem::take(&mut self.slots[w].batch);
         self.in_flight += records.len() as u64;
         let program = Arc::clone(&self.program);
-        self.send(w, Job::Batch { program, records });
+        let candidate = self.candidate.clone();
+        self.send(
+            w,
+            Job::Batch {
+                program,
+                candidate,
+                records,
+            },
+        );
     }
 
     pub(super) fn dispatch_all(&mut self) {
@@ -297,6 +308,9 @@ impl Coordinator {
     fn merge(&mut self, mut d: BatchDone) {
         let now = now_ms();
         self.pending.merge_from(&mut d.delta, &self.program, now);
+        if let Some(shadow) = d.shadow.take() {
+            self.exported.merge_shadow(*shadow, now);
+        }
         crate::telemetry::publish(&self.program, &d.counters, crate::telemetry::Publish::Add);
         crate::telemetry::publish_reduction(&self.program, &d.counters.reduction);
         self.counters.absorb(&d.counters);

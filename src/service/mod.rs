@@ -14,6 +14,7 @@ mod partition_state;
 mod partitions;
 mod rebalance;
 mod reload;
+mod shadow;
 mod state;
 mod subscription;
 mod worker;
@@ -92,12 +93,13 @@ pub fn run(
         crate::telemetry::RULES_INFO,
         crate::telemetry::rules_info(program.hash),
     );
-    let coordinator = Coordinator::new(
+    let mut coordinator = Coordinator::new(
         cfg.clone(),
         instance.clone(),
         program,
         Arc::clone(&exported),
     )?;
+    coordinator.set_candidate(reload::candidate(&cfg));
     // Statistics carry the consumer lag; only the group consumer asks for them.
     let consumer: BaseConsumer<Ctx> = consumer_config(&cfg, &instance)
         .set("statistics.interval.ms", "5000")
@@ -188,8 +190,11 @@ fn poll(
         }
         c.advance_checkpoint(consumer)?;
         let asked = reload.swap(false, Ordering::Relaxed);
-        if let Some(new) = rules.check(cfg, c.program().hash, asked) {
-            c.swap_program(consumer, new);
+        if let Some(changed) = rules.check(cfg, c.program().hash, asked) {
+            if let Some(new) = changed.live {
+                c.swap_program(consumer, new);
+            }
+            c.set_candidate(changed.candidate);
         }
         if last_gauges.elapsed() >= Duration::from_secs(1) {
             last_gauges = Instant::now();

@@ -44,10 +44,44 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     files
 }
 
+/// The candidate rules (`rules_candidate`): the live files, with the candidate's in place of
+/// those of the same file name. `Ok(None)` without candidate files (none configured, or none
+/// in the directories); `Err` (reported) when the
+/// candidate has errors: the live rules run on, without a shadow.
+pub fn candidate(cfg: &Config) -> Result<Option<Arc<Program>>, String> {
+    if cfg.rules_candidate.is_empty() {
+        return Ok(None);
+    }
+    let (candidate, mut diags) = crate::rules::load_paths(&cfg.rules_candidate);
+    // An empty candidate directory is no candidate: a team's file removed once promoted ends
+    // its shadow, which would otherwise evaluate the live rules twice.
+    if candidate.is_empty() && diags.iter().all(|d| !d.is_error()) {
+        return Ok(None);
+    }
+    let (live, more) = crate::rules::load_paths(&cfg.rules);
+    diags.extend(more);
+    let (files, _) = crate::rules::compile::overlay(live, candidate);
+    let (program, more) = crate::rules::compile::compile_with(&files, &cfg.compile_options());
+    diags.extend(more);
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    if errors.is_empty() {
+        return Ok(Some(Arc::new(program)));
+    }
+    for e in &errors {
+        tracing::warn!(diagnostic = %e, "candidate rules");
+    }
+    tracing::warn!("the candidate rules have errors: no shadow evaluation until they are fixed");
+    Err(errors.join("\n"))
+}
+
 /// Recompiles the rules; `None` (and the diagnostics reported) when they have errors.
 fn recompile(cfg: &Config) -> Option<Arc<Program>> {
     let (files, mut diags) = crate::rules::load_paths(&cfg.rules);
-    let (program, more) = crate::rules::compile(&files);
+    let (program, more) = crate::rules::compile::compile_with(&files, &cfg.compile_options());
     diags.extend(more);
     for d in diags.iter().filter(|d| d.is_error()) {
         tracing::warn!(diagnostic = %d, "rule reload");
@@ -60,7 +94,13 @@ fn recompile(cfg: &Config) -> Option<Arc<Program>> {
     Some(Arc::new(program))
 }
 
-/// Watches the rule files.
+/// What a look at the rule files found.
+pub struct Changed {
+    pub live: Option<Arc<Program>>,
+    pub candidate: Result<Option<Arc<Program>>, String>,
+}
+
+/// Watches the rule files (the candidate's too).
 pub struct RuleFiles {
     seen: Fingerprint,
     last: Instant,
@@ -79,18 +119,20 @@ impl RuleFiles {
         }
     }
 
-    /// A new program when the files changed (or `asked`) and compile to other rules.
-    pub fn check(&mut self, cfg: &Config, current: u64, asked: bool) -> Option<Arc<Program>> {
+    /// When the files changed (or `asked`): a new live program if they compile to other
+    /// rules, and the candidate as it is now (`candidate`).
+    pub fn check(&mut self, cfg: &Config, current: u64, asked: bool) -> Option<Changed> {
         if !asked && self.last.elapsed() < Duration::from_secs(1) {
             return None;
         }
         self.last = Instant::now();
-        let now = fingerprint(&cfg.rules);
+        let mut now = fingerprint(&cfg.rules);
+        now.extend(fingerprint(&cfg.rules_candidate));
         if !asked && now == self.seen {
             return None;
         }
         self.seen = now;
-        match recompile(cfg) {
+        let live = match recompile(cfg) {
             None => {
                 self.valid = false;
                 None
@@ -102,11 +144,57 @@ impl RuleFiles {
                 self.valid = true;
                 (p.hash != current).then_some(p)
             }
-        }
+        };
+        Some(Changed {
+            live,
+            candidate: candidate(cfg),
+        })
     }
 }
 
 impl Coordinator {
+    /// Evaluates `candidate` beside the live rules from the next batch on (`None`: stop).
+    /// Its shadow starts again whenever the candidate or the live rules change.
+    pub(super) fn set_candidate(&mut self, candidate: Result<Option<Arc<Program>>, String>) {
+        let (candidate, error) = match candidate {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e)),
+        };
+        // The same candidate beside the same live rules goes on comparing; anything else
+        // starts again (no candidate, or one with errors, replaces what was shown).
+        let unchanged = match (&self.candidate, &candidate) {
+            (Some(a), Some(b)) => {
+                a.hash == b.hash
+                    && self
+                        .exported
+                        .shadow_live()
+                        .is_some_and(|live| Arc::ptr_eq(&live, &self.program))
+            }
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        if let Some(c) = &candidate {
+            tracing::info!(
+                rules = c.rules.len(),
+                hash = format!("{:016x}", c.hash),
+                "candidate rules loaded: compared with the live rules at /-/shadow"
+            );
+        }
+        self.exported.set_shadow(
+            candidate.as_ref().map(|c| {
+                crate::derive::shadow::Shadow::new(
+                    Arc::clone(&self.program),
+                    Arc::clone(c),
+                    super::now_ms(),
+                )
+            }),
+            error,
+        );
+        self.candidate = candidate;
+    }
+
     /// Swaps in a new rule set between batches. Series of families that did not change keep
     /// their values; the exported values move over the same way; the next checkpoint is a full
     /// one, taken at once.

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
 use super::partition_state::{Caps, PartitionState};
+use super::shadow::Candidate;
 use crate::checkpoint::PartitionKey;
 use crate::correlate::traces::TOPIC as TRACES_TOPIC;
 use crate::decode::{InputFormat, Limits};
+use crate::derive::shadow::{Delta, Evaluation};
 use crate::derive::{Aggregates, Version};
 use crate::engine::{Counters, Engine, Record};
 use crate::reduce::retain::Held;
@@ -26,6 +28,8 @@ use crate::source::kafka::OwnedRecord;
 pub enum Job {
     Batch {
         program: Arc<Program>,
+        /// The candidate rules (`rules_candidate`), evaluated beside `program`.
+        candidate: Option<Arc<Program>>,
         records: Vec<OwnedRecord>,
     },
     /// A checkpoint barrier: answer with the reduction state of every partition it changed
@@ -61,6 +65,8 @@ pub struct BatchDone {
     pub events: usize,
     pub reached: Vec<Reached>,
     pub timestamps: Vec<i64>,
+    /// The candidate's evaluation of the batch beside the live one, when there is a candidate.
+    pub shadow: Option<Box<Delta>>,
 }
 
 pub enum Done {
@@ -91,9 +97,14 @@ pub fn run(
     let mut rereading = 0usize;
     // What this worker's partitions hold for `keep_traces`, as last published.
     let mut published_held = (0i64, 0i64);
+    let mut shadow: Option<Candidate> = None;
     for job in jobs {
-        let (program, records) = match job {
-            Job::Batch { program, records } => (program, records),
+        let (program, candidate, records) = match job {
+            Job::Batch {
+                program,
+                candidate,
+                records,
+            } => (program, candidate, records),
             Job::Cut { epoch } => {
                 let mut changed: Vec<(PartitionKey, Vec<u8>)> = states
                     .iter_mut()
@@ -146,6 +157,9 @@ pub fn run(
                 continue;
             }
             Job::Drop { key } => {
+                if let Some(c) = &mut shadow {
+                    c.forget(&key.topic, key.partition);
+                }
                 let old = states.remove(&(Arc::<str>::from(key.topic.as_str()), key.partition));
                 if old.is_some_and(|o| o.counted_from.is_some()) {
                     rereading -= 1;
@@ -161,6 +175,15 @@ pub fn run(
                 engine.insert(e)
             }
         };
+        match (&candidate, &shadow) {
+            (Some(p), Some(c)) if Arc::ptr_eq(p, c.program()) => {}
+            (Some(p), _) => {
+                shadow = Some(Candidate::new(Arc::clone(p), input, limits, caps.retain));
+            }
+            (None, _) => shadow = None,
+        }
+        // Each rule's cost, for `logmill_rule_cpu_microseconds_total` and the shadow.
+        Candidate::profile_live(e);
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
             if !again.is_empty() {
@@ -174,7 +197,7 @@ pub fn run(
         let mut fates = Vec::with_capacity(batch.len());
         e.process(&batch, super::now_ms(), &mut fates);
         drop(batch);
-        quarantines(e, &program);
+        quarantines(e, &program, false);
         // Reduction, in each partition's order (a batch holds the partitions in record order).
         let mut verdicts: Vec<Option<Verdict>> = vec![None; records.len()];
         let mut reduction = Reduction::new(&program);
@@ -231,7 +254,24 @@ pub fn run(
         }
         let mut delta = std::mem::replace(&mut e.local, Aggregates::new(&program));
         let mut counters = std::mem::take(&mut e.counters);
-        if !trace_lines.is_empty() {
+        // The trace summaries and edges, read as events by the rules.
+        let mut lines: Vec<Record> = Vec::new();
+        for (i, range) in &closed {
+            let rec = &records[*i];
+            for l in trace_lines[range.clone()].lines() {
+                lines.push(Record {
+                    payload: l.as_bytes(),
+                    topic: TRACES_TOPIC,
+                    version: Version {
+                        ms: rec.event_ms,
+                        lane: rec.partition as u32,
+                        offset: rec.offset as u64,
+                    },
+                    event_ms: rec.event_ms,
+                });
+            }
+        }
+        if !lines.is_empty() {
             let te = match &mut trace_engine {
                 Some(t) if Arc::ptr_eq(t.program(), &program) => t,
                 _ => trace_engine.insert(Engine::new(
@@ -240,22 +280,6 @@ pub fn run(
                     limits,
                 )),
             };
-            let mut lines: Vec<Record> = Vec::new();
-            for (i, range) in &closed {
-                let rec = &records[*i];
-                for l in trace_lines[range.clone()].lines() {
-                    lines.push(Record {
-                        payload: l.as_bytes(),
-                        topic: TRACES_TOPIC,
-                        version: Version {
-                            ms: rec.event_ms,
-                            lane: rec.partition as u32,
-                            offset: rec.offset as u64,
-                        },
-                        event_ms: rec.event_ms,
-                    });
-                }
-            }
             let mut trace_fates = Vec::with_capacity(lines.len());
             te.process(&lines, super::now_ms(), &mut trace_fates);
             delta.merge_from(&mut te.local, &program, super::now_ms());
@@ -272,6 +296,22 @@ pub fn run(
                 ..Default::default()
             };
         }
+        let shadowed = shadow.as_mut().map(|c| {
+            let live = Evaluation {
+                program: Arc::clone(&program),
+                aggs: delta.clone(),
+                matches: counters.rule_matches.clone(),
+                nanos: e.rule_nanos.clone(),
+            };
+            let outcomes: Vec<&'static str> = fates
+                .iter()
+                .zip(&verdicts)
+                .map(|(f, v)| crate::reduce::outcome(f, v.as_ref()))
+                .collect();
+            Box::new(c.batch(live, &outcomes, &records, &lines, super::now_ms()))
+        });
+        drop(lines);
+        crate::telemetry::rule_cpu(&program, &mut e.rule_nanos);
         counters.reduction = reduction;
         e.counters.rule_matches = vec![0; program.rules.len()];
         let mut reached: Vec<Reached> = Vec::new();
@@ -343,6 +383,7 @@ pub fn run(
             events: records.len(),
             reached,
             timestamps,
+            shadow: shadowed,
         };
         drop(records);
         if done.send(Done::Batch(Box::new(result))).is_err() {
@@ -353,7 +394,7 @@ pub fn run(
 
 /// A polled record as the engine reads it: its version is its event time, partition and
 /// offset.
-fn as_record(r: &OwnedRecord) -> Record<'_> {
+pub(super) fn as_record(r: &OwnedRecord) -> Record<'_> {
     Record {
         payload: &r.payload,
         topic: &r.topic,
@@ -368,23 +409,27 @@ fn as_record(r: &OwnedRecord) -> Record<'_> {
 
 /// The window over which a rule's CPU is held against its team's budget, and how long a rule
 /// over it is not evaluated.
-const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
-const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(30);
+pub(super) const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Says which rules went over their CPU budget, and counts what quarantined rules skipped.
-fn quarantines(e: &mut Engine, program: &Program) {
+/// A `candidate`'s (`rules_candidate`) are only logged: they are not the live rules' numbers.
+pub(super) fn quarantines(e: &mut Engine, program: &Program, candidate: bool) {
     let Some(g) = e.cpu_guard.as_mut() else {
         return;
     };
+    let which = if candidate { "candidate rule" } else { "rule" };
     for (r, per_second) in g.take_quarantined() {
         let Some(rule) = program.rules.get(r as usize) else {
             continue;
         };
-        crate::telemetry::rule_quarantined(&rule.team, &rule.name);
+        if !candidate {
+            crate::telemetry::rule_quarantined(&rule.team, &rule.name);
+        }
         tracing::warn!(
             team = %rule.team,
             rule = %rule.name,
-            "rule {}/{} used {:?} of CPU per second, over its team's budget of {:?}: not evaluated for {:?}, then tried again",
+            "{which} {}/{} used {:?} of CPU per second, over its team's budget of {:?}: not evaluated for {:?}, then tried again",
             rule.team,
             rule.name,
             per_second,
@@ -394,6 +439,7 @@ fn quarantines(e: &mut Engine, program: &Program) {
     }
     for (r, n) in g.take_skipped().into_iter().enumerate() {
         if n > 0
+            && !candidate
             && let Some(rule) = program.rules.get(r)
         {
             crate::telemetry::rule_quarantine_skips(&rule.team, &rule.name, n);

@@ -1,5 +1,7 @@
 //! The HTTP endpoint Prometheus scrapes: `/metrics` (derived series, text or OpenMetrics by
-//! `Accept`), `/-/metrics` (logmill's own telemetry), `/-/healthy`, `/-/ready`.
+//! `Accept`), `/-/metrics` (logmill's own telemetry), `/-/healthy`, `/-/ready`; with candidate
+//! rules, `/-/shadow` (their comparison with the live rules, text or JSON by `Accept`) and
+//! `/-/shadow/metrics` (their series).
 //!
 //! With `http.playground` (and in `demo`) also the playground page (`sink::playground`): `/`,
 //! its assets, `POST /-/playground/eval` and `/-/playground/teams`.
@@ -14,6 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::derive::Aggregates;
+use crate::derive::shadow::Shadow;
 use crate::rules::Program;
 use crate::sink::exposition::{ExpositionFormat, render};
 
@@ -52,6 +55,8 @@ pub struct Exported {
     pub heartbeat_ms: AtomicU64,
     /// Serve the playground page at `/` (`http.playground`; always in `demo`).
     pub playground: AtomicBool,
+    /// The candidate rules' shadow (`rules_candidate`), or why there is none.
+    shadow: Mutex<(Option<Shadow>, Option<String>)>,
     telemetry: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Self-telemetry rendered here rather than through the `metrics` facade, which cannot
     /// remove a series: by metric name, its exposition lines as they are now (the rules in
@@ -86,6 +91,7 @@ impl Exported {
             failure: Mutex::new(String::new()),
             heartbeat_ms: AtomicU64::new(0),
             playground: AtomicBool::new(false),
+            shadow: Mutex::new((None, None)),
             telemetry,
             extra: Mutex::new(std::collections::BTreeMap::new()),
             now_ms,
@@ -109,6 +115,71 @@ impl Exported {
         let p = Arc::make_mut(&mut state);
         p.program = Arc::clone(program);
         p.aggs.apply_changes(program, changes);
+    }
+
+    fn lock_shadow(&self) -> std::sync::MutexGuard<'_, (Option<Shadow>, Option<String>)> {
+        self.shadow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a new shadow (`None`: none, with `error` saying why when the candidate has
+    /// errors).
+    pub fn set_shadow(&self, shadow: Option<Shadow>, error: Option<String>) {
+        *self.lock_shadow() = (shadow, error);
+    }
+
+    /// The live rules the shadow compares with.
+    pub fn shadow_live(&self) -> Option<Arc<Program>> {
+        let s = self.lock_shadow();
+        s.0.as_ref().map(|s| Arc::clone(&s.live.program))
+    }
+
+    pub fn merge_shadow(&self, delta: crate::derive::shadow::Delta, now_ms: u64) {
+        if let Some(s) = self.lock_shadow().0.as_mut() {
+            s.merge(delta, now_ms);
+        }
+    }
+
+    /// `/-/shadow` and `/-/shadow/metrics`.
+    fn shadow_response(&self, path: &str, accept: &str) -> (u16, &'static str, String) {
+        let s = self.lock_shadow();
+        let shadow = match &*s {
+            (Some(shadow), _) => shadow,
+            (None, Some(error)) => {
+                return (
+                    503,
+                    "text/plain",
+                    format!("the candidate rules have errors:\n{error}\n"),
+                );
+            }
+            (None, None) => {
+                return (
+                    404,
+                    "text/plain",
+                    "no candidate rules: set `rules_candidate` in the config\n".into(),
+                );
+            }
+        };
+        let now = (self.now_ms)();
+        if path == "/-/shadow/metrics" {
+            let format = ExpositionFormat::from_accept(accept);
+            return (200, format.content_type(), shadow.exposition(format, now));
+        }
+        let report = shadow.report();
+        if accept.contains("application/json") {
+            let json = report.json(crate::derive::shadow::EXAMPLES);
+            let head = format!(
+                "{{\"live\":\"{:016x}\",\"candidate\":\"{:016x}\",\"since_ms\":{},",
+                shadow.live.program.hash, shadow.candidate.program.hash, shadow.since_ms
+            );
+            return (200, "application/json", head + &json[1..]);
+        }
+        let head = format!(
+            "candidate rules {:016x} against live rules {:016x}, over the events of the last {} s on this instance\n",
+            shadow.candidate.program.hash,
+            shadow.live.program.hash,
+            now.saturating_sub(shadow.since_ms) / 1000
+        );
+        (200, "text/plain; charset=utf-8", head + &report.text(5))
     }
 
     /// What is shown now (the last checkpoint's values).
@@ -205,6 +276,7 @@ impl Exported {
                 Some(text) => (200, ExpositionFormat::Text.content_type(), text),
                 None => (404, "text/plain", "self-telemetry is off\n".into()),
             },
+            "/-/shadow" | "/-/shadow/metrics" => self.shadow_response(path, accept),
             "/-/healthy" if self.is_healthy() => (200, "text/plain", "healthy\n".into()),
             "/-/healthy" => (503, "text/plain", "unhealthy\n".into()),
             "/-/ready" => match self.readiness() {
@@ -325,11 +397,12 @@ async fn playground_route(
         "/-/playground/teams" if get => {
             let published = state.current();
             let telemetry = state.telemetry();
-            response(
-                200,
-                "application/json",
-                pg::teams(&published, telemetry.as_deref()),
-            )
+            let mut json = pg::teams(&published, telemetry.as_deref());
+            if state.shadow_live().is_some() {
+                // Candidate rules run beside these: the page links their comparison.
+                json.insert_str(1, "\"shadow\":true,");
+            }
+            response(200, "application/json", json)
         }
         "/-/playground/eval" if *method == Method::POST => {
             use http_body_util::BodyExt;

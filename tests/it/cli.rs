@@ -450,7 +450,7 @@ fn readme_examples_check_and_pass() {
 
 /// Issue 9: `check --sample` counts each metric's series over a sample and projects them to
 /// full scale; the projection from 5,000 events is close to the exact count over 100,000, and
-/// a cap that would bind is a warning.
+/// a cap or a team budget that would bind is a warning.
 #[test]
 fn issue9_check_sample_estimates_cardinality() {
     let tmp = TempDir::new("i9-sample");
@@ -504,6 +504,24 @@ fn issue9_check_sample_estimates_cardinality() {
     ]);
     assert!(
         stderr(&o).contains("warning: route_requests_total: about"),
+        "{}",
+        stderr(&o)
+    );
+    // A team series budget that would bind over the team's families together.
+    let budgeted = tmp.path("budgeted.yaml");
+    let rules = std::fs::read_to_string(repo().join("benches/rules/cardinality.yaml")).unwrap();
+    std::fs::write(&budgeted, format!("budget: {{series: 20000}}\n{rules}")).unwrap();
+    let o = run(&[
+        "check",
+        budgeted.to_str().unwrap(),
+        "--sample",
+        tmp.path("sample.json").to_str().unwrap(),
+        "--scale",
+        "100000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("over its series budget 20000"),
         "{}",
         stderr(&o)
     );
@@ -647,4 +665,33 @@ fn issue9_a_team_budget_declared_twice_differently_is_an_error() {
     std::fs::write(tmp.path("b.yaml"), b.replace("200", "100")).unwrap();
     let o = run(&["check", tmp.0.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Issue 9: rule tests see a team's kept-bytes budget: the events over it have the fate
+/// `over_budget`, the summary of the second says how many, and a wrong fate fails the test.
+#[test]
+fn issue9_rule_tests_see_the_kept_bytes_budget() {
+    let tmp = TempDir::new("kept-bytes-test");
+    std::fs::copy(
+        repo().join("tests/data/team-kept-bytes/rules.yaml"),
+        tmp.path("t.yaml"),
+    )
+    .unwrap();
+    let input = std::fs::read_to_string(repo().join("tests/data/team-kept-bytes/input.log"))
+        .unwrap()
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect::<String>();
+    let test = |fates: &str| {
+        std::fs::write(
+            tmp.path("t.test.yaml"),
+            format!("tests:\n  - name: budget\n    input: |\n{input}    expect:\n      fates: [{fates}]\n      summaries:\n        - {{action: budget, suppressed: 2, key: {{team: t}}}}\n"),
+        )
+        .unwrap();
+        run(&["test", tmp.path("t.test.yaml").to_str().unwrap()])
+    };
+    let o = test("keep, keep, keep, over_budget, keep, over_budget, keep, keep");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = test("keep, keep, keep, keep, keep, over_budget, keep, keep");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 }

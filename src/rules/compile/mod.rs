@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::diagnostic::{Code, Diagnostic, Sink};
 use super::program::*;
-use super::read::{MapView, duration, limit, scalar};
+use super::read::{MapView, byte_size, duration, limit, scalar};
 use super::suggest::did_you_mean;
 use super::yaml::{self, Node, Pos};
 use crate::decode::Format;
@@ -128,7 +128,51 @@ pub fn compile(files: &[SourceFile]) -> (Program, Vec<Diagnostic>) {
     compile_with(files, &Options::default())
 }
 
-/// Bounds for compiling rules from an untrusted source (the playground page).
+/// `base`'s files, but those `over` replaces (by file name, wherever they are), then
+/// `over`'s: a team's files checked against the deployed set (`check --against`), or the
+/// candidate rules beside the live ones (`rules_candidate`). The second value is how many of
+/// `base`'s are left, first.
+pub fn overlay(base: Vec<SourceFile>, over: Vec<SourceFile>) -> (Vec<SourceFile>, usize) {
+    let name = |f: &SourceFile| Path::new(&*f.name).file_name().map(|n| n.to_os_string());
+    let replaced: Vec<_> = over.iter().map(name).collect();
+    let mut files: Vec<SourceFile> = base
+        .into_iter()
+        .filter(|f| !replaced.contains(&name(f)))
+        .collect();
+    let kept = files.len();
+    files.extend(over);
+    (files, kept)
+}
+
+/// Records a team's budget where it is declared; a different value in another of the team's
+/// files is an error naming both places.
+fn declare<T: PartialEq + std::fmt::Debug>(
+    budgets: &mut std::collections::BTreeMap<String, (T, String)>,
+    team: &str,
+    value: T,
+    what: &str,
+    node: &Node,
+    sink: &mut Sink,
+) {
+    let here = format!("{}:{}:{}", sink.file(), node.pos.line, node.pos.col);
+    match budgets.get(team) {
+        Some((other, at)) if *other != value => {
+            sink.error(
+                node.pos,
+                Code::MetricConflict,
+                format!("team `{team}`'s {what} is {value:?} here and {other:?} at {at}"),
+            )
+            .hint("declare a team's budget once, or the same in each of its files");
+        }
+        Some(_) => {}
+        None => {
+            budgets.insert(team.to_string(), (value, here));
+        }
+    }
+}
+
+/// What compiling takes besides the files: bounds for rules from an untrusted source (the
+/// playground page), and the budgets the service's config sets per team.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The most bytes one regex (a `regex:`, a condition's regex, an expanded `grok:`) may take
@@ -137,6 +181,18 @@ pub struct Options {
     /// Rule files may not make the compiler read files (`patterns_dir:`): set for the
     /// playground page, whose rules come from a browser.
     pub no_files: bool,
+    /// Per team: budgets that hold whatever its files declare (the platform's word over the
+    /// team's own).
+    pub budgets: std::collections::BTreeMap<String, TeamBudgets>,
+}
+
+/// A team's budgets as the service config sets them (`budgets:`); each one it names replaces
+/// what the team's files declare.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TeamBudgets {
+    pub series: Option<usize>,
+    pub cpu: Option<Duration>,
+    pub kept_bytes: Option<u64>,
 }
 
 /// `compile`, with bounds.
@@ -162,10 +218,24 @@ pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Di
         }
         diags.extend(sink.diags);
     }
+    // The service config's budgets replace the files' (`Options::budgets`).
+    let here = || "the service config".to_string();
+    for (team, c) in &options.budgets {
+        if let Some(n) = c.series {
+            b.budgets.insert(team.clone(), (n, here()));
+        }
+        if let Some(d) = c.cpu {
+            b.cpu_budgets.insert(team.clone(), (d, here()));
+        }
+        if let Some(n) = c.kept_bytes {
+            b.kept_budgets.insert(team.clone(), (n, here()));
+        }
+    }
     // A budget declared in one of a team's files holds for the rules of all of them.
     for r in &mut b.rules {
         r.cpu_budget = b.cpu_budgets.get(&r.team).map(|(d, _)| *d);
     }
+    reduce::kept_bytes_budgets(&mut b);
     let rule_clauses: Vec<Vec<Vec<u32>>> = b.rules.iter().map(|r| r.clauses.clone()).collect();
     let teams: Vec<Team> = b
         .budgets
@@ -314,6 +384,8 @@ struct Builder {
     budgets: std::collections::BTreeMap<String, (usize, String)>,
     /// Each team's CPU budget per rule (per second), with where it was declared.
     cpu_budgets: std::collections::BTreeMap<String, (Duration, String)>,
+    /// Each team's kept bytes per second, with where it was declared.
+    pub(super) kept_budgets: std::collections::BTreeMap<String, (u64, String)>,
     /// Bound on each compiled regex (`Options::regex_size_limit`); `None`: the regex crate's.
     regex_size_limit: Option<usize>,
     /// `Options::no_files`.
@@ -516,53 +588,35 @@ impl Builder {
             defaults.reduce = d.get("reduce").cloned();
             d.finish(DEFAULT_KEYS, "`defaults`", sink);
         }
-        // `budget: {series: N}`: the team's series over all its families.
+        // `budget: {series: N, cpu: D, kept_bytes: B}`: what the team's rules may use,
+        // together.
         if let Some(n) = top.get("budget")
             && let Some(mut m) = MapView::new(n, "`budget`", sink)
         {
             if let Some(v) = m.get("series")
                 && let (Some(limit), Some(team)) = (limit(v, "`series`", sink), team.as_ref())
             {
-                let here = format!("{}:{}:{}", sink.file(), v.pos.line, v.pos.col);
-                match self.budgets.get(team) {
-                    Some((other, at)) if *other != limit => {
-                        sink.error(
-                            v.pos,
-                            Code::MetricConflict,
-                            format!(
-                                "team `{team}`'s series budget is {limit} here and {other} at {at}"
-                            ),
-                        )
-                        .hint("declare a team's budget once, or the same in each of its files");
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.budgets.insert(team.clone(), (limit, here));
-                    }
-                }
+                declare(&mut self.budgets, team, limit, "series budget", v, sink);
             }
             if let Some(v) = m.get("cpu")
                 && let (Some(cpu), Some(team)) = (duration(v, "`cpu`", sink), team.as_ref())
             {
-                let here = format!("{}:{}:{}", sink.file(), v.pos.line, v.pos.col);
-                match self.cpu_budgets.get(team) {
-                    Some((other, at)) if *other != cpu => {
-                        sink.error(
-                            v.pos,
-                            Code::MetricConflict,
-                            format!(
-                                "team `{team}`'s CPU budget is {cpu:?} here and {other:?} at {at}"
-                            ),
-                        )
-                        .hint("declare a team's budget once, or the same in each of its files");
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.cpu_budgets.insert(team.clone(), (cpu, here));
-                    }
-                }
+                declare(&mut self.cpu_budgets, team, cpu, "CPU budget", v, sink);
             }
-            m.finish(&["series", "cpu"], "`budget`", sink);
+            if let Some(v) = m.get("kept_bytes")
+                && let (Some(bytes), Some(team)) =
+                    (byte_size(v, "`kept_bytes`", sink), team.as_ref())
+            {
+                declare(
+                    &mut self.kept_budgets,
+                    team,
+                    bytes,
+                    "kept bytes budget",
+                    v,
+                    sink,
+                );
+            }
+            m.finish(&["series", "cpu", "kept_bytes"], "`budget`", sink);
         }
         let patterns = self.file_patterns(&mut top, sink);
         let rules = top.get("rules");
@@ -842,5 +896,48 @@ fn compile_regex(
             sink.error(node.pos, Code::BadRegex, format!("invalid regex: {e}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9: budgets the service config sets for a team replace what its files declare
+    /// (the platform's word over the team's), each one on its own.
+    #[test]
+    fn issue9_the_service_configs_budgets_replace_the_files() {
+        let file = SourceFile {
+            name: "edge.yaml".into(),
+            text: "team: edge\nbudget: {series: 100, cpu: 50ms}\nrules:\n  - name: r\n    format: json\n    metrics: [{name: edge_total, type: counter}]\n".into(),
+        };
+        let (own, diags) = compile(std::slice::from_ref(&file));
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        assert_eq!(own.teams[0].series_budget, Some(100));
+        assert_eq!(own.rules[0].cpu_budget, Some(Duration::from_millis(50)));
+        assert!(own.rules[0].reduce.is_none());
+        let options = Options {
+            budgets: [(
+                "edge".to_string(),
+                TeamBudgets {
+                    series: Some(10),
+                    cpu: None,
+                    kept_bytes: Some(4096),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Options::default()
+        };
+        let (capped, diags) = compile_with(&[file], &options);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        assert_eq!(capped.teams[0].series_budget, Some(10));
+        assert_eq!(capped.rules[0].cpu_budget, Some(Duration::from_millis(50)));
+        let kept = capped.rules[0]
+            .reduce
+            .as_ref()
+            .and_then(|r| r.kept_bytes.as_ref())
+            .map(|k| k.per_second);
+        assert_eq!(kept, Some(4096));
     }
 }

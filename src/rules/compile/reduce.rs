@@ -63,21 +63,11 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         return;
     }
     let entries = merged(own, defaults.as_ref(), sink);
-    let rule = format!("{}/{}", cx.team, cx.name.as_deref().unwrap_or_default());
-    let mut r = Reduce {
-        rule_hash: crate::reduce::hash::hash_bytes(rule.as_bytes()),
-        rule: rule.into(),
-        message: Vec::new(),
-        level: Vec::new(),
-        time: None,
-        always_keep: None,
-        sample: None,
-        keep_traces: None,
-        dedupe: None,
-        throttle: None,
-        patterns: None,
-        max_keys: DEFAULT_MAX_KEYS,
-    };
+    let mut r = bare(format!(
+        "{}/{}",
+        cx.team,
+        cx.name.as_deref().unwrap_or_default()
+    ));
     let text = cx.scope.format == Some(Format::Text);
     let mut message = None;
     let mut level = None;
@@ -144,11 +134,12 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         }
     }
     let pos = own.map_or(Pos { line: 1, col: 1 }, |n| n.pos);
-    // Actions with errors were reported: no knock-on warning for them.
+    // Actions with errors were reported: no knock-on warning for them. A team's kept-bytes
+    // budget is an action of every rule of the team (declared above the rules).
     let named = entries
         .iter()
         .any(|(k, _)| k.as_scalar().is_some_and(|k| ACTIONS.contains(&k)));
-    if !named {
+    if !named && !b.kept_budgets.contains_key(cx.team) {
         sink.warning(
             pos,
             Code::MissingKey,
@@ -397,5 +388,56 @@ impl Builder {
             per_ms: per?,
             key,
         })
+    }
+}
+
+/// A team's kept-bytes budget on each of its rules. A rule without `reduce` gets one that only
+/// does that, with `reduce`'s default level fields, so its error events stay protected.
+pub(super) fn kept_bytes_budgets(b: &mut Builder) {
+    for i in 0..b.rules.len() {
+        let Some(per_second) = b.kept_budgets.get(&b.rules[i].team).map(|(n, _)| *n) else {
+            continue;
+        };
+        let team = b.rules[i].team.clone();
+        let budget = KeptBytes {
+            team_hash: crate::reduce::hash::hash_bytes(team.as_bytes()),
+            team: team.into(),
+            per_second,
+        };
+        if b.rules[i].reduce.is_none() {
+            let rule = &b.rules[i];
+            let name = format!("{}/{}", rule.team, rule.name);
+            let level = match rule.capture_names.iter().position(|c| c == "level") {
+                Some(c) => vec![FieldRef::Capture(c as u32)],
+                None if rule.format == Some(Format::Text) => Vec::new(),
+                None => b.default_fields(&["level", "severity", "lvl"]),
+            };
+            b.rules[i].reduce = Some(Box::new(Reduce {
+                level,
+                ..bare(name)
+            }));
+        }
+        if let Some(r) = b.rules[i].reduce.as_mut() {
+            r.kept_bytes = Some(budget);
+        }
+    }
+}
+
+/// A reduction of rule `rule` (`team/name`) that does nothing yet.
+fn bare(rule: String) -> Reduce {
+    Reduce {
+        rule_hash: crate::reduce::hash::hash_bytes(rule.as_bytes()),
+        rule: rule.into(),
+        message: Vec::new(),
+        level: Vec::new(),
+        time: None,
+        always_keep: None,
+        sample: None,
+        keep_traces: None,
+        dedupe: None,
+        throttle: None,
+        patterns: None,
+        max_keys: DEFAULT_MAX_KEYS,
+        kept_bytes: None,
     }
 }

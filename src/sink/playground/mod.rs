@@ -271,6 +271,7 @@ fn compile_bounded(rules: &str, regex_bytes: usize) -> (crate::rules::Program, V
         &crate::rules::compile::Options {
             regex_size_limit: Some(regex_bytes),
             no_files: true,
+            ..Default::default()
         },
     )
 }
@@ -338,8 +339,32 @@ pub fn teams(published: &Published, telemetry: Option<&str>) -> String {
             json_string(&mut out, &format!("{h:016x}"));
         }
         let rules: Vec<_> = program.rules.iter().filter(|r| *r.file == **file).collect();
+        let team = rules.first().map_or("", |r| r.team.as_str());
         out.push_str(",\"team\":");
-        json_string(&mut out, rules.first().map_or("", |r| r.team.as_str()));
+        json_string(&mut out, team);
+        // The team's budgets (declared once per team, so any rule of it says them).
+        out.push_str(",\"budgets\":{");
+        let mut budgets = Vec::new();
+        if let Some(t) = program.teams.iter().find(|t| t.name == team)
+            && let Some(n) = t.series_budget
+        {
+            budgets.push(format!("\"series\":{n}"));
+        }
+        if let Some(cpu) = rules.first().and_then(|r| r.cpu_budget) {
+            budgets.push(format!("\"cpu_ms\":{}", cpu.as_secs_f64() * 1000.0));
+        }
+        if let Some(k) = rules
+            .first()
+            .and_then(|r| r.reduce.as_ref())
+            .and_then(|r| r.kept_bytes.as_ref())
+        {
+            budgets.push(format!("\"kept_bytes\":{}", k.per_second));
+        }
+        out.push_str(&budgets.join(","));
+        out.push('}');
+        if let Some(n) = find(crate::telemetry::TEAM_SERIES, &[("team", team)]) {
+            let _ = write!(out, ",\"team_series\":{n}");
+        }
         out.push_str(",\"rules\":[");
         for (ri, r) in rules.iter().enumerate() {
             if ri > 0 {
@@ -354,6 +379,24 @@ pub fn teams(published: &Published, telemetry: Option<&str>) -> String {
                     let _ = write!(out, ",\"match_rate\":{}", m / e);
                 }
             }
+            if let Some(us) = find(crate::telemetry::RULE_CPU, &labels) {
+                let _ = write!(out, ",\"cpu_us\":{us}");
+                if let Some(e) = events.filter(|e| *e > 0.0) {
+                    let _ = write!(out, ",\"us_per_event\":{}", us / e);
+                }
+            }
+            for (key, name) in [
+                ("quarantines", crate::telemetry::RULE_QUARANTINES),
+                (
+                    "quarantined_events",
+                    crate::telemetry::RULE_QUARANTINE_SKIPS,
+                ),
+            ] {
+                if let Some(n) = find(name, &labels) {
+                    let _ = write!(out, ",\"{key}\":{n}");
+                }
+            }
+            reduction(&mut out, &samples, &r.team, &r.name);
             let errors: Vec<_> = samples
                 .iter()
                 .filter(|(n, l, v)| {
@@ -419,6 +462,46 @@ pub fn teams(published: &Published, telemetry: Option<&str>) -> String {
     }
     out.push('}');
     out
+}
+
+/// A rule's reduction as self-telemetry counts it: events and bytes in and kept, and the
+/// events each action suppressed (`,"reduction":{...}`; nothing when it reduced nothing).
+fn reduction(out: &mut String, samples: &[Sample], team: &str, rule: &str) {
+    let mut events: Vec<(&str, f64)> = Vec::new();
+    let mut bytes: Vec<(&str, f64)> = Vec::new();
+    for (n, l, v) in samples {
+        let is = |k: &str, want: &str| l.iter().any(|(lk, lv)| lk == k && lv == want);
+        if !is("team", team) || !is("rule", rule) {
+            continue;
+        }
+        let Some((_, outcome)) = l.iter().find(|(k, _)| k == "outcome") else {
+            continue;
+        };
+        if n == crate::telemetry::REDUCED_EVENTS {
+            events.push((outcome, *v));
+        } else if n == crate::telemetry::REDUCED_BYTES {
+            bytes.push((outcome, *v));
+        }
+    }
+    if events.is_empty() {
+        return;
+    }
+    let object = |out: &mut String, pairs: &[(&str, f64)]| {
+        out.push('{');
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_string(out, k);
+            let _ = write!(out, ":{v}");
+        }
+        out.push('}');
+    };
+    out.push_str(",\"reduction\":{\"events\":");
+    object(out, &events);
+    out.push_str(",\"bytes\":");
+    object(out, &bytes);
+    out.push('}');
 }
 
 type Sample = (String, Vec<(String, String)>, f64);
@@ -585,5 +668,30 @@ mod tests {
         );
         assert_eq!(rule["value_errors"]["not_a_number"], 3.0);
         assert_eq!(some["dead_letters"]["invalid_utf8"], 1.0);
+        // Issue 9: cost, quarantines and reduction per rule, budgets per team.
+        let telemetry = format!(
+            "{telemetry}logmill_rule_cpu_microseconds_total{{rule=\"requests\",team=\"web\"}} 40\nlogmill_rule_quarantines_total{{rule=\"requests\",team=\"web\"}} 1\nlogmill_reduce_events_total{{outcome=\"in\",rule=\"requests\",team=\"web\"}} 8\nlogmill_reduce_events_total{{outcome=\"budget\",rule=\"requests\",team=\"web\"}} 5\nlogmill_reduce_bytes_total{{outcome=\"kept\",rule=\"requests\",team=\"web\"}} 300\nlogmill_team_series{{team=\"web\"}} 4\n"
+        );
+        let more = value(&teams(&published, Some(&telemetry)));
+        let rule = &more["files"][0]["rules"][0];
+        assert_eq!(rule["us_per_event"].as_f64(), Some(5.0));
+        assert_eq!(rule["quarantines"].as_f64(), Some(1.0));
+        assert_eq!(rule["reduction"]["events"]["budget"].as_f64(), Some(5.0));
+        assert_eq!(rule["reduction"]["bytes"]["kept"].as_f64(), Some(300.0));
+        assert_eq!(more["files"][0]["team_series"].as_f64(), Some(4.0));
+        let (budgeted, _) = compile(&[SourceFile {
+            name: "web.yaml".into(),
+            text: format!("budget: {{series: 100, kept_bytes: 1KiB, cpu: 20ms}}\n{RULES}"),
+        }]);
+        let budgeted = Arc::new(budgeted);
+        let published = Published {
+            aggs: crate::derive::Aggregates::new(&budgeted),
+            program: budgeted,
+        };
+        let b = value(&teams(&published, None));
+        let budgets = &b["files"][0]["budgets"];
+        assert_eq!(budgets["series"].as_f64(), Some(100.0));
+        assert_eq!(budgets["kept_bytes"].as_f64(), Some(1024.0));
+        assert_eq!(budgets["cpu_ms"].as_f64(), Some(20.0));
     }
 }

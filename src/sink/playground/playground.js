@@ -206,13 +206,40 @@ async function loadTeams() {
     (out.telemetry ? "" : " (self-telemetry is off: no counts)") +
     (out.dead_lettered !== undefined ? `, ${out.dead_lettered} dead-lettered` : "") +
     (Object.keys(out.dead_letters).length ? " (undecodable: " + Object.entries(out.dead_letters).map(([k, v]) => `${k} ${v}`).join(", ") + ")" : "");
+  if (out.shadow) {
+    const a = document.createElement("a");
+    a.href = "/-/shadow";
+    a.textContent = "candidate rules run beside these: their comparison";
+    $("teams-summary").append(" — ", a);
+  }
+  const bytes = (n) => n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
+  const budgets = (f) => {
+    const b = f.budgets || {};
+    const parts = [];
+    if (b.series !== undefined) parts.push(`series ${f.team_series ?? "–"} / ${b.series}`);
+    if (b.cpu_ms !== undefined) parts.push(`CPU ${b.cpu_ms} ms/s per rule`);
+    if (b.kept_bytes !== undefined) parts.push(`kept ${bytes(b.kept_bytes)}/s per partition`);
+    return parts.length ? `<p class="budgets">budgets: ${esc(parts.join(", "))}</p>` : "";
+  };
+  const reduced = (r) => {
+    if (!r.reduction) return "–";
+    const e = r.reduction.events, b = r.reduction.bytes;
+    const removed = Object.entries(e).filter(([k]) => !["in", "kept", "protected"].includes(k));
+    const fewer = b.in ? ` (${pct(1 - (b.kept || 0) / b.in)} fewer bytes)` : "";
+    return `${e.in ?? 0} in, ${e.kept ?? 0} kept${fewer}` +
+      (removed.length ? "; " + removed.map(([k, v]) => `${esc(k)} ${v}`).join(", ") : "");
+  };
   $("teams").innerHTML = out.files.map((f) =>
     `<div class="file" data-file="${esc(f.file)}"><h3>${esc(f.team || "(no rules)")} — ${esc(f.file)} <span class="hash">${esc(f.hash || "")}</span></h3>` +
-    `<table><thead><tr><th>rule</th><th>matches</th><th>match rate</th><th>series / cap</th><th>value errors</th></tr></thead><tbody>` +
+    budgets(f) +
+    `<table><thead><tr><th>rule</th><th>matches</th><th>match rate</th><th>cost</th><th>series / cap</th><th>reduction</th><th>quarantined</th><th>value errors</th></tr></thead><tbody>` +
     f.rules.map((r) => `<tr><td class="rule">${esc(r.rule)}</td><td>${r.matches ?? "–"}</td>` +
-      `<td>${r.match_rate !== undefined ? pct(r.match_rate) : "–"}</td><td>` +
+      `<td>${r.match_rate !== undefined ? pct(r.match_rate) : "–"}</td>` +
+      `<td>${r.us_per_event !== undefined ? r.us_per_event.toFixed(2) + " µs/event" : "–"}</td><td>` +
       r.families.map((m) => `<div class="rule${m.series >= m.max_series ? " over" : ""}">${esc(m.name)} ${m.series} / ${m.max_series}` +
-        (m.overflowed ? ` (${m.overflowed} updates overflowed)` : "") + "</div>").join("") + "</td><td>" +
+        (m.overflowed ? ` (${m.overflowed} updates overflowed)` : "") + "</div>").join("") + "</td>" +
+      `<td>${reduced(r)}</td>` +
+      `<td class="${r.quarantines ? "over" : ""}">${r.quarantines ? `${r.quarantines} times, ${r.quarantined_events ?? 0} events skipped` : "–"}</td><td>` +
       Object.entries(r.value_errors).map(([k, v]) => `${esc(k)} ${v}`).join(", ") + "</td></tr>").join("") +
     "</tbody></table></div>").join("") || "<p>no rule files loaded</p>";
 }

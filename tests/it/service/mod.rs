@@ -19,6 +19,7 @@ mod checkpoints;
 mod defects;
 mod reduction;
 mod scenarios;
+mod shadow;
 mod traces;
 
 const RULES: &str = r#"team: it
