@@ -4,8 +4,13 @@
 //! When a field cannot contain the first byte of the literal after it, the field must end at the
 //! first occurrence of that byte: there is exactly one way to split the line, `memchr` finds it,
 //! and each field only has to be *validated* (a byte table or a DFA over a few bytes) instead of
-//! captured by a backtracking-free but much slower NFA. The split plan is built only when that
-//! argument holds for every field; otherwise the regex crate runs as usual. **Both paths give the
+//! captured by a backtracking-free but much slower NFA. A field that *can* contain that byte
+//! (a quoted string before a space, grok's `%{QS}`) is split where a DFA of the field alone
+//! accepts and the literal follows; when that leaves several places, each is tried, and the
+//! split stands only if exactly one of them lets the rest of the line split too (any match of
+//! the regex is one of those splits). The split plan is built only when one of these arguments
+//! holds for every field; otherwise, or when a line has too many candidate splits, the regex
+//! crate runs as usual. **Both paths give the
 //! same captures for every input** (the test below checks this on random inputs), so the plan is
 //! an optimisation, never a change of meaning, and every rule keeps the linear-time guarantee.
 
@@ -29,11 +34,22 @@ pub type Span = Option<(usize, usize)>;
 /// Candidate starts an unanchored split plan tries before the general engine takes over.
 const MAX_STARTS: usize = 4;
 
+/// Candidate ends of ambiguous fields a line may try (over all its fields) before the general
+/// engine takes over: each tries the rest of the line, so this bounds the work per line.
+const MAX_BRANCHES: usize = 12;
+
+/// Capture groups after an ambiguous field that a split can keep aside while it checks the
+/// other candidates; a pattern with more goes to the regex crate on such lines.
+const SAVED_SLOTS: usize = 48;
+
 #[derive(Debug)]
 struct Plan {
     /// Does it end with `$`?
     anchored_end: bool,
     pieces: Vec<Piece>,
+    /// For each piece, the first capture group of it and the pieces after it (groups are
+    /// numbered left to right), to clear what a failed candidate split left behind.
+    first_group: Vec<usize>,
     /// Set when the pattern does not start with `^`: then `pieces[0]` is this literal and each
     /// of its occurrences is a candidate start.
     first_literal: Option<memmem::Finder<'static>>,
@@ -49,6 +65,18 @@ enum Piece {
 struct Field {
     validator: Validator,
     groups: FieldGroups,
+    /// Set when the field may contain the first byte of the literal after it: its validator's
+    /// DFA (the field alone, anchored, with `$`) is then stepped to find where it could end.
+    ambiguous: bool,
+}
+
+/// How a split attempt from some piece on went.
+enum Split {
+    No,
+    /// Matched, ending here.
+    Yes(usize),
+    /// Too many candidates: the general engine decides.
+    GiveUp,
 }
 
 #[derive(Debug)]
@@ -82,36 +110,64 @@ enum Validator {
     Check(Box<Check>),
 }
 
+/// Whether a whole field matches. The DFA is determinized on first use, not when the rule is
+/// compiled: a large pattern (Logstash's `IPV6`) costs milliseconds to determinize, which
+/// `logmill check` and a reload should not pay for fields no line reaches.
 #[derive(Debug)]
-enum Check {
+struct Check {
+    pattern: String,
+    built: std::sync::OnceLock<Built>,
+}
+
+#[derive(Debug)]
+enum Built {
     Dfa(Box<dense::DFA<Vec<u32>>>),
     Regex(regex::Regex),
 }
 
 impl Check {
     fn new(field_regex: &str) -> Check {
-        let pattern = format!("^(?:{field_regex})$");
-        let dfa = dense::Builder::new()
-            .configure(
-                dense::DFA::config()
-                    .dfa_size_limit(Some(1 << 20))
-                    .determinize_size_limit(Some(1 << 21)),
-            )
-            .build(&pattern);
-        match dfa {
-            Ok(dfa) => Check::Dfa(Box::new(dfa)),
-            Err(_) => Check::Regex(regex::Regex::new(&pattern).expect("a part of a valid regex")),
+        Check {
+            pattern: format!("^(?:{field_regex})$"),
+            built: std::sync::OnceLock::new(),
         }
+    }
+
+    fn from_regex(re: regex::Regex) -> Check {
+        let built = std::sync::OnceLock::new();
+        let _ = built.set(Built::Regex(re));
+        Check {
+            pattern: String::new(),
+            built,
+        }
+    }
+
+    fn built(&self) -> &Built {
+        self.built.get_or_init(|| {
+            let dfa = dense::Builder::new()
+                .configure(
+                    dense::DFA::config()
+                        .dfa_size_limit(Some(1 << 20))
+                        .determinize_size_limit(Some(1 << 21)),
+                )
+                .build(&self.pattern);
+            match dfa {
+                Ok(dfa) => Built::Dfa(Box::new(dfa)),
+                Err(_) => {
+                    Built::Regex(regex::Regex::new(&self.pattern).expect("a part of a valid regex"))
+                }
+            }
+        })
     }
 
     /// Matches only the whole of `text`. Fields have no look-around, so the span alone decides.
     fn is_full_match(&self, text: &str) -> bool {
-        match self {
-            Check::Dfa(dfa) => {
+        match self.built() {
+            Built::Dfa(dfa) => {
                 let input = Input::new(text).anchored(Anchored::Yes);
                 matches!(dfa.try_search_fwd(&input), Ok(Some(_)))
             }
-            Check::Regex(re) => re.is_match(text),
+            Built::Regex(re) => re.is_match(text),
         }
     }
 }
@@ -276,14 +332,19 @@ impl Plan {
                     if hirs.iter().any(has_look) {
                         return None;
                     }
+                    let mut ambiguous = false;
                     if let Some(Ok(next)) = raw.get(i + 1) {
                         let b = next[0];
-                        if b >= 128 || hirs.iter().any(|h| can_contain(h, b)) {
+                        if b >= 128 {
                             return None;
                         }
+                        ambiguous = hirs.iter().any(|h| can_contain(h, b));
                     }
                     let trailing = i + 1 == raw.len() && !anchored_end;
-                    pieces.push(Piece::Field(Field::build(hirs, trailing)?));
+                    let mut field = Field::build(hirs, trailing)?;
+                    // Its DFA is built on first use; a line finds out then whether there is one.
+                    field.ambiguous = ambiguous;
+                    pieces.push(Piece::Field(field));
                 }
             }
         }
@@ -291,9 +352,18 @@ impl Plan {
             Piece::Literal(l) if !anchored => Some(memmem::Finder::new(l).into_owned()),
             _ => None,
         };
+        let mut first_group = vec![usize::MAX; pieces.len() + 1];
+        for (i, piece) in pieces.iter().enumerate().rev() {
+            let own = match piece {
+                Piece::Field(f) => f.first_group(),
+                Piece::Literal(_) => None,
+            };
+            first_group[i] = own.unwrap_or(usize::MAX).min(first_group[i + 1]);
+        }
         Some(Plan {
             anchored_end,
             pieces,
+            first_group,
             first_literal,
         })
     }
@@ -301,7 +371,7 @@ impl Plan {
     /// `None` when the plan gives up and the general engine must decide.
     fn captures(&self, hay: &str, slots: &mut [Span]) -> Option<bool> {
         match &self.first_literal {
-            None => Some(self.captures_at(hay, 0, slots)),
+            None => self.captures_at(hay, 0, slots),
             Some(finder) => {
                 for (attempt, start) in finder.find_iter(hay.as_bytes()).enumerate() {
                     // Each attempt may scan to the end of the line; after a few, hand over to
@@ -309,34 +379,62 @@ impl Plan {
                     if attempt == MAX_STARTS {
                         return None;
                     }
-                    if self.captures_at(hay, start, slots) {
-                        return Some(true);
+                    match self.captures_at(hay, start, slots) {
+                        Some(true) => return Some(true),
+                        Some(false) => slots.iter_mut().for_each(|s| *s = None),
+                        None => return None,
                     }
-                    slots.iter_mut().for_each(|s| *s = None);
                 }
                 Some(false)
             }
         }
     }
 
-    fn captures_at(&self, hay: &str, start: usize, slots: &mut [Span]) -> bool {
+    /// `None` when the line has too many candidate splits.
+    fn captures_at(&self, hay: &str, start: usize, slots: &mut [Span]) -> Option<bool> {
+        let mut budget = MAX_BRANCHES;
+        match self.split(0, start, hay, slots, &mut budget) {
+            Split::No => Some(false),
+            Split::Yes(end) => {
+                slots[0] = Some((start, end));
+                Some(true)
+            }
+            Split::GiveUp => None,
+        }
+    }
+
+    /// Splits `hay[pos..]` by the pieces from `i` on.
+    fn split(
+        &self,
+        i: usize,
+        mut pos: usize,
+        hay: &str,
+        slots: &mut [Span],
+        budget: &mut usize,
+    ) -> Split {
         let bytes = hay.as_bytes();
-        let mut pos = start;
         let n = self.pieces.len();
-        #[allow(clippy::needless_range_loop)]
-        for (i, piece) in self.pieces.iter().enumerate() {
+        for (i, piece) in self.pieces.iter().enumerate().skip(i) {
             match piece {
                 Piece::Literal(lit) => {
                     if !bytes[pos..].starts_with(lit) {
-                        return false;
+                        return Split::No;
                     }
                     pos += lit.len();
                 }
                 Piece::Field(field) => {
                     let end = if let Some(Piece::Literal(next)) = self.pieces.get(i + 1) {
+                        if field.ambiguous {
+                            return match field.dfa() {
+                                Some(dfa) => {
+                                    self.branch(i, field, dfa, next, pos, hay, slots, budget)
+                                }
+                                None => Split::GiveUp,
+                            };
+                        }
                         match memchr::memchr(next[0], &bytes[pos..]) {
                             Some(off) => pos + off,
-                            None => return false,
+                            None => return Split::No,
                         }
                     } else if self.anchored_end {
                         bytes.len()
@@ -347,21 +445,92 @@ impl Plan {
                                 pos = end;
                                 continue;
                             }
-                            None => return false,
+                            None => return Split::No,
                         }
                     };
                     if !field.capture(hay, pos, end, slots) {
-                        return false;
+                        return Split::No;
                     }
                     pos = end;
                 }
             }
         }
         if self.anchored_end && pos != bytes.len() {
-            return false;
+            return Split::No;
         }
-        slots[0] = Some((start, pos));
-        true
+        Split::Yes(pos)
+    }
+
+    /// An ambiguous field `i` followed by the literal `next`: each place where the field's DFA
+    /// accepts and `next` follows is a candidate end; the split stands if exactly one candidate
+    /// lets the rest split (then every match of the regex uses it).
+    #[allow(clippy::too_many_arguments)]
+    fn branch(
+        &self,
+        i: usize,
+        field: &Field,
+        dfa: &dense::DFA<Vec<u32>>,
+        next: &[u8],
+        pos: usize,
+        hay: &str,
+        slots: &mut [Span],
+        budget: &mut usize,
+    ) -> Split {
+        let bytes = hay.as_bytes();
+        let clear_from = self.first_group[i].min(slots.len());
+        let Ok(mut sid) =
+            dfa.start_state(&regex_automata::util::start::Config::new().anchored(Anchored::Yes))
+        else {
+            return Split::GiveUp;
+        };
+        // Slots of the pieces after this one, as the candidate that split left them.
+        let later = slots.len() - clear_from;
+        let mut saved: [Span; SAVED_SLOTS] = [None; SAVED_SLOTS];
+        if later > SAVED_SLOTS {
+            return Split::GiveUp;
+        }
+        let mut found = None;
+        let mut at = pos;
+        loop {
+            // Where the DFA accepts, the field is valid: only the rest of the line is tried
+            // here, and the field's own groups are captured once, for the candidate that won.
+            if bytes[at..].starts_with(next) && dfa.is_match_state(dfa.next_eoi_state(sid)) {
+                if *budget == 0 {
+                    return Split::GiveUp;
+                }
+                *budget -= 1;
+                slots[clear_from..].iter_mut().for_each(|s| *s = None);
+                match self.split(i + 1, at, hay, slots, budget) {
+                    Split::No => {}
+                    Split::GiveUp => return Split::GiveUp,
+                    Split::Yes(end) if found.is_none() => {
+                        found = Some((at, end));
+                        saved[..later].copy_from_slice(&slots[clear_from..]);
+                    }
+                    Split::Yes(_) => return Split::GiveUp,
+                }
+            }
+            if at == bytes.len() {
+                break;
+            }
+            sid = dfa.next_state(sid, bytes[at]);
+            if dfa.is_dead_state(sid) {
+                break;
+            }
+            if dfa.is_quit_state(sid) {
+                return Split::GiveUp;
+            }
+            at += 1;
+        }
+        let Some((at, end)) = found else {
+            return Split::No;
+        };
+        slots[clear_from..].copy_from_slice(&saved[..later]);
+        if !field.capture(hay, pos, at, slots) {
+            // The DFA and the field's own check disagree: let the regex crate decide.
+            return Split::GiveUp;
+        }
+        Split::Yes(end)
     }
 }
 
@@ -372,10 +541,11 @@ impl Field {
         collect_groups(&whole, &mut groups);
         if trailing {
             let sub = regex::Regex::new(&format!("^(?:{whole})")).ok()?;
-            let validator = Validator::Check(Box::new(Check::Regex(sub.clone())));
+            let validator = Validator::Check(Box::new(Check::from_regex(sub.clone())));
             return Some(Field {
                 validator,
                 groups: FieldGroups::Tail { sub, map: groups },
+                ambiguous: false,
             });
         }
         let (inner, field_groups) = match (hirs, groups.as_slice()) {
@@ -413,7 +583,30 @@ impl Field {
         Some(Field {
             validator,
             groups: field_groups,
+            ambiguous: false,
         })
+    }
+
+    /// The DFA of the whole field (anchored, with `$`), when its check is one.
+    fn dfa(&self) -> Option<&dense::DFA<Vec<u32>>> {
+        let check = match &self.validator {
+            Validator::Class { full, .. } => full,
+            Validator::Check(c) => c,
+        };
+        match check.built() {
+            Built::Dfa(dfa) => Some(dfa),
+            Built::Regex(_) => None,
+        }
+    }
+
+    fn first_group(&self) -> Option<usize> {
+        match &self.groups {
+            FieldGroups::None => None,
+            FieldGroups::Whole(g) => Some(*g),
+            FieldGroups::Nested { map, .. } | FieldGroups::Tail { map, .. } => {
+                map.iter().copied().min()
+            }
+        }
     }
 
     fn capture(&self, hay: &str, start: usize, end: usize, slots: &mut [Span]) -> bool {
@@ -581,10 +774,31 @@ mod tests {
 
     #[test]
     fn ambiguous_patterns_fall_back() {
-        assert!(!Matcher::new(r"^(?P<a>.*) (?P<b>\d+)$").unwrap().is_split());
         assert!(!Matcher::new(r"\b(?P<w>\w+)\b").unwrap().is_split());
-        let (fast, slow) = both(r"^(?P<a>.*) (?P<b>\d+)$", "x y 12");
-        assert_eq!(fast, slow);
+        assert!(!Matcher::new(r"(?P<a>.*) (?P<b>\d+)$").unwrap().is_split());
+    }
+
+    /// Issue 12: a field that may contain the next literal's first byte is split by trying
+    /// each place it may end; a line with too many such places goes to the regex crate.
+    #[test]
+    fn issue12_fields_with_several_candidate_ends() {
+        let p = r"^(?P<a>.*) (?P<b>\d+)$";
+        let m = Matcher::new(p).unwrap();
+        assert!(m.is_split());
+        for hay in [
+            "x y 12".to_string(),
+            "12".to_string(),
+            " 12".to_string(),
+            format!("{}12", "x ".repeat(100)),
+            format!("{}x", "1 ".repeat(100)),
+        ] {
+            let (fast, slow) = both_with(&m, &hay);
+            assert_eq!(fast, slow, "{hay}");
+        }
+        let mut slots = vec![None; m.group_count()];
+        let plan = m.plan.as_ref().unwrap();
+        assert_eq!(plan.captures("a b 1", &mut slots), Some(true));
+        assert_eq!(plan.captures(&"x ".repeat(100), &mut slots), None);
     }
 
     /// The split plan must agree with the regex crate on every input; random lines built from
@@ -597,8 +811,13 @@ mod tests {
             r#"^(?P<a>\w+)=(?P<b>[^,]*),(?P<c>(?P<d>\d)x|y)"#,
             r#"x(?P<n>\d+(?:\.\d+)?)[,}]"#,
             r#"^(?P<ip>(?:\d{1,3}\.){3}\d{1,3}) (?P<rest>.+)$"#,
+            // Issue 12: fields that may contain the byte after them (grok's QS, the request of
+            // COMBINEDAPACHELOG) are split where exactly one candidate end works.
+            r#"^(?P<a>"(?:\\.|[^\\"]+)+"|-) (?P<b>"(?:\\.|[^\\"]+)+"|"")$"#,
+            r#"^x "(?:(?P<v>\w+) (?P<r>\S+)(?: G(?P<h>\d+))?|(?P<raw>.*?))" (?P<s>\d+|-) (?P<q>"[^"]*")"#,
+            r#"^(?P<a>.*?)"(?P<b>[^ ]*) (?P<c>.*)$"#,
         ];
-        let alphabet: Vec<char> = " -[]\"/.,:=}xyGET0123456789aZé".chars().collect();
+        let alphabet: Vec<char> = " -[]\"/.,:=}xyGET0123456789aZé\\".chars().collect();
         let mut seed = 0x9e3779b97f4a7c15u64;
         let mut next = || {
             seed ^= seed << 13;
@@ -608,6 +827,7 @@ mod tests {
         };
         for p in patterns {
             let m = Matcher::new(p).unwrap();
+            assert!(m.is_split(), "{p}");
             for _ in 0..3000 {
                 let len = (next() % 40) as usize;
                 let hay: String = (0..len)

@@ -27,6 +27,8 @@ pub enum Code {
     DuplicateRule,
     BadRegex,
     UnknownPattern,
+    /// Grok patterns that use each other in a cycle.
+    PatternCycle,
     UndefinedField,
     MetricConflict,
     BadBuckets,
@@ -60,6 +62,7 @@ impl Code {
             Code::DuplicateRule => "duplicate-rule",
             Code::BadRegex => "bad-regex",
             Code::UnknownPattern => "unknown-pattern",
+            Code::PatternCycle => "pattern-cycle",
             Code::UndefinedField => "undefined-field",
             Code::MetricConflict => "metric-conflict",
             Code::BadBuckets => "bad-buckets",

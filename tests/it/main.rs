@@ -2,6 +2,7 @@
 mod cases;
 mod cli;
 mod deploy;
+mod grok;
 mod loghub;
 mod peers;
 mod playground;

@@ -143,27 +143,28 @@ impl Builder {
             a.accept_all();
             return Some((aliases, None));
         }
-        let (pattern, node, fields) = if let Some(n) = grok_node {
+        let (pattern, node, expanded) = if let Some(n) = grok_node {
             let text = scalar(n, "`grok`", sink)?;
             match grok::expand(&text, patterns) {
-                Ok(e) => (e.regex, n, e.fields),
+                Ok(e) => (e.regex.clone(), n, e),
                 Err(errors) => {
                     for e in errors {
-                        sink.error(
-                            n.text_pos.shifted(e.offset),
-                            Code::UnknownPattern,
-                            e.message,
-                        )
-                        .maybe_hint(e.hint);
+                        let code = if e.cycle {
+                            Code::PatternCycle
+                        } else {
+                            Code::UnknownPattern
+                        };
+                        sink.error(n.text_pos.shifted(e.offset), code, e.message)
+                            .maybe_hint(e.hint);
                     }
                     return None;
                 }
             }
         } else {
             let n = regex_node.expect("one kind is present");
-            (scalar(n, "`regex`", sink)?, n, Vec::new())
+            (scalar(n, "`regex`", sink)?, n, grok::Expanded::default())
         };
-        for f in &fields {
+        for f in &expanded.fields {
             if let Some(ty) = &f.ty {
                 if let Some(ty) = value_type(ty, node.text_pos.shifted(f.offset), sink) {
                     scope.types.insert(f.name.clone(), ty);
@@ -190,7 +191,7 @@ impl Builder {
             .regex()
             .capture_names()
             .skip(1)
-            .map(|name| name.map(|n| scope.capture_slot(n)))
+            .map(|name| name.map(|n| scope.capture_slot(expanded.field_of(n))))
             .collect();
         let lit = (from == FieldRef::Line)
             .then(|| matcher.required_literal().map(<[u8]>::to_vec))

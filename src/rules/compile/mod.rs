@@ -14,6 +14,7 @@ mod conditions;
 pub mod envelopes;
 mod extract;
 mod metrics;
+mod patterns;
 mod reduce;
 mod then;
 mod trace;
@@ -178,6 +179,9 @@ pub struct Options {
     /// The most bytes one regex (a `regex:`, a condition's regex, an expanded `grok:`) may take
     /// compiled; `None` is the regex crate's default. Over it, the rule has a `bad-regex` error.
     pub regex_size_limit: Option<usize>,
+    /// Rule files may not make the compiler read files (`patterns_dir:`): set for the
+    /// playground page, whose rules come from a browser.
+    pub no_files: bool,
     /// Per team: budgets that hold whatever its files declare (the platform's word over the
     /// team's own).
     pub budgets: std::collections::BTreeMap<String, TeamBudgets>,
@@ -196,6 +200,7 @@ pub struct TeamBudgets {
 pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Diagnostic>) {
     let mut b = Builder {
         regex_size_limit: options.regex_size_limit,
+        no_files: options.no_files,
         ..Builder::default()
     };
     let mut diags = Vec::new();
@@ -389,6 +394,10 @@ struct Builder {
     regex_size_limit: Option<usize>,
     /// Envelopes declared by the files (`envelopes:`), with where.
     envelopes: Vec<(TopicPattern, crate::decode::envelope::Envelope, String)>,
+    /// `Options::no_files`.
+    no_files: bool,
+    /// The `patterns_dir` directories read so far, by path.
+    pattern_dirs: HashMap<PathBuf, patterns::DirPatterns>,
 }
 
 /// File-level settings that rules inherit.
@@ -457,6 +466,7 @@ const FILE_KEYS: &[&str] = &[
     "budget",
     "patterns",
     "envelopes",
+    "patterns_dir",
     "rules",
 ];
 const DEFAULT_KEYS: &[&str] = &["max_series", "expire_after", "format", "reduce"];
@@ -638,20 +648,7 @@ impl Builder {
         if let Some(n) = top.get("envelopes") {
             self.declare_envelopes(n, sink);
         }
-        let mut patterns = std::collections::HashMap::new();
-        if let Some(mut p) = top
-            .get("patterns")
-            .and_then(|n| MapView::new(n, "`patterns`", sink))
-        {
-            for (k, v) in p.entries {
-                // A pattern may use others, so it is checked where a grok expression uses it.
-                if let (Some(k), Some(v)) = (k.as_scalar(), scalar(v, "a pattern", sink)) {
-                    patterns.insert(k.to_string(), v);
-                }
-            }
-            p.accept_all();
-            p.finish(&[], "`patterns`", sink);
-        }
+        let patterns = self.file_patterns(&mut top, sink);
         let rules = top.get("rules");
         top.finish(FILE_KEYS, "a rule file", sink);
         // Without a valid team the rules are still checked, to report everything at once, but

@@ -270,6 +270,7 @@ fn compile_bounded(rules: &str, regex_bytes: usize) -> (crate::rules::Program, V
         }],
         &crate::rules::compile::Options {
             regex_size_limit: Some(regex_bytes),
+            no_files: true,
             ..Default::default()
         },
     )
