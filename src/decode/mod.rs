@@ -403,9 +403,7 @@ impl Decoder {
         message.push_str(text.strip_suffix('\n').unwrap_or(text));
         out.envelope = Some(envelope);
         // The envelope's fields are copied aside: the message's own decoding reuses `slots`.
-        out.outer.clear();
-        out.outer.resize(self.fields, None);
-        out.outer_scratch.clear();
+        self.clear_outer(out);
         let copy = |span: Span, out: &mut Decoded| {
             let at = out.outer_scratch.len();
             out.outer_scratch.push_str(span.get(line, &out.scratch));
@@ -477,27 +475,24 @@ impl Decoder {
 
     /// CRI's fields, as the envelope's.
     fn note_cri(&self, line: &cri::Line<'_>, out: &mut Decoded) {
-        out.outer.clear();
-        out.outer.resize(self.fields, None);
-        out.outer_scratch.clear();
+        self.clear_outer(out);
         for (slot, text) in self.cri.iter().zip([line.time, line.stream, line.tags]) {
             if let Some(slot) = slot {
-                let at = out.outer_scratch.len();
-                out.outer_scratch.push_str(text);
-                out.outer[*slot as usize] = Some(Span {
-                    start: at as u32,
-                    end: out.outer_scratch.len() as u32,
-                    scratch: true,
-                });
+                put_outer(out, *slot, text);
             }
         }
     }
 
-    /// Syslog's fields, as the envelope's.
-    fn note_syslog(&self, l: &syslog::Line<'_>, values: &str, out: &mut Decoded) {
+    /// No envelope fields yet, for this record.
+    fn clear_outer(&self, out: &mut Decoded) {
         out.outer.clear();
         out.outer.resize(self.fields, None);
         out.outer_scratch.clear();
+    }
+
+    /// Syslog's fields, as the envelope's.
+    fn note_syslog(&self, l: &syslog::Line<'_>, values: &str, out: &mut Decoded) {
+        self.clear_outer(out);
         let priority = l.priority.map(|p| p.to_string());
         let fixed = [
             ("priority", priority.as_deref()),
@@ -521,13 +516,7 @@ impl Decoder {
                 }),
             };
             if let Some(text) = text {
-                let at = out.outer_scratch.len();
-                out.outer_scratch.push_str(text);
-                out.outer[*slot as usize] = Some(Span {
-                    start: at as u32,
-                    end: out.outer_scratch.len() as u32,
-                    scratch: true,
-                });
+                put_outer(out, *slot, text);
             }
         }
     }
@@ -615,6 +604,17 @@ pub(crate) fn unescape_json_into(s: &str, out: &mut String) {
             None => {}
         }
     }
+}
+
+/// An envelope field's text, copied into the record's envelope scratch, at `slot`.
+fn put_outer(out: &mut Decoded, slot: u32, text: &str) {
+    let at = out.outer_scratch.len();
+    out.outer_scratch.push_str(text);
+    out.outer[slot as usize] = Some(Span {
+        start: at as u32,
+        end: out.outer_scratch.len() as u32,
+        scratch: true,
+    });
 }
 
 #[cfg(test)]
