@@ -138,16 +138,13 @@ impl Candidate {
         )
         .rule_matches;
         if !trace_lines.is_empty() {
-            let mut trace_fates = Vec::with_capacity(trace_lines.len());
-            self.traces.process(trace_lines, now_ms, &mut trace_fates);
-            delta.merge_from(&mut self.traces.local, &program, now_ms);
-            for (a, b) in matches.iter_mut().zip(&self.traces.counters.rule_matches) {
-                *a += b;
-            }
-            self.traces.counters = crate::engine::Counters {
-                rule_matches: vec![0; program.rules.len()],
-                ..Default::default()
-            };
+            super::worker::read_trace_lines(
+                &mut self.traces,
+                &program,
+                trace_lines,
+                &mut delta,
+                &mut matches,
+            );
         }
         let nanos = std::mem::replace(&mut self.engine.rule_nanos, vec![0; program.rules.len()]);
         Delta {

@@ -282,21 +282,7 @@ pub fn run(
                     limits,
                 )),
             };
-            let mut trace_fates = Vec::with_capacity(lines.len());
-            te.process(&lines, super::now_ms(), &mut trace_fates);
-            delta.merge_from(&mut te.local, &program, super::now_ms());
-            // Only the rules' matches count: these are not events read from Kafka.
-            for (a, b) in counters
-                .rule_matches
-                .iter_mut()
-                .zip(&te.counters.rule_matches)
-            {
-                *a += b;
-            }
-            te.counters = crate::engine::Counters {
-                rule_matches: vec![0; program.rules.len()],
-                ..Default::default()
-            };
+            read_trace_lines(te, &program, &lines, &mut delta, &mut counters.rule_matches);
         }
         let shadowed = shadow.as_mut().map(|c| {
             let live = Evaluation {
@@ -407,6 +393,28 @@ pub(super) fn as_record(r: &OwnedRecord) -> Record<'_> {
         },
         event_ms: r.event_ms,
     }
+}
+
+/// The trace summaries and edges of a batch, read by `te` (the rules over them): their
+/// values go to `delta` and their matches to `matches`, and nothing else is counted, since
+/// these are not events read from Kafka.
+pub(super) fn read_trace_lines(
+    te: &mut Engine,
+    program: &Program,
+    lines: &[Record<'_>],
+    delta: &mut Aggregates,
+    matches: &mut [u64],
+) {
+    let mut fates = Vec::with_capacity(lines.len());
+    te.process(lines, super::now_ms(), &mut fates);
+    delta.merge_from(&mut te.local, program, super::now_ms());
+    for (a, b) in matches.iter_mut().zip(&te.counters.rule_matches) {
+        *a += b;
+    }
+    te.counters = Counters {
+        rule_matches: vec![0; program.rules.len()],
+        ..Counters::default()
+    };
 }
 
 /// The window over which a rule's CPU is held against its team's budget, and how long a rule
