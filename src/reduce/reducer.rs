@@ -92,6 +92,14 @@ impl Reducer {
         }
     }
 
+    /// A new reducer whose `keep_traces` holds at most what `retain` allows.
+    pub fn with_retention(retain: super::retain::RetainConfig) -> Reducer {
+        Reducer {
+            retention: Retention::new(retain),
+            ..Reducer::new()
+        }
+    }
+
     /// A reducer restored from a snapshot's parts.
     pub(super) fn restored(
         clock: u64,

@@ -34,10 +34,8 @@ pub struct PartitionState {
 
 impl PartitionState {
     pub fn new(caps: Caps) -> PartitionState {
-        let mut reducer = Reducer::new();
-        reducer.retention = Retention::new(caps.retain);
         PartitionState {
-            reducer,
+            reducer: Reducer::with_retention(caps.retain),
             traces: Gatherer::new(caps.traces),
             counted_from: None,
         }

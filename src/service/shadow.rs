@@ -14,7 +14,7 @@ use crate::decode::{InputFormat, Limits};
 use crate::derive::Aggregates;
 use crate::derive::shadow::{Delta, EXAMPLES, Evaluation, Outcomes};
 use crate::engine::{Engine, Record};
-use crate::reduce::retain::{RetainConfig, Retention};
+use crate::reduce::retain::RetainConfig;
 use crate::reduce::{Reducer, Reduction, Source, Summary, outcome};
 use crate::rules::Program;
 use crate::source::kafka::OwnedRecord;
@@ -100,11 +100,7 @@ impl Candidate {
             let reducer = self
                 .reducers
                 .entry((Arc::clone(&rec.topic), rec.partition))
-                .or_insert_with(|| {
-                    let mut r = Reducer::new();
-                    r.retention = Retention::new(retain);
-                    r
-                });
+                .or_insert_with(|| Reducer::with_retention(retain));
             let source = Source {
                 partition: rec.partition,
                 offset: rec.offset,
