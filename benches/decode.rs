@@ -65,5 +65,73 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode);
+/// Splitting the OpenTelemetry Collector's messages (100 log records each, as its Kafka exporter
+/// batches them) into events, per log record.
+fn otlp(c: &mut Criterion) {
+    use logmill::decode::otlp::{Encoding, Splitter};
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Any::StringValue(v.into())),
+        }),
+        ..KeyValue::default()
+    };
+    let lines = common::lines(Kind::Nginx, 100);
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "checkout"),
+                    kv("k8s.namespace.name", "shop"),
+                    kv("k8s.pod.name", "checkout-7d9f6c5b4-x2x9q"),
+                ],
+                ..Resource::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| LogRecord {
+                        time_unix_nano: 1_795_740_000_000_000_000 + i as u64,
+                        severity_number: 9,
+                        body: Some(AnyValue {
+                            value: Some(Any::StringValue(String::from_utf8_lossy(l).into_owned())),
+                        }),
+                        attributes: vec![kv("http.route", "/cart")],
+                        trace_id: vec![7; 16],
+                        span_id: vec![9; 8],
+                        ..LogRecord::default()
+                    })
+                    .collect(),
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    };
+    let proto = request.encode_to_vec();
+    let json = serde_json::to_vec(&request).unwrap();
+    let mut g = c.benchmark_group("decode_otlp");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    let mut s = Splitter::default();
+    for (name, bytes, encoding) in [
+        ("split_proto_100", &proto, Encoding::Proto),
+        ("split_json_100", &json, Encoding::Json),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                s.split(bytes, encoding).unwrap();
+                assert_eq!(s.events.len(), 100);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, otlp);
 criterion_main!(benches);

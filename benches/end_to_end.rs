@@ -21,6 +21,7 @@ fn end_to_end(c: &mut Criterion) {
                     ..Default::default()
                 },
                 event_ms: 0,
+                part: logmill::decode::Part::Whole,
             })
             .collect();
         let mut g = c.benchmark_group(format!("engine_{name}"));

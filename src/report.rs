@@ -160,6 +160,7 @@ mod tests {
                 topic: "t",
                 version: Version::default(),
                 event_ms: 0,
+                part: crate::decode::Part::Whole,
             })
             .collect();
         engine.process(&batch, 0, &mut Vec::new());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use logmill::decode::{InputFormat, Limits};
 use logmill::derive::{Aggregates, Version};
+use logmill::engine::split::Splitting;
 use logmill::engine::{Engine, Record};
 use logmill::reduce::reducer::Out;
 use logmill::reduce::{Fate, Reducer, Reduction, Source, Summary, Verdict};
@@ -27,6 +28,9 @@ pub struct Evaluated {
     /// (`sampled`, `deduped`, `throttled`, `patterned`).
     pub outcomes: Vec<&'static str>,
     pub summaries: Vec<Summary>,
+    /// The events `outcomes` are of, when the lines held messages of many events (else the
+    /// lines themselves are).
+    pub split: Option<Vec<Vec<u8>>>,
 }
 
 /// Evaluates `lines` read from `topic`; `profile` measures each rule's time (`rule_nanos`).
@@ -46,8 +50,21 @@ pub fn evaluate(program: &Arc<Program>, topic: &str, lines: &[&[u8]], profile: b
                 ..Version::default()
             },
             event_ms: 0,
+            part: logmill::decode::Part::Whole,
         })
         .collect();
+    // Lines that are messages of many events (OTLP JSON) are evaluated as their events.
+    let mut splitting = Splitting::default();
+    let records: Vec<Record> = splitting
+        .records(&engine, &records)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let split = (records.len() != lines.len()
+        || records
+            .iter()
+            .any(|r| r.part != logmill::decode::Part::Whole))
+    .then(|| records.iter().map(|r| r.payload.to_vec()).collect());
     let mut fates = Vec::new();
     engine.process(&records, 0, &mut fates);
     let mut reducer = Reducer::new();
@@ -104,5 +121,6 @@ pub fn evaluate(program: &Arc<Program>, topic: &str, lines: &[&[u8]], profile: b
         aggregates,
         outcomes,
         summaries,
+        split,
     }
 }

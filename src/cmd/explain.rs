@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use logmill::decode::{InputFormat, Limits};
 use logmill::derive::Version;
+use logmill::engine::split::Splitting;
 use logmill::engine::{Engine, Record};
 use logmill::rules::Program;
 
@@ -14,8 +15,10 @@ pub fn run(program: Arc<Program>, topic: &str, input: &[u8], json: bool) -> Resu
     let now = super::replay::now_ms();
     let mut out = String::new();
     let lines = super::evaluate::events(input);
+    let mut splitting = Splitting::default();
+    let mut first = true;
     for (i, line) in lines.enumerate() {
-        let rec = Record {
+        let whole = Record {
             payload: line,
             topic,
             version: Version {
@@ -23,15 +26,21 @@ pub fn run(program: Arc<Program>, topic: &str, input: &[u8], json: bool) -> Resu
                 ..Version::default()
             },
             event_ms: now,
+            part: logmill::decode::Part::Whole,
         };
-        let report = engine.explain(&rec, now);
-        if json {
-            report.json(&mut out);
-        } else {
-            if i > 0 {
-                out.push('\n');
+        // A message of many events (an OTLP line) is explained event by event, each under
+        // the line's number.
+        for (_, rec) in splitting.records(&engine, &[whole]) {
+            let report = engine.explain(&rec, now);
+            if json {
+                report.json(&mut out);
+            } else {
+                if !first {
+                    out.push('\n');
+                }
+                report.text(i + 1, &mut out);
             }
-            report.text(i + 1, &mut out);
+            first = false;
         }
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;

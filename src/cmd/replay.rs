@@ -167,6 +167,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             workers.push(s.spawn(move || {
                 let mut engine = Engine::new(Arc::clone(&program), format, limits);
                 engine.declare_envelopes(envelopes);
+                let mut splitter = logmill::decode::otlp::Splitter::default();
                 let mut fates = Vec::with_capacity(BATCH);
                 loop {
                     let chunk = match rx.lock().expect("reader never panics holding it").recv() {
@@ -177,6 +178,15 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                     let topic = topic_name.unwrap_or(source);
                     let base = ((chunk.input as u64) << 40) + chunk.offset;
                     let all: Vec<(usize, &[u8], &[u8])> = lines(&chunk.data).collect();
+                    // Messages of many events (OTLP lines) become their events.
+                    let mut events_text = String::new();
+                    let all = logmill::engine::split::lines(
+                        &engine,
+                        &mut splitter,
+                        topic,
+                        &all,
+                        &mut events_text,
+                    );
                     let mut out = ChunkOutput {
                         id: chunk.id,
                         // Most of a chunk is usually kept: one allocation, not a dozen.
@@ -197,7 +207,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         // Replay has no event time: the wall clock stands in for it, and line
                         // order decides which gauge `set` wins.
                         let now = opts.clock_ms.unwrap_or_else(now_ms);
-                        batch.extend(group.iter().map(|(off, l, _)| Record {
+                        batch.extend(group.iter().map(|(off, l, _, part)| Record {
                             payload: l,
                             topic,
                             version: Version {
@@ -205,6 +215,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                                 ..Version::default()
                             },
                             event_ms: now,
+                            part: *part,
                         }));
                         engine.process(&batch, now, &mut fates);
                         // The batch's asks and trace events refer to its text: moved into the
@@ -222,7 +233,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         }
                         if reducing {
                             let mut asks = engine.asks.iter().peekable();
-                            for (i, ((off, payload, raw), fate)) in
+                            for (i, ((off, payload, raw, _), fate)) in
                                 group.iter().zip(&fates).enumerate()
                             {
                                 if *fate != Fate::Keep {
@@ -250,7 +261,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                             }
                         }
                         if (want_kept && !reducing) || want_dead {
-                            for ((off, _, raw), fate) in group.iter().zip(&fates) {
+                            for ((off, _, raw, _), fate) in group.iter().zip(&fates) {
                                 match fate {
                                     Fate::Keep if want_kept && !reducing => {
                                         out.kept.extend_from_slice(raw);
@@ -470,6 +481,7 @@ impl Gathering {
                     ..Version::default()
                 },
                 event_ms: now,
+                part: logmill::decode::Part::Whole,
             });
         }
         for batch in records.chunks(BATCH) {

@@ -56,6 +56,7 @@ pub fn estimate_with(
                 .map_or(0, |s| s.estimate().round() as usize)
     };
     let mut fates = Vec::new();
+    let mut splitting = logmill::engine::split::Splitting::default();
     let half = lines.len() / 2;
     let mut at_half = vec![0; uncapped.families.len()];
     for (part, range) in [(0, 0..half), (1, half..lines.len())] {
@@ -71,7 +72,14 @@ pub fn estimate_with(
                         ..Version::default()
                     },
                     event_ms: 0,
+                    part: logmill::decode::Part::Whole,
                 })
+                .collect();
+            // A line that is a message of many events (OTLP JSON) counts as its events.
+            let batch: Vec<Record> = splitting
+                .records(&engine, &batch)
+                .into_iter()
+                .map(|(_, r)| r)
                 .collect();
             engine.process(&batch, 0, &mut fates);
         }

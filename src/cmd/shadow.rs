@@ -21,19 +21,27 @@ pub struct Options {
     pub show: usize,
 }
 
-/// One side over every input: its series and rules, and each event's outcome in order.
-fn side(program: &Arc<Program>, inputs: &[(String, Vec<u8>)]) -> (Side, Vec<&'static str>) {
+/// One side over every input: its series and rules, and each event's outcome in order with
+/// the event (a line, or an event of a line that held many).
+fn side(
+    program: &Arc<Program>,
+    inputs: &[(String, Vec<u8>)],
+) -> (Side, Vec<(&'static str, Vec<u8>)>) {
     let mut whole = Evaluation::new(Arc::clone(program));
     let mut outcomes = Vec::new();
     for (topic, bytes) in inputs {
         let lines: Vec<&[u8]> = events(bytes).collect();
         let mut e = evaluate(program, topic, &lines, true);
+        let texts = e
+            .split
+            .take()
+            .unwrap_or_else(|| lines.iter().map(|l| l.to_vec()).collect());
         whole.aggs.merge_from(&mut e.aggregates, program, 0);
         for i in 0..program.rules.len() {
             whole.matches[i] += e.engine.counters.rule_matches[i];
             whole.nanos[i] += e.engine.rule_nanos[i];
         }
-        outcomes.extend(e.outcomes);
+        outcomes.extend(e.outcomes.into_iter().zip(texts));
     }
     (Side::new(&whole), outcomes)
 }
@@ -58,8 +66,7 @@ pub fn run(live: Arc<Program>, candidate: Arc<Program>, opts: Options) -> Result
     let (a, live_outcomes) = side(&live, &inputs);
     let (b, candidate_outcomes) = side(&candidate, &inputs);
     let mut outcomes = Outcomes::default();
-    let lines = inputs.iter().flat_map(|(_, bytes)| events(bytes));
-    for ((x, y), line) in live_outcomes.iter().zip(&candidate_outcomes).zip(lines) {
+    for ((x, line), (y, _)) in live_outcomes.iter().zip(&candidate_outcomes) {
         outcomes.add(x, y, line, opts.show);
     }
     let report = Report::new(a, b, outcomes);

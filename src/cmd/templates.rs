@@ -79,6 +79,7 @@ impl MessageSource {
                     topic,
                     version: Version::default(),
                     event_ms: now,
+                    part: logmill::decode::Part::Whole,
                 };
                 engine.process(&[record], now, fates);
                 let ask = engine.asks.first()?;

@@ -33,16 +33,23 @@ pub enum Envelope {
     Kubernetes,
     /// Syslog lines: RFC 5424, RFC 3164, and rsyslog's file format (`omkafka`'s default).
     Syslog,
+    /// The OpenTelemetry Collector's Kafka exporter: a protobuf `ExportLogsServiceRequest`,
+    /// many log records per message (`decode::otlp`).
+    OtlpProto,
+    /// The same in OTLP's JSON mapping.
+    OtlpJson,
 }
 
 impl Envelope {
-    pub const ALL: [Envelope; 6] = [
+    pub const ALL: [Envelope; 8] = [
         Envelope::None,
         Envelope::Docker,
         Envelope::Cri,
         Envelope::Ecs,
         Envelope::Kubernetes,
         Envelope::Syslog,
+        Envelope::OtlpProto,
+        Envelope::OtlpJson,
     ];
 
     /// The names a declaration may use.
@@ -56,6 +63,8 @@ impl Envelope {
         "fluentbit",
         "vector",
         "syslog",
+        "otlp_proto",
+        "otlp_json",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +75,17 @@ impl Envelope {
             Envelope::Ecs => "ecs",
             Envelope::Kubernetes => "kubernetes",
             Envelope::Syslog => "syslog",
+            Envelope::OtlpProto => "otlp_proto",
+            Envelope::OtlpJson => "otlp_json",
+        }
+    }
+
+    /// How the messages of a many-records envelope are written, if it is one.
+    pub fn otlp(self) -> Option<super::otlp::Encoding> {
+        match self {
+            Envelope::OtlpProto => Some(super::otlp::Encoding::Proto),
+            Envelope::OtlpJson => Some(super::otlp::Encoding::Json),
+            _ => None,
         }
     }
 }
@@ -86,6 +106,8 @@ impl FromStr for Envelope {
             "ecs" | "filebeat" => Envelope::Ecs,
             "kubernetes" | "fluentbit" | "vector" => Envelope::Kubernetes,
             "syslog" => Envelope::Syslog,
+            "otlp_proto" | "otlp" => Envelope::OtlpProto,
+            "otlp_json" => Envelope::OtlpJson,
             _ => {
                 return Err(format!(
                     "unknown envelope `{s}` (expected {})",
@@ -188,6 +210,8 @@ pub(crate) fn message_keys(e: Envelope) -> &'static [Key] {
         Envelope::Docker => super::docker::MESSAGE,
         Envelope::Ecs => super::ecs::MESSAGE,
         Envelope::Kubernetes => super::kubernetes::MESSAGE,
+        // An OTLP event's message is its body; a map body has none (`decode::otlp`).
+        Envelope::OtlpProto | Envelope::OtlpJson => &[Key::Message],
         Envelope::None | Envelope::Cri | Envelope::Syslog => &[],
     }
 }

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod json;
 pub mod kubernetes;
 pub mod logfmt;
+pub mod otlp;
 pub mod syslog;
 
 use std::fmt;
@@ -80,10 +81,12 @@ pub enum DecodeError {
     BadSyslogPriority,
     /// A record of a topic declared `syslog` that is not a syslog line.
     MalformedSyslog,
+    /// An OTLP message (`otlp_proto`, `otlp_json`) that does not decode.
+    MalformedOtlp,
 }
 
 impl DecodeError {
-    pub const ALL: [DecodeError; 12] = [
+    pub const ALL: [DecodeError; 13] = [
         DecodeError::Empty,
         DecodeError::TooLarge,
         DecodeError::InvalidUtf8,
@@ -96,6 +99,7 @@ impl DecodeError {
         DecodeError::MissingMessage,
         DecodeError::BadSyslogPriority,
         DecodeError::MalformedSyslog,
+        DecodeError::MalformedOtlp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +116,7 @@ impl DecodeError {
             DecodeError::MissingMessage => "missing_message",
             DecodeError::BadSyslogPriority => "bad_syslog_priority",
             DecodeError::MalformedSyslog => "malformed_syslog",
+            DecodeError::MalformedOtlp => "malformed_otlp",
         }
     }
 }
@@ -175,6 +180,19 @@ pub struct Decoded {
     outer_scratch: String,
     /// The last topic looked up in the declarations, and its envelope.
     topic: Option<(String, Option<Envelope>)>,
+}
+
+/// Which part of its Kafka message (or input line) a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Part {
+    /// The whole message: one event.
+    #[default]
+    Whole,
+    /// Event `n` of a message that holds many (`otlp`): the record's payload is that event as
+    /// `otlp::Splitter` rendered it.
+    Event(u32),
+    /// A message that holds many events and could not be split: a dead letter, for this reason.
+    Unreadable(DecodeError),
 }
 
 /// What a record holds, as `Decoder::unwrap` found it.
@@ -332,18 +350,47 @@ impl Decoder {
         Ok(())
     }
 
+    /// How `topic`'s record `bytes` is written when it is a message of many events, to be
+    /// split (`otlp::Splitter`) before the engine: declared, else detected (`otlp_json` only,
+    /// and only when the input format is `auto`).
+    pub fn many(&self, topic: &str, bytes: &[u8]) -> Option<otlp::Encoding> {
+        match self.declared.of(topic) {
+            Some(e) => e.otlp(),
+            None if self.input == InputFormat::Auto && otlp::detect_json(bytes) => {
+                Some(otlp::Encoding::Json)
+            }
+            None => None,
+        }
+    }
+
     /// Validates `bytes` and unwraps the envelope of `topic`'s record: declared, else
     /// detected (only when the input format is `auto`: a fixed format says what records are).
+    /// `part` says whether the record is a split message's event (see `Part`).
     pub fn unwrap<'a>(
         &self,
         topic: &str,
         bytes: &'a [u8],
+        part: Part,
         message: &mut String,
         out: &mut Decoded,
     ) -> Result<Unwrapped<'a>, DecodeError> {
         self.reset(out);
+        if let Part::Unreadable(e) = part {
+            return Err(e);
+        }
         let line = self.validate(bytes)?;
-        let declared = self.declared_of(topic, out);
+        let mut declared = self.declared_of(topic, out);
+        match (part, declared.and_then(Envelope::otlp)) {
+            // Its splitter said the topic's messages hold many events.
+            (Part::Event(_), None) => declared = Some(Envelope::OtlpJson),
+            (Part::Event(_), Some(_)) => {}
+            // A source that does not split messages gave one: it cannot be read as one event.
+            (Part::Whole, Some(_)) => return Err(DecodeError::MalformedOtlp),
+            (Part::Whole, None) if self.many(topic, bytes).is_some() => {
+                return Err(DecodeError::MalformedOtlp);
+            }
+            _ => {}
+        }
         let format = match (declared, self.input) {
             (Some(Envelope::None), InputFormat::Auto) | (None, InputFormat::Auto) => {
                 detect(line.trim_ascii_start().as_bytes())
@@ -396,9 +443,16 @@ impl Decoder {
         };
         let text = envelope::message_keys(envelope)
             .iter()
-            .find_map(|k| out.slots[self.keys[*k as usize] as usize])
-            .ok_or(DecodeError::MissingMessage)?
-            .get(line, &out.scratch);
+            .find_map(|k| out.slots[self.keys[*k as usize] as usize]);
+        let text = match text {
+            Some(t) => t.get(line, &out.scratch),
+            // An OTLP event without a string body holds its fields itself.
+            None if envelope.otlp().is_some() => {
+                out.envelope = Some(envelope);
+                return Ok(Unwrapped::Line(line));
+            }
+            None => return Err(DecodeError::MissingMessage),
+        };
         message.clear();
         message.push_str(text.strip_suffix('\n').unwrap_or(text));
         out.envelope = Some(envelope);
@@ -680,7 +734,10 @@ mod tests {
         rec: &str,
     ) -> (Option<Envelope>, String, Vec<Option<String>>) {
         let (mut out, mut msg) = (Decoded::default(), String::new());
-        let text = match d.unwrap(topic, rec.as_bytes(), &mut msg, &mut out).unwrap() {
+        let text = match d
+            .unwrap(topic, rec.as_bytes(), Part::Whole, &mut msg, &mut out)
+            .unwrap()
+        {
             Unwrapped::Line(l) => l.to_string(),
             Unwrapped::Message => {
                 d.finish(&msg, &mut out).unwrap();
@@ -753,7 +810,8 @@ mod tests {
         assert_eq!(f, vec![Some("stdout".to_string())]);
         let (mut out, mut msg) = (Decoded::default(), String::new());
         assert_eq!(
-            d.unwrap("pods-a", b"not cri", &mut msg, &mut out).err(),
+            d.unwrap("pods-a", b"not cri", Part::Whole, &mut msg, &mut out)
+                .err(),
             Some(DecodeError::MalformedCri)
         );
     }
@@ -810,8 +868,14 @@ mod tests {
         assert_eq!(unwrap_one(&d, "t", file_format).0, None);
         let (mut out, mut msg) = (Decoded::default(), String::new());
         assert_eq!(
-            d.unwrap("t", b"<300>1 - - - - - - x", &mut msg, &mut out)
-                .err(),
+            d.unwrap(
+                "t",
+                b"<300>1 - - - - - - x",
+                Part::Whole,
+                &mut msg,
+                &mut out
+            )
+            .err(),
             Some(DecodeError::BadSyslogPriority)
         );
     }

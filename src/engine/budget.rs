@@ -150,6 +150,7 @@ mod tests {
                     ..Version::default()
                 },
                 event_ms: 0,
+                part: crate::decode::Part::Whole,
             })
             .collect();
         let mut fates = Vec::new();

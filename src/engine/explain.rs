@@ -56,7 +56,7 @@ impl Engine {
         let program = std::sync::Arc::clone(&self.program);
         let unwrapped = self
             .decoder
-            .unwrap(rec.topic, rec.payload, message, &mut self.decoded)
+            .unwrap(rec.topic, rec.payload, rec.part, message, &mut self.decoded)
             .and_then(|u| match u {
                 Unwrapped::Line(l) => Ok(l),
                 Unwrapped::Message | Unwrapped::Cri(_) => {

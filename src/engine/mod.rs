@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 pub mod budget;
 pub mod explain;
+pub mod split;
 
 use crate::correlate::traces::TraceEvent;
 use crate::correlate::{self, Resolved};
 use crate::decode::envelope::{Declared, Envelope};
 use crate::decode::{
-    DecodeError, Decoded, Decoder, Format, InputFormat, Limits, Span, Unwrapped, cri,
+    DecodeError, Decoded, Decoder, Format, InputFormat, Limits, Part, Span, Unwrapped, cri,
 };
 use crate::derive::exemplar::Exemplar;
 use crate::derive::{Aggregates, Stamp, Version, push_label};
@@ -37,6 +38,8 @@ pub struct Record<'a> {
     /// The event's time, for `expire_after`: the record's Kafka timestamp (made monotonic within
     /// its partition) in the service, the wall clock in replay.
     pub event_ms: u64,
+    /// Which event of its message the record is, when the message held many (`split`).
+    pub part: Part,
 }
 
 /// Per-record counters, Quickwit-style: plain integers on the hot path, published to the
@@ -388,12 +391,17 @@ impl Engine {
             c.decode_errors[e as usize] += 1;
             Fate::DeadLetter(Reason::Decode(e))
         };
-        let unwrapped = self
-            .decoder
-            .unwrap(rec.topic, rec.payload, message, &mut self.decoded);
+        let unwrapped =
+            self.decoder
+                .unwrap(rec.topic, rec.payload, rec.part, message, &mut self.decoded);
         let line = match unwrapped {
             Err(e) => return Some(dead(&mut self.counters, e)),
-            Ok(Unwrapped::Line(line)) => return Some(self.evaluate(program, rec, line, now_ms)),
+            Ok(Unwrapped::Line(line)) => {
+                if let Some(e) = self.decoded.envelope {
+                    self.counters.by_envelope[e as usize] += 1;
+                }
+                return Some(self.evaluate(program, rec, line, now_ms));
+            }
             Ok(Unwrapped::Message) => None,
             Ok(Unwrapped::Cri(line)) => Some(line),
         };
@@ -910,6 +918,7 @@ mod tests {
                     ..Version::default()
                 },
                 event_ms: 0,
+                part: crate::decode::Part::Whole,
             })
             .collect();
         let mut fates = Vec::new();
@@ -967,6 +976,7 @@ mod tests {
                 topic,
                 version: Version::default(),
                 event_ms: 0,
+                part: Part::Whole,
             })
             .collect();
         let mut fates = Vec::new();

@@ -612,6 +612,7 @@ mod tests {
                     ..Version::default()
                 },
                 event_ms: *t,
+                part: crate::decode::Part::Whole,
             })
             .collect();
         let mut fates = Vec::new();
@@ -1089,6 +1090,7 @@ mod tests {
                     topic: "t",
                     version: Version::default(),
                     event_ms: *t,
+                    part: crate::decode::Part::Whole,
                 })
                 .collect();
             let mut fates = Vec::new();
@@ -1200,6 +1202,7 @@ mod tests {
                 topic: "t",
                 version: Version::default(),
                 event_ms: 0,
+                part: crate::decode::Part::Whole,
             })
             .collect();
         let mut fates = Vec::new();

@@ -318,7 +318,7 @@ impl Coordinator {
         crate::telemetry::publish_reduction(&self.program, &d.counters.reduction);
         self.counters.absorb(&d.counters);
         crate::telemetry::reduction_ratio(&self.counters);
-        self.in_flight -= d.events as u64;
+        self.in_flight -= d.records as u64;
         crate::telemetry::batch_merged();
         if self.timestamps.len() < self.cfg.max_in_flight {
             self.timestamps.extend_from_slice(&d.timestamps);

@@ -16,7 +16,8 @@ use super::shadow::Candidate;
 use crate::checkpoint::PartitionKey;
 use crate::correlate::traces::TOPIC as TRACES_TOPIC;
 use crate::decode::envelope::Declared;
-use crate::decode::{InputFormat, Limits};
+use crate::decode::otlp::Splitter;
+use crate::decode::{InputFormat, Limits, Part};
 use crate::derive::shadow::{Delta, Evaluation};
 use crate::derive::{Aggregates, Version};
 use crate::engine::{Counters, Engine, Record};
@@ -63,7 +64,8 @@ pub struct BatchDone {
     pub worker: usize,
     pub delta: Aggregates,
     pub counters: Counters,
-    pub events: usize,
+    /// The records polled (a message of many events is one).
+    pub records: usize,
     pub reached: Vec<Reached>,
     pub timestamps: Vec<i64>,
     /// The candidate's evaluation of the batch beside the live one, when there is a candidate.
@@ -99,6 +101,7 @@ pub fn run(
     // What this worker's partitions hold for `keep_traces`, as last published.
     let mut published_held = (0i64, 0i64);
     let mut shadow: Option<Candidate> = None;
+    let mut splitter = Splitter::default();
     for job in jobs {
         let (program, candidate, records) = match job {
             Job::Batch {
@@ -186,6 +189,9 @@ pub fn run(
         }
         // Each rule's cost, for `logmill_rule_cpu_microseconds_total` and the shadow.
         Candidate::profile_live(e);
+        // In flight is counted in polled records, whatever they held.
+        let polled = records.len();
+        let records = split(e, &mut splitter, records);
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
             if !again.is_empty() {
@@ -270,6 +276,7 @@ pub fn run(
                         offset: rec.offset as u64,
                     },
                     event_ms: rec.event_ms,
+                    part: Part::Whole,
                 });
             }
         }
@@ -336,6 +343,9 @@ pub fn run(
                     timestamp_ms: h.timestamp_ms,
                     event_ms: h.record_ms,
                     payload: h.payload.into_vec(),
+                    // Held events keep no index: one released from a message of many events
+                    // names the message's offset only.
+                    part: Part::Whole,
                 };
                 outputs.route(&released, &Fate::Keep, &program, Meta::default());
             }
@@ -368,7 +378,7 @@ pub fn run(
             worker,
             delta,
             counters,
-            events: records.len(),
+            records: polled,
             reached,
             timestamps,
             shadow: shadowed,
@@ -378,6 +388,33 @@ pub fn run(
             return;
         }
     }
+}
+
+/// The batch with each message of many events (OTLP) replaced by its events, as records that
+/// share its offset (`engine::split`).
+fn split(e: &Engine, splitter: &mut Splitter, records: Vec<OwnedRecord>) -> Vec<OwnedRecord> {
+    if !records
+        .iter()
+        .any(|r| e.many(&r.topic, &r.payload).is_some())
+    {
+        return records;
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        crate::engine::split::parts(e, splitter, &r.topic, &r.payload, |part, bytes| {
+            out.push(OwnedRecord {
+                topic: Arc::clone(&r.topic),
+                payload: match part {
+                    Part::Event(_) => bytes.to_vec(),
+                    // The message itself, for its dead letter.
+                    Part::Whole | Part::Unreadable(_) => r.payload.clone(),
+                },
+                part,
+                ..r
+            });
+        });
+    }
+    out
 }
 
 /// A polled record as the engine reads it: its version is its event time, partition and
@@ -392,6 +429,7 @@ pub(super) fn as_record(r: &OwnedRecord) -> Record<'_> {
             offset: r.offset as u64,
         },
         event_ms: r.event_ms,
+        part: r.part,
     }
 }
 

@@ -29,6 +29,9 @@ use crate::source::kafka::{OwnedRecord, producer_config};
 pub const HEADER_TOPIC: &str = "logmill.source.topic";
 pub const HEADER_PARTITION: &str = "logmill.source.partition";
 pub const HEADER_OFFSET: &str = "logmill.source.offset";
+/// On an event of a message that held many (OTLP): its position in the message, which with
+/// the offset identifies it.
+pub const HEADER_INDEX: &str = "logmill.source.index";
 pub const HEADER_REASON: &str = "logmill.reason";
 /// On a dead letter whose value could not be used: the rule, metric and field that failed.
 pub const HEADER_RULE: &str = "logmill.rule";
@@ -173,6 +176,13 @@ impl Outputs {
                 key: HEADER_OFFSET,
                 value: Some(offset),
             });
+        let mut x = [0; 20];
+        if let crate::decode::Part::Event(i) = rec.part {
+            headers = headers.insert(Header {
+                key: HEADER_INDEX,
+                value: Some(format_int(&mut x, i64::from(i))),
+            });
+        }
         if let Some(reason) = reason {
             headers = headers.insert(Header {
                 key: HEADER_REASON,
@@ -215,7 +225,9 @@ impl Outputs {
         // its beginning, its size and its digest, so that it fits and can still be found.
         let mut payload: &[u8] = &rec.payload;
         let digest;
-        if payload.len() > self.max_payload {
+        // A message of many events that could not be split came in one record: it fits in one.
+        let whole_message = matches!(rec.part, crate::decode::Part::Unreadable(_));
+        if payload.len() > self.max_payload && !whole_message {
             use sha2::Digest;
             digest = hex(&sha2::Sha256::digest(payload));
             headers = headers

@@ -23,6 +23,9 @@ pub struct OwnedRecord {
     /// loop (`service::partitions`), so that the later record of a partition is never older.
     pub event_ms: u64,
     pub payload: Vec<u8>,
+    /// Which event of its message the record is, when the message held many
+    /// (`engine::split`): the payload is then that event.
+    pub part: crate::decode::Part,
 }
 
 impl OwnedRecord {
@@ -34,6 +37,7 @@ impl OwnedRecord {
             timestamp_ms: m.timestamp().to_millis(),
             event_ms,
             payload: m.payload().unwrap_or_default().to_vec(),
+            part: crate::decode::Part::Whole,
         }
     }
 }

@@ -595,7 +595,7 @@ fn text(out: &mut Vec<u8>, trace: &Trace, span: &Span, parent: Option<u64>, e: &
 /// RFC 3339 in UTC with milliseconds, `2024-03-10T12:00:00.123Z`.
 fn timestamp(out: &mut Vec<u8>, ms: u64) {
     let (days, ms) = (ms / 86_400_000, ms % 86_400_000);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = crate::extract::time::civil_from_days(days as i64);
     let _ = write!(
         out,
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -604,20 +604,6 @@ fn timestamp(out: &mut Vec<u8>, ms: u64) {
         ms / 1000 % 60,
         ms % 1000
     );
-}
-
-/// The civil date of a day counted from 1970-01-01 (Howard Hinnant's algorithm, the inverse
-/// of `extract::time`'s `days_from_civil`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

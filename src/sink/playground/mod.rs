@@ -130,10 +130,18 @@ pub fn evaluate(rules: &str, input: &str, topic: &str, bounds: &Bounds, now_ms: 
                 ..Version::default()
             },
             event_ms: now_ms,
+            part: crate::decode::Part::Whole,
         })
         .collect();
-    // Explain line by line, watching the clock between lines.
+    // Explain line by line, watching the clock between lines; a line that is a message of
+    // many events (OTLP JSON) is its events.
     let mut explain = Engine::new(Arc::clone(&program), InputFormat::Auto, Limits::default());
+    let mut splitting = crate::engine::split::Splitting::default();
+    let records: Vec<Record> = splitting
+        .records(&explain, &records)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     let mut reports = Vec::with_capacity(records.len());
     for (i, rec) in records.iter().enumerate() {
         if started.elapsed() > bounds.time {

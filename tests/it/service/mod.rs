@@ -17,6 +17,7 @@ use crate::support::*;
 
 mod checkpoints;
 mod defects;
+mod otlp;
 mod reduction;
 mod rsyslog;
 mod scenarios;
@@ -207,10 +208,13 @@ fn output_record(m: &rdkafka::message::BorrowedMessage<'_>) -> (Vec<u8>, String,
             })
             .unwrap_or_default()
     };
+    // An event of a message of many (OTLP) also has its place in the message.
+    let index = header("logmill.source.index");
     let source = format!(
-        "{}/{}",
+        "{}/{}{}{index}",
         header("logmill.source.partition"),
-        header("logmill.source.offset")
+        header("logmill.source.offset"),
+        if index.is_empty() { "" } else { "#" },
     );
     (
         m.payload().unwrap_or_default().to_vec(),

@@ -1,0 +1,143 @@
+//! Messages that hold many events (the OpenTelemetry Collector's OTLP, `decode::otlp`) become
+//! one record per event before the engine, each with its `Part`, sharing the message's offset.
+//!
+//! The engine's contract stays one fate per record, and every stage after it (reduction,
+//! traces, outputs) keeps working per event. What makes this exactly-once is that **a message's
+//! events are always in the same batch**: a batch is split whole, so a checkpoint (taken
+//! between batches) covers all of a message's events or none of them, and the offset it
+//! records is the message's.
+
+use std::ops::Range;
+
+use super::{Engine, Record};
+use crate::decode::otlp::{Encoding, Splitter};
+use crate::decode::{DecodeError, Part};
+
+impl Engine {
+    /// How `topic`'s record `payload` is written when it is a message of many events.
+    pub fn many(&self, topic: &str, payload: &[u8]) -> Option<Encoding> {
+        self.decoder.many(topic, payload)
+    }
+}
+
+/// Calls `each` with what `payload` becomes: itself when it is one event; each of its events
+/// when it is a message of many; or the reason it is neither (a dead letter: a message that
+/// does not decode, or one that holds no event).
+pub fn parts(
+    engine: &Engine,
+    splitter: &mut Splitter,
+    topic: &str,
+    payload: &[u8],
+    mut each: impl FnMut(Part, &[u8]),
+) {
+    let Some(encoding) = engine.many(topic, payload) else {
+        return each(Part::Whole, payload);
+    };
+    match splitter.split(payload, encoding) {
+        Err(e) => each(Part::Unreadable(e), payload),
+        Ok(()) if splitter.events.is_empty() => each(Part::Unreadable(DecodeError::Empty), payload),
+        Ok(()) => {
+            for i in 0..splitter.events.len() {
+                each(Part::Event(i as u32), splitter.event(i).as_bytes());
+            }
+        }
+    }
+}
+
+/// Splits borrowed batches (replay, explain, the playground); reused across batches.
+#[derive(Debug, Default)]
+pub struct Splitting {
+    splitter: Splitter,
+    text: String,
+    /// `(record of the batch, part, its text)`; a range into `text` for an event.
+    plan: Vec<(u32, Part, Option<Range<usize>>)>,
+}
+
+impl Splitting {
+    /// The batch's records with each message of many events replaced by its events, each
+    /// with the index of the record it came from. A batch without such messages is returned
+    /// as it is.
+    pub fn records<'a>(
+        &'a mut self,
+        engine: &Engine,
+        batch: &[Record<'a>],
+    ) -> Vec<(u32, Record<'a>)> {
+        self.text.clear();
+        self.plan.clear();
+        for (i, rec) in batch.iter().enumerate() {
+            let (text, plan) = (&mut self.text, &mut self.plan);
+            parts(
+                engine,
+                &mut self.splitter,
+                rec.topic,
+                rec.payload,
+                |part, bytes| {
+                    let range = matches!(part, Part::Event(_)).then(|| {
+                        let at = text.len();
+                        // Events are rendered JSON: valid UTF-8.
+                        text.push_str(std::str::from_utf8(bytes).expect("rendered as text"));
+                        at..text.len()
+                    });
+                    plan.push((i as u32, part, range));
+                },
+            );
+        }
+        let text = &self.text;
+        self.plan
+            .iter()
+            .map(|(i, part, range)| {
+                let rec = batch[*i as usize];
+                let payload = match range {
+                    Some(r) => text[r.clone()].as_bytes(),
+                    None => rec.payload,
+                };
+                (
+                    *i,
+                    Record {
+                        payload,
+                        part: *part,
+                        ..rec
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Input lines `(offset, event, raw line)` (`source::file::lines`) with each message of many
+/// events replaced by its events (`(offset, event, event, part)`), their text in `text`.
+pub fn lines<'a>(
+    engine: &Engine,
+    splitter: &mut Splitter,
+    topic: &str,
+    lines: &[(usize, &'a [u8], &'a [u8])],
+    text: &'a mut String,
+) -> Vec<(usize, &'a [u8], &'a [u8], Part)> {
+    if !lines.iter().any(|l| engine.many(topic, l.1).is_some()) {
+        return lines
+            .iter()
+            .map(|&(o, e, r)| (o, e, r, Part::Whole))
+            .collect();
+    }
+    let mut plan = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        parts(engine, splitter, topic, l.1, |part, bytes| {
+            let range = matches!(part, Part::Event(_)).then(|| {
+                let at = text.len();
+                text.push_str(std::str::from_utf8(bytes).expect("rendered as text"));
+                at..text.len()
+            });
+            plan.push((i, part, range));
+        });
+    }
+    let text: &'a str = text;
+    plan.into_iter()
+        .map(|(i, part, range)| {
+            let (off, event, raw) = lines[i];
+            match range {
+                Some(r) => (off, text[r.clone()].as_bytes(), text[r].as_bytes(), part),
+                None => (off, event, raw, part),
+            }
+        })
+        .collect()
+}
