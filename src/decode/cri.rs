@@ -6,10 +6,13 @@
 //! `P` (a partial line: the runtime cut a long line, at 16 KiB by default, and the next parts
 //! follow on the same stream). Fields: `time`, `stream`, `logtag` and `message`.
 //!
-//! **Partial lines are joined per topic and stream within a batch** (`Joiner`), into one event
-//! evaluated at the `F` part; every part's record gets that event's fate. A join is bounded by
-//! `max_event_bytes`: a longer one, or one whose batch ends before its `F`, is dead-lettered
-//! part by part (`cri_partial_too_large`, `cri_partial_unfinished`), never silently lost.
+//! **Partial lines are joined per topic, partition and stream within a batch** (`Joiner`), into
+//! one event evaluated at the `F` part; every part's record gets that event's fate. A join is
+//! bounded by `max_event_bytes`: a longer one, or one whose batch ends before its `F`, is
+//! dead-lettered part by part (`cri_partial_too_large`, `cri_partial_unfinished`), never
+//! silently lost. So that a batch rarely ends inside a line, the service carries a young
+//! unfinished run over to the partition's next batch (`unfinished_runs`), and replay cuts its
+//! batches after a run (`whole_line_cut`).
 
 use super::DecodeError;
 
@@ -90,6 +93,8 @@ pub struct Joiner {
 #[derive(Debug)]
 struct Pending {
     topic: String,
+    /// The partition (`Version::lane`): lines of different partitions are different writers.
+    lane: u32,
     stream: String,
     text: String,
     /// Indices in the batch of the records joined so far.
@@ -117,6 +122,7 @@ impl Joiner {
     pub fn push(
         &mut self,
         topic: &str,
+        lane: u32,
         index: u32,
         line: &Line<'_>,
         max_bytes: usize,
@@ -125,7 +131,7 @@ impl Joiner {
         let at = self
             .pending
             .iter()
-            .position(|p| p.topic == topic && p.stream == line.stream);
+            .position(|p| p.lane == lane && p.stream == line.stream && p.topic == topic);
         message.clear();
         let Some(at) = at else {
             if !line.partial {
@@ -134,6 +140,7 @@ impl Joiner {
             }
             self.pending.push(Pending {
                 topic: topic.to_string(),
+                lane,
                 stream: line.stream.to_string(),
                 text: line.message.to_string(),
                 records: vec![index],
@@ -175,6 +182,67 @@ impl Joiner {
             p.records.into_iter().map(move |r| (r, reason))
         })
     }
+}
+
+/// A CRI record of a batch, as `unfinished_runs` reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    pub topic: &'a str,
+    pub lane: u32,
+    pub event_ms: u64,
+    /// `None` when the record is not a CRI line.
+    pub line: Option<Line<'a>>,
+}
+
+/// For each topic and partition whose batch ends inside a CRI line (a partial line without its
+/// last part), the index of the run's first part, when the run is worth waiting for: its first
+/// part is at most `grace_ms` older than the partition's newest record and its parts hold at
+/// most `max_bytes`. The service carries that record and every later one of the partition over
+/// to the partition's next batch (so its offsets, which are per partition, stay in order). An
+/// older or larger run is evaluated as it is: its parts become dead letters.
+pub fn unfinished_runs(items: &[Item<'_>], grace_ms: u64, max_bytes: usize) -> Vec<(u32, usize)> {
+    // (lane, topic, stream) → (first index, bytes) of the open run.
+    let mut open: Vec<(u32, &str, &str, usize, usize)> = Vec::new();
+    let mut newest: Vec<(u32, &str, u64)> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        match newest
+            .iter_mut()
+            .find(|(l, t, _)| *l == it.lane && *t == it.topic)
+        {
+            Some(n) => n.2 = n.2.max(it.event_ms),
+            None => newest.push((it.lane, it.topic, it.event_ms)),
+        }
+        let Some(line) = it.line else { continue };
+        let at = open
+            .iter()
+            .position(|o| o.0 == it.lane && o.2 == line.stream && o.1 == it.topic);
+        match (at, line.partial) {
+            (Some(a), true) => open[a].4 += line.message.len(),
+            (Some(a), false) => {
+                open.swap_remove(a);
+            }
+            (None, true) => open.push((it.lane, it.topic, line.stream, i, line.message.len())),
+            (None, false) => {}
+        }
+    }
+    let mut cuts: Vec<(u32, usize)> = Vec::new();
+    for (lane, topic, _, first, bytes) in open {
+        let newest = newest
+            .iter()
+            .find(|(l, t, _)| *l == lane && *t == topic)
+            .map_or(0, |n| n.2);
+        if bytes > max_bytes || items[first].event_ms.saturating_add(grace_ms) < newest {
+            continue;
+        }
+        match cuts
+            .iter_mut()
+            .find(|(l, f)| *l == lane && items[*f].topic == topic)
+        {
+            Some(c) => c.1 = c.1.min(first),
+            None => cuts.push((lane, first)),
+        }
+    }
+    cuts
 }
 
 #[cfg(test)]
@@ -225,14 +293,14 @@ mod tests {
         let out = parse("2026-11-26T22:00:00Z stdout P hel").unwrap();
         let err = parse("2026-11-26T22:00:00Z stderr F oops").unwrap();
         let end = parse("2026-11-26T22:00:01Z stdout F lo").unwrap();
-        assert_eq!(j.push("t", 0, &out, 100, &mut m), Joined::Held);
+        assert_eq!(j.push("t", 0, 0, &out, 100, &mut m), Joined::Held);
         assert_eq!(
-            j.push("t", 1, &err, 100, &mut m),
+            j.push("t", 0, 1, &err, 100, &mut m),
             Joined::Evaluate { parts: vec![] }
         );
         assert_eq!(m, "oops");
         assert_eq!(
-            j.push("t", 2, &end, 100, &mut m),
+            j.push("t", 0, 2, &end, 100, &mut m),
             Joined::Evaluate { parts: vec![0] }
         );
         assert_eq!(m, "hello");
@@ -245,16 +313,16 @@ mod tests {
         let mut m = String::new();
         let p = parse("2026-11-26T22:00:00Z stdout P 0123456789").unwrap();
         let f = parse("2026-11-26T22:00:00Z stdout F 0123456789").unwrap();
-        assert_eq!(j.push("t", 0, &p, 15, &mut m), Joined::Held);
+        assert_eq!(j.push("t", 0, 0, &p, 15, &mut m), Joined::Held);
         assert_eq!(
-            j.push("t", 1, &f, 15, &mut m),
+            j.push("t", 0, 1, &f, 15, &mut m),
             Joined::Refused {
                 parts: vec![0, 1],
                 reason: DecodeError::CriPartialTooLarge
             }
         );
-        assert_eq!(j.push("t", 2, &p, 15, &mut m), Joined::Held);
-        assert_eq!(j.push("u", 3, &p, 15, &mut m), Joined::Held);
+        assert_eq!(j.push("t", 0, 2, &p, 15, &mut m), Joined::Held);
+        assert_eq!(j.push("u", 0, 3, &p, 15, &mut m), Joined::Held);
         let left: Vec<_> = j.unfinished().collect();
         assert_eq!(
             left,
@@ -263,5 +331,52 @@ mod tests {
                 (3, DecodeError::CriPartialUnfinished)
             ]
         );
+    }
+
+    #[test]
+    fn partitions_are_different_writers() {
+        let mut j = Joiner::default();
+        let mut m = String::new();
+        let a = parse("2026-11-26T22:00:00Z stdout P pod-a ").unwrap();
+        let b = parse("2026-11-26T22:00:00Z stdout F pod-b").unwrap();
+        assert_eq!(j.push("t", 0, 0, &a, 100, &mut m), Joined::Held);
+        assert_eq!(
+            j.push("t", 1, 1, &b, 100, &mut m),
+            Joined::Evaluate { parts: vec![] }
+        );
+        assert_eq!(m, "pod-b");
+    }
+
+    #[test]
+    fn young_unfinished_runs_are_carried_from_their_first_part() {
+        let lines = [
+            (0, 1_000, "2026-11-26T22:00:00Z stdout F done"),
+            (0, 1_000, "2026-11-26T22:00:00Z stdout P start "),
+            (1, 1_000, "2026-11-26T22:00:00Z stderr P old "),
+            (
+                0,
+                1_500,
+                "2026-11-26T22:00:00Z stderr F other stream, after the run",
+            ),
+            (0, 2_000, "2026-11-26T22:00:00Z stdout P more"),
+            (1, 9_000, "2026-11-26T22:00:00Z stdout F later"),
+            (2, 1_000, "2026-11-26T22:00:00Z stdout P big big big big"),
+            (3, 1_000, "2026-11-26T22:00:00Z stdout P a"),
+            (3, 1_000, "2026-11-26T22:00:00Z stdout F b"),
+        ];
+        let items: Vec<Item> = lines
+            .iter()
+            .map(|(lane, ms, l)| Item {
+                topic: "t",
+                lane: *lane,
+                event_ms: *ms,
+                line: parse(l),
+            })
+            .collect();
+        // Partition 0 waits from its open run's first part; partition 1's run is older than the
+        // grace and partition 2's larger than the bound: evaluated (dead letters); partition 3
+        // finished its line.
+        assert_eq!(unfinished_runs(&items, 5_000, 12), vec![(0, 1)]);
+        assert_eq!(unfinished_runs(&items, 10_000, 100).len(), 3);
     }
 }

@@ -363,6 +363,20 @@ impl Decoder {
         }
     }
 
+    /// `topic`'s record `bytes` as a CRI line, when it is one (declared, or detected as
+    /// `unwrap` detects it).
+    pub fn cri_line<'a>(&self, topic: &str, bytes: &'a [u8]) -> Option<cri::Line<'a>> {
+        // Asked of every record of a batch: most are told apart without a UTF-8 check.
+        match self.declared.of(topic) {
+            Some(Envelope::Cri) => {}
+            Some(_) => return None,
+            None if self.input == InputFormat::Auto
+                && bytes.first().is_some_and(u8::is_ascii_digit) => {}
+            None => return None,
+        }
+        cri::parse(std::str::from_utf8(bytes).ok()?)
+    }
+
     /// Validates `bytes` and unwraps the envelope of `topic`'s record: declared, else
     /// detected (only when the input format is `auto`: a fixed format says what records are).
     /// `part` says whether the record is a split message's event (see `Part`).

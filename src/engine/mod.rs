@@ -408,7 +408,10 @@ impl Engine {
         let mut parts = Vec::new();
         if let Some(line) = line {
             let max = self.decoder.limits().max_event_bytes;
-            match self.joiner.push(rec.topic, index, &line, max, message) {
+            match self
+                .joiner
+                .push(rec.topic, rec.version.lane, index, &line, max, message)
+            {
                 cri::Joined::Held => return None,
                 cri::Joined::Refused { parts, reason } => {
                     let fate = Fate::DeadLetter(Reason::Decode(reason));

@@ -10,6 +10,7 @@
 use std::ops::Range;
 
 use super::{Engine, Record};
+use crate::decode::cri;
 use crate::decode::otlp::{Encoding, Splitter};
 use crate::decode::{DecodeError, Part};
 
@@ -18,6 +19,48 @@ impl Engine {
     pub fn many(&self, topic: &str, payload: &[u8]) -> Option<Encoding> {
         self.decoder.many(topic, payload)
     }
+}
+
+/// How long, in event time, a CRI line's first part waits for its last across batches.
+/// Runtimes write a line's parts together; this covers a shipper's delays.
+pub const CRI_GRACE_MS: u64 = 10_000;
+/// A partition's records carried over at most, from a line's first part to the batch's end.
+pub const CRI_MAX_CARRIED: usize = 10_000;
+
+/// Which records of `batch` wait for the partition's next batch (`true`): from the first part
+/// of a CRI line whose last part is not in the batch, every later record of its topic and
+/// partition (see `cri::unfinished_runs`). The service carries them, so a line cut by a poll
+/// is joined whole rather than dead-lettered; what they are not is counted, and the checkpoint
+/// ends before them.
+pub fn cri_carry(engine: &Engine, batch: &[Record<'_>]) -> Option<Vec<bool>> {
+    let items: Vec<cri::Item> = batch
+        .iter()
+        .map(|r| cri::Item {
+            topic: r.topic,
+            lane: r.version.lane,
+            event_ms: r.event_ms,
+            line: engine.decoder.cri_line(r.topic, r.payload),
+        })
+        .collect();
+    if !items.iter().any(|i| i.line.is_some_and(|l| l.partial)) {
+        return None;
+    }
+    let max = engine.decoder.limits().max_event_bytes;
+    let mut carry = vec![false; batch.len()];
+    let mut any = false;
+    for (lane, first) in cri::unfinished_runs(&items, CRI_GRACE_MS, max) {
+        let topic = batch[first].topic;
+        let of_partition = |i: &usize| batch[*i].version.lane == lane && batch[*i].topic == topic;
+        let n = (first..batch.len()).filter(of_partition).count();
+        if n > CRI_MAX_CARRIED {
+            continue;
+        }
+        for i in (first..batch.len()).filter(of_partition) {
+            carry[i] = true;
+        }
+        any = true;
+    }
+    any.then_some(carry)
 }
 
 /// Calls `each` with what `payload` becomes: itself when it is one event; each of its events

@@ -102,6 +102,8 @@ pub fn run(
     let mut published_held = (0i64, 0i64);
     let mut shadow: Option<Candidate> = None;
     let mut splitter = Splitter::default();
+    // Records waiting for a CRI line's last part (`engine::split::cri_carry`), in order.
+    let mut carried: Vec<OwnedRecord> = Vec::new();
     for job in jobs {
         let (program, candidate, records) = match job {
             Job::Batch {
@@ -161,6 +163,8 @@ pub fn run(
                 continue;
             }
             Job::Drop { key } => {
+                // Its next owner reads them again: the checkpoint ends before them.
+                carried.retain(|r| !(r.partition == key.partition && *r.topic == *key.topic));
                 if let Some(c) = &mut shadow {
                     c.forget(&key.topic, key.partition);
                 }
@@ -192,6 +196,7 @@ pub fn run(
         // In flight is counted in polled records, whatever they held.
         let polled = records.len();
         let records = split(e, &mut splitter, records);
+        let records = carry(e, &mut carried, records);
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
             if !again.is_empty() {
@@ -415,6 +420,37 @@ fn split(e: &Engine, splitter: &mut Splitter, records: Vec<OwnedRecord>) -> Vec<
         });
     }
     out
+}
+
+/// The batch with the records carried from the last one before it, less those that wait for
+/// a CRI line's last part (now in `carried`).
+fn carry(
+    e: &Engine,
+    carried: &mut Vec<OwnedRecord>,
+    records: Vec<OwnedRecord>,
+) -> Vec<OwnedRecord> {
+    let records = if carried.is_empty() {
+        records
+    } else {
+        // Carried records are older than any new one of their partition.
+        let mut all = std::mem::take(carried);
+        all.extend(records);
+        all
+    };
+    let batch: Vec<Record> = records.iter().map(as_record).collect();
+    let Some(wait) = crate::engine::split::cri_carry(e, &batch) else {
+        return records;
+    };
+    drop(batch);
+    let mut now = Vec::with_capacity(records.len());
+    for (r, w) in records.into_iter().zip(wait) {
+        if w {
+            carried.push(r);
+        } else {
+            now.push(r);
+        }
+    }
+    now
 }
 
 /// A polled record as the engine reads it: its version is its event time, partition and

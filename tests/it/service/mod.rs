@@ -16,6 +16,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::support::*;
 
 mod checkpoints;
+mod cri;
 mod defects;
 mod otlp;
 mod reduction;
