@@ -31,6 +31,8 @@ pub struct Program {
     pub teams: Vec<Team>,
     /// Hash of each file's text, in `files` order, to tell which version of a file is loaded.
     pub file_hashes: Vec<u64>,
+    /// The `patterns_dir:` directories the files read, for a reload to watch.
+    pub pattern_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Program {
@@ -46,6 +48,7 @@ impl Program {
             files: Vec::new(),
             teams: Vec::new(),
             file_hashes: Vec::new(),
+            pattern_dirs: Vec::new(),
         }
     }
 

@@ -18,7 +18,8 @@ use crate::rules::Program;
 /// The rule files' names, sizes and modification times, to notice edits.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
-fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+/// The files of `paths` (a directory's YAML files, or every file of it for `patterns_dir`s).
+fn fingerprint(paths: &[PathBuf], only_yaml: bool) -> Fingerprint {
     let mut files = Vec::new();
     for p in paths {
         let entries: Vec<PathBuf> = if p.is_dir() {
@@ -26,7 +27,7 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
                 .into_iter()
                 .flatten()
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| crate::rules::compile::is_yaml(p))
+                .filter(|p| !only_yaml || crate::rules::compile::is_yaml(p))
                 .collect()
         } else {
             vec![p.clone()]
@@ -103,6 +104,8 @@ pub struct Changed {
 /// Watches the rule files (the candidate's too).
 pub struct RuleFiles {
     seen: Fingerprint,
+    /// The pattern directories the rules in force read (`Program::pattern_dirs`).
+    pattern_dirs: Vec<PathBuf>,
     last: Instant,
     /// Whether the files as they are now compile; the rules in force always do.
     pub valid: bool,
@@ -114,6 +117,7 @@ impl RuleFiles {
     pub fn new(_cfg: &Config) -> RuleFiles {
         RuleFiles {
             seen: Fingerprint::new(),
+            pattern_dirs: Vec::new(),
             last: Instant::now(),
             valid: true,
         }
@@ -126,8 +130,9 @@ impl RuleFiles {
             return None;
         }
         self.last = Instant::now();
-        let mut now = fingerprint(&cfg.rules);
-        now.extend(fingerprint(&cfg.rules_candidate));
+        let mut now = fingerprint(&cfg.rules, true);
+        now.extend(fingerprint(&cfg.rules_candidate, true));
+        now.extend(fingerprint(&self.pattern_dirs, false));
         if !asked && now == self.seen {
             return None;
         }
@@ -138,6 +143,10 @@ impl RuleFiles {
                 None
             }
             Some(p) => {
+                if p.pattern_dirs != self.pattern_dirs {
+                    // Watched from now on; the next look sees them as they are, a change.
+                    self.pattern_dirs = p.pattern_dirs.clone();
+                }
                 if !self.valid {
                     tracing::info!("rules are valid again");
                 }

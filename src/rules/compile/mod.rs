@@ -263,6 +263,16 @@ pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Di
             f
         })
         .collect();
+    // Pattern files are part of the rules: an edit there is a new program.
+    let mut pattern_dirs: Vec<PathBuf> = b.pattern_dirs.keys().cloned().collect();
+    pattern_dirs.sort();
+    for dir in &pattern_dirs {
+        dir.hash(&mut hasher);
+        for (name, regex, _, _) in &b.pattern_dirs[dir] {
+            name.hash(&mut hasher);
+            regex.hash(&mut hasher);
+        }
+    }
     let program = Program {
         prefilter: Prefilter::new(&b.literals, &rule_clauses),
         literals: b.literals.clone(),
@@ -276,6 +286,7 @@ pub fn compile_with(files: &[SourceFile], options: &Options) -> (Program, Vec<Di
         hash: hasher.finish(),
         files: files.iter().map(|f| f.name.clone()).collect(),
         file_hashes,
+        pattern_dirs,
     };
     diags.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     // A team's defaults compile in each of its rules: say a problem there once.

@@ -790,6 +790,68 @@ fn hot_reload_applies_valid_rules_and_keeps_old_ones_on_error() {
     );
 }
 
+/// Issue 12: a team's pattern file (`patterns_dir:`) is part of its rules: editing it reloads
+/// them, as editing the rule file does.
+#[test]
+fn issue12_editing_a_pattern_file_reloads_the_rules() {
+    let c = cluster(1);
+    let tmp = TempDir::new("svc-patterns-reload");
+    std::fs::create_dir_all(tmp.path("patterns")).unwrap();
+    std::fs::write(tmp.path("patterns/shop"), "ORDER_KIND [a-z]+\n").unwrap();
+    std::fs::write(
+        tmp.path("rules.yaml"),
+        "team: shop\npatterns_dir: patterns\nrules:\n  - name: orders\n    extract:\n      - grok: 'order %{ORDER_KIND:kind}'\n    metrics:\n      - {name: orders_total, type: counter, help: Orders by kind., labels: {kind: kind}}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "patterns-0", port);
+    let _child = start(&cfg);
+    let orders = |range: std::ops::Range<u64>| {
+        range.map(|i| format!("order express{i} placed").into_bytes())
+    };
+    produce(&c.bootstrap, orders(0..10));
+    let kinds = |m: &BTreeMap<String, f64>| {
+        m.keys()
+            .filter(|k| k.starts_with("orders_total"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            scrape(port).is_some_and(|m| kinds(&m) == [r#"orders_total{kind="express"}"#])
+        }),
+        "{:?}\n{}",
+        scrape(port),
+        log_of(&cfg)
+    );
+    let info = || -> Vec<String> {
+        telemetry(port)
+            .lines()
+            .filter(|l| l.starts_with("logmill_rules_info"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = info();
+    // The kind now takes the digits too: only the pattern file changes.
+    std::fs::write(tmp.path("patterns/shop"), "ORDER_KIND [a-z]+[0-9]*\n").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || info() != before),
+        "{before:?}\n{}",
+        log_of(&cfg)
+    );
+    produce(&c.bootstrap, orders(10..12));
+    assert!(
+        wait_for(Duration::from_secs(30), || scrape(port).is_some_and(|m| {
+            kinds(&m)
+                .iter()
+                .any(|k| k == r#"orders_total{kind="express11"}"#)
+        })),
+        "{:?}\n{}",
+        scrape(port),
+        log_of(&cfg)
+    );
+}
+
 /// The broker goes down and comes back, then requests fail for a while: nothing is lost or
 /// counted twice, and `/-/ready` says so while it lasts.
 #[test]
