@@ -268,3 +268,62 @@ fn issue7_partition_move_keeps_windows_and_ids() {
     );
     assert_eq!(summaries, want_summaries);
 }
+
+/// Issue 9: a team's kept bytes per second under SIGKILL at random points. The budget's
+/// seconds are per partition in event time and in the checkpoint, so after the restarts the
+/// kept topic (replays dropped) is what replay keeps partition by partition, its budget
+/// summaries included, and the metrics still count every event.
+#[test]
+fn issue9_kept_bytes_budget_survives_sigkill_exactly() {
+    let partitions = 4;
+    let c = cluster(partitions);
+    let tmp = TempDir::new("i9-budget-crash");
+    std::fs::write(
+        tmp.path("rules.yaml"),
+        "team: it\nbudget: {kept_bytes: 600}\ndefaults:\n  reduce: {time: {field: ts, format: unix_ms}}\nrules:\n  - name: app\n    format: logfmt\n    metrics:\n      - {name: it_app_total, type: counter, help: App events., labels: {svc: svc}}\n",
+    )
+    .unwrap();
+    let per: Vec<Vec<String>> = (0..partitions)
+        .map(|p| {
+            let mut v: Vec<String> = (0..3000).map(|i| app_event(p, i)).collect();
+            v.push(closing_event(p));
+            v
+        })
+        .collect();
+    let (want_events, want_summaries) = replay_all(&tmp.0, &per);
+    // About 2 KB a second per partition against 600 bytes: every second has a summary.
+    assert!(want_summaries.len() > 400, "{}", want_summaries.len());
+    assert!(want_events.len() < 4 * 3001 / 2, "{}", want_events.len());
+    produce_partitions(&c.bootstrap, &per);
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "budget-0", port);
+    sigkill_rounds(&cfg, 4, 0x0bad_5eed_1234_5678u64, 800, 1500);
+    // The killed runs checkpointed budget seconds: the last one resumes them.
+    assert!(!state_records(&c.bootstrap, "it-state").is_empty());
+    let _child = start(&cfg);
+    let total: f64 = (partitions as f64) * 3001.0;
+    assert!(
+        wait_for(Duration::from_secs(120), || {
+            scrape(port).is_some_and(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("it_app_total"))
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+                    == total
+            }) && ready(port) == 200
+        }),
+        "{:?}\n{}",
+        scrape(port),
+        log_of(&cfg)
+    );
+    let (events, summaries) = kept_sets(&c.bootstrap);
+    assert_same(
+        &events.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        &want_events.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        "kept events",
+    );
+    assert_eq!(summaries.len(), want_summaries.len(), "summaries");
+    for (g, w) in summaries.iter().zip(&want_summaries) {
+        assert_eq!(g, w);
+    }
+}
