@@ -82,6 +82,7 @@ pub fn evaluate(program: &Arc<Program>, topic: &str, lines: &[&[u8]], profile: b
                     partition: 0,
                     offset: i as i64,
                     timestamp_ms: None,
+                    part: logmill::decode::Part::Whole,
                 },
             )
         },

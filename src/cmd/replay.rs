@@ -540,6 +540,7 @@ impl Writer<'_> {
                     partition: 0,
                     offset: e.offset as i64,
                     timestamp_ms: None,
+                    part: logmill::decode::Part::Whole,
                 },
             )
         };

@@ -32,6 +32,8 @@ pub struct Source {
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
+    /// Which event of its message (a message of many events, OTLP).
+    pub part: crate::decode::Part,
 }
 
 #[derive(Debug)]
@@ -292,6 +294,7 @@ impl Reducer {
             record_ms,
             timestamp_ms: source.timestamp_ms,
             payload: event.into(),
+            part: source.part,
         };
         match self
             .retention
@@ -632,6 +635,7 @@ mod tests {
                         partition: 0,
                         offset: i as i64,
                         timestamp_ms: None,
+                        part: crate::decode::Part::Whole,
                     },
                 )
             },
@@ -769,6 +773,7 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
                 timestamp_ms: None,
+                part: crate::decode::Part::Whole,
             };
             let v = r.decide(
                 &program,
@@ -799,6 +804,7 @@ mod tests {
             partition: 0,
             offset: 20,
             timestamp_ms: None,
+            part: crate::decode::Part::Whole,
         };
         let v = r.decide(
             &program,
@@ -836,6 +842,7 @@ mod tests {
                 partition: 0,
                 offset,
                 timestamp_ms: Some(offset),
+                part: crate::decode::Part::Whole,
             };
             let v = r.decide(
                 &program,
@@ -865,6 +872,7 @@ mod tests {
             record_ms: 1_000,
             timestamp_ms: None,
             payload: b"held".to_vec().into(),
+            part: crate::decode::Part::Whole,
         };
         assert!(
             !back.rehold(key, 4, || held(4)),
@@ -1109,6 +1117,7 @@ mod tests {
                             partition: 3,
                             offset: (base + i) as i64,
                             timestamp_ms: None,
+                            part: crate::decode::Part::Whole,
                         },
                     )
                 },
@@ -1214,6 +1223,7 @@ mod tests {
             partition: 0,
             offset: 0,
             timestamp_ms: None,
+            part: crate::decode::Part::Whole,
         };
         r.batch(
             &program,

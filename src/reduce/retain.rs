@@ -58,6 +58,8 @@ pub struct Held {
     pub record_ms: u64,
     pub timestamp_ms: Option<i64>,
     pub payload: Box<[u8]>,
+    /// Which event of its message it is (OTLP), for its headers when it is written.
+    pub part: crate::decode::Part,
 }
 
 /// What retention says of one event.

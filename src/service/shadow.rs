@@ -105,6 +105,7 @@ impl Candidate {
                 partition: rec.partition,
                 offset: rec.offset,
                 timestamp_ms: rec.timestamp_ms,
+                part: crate::decode::Part::Whole,
             };
             verdicts[i] = Some(reducer.decide(
                 &program,

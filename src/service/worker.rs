@@ -227,6 +227,7 @@ pub fn run(
                 partition: rec.partition,
                 offset: rec.offset,
                 timestamp_ms: rec.timestamp_ms,
+                part: rec.part,
             };
             let v = reducer.decide(
                 &program,
@@ -348,9 +349,7 @@ pub fn run(
                     timestamp_ms: h.timestamp_ms,
                     event_ms: h.record_ms,
                     payload: h.payload.into_vec(),
-                    // Held events keep no index: one released from a message of many events
-                    // names the message's offset only.
-                    part: Part::Whole,
+                    part: h.part,
                 };
                 outputs.route(&released, &Fate::Keep, &program, Meta::default());
             }
@@ -586,6 +585,7 @@ fn rehold(
                 record_ms: rec.event_ms,
                 timestamp_ms: rec.timestamp_ms,
                 payload: rec.payload.clone().into_boxed_slice(),
+                part: rec.part,
             });
     }
     // What the engine counted of them was counted before the restore.

@@ -177,6 +177,7 @@ pub fn evaluate(rules: &str, input: &str, topic: &str, bounds: &Bounds, now_ms: 
                     partition: 0,
                     offset: i as i64,
                     timestamp_ms: None,
+                    part: crate::decode::Part::Whole,
                 },
             )
         },
