@@ -230,9 +230,72 @@ fn scope_json(out: &mut String, s: &InstrumentationScope) {
 }
 
 /// Attributes as one JSON object, dotted keys nested (`k8s.pod.name` → `k8s: {pod: {name}}`),
-/// so that rules read them by the same dotted paths as any field.
+/// so that rules read them by the same dotted paths as any field. Written straight from the
+/// keys in nesting order (each object's keys sorted, as the tree would give them); only keys
+/// that collide (`a` beside `a.b`, a key twice, an empty segment) go through a tree
+/// (`nested`): a tree per record was a fifth of splitting a message.
 fn attributes_json(out: &mut String, attributes: &[KeyValue]) {
-    out.push_str(&nested(attributes).to_string());
+    let mut order: Vec<&str> = attributes.iter().map(|kv| kv.key.as_str()).collect();
+    // `.` sorts before every other byte, so the keys under one prefix are adjacent.
+    let dotted = |k: &str| {
+        k.bytes()
+            .map(|b| if b == b'.' { 0 } else { b })
+            .collect::<Vec<u8>>()
+    };
+    let mut keyed: Vec<(Vec<u8>, usize)> = order
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (dotted(k), i))
+        .collect();
+    keyed.sort();
+    let collides = keyed.windows(2).any(|w| {
+        let (a, b) = (&w[0].0, &w[1].0);
+        a == b || (b.starts_with(a) && b.get(a.len()) == Some(&0))
+    }) || order
+        .iter()
+        .any(|k| k.starts_with('.') || k.ends_with('.') || k.contains(".."));
+    if collides {
+        out.push_str(&nested(attributes).to_string());
+        return;
+    }
+    let mut open: Vec<&str> = Vec::new();
+    // Per open object: whether the next key is its first.
+    let mut first = vec![true];
+    let comma = |out: &mut String, first: &mut Vec<bool>| {
+        let f = first.last_mut().expect("the outer object is open");
+        if !*f {
+            out.push(',');
+        }
+        *f = false;
+    };
+    out.push('{');
+    for (_, i) in &keyed {
+        let kv = &attributes[*i];
+        let mut segments = kv.key.split('.');
+        let leaf = segments.next_back().unwrap_or_default();
+        let path: Vec<&str> = segments.collect();
+        let common = open.iter().zip(&path).take_while(|(a, b)| a == b).count();
+        while open.len() > common {
+            open.pop();
+            first.pop();
+            out.push('}');
+        }
+        for seg in &path[common..] {
+            comma(out, &mut first);
+            json_string(out, seg);
+            out.push_str(":{");
+            open.push(seg);
+            first.push(true);
+        }
+        comma(out, &mut first);
+        json_string(out, leaf);
+        out.push(':');
+        any_json(out, kv.value.as_ref());
+    }
+    for _ in open {
+        out.push('}');
+    }
+    out.push('}');
 }
 
 fn nested(attributes: &[KeyValue]) -> Value {
@@ -292,7 +355,14 @@ fn value(v: &Any) -> Value {
 }
 
 fn any_json(out: &mut String, v: Option<&AnyValue>) {
-    out.push_str(&any_value(v).to_string());
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Any::StringValue(s)) => json_string(out, s),
+        Some(Any::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(Any::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        other => out.push_str(&other.map_or(Value::Null, value).to_string()),
+    }
 }
 
 /// The severity number's short name (OpenTelemetry's log data model: 1–4 trace, 5–8 debug, …).
@@ -460,6 +530,38 @@ mod tests {
             v,
             serde_json::json!({"a": "x", "a.b": "y", "c": {"d": true, "e": 1}})
         );
+    }
+
+    #[test]
+    fn attributes_are_written_as_their_tree_would_be() {
+        let cases: Vec<Vec<KeyValue>> = vec![
+            vec![],
+            vec![
+                kv("http.route", Any::StringValue("/a\"b".into())),
+                kv("http.response.status_code", Any::IntValue(200)),
+                kv("a-b", Any::BoolValue(false)),
+                kv("a.c", Any::DoubleValue(1.5)),
+                kv("ab", Any::DoubleValue(f64::NAN)),
+                kv("k8s.pod.name", Any::StringValue("p".into())),
+                kv("k8s.namespace.name", Any::StringValue("n".into())),
+                kv("z", Any::BytesValue(vec![0, 255])),
+            ],
+            // Collisions take the tree's way.
+            vec![
+                kv("a", Any::StringValue("x".into())),
+                kv("a.b", Any::StringValue("y".into())),
+            ],
+            vec![
+                kv("a", Any::IntValue(1)),
+                kv("a", Any::IntValue(2)),
+                kv(".x", Any::IntValue(3)),
+            ],
+        ];
+        for attributes in cases {
+            let mut direct = String::new();
+            attributes_json(&mut direct, &attributes);
+            assert_eq!(direct, nested(&attributes).to_string());
+        }
     }
 
     #[test]
