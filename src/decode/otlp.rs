@@ -235,7 +235,7 @@ fn scope_json(out: &mut String, s: &InstrumentationScope) {
 /// that collide (`a` beside `a.b`, a key twice, an empty segment) go through a tree
 /// (`nested`): a tree per record was a fifth of splitting a message.
 fn attributes_json(out: &mut String, attributes: &[KeyValue]) {
-    let mut order: Vec<&str> = attributes.iter().map(|kv| kv.key.as_str()).collect();
+    let order: Vec<&str> = attributes.iter().map(|kv| kv.key.as_str()).collect();
     // `.` sorts before every other byte, so the keys under one prefix are adjacent.
     let dotted = |k: &str| {
         k.bytes()
