@@ -93,6 +93,21 @@ pub fn resolve<'a>(
         }
     };
     for &(kind, field) in &sources.fields {
+        // A part already known from a preferred source is not looked up again.
+        let wanted = match kind {
+            TraceKind::Custom
+            | TraceKind::Traceparent
+            | TraceKind::B3
+            | TraceKind::B3TraceId
+            | TraceKind::TraceId
+            | TraceKind::Datadog => ctx.trace.is_none(),
+            TraceKind::B3SpanId | TraceKind::SpanId => ctx.span.is_none(),
+            TraceKind::B3ParentSpanId | TraceKind::ParentSpanId => ctx.parent.is_none(),
+            TraceKind::B3Sampled => ctx.sampled.is_none(),
+        };
+        if !wanted {
+            continue;
+        }
         let Some(v) = text(field) else { continue };
         match kind {
             TraceKind::Custom if ctx.trace.is_none() => {
