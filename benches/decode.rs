@@ -125,7 +125,7 @@ fn otlp(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                s.split(bytes, encoding).unwrap();
+                s.split(bytes, encoding, 1 << 16).unwrap();
                 assert_eq!(s.events.len(), 100);
             })
         });

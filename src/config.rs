@@ -47,6 +47,9 @@ pub struct Config {
     /// Envelopes per topic (`input.envelopes`), before the rule files' declarations.
     pub envelopes: crate::decode::envelope::Declared,
     pub limits: Limits,
+    /// How long a worker waits for a CRI line's last part on the wall clock when no batch of
+    /// its partition brings it (`input.cri_wait`).
+    pub cri_wait: Duration,
     pub kept_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
     /// Per-trace summaries and service-graph edges (from rules with `trace.summaries`).
@@ -116,7 +119,13 @@ const KAFKA: &[&str] = &[
     "topic_refresh_interval",
     "properties",
 ];
-const INPUT: &[&str] = &["format", "envelopes", "max_event_bytes", "max_json_depth"];
+const INPUT: &[&str] = &[
+    "format",
+    "envelopes",
+    "max_event_bytes",
+    "max_json_depth",
+    "cri_wait",
+];
 const OUTPUT: &[&str] = &["kept_topic", "dead_letter_topic", "traces_topic"];
 const TRACES: &[&str] = &[
     "window",
@@ -325,6 +334,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
     let mut input = InputFormat::Auto;
     let mut envelopes = crate::decode::envelope::Declared::default();
     let mut limits = Limits::default();
+    let mut cri_wait = Duration::from_secs(2);
     if let Some(mut i) = top
         .get("input")
         .and_then(|n| MapView::new(n, "`input`", sink))
@@ -347,6 +357,9 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         if let Some(n) = i.get("max_json_depth") {
             limits.max_json_depth =
                 limit(n, "`max_json_depth`", sink).unwrap_or(limits.max_json_depth);
+        }
+        if let Some(n) = i.get("cri_wait") {
+            cri_wait = duration(n, "`cri_wait`", sink).unwrap_or(cri_wait);
         }
         if let Some(n) = i.get("envelopes") {
             envelopes.topics = crate::rules::compile::envelopes::declarations(n, sink)
@@ -609,6 +622,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         input,
         envelopes,
         limits,
+        cri_wait,
         kept_topic,
         dead_letter_topic,
         traces_topic,

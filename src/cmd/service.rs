@@ -334,6 +334,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         input: InputFormat::Auto,
         envelopes: Default::default(),
         limits: Limits::default(),
+        cri_wait: std::time::Duration::from_secs(2),
         kept_topic: Some("logs-kept".into()),
         dead_letter_topic: Some("logs-dead-letter".into()),
         traces_topic: Some("logs-traces".into()),

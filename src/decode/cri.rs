@@ -225,13 +225,16 @@ pub fn unfinished_runs(items: &[Item<'_>], grace_ms: u64, max_bytes: usize) -> V
             (None, false) => {}
         }
     }
-    let mut cuts: Vec<(u32, usize)> = Vec::new();
-    for (lane, topic, _, first, bytes) in open {
-        let newest = newest
+    let newest_of = |lane: u32, topic: &str| {
+        newest
             .iter()
             .find(|(l, t, _)| *l == lane && *t == topic)
-            .map_or(0, |n| n.2);
-        if bytes > max_bytes || items[first].event_ms.saturating_add(grace_ms) < newest {
+            .map_or(0, |n| n.2)
+    };
+    let mut cuts: Vec<(u32, usize)> = Vec::new();
+    for &(lane, topic, _, first, bytes) in &open {
+        let stale = items[first].event_ms.saturating_add(grace_ms) < newest_of(lane, topic);
+        if bytes > max_bytes || stale {
             continue;
         }
         match cuts
@@ -240,6 +243,18 @@ pub fn unfinished_runs(items: &[Item<'_>], grace_ms: u64, max_bytes: usize) -> V
         {
             Some(c) => c.1 = c.1.min(first),
             None => cuts.push((lane, first)),
+        }
+    }
+    // A run past its wait that is open in a partition being cut goes with the cut whole: cut
+    // inside, its first parts would be dead letters now and the rest joined later into a
+    // line without its start. It is given up in a batch that carries nothing of its
+    // partition.
+    for &(lane, topic, _, first, _) in &open {
+        if let Some(c) = cuts
+            .iter_mut()
+            .find(|(l, f)| *l == lane && items[*f].topic == topic)
+        {
+            c.1 = c.1.min(first);
         }
     }
     cuts
@@ -378,5 +393,21 @@ mod tests {
         // finished its line.
         assert_eq!(unfinished_runs(&items, 5_000, 12), vec![(0, 1)]);
         assert_eq!(unfinished_runs(&items, 10_000, 100).len(), 3);
+        // A stale run open where a young one is cut is carried whole with it, from its start.
+        let stale_then_young = [
+            (0, 1_000, "2026-11-26T22:00:00Z stderr P old "),
+            (0, 9_000, "2026-11-26T22:00:00Z stdout F between"),
+            (0, 9_000, "2026-11-26T22:00:00Z stdout P young "),
+        ];
+        let items: Vec<Item> = stale_then_young
+            .iter()
+            .map(|(lane, ms, l)| Item {
+                topic: "t",
+                lane: *lane,
+                event_ms: *ms,
+                line: parse(l),
+            })
+            .collect();
+        assert_eq!(unfinished_runs(&items, 5_000, 100), vec![(0, 0)]);
     }
 }

@@ -47,6 +47,44 @@ pub fn detect_json(bytes: &[u8]) -> bool {
     b.first() == Some(&b'{') && b[1..].trim_ascii_start().starts_with(b"\"resourceLogs\"")
 }
 
+/// The most text one message's events may take, written out.
+const MAX_RENDERED: usize = 64 << 20;
+
+/// Segments a dotted attribute key nests into at most: the rest of a longer key stays whole
+/// in its last segment (nesting is recursion, when the tree is written and dropped).
+const MAX_NEST: usize = 16;
+
+/// OTLP JSON, through the crate's serde mapping. That mapping wants `values` in an
+/// `arrayValue` or `kvlistValue`, which OTLP JSON may leave out when empty: a message it
+/// refuses is read again with them put in.
+fn from_json(bytes: &[u8]) -> Option<ExportLogsServiceRequest> {
+    if let Ok(r) = serde_json::from_slice(bytes) {
+        return Some(r);
+    }
+    let mut v: Value = serde_json::from_slice(bytes).ok()?;
+    fill_values(&mut v);
+    serde_json::from_value(v).ok()
+}
+
+fn fill_values(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if let ("arrayValue" | "kvlistValue", Value::Object(inner)) =
+                    (k.as_str(), &mut *child)
+                {
+                    inner
+                        .entry("values")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                }
+                fill_values(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(fill_values),
+        _ => {}
+    }
+}
+
 /// A message's events, rendered; reused across messages.
 #[derive(Debug, Default)]
 pub struct Splitter {
@@ -61,12 +99,22 @@ pub struct Splitter {
 impl Splitter {
     /// Splits one message into its log records' events. A message without any log record
     /// gives no event.
-    pub fn split(&mut self, bytes: &[u8], encoding: Encoding) -> Result<(), DecodeError> {
+    ///
+    /// Bounded: a message whose resource and scope alone pass `max_event` (every event would),
+    /// or whose events together pass `MAX_RENDERED`, is refused whole as `too_large`. A
+    /// megabyte of protobuf can name a large resource once and a quarter of a million empty
+    /// records: written out, each with the resource, that is more than any host holds.
+    pub fn split(
+        &mut self,
+        bytes: &[u8],
+        encoding: Encoding,
+        max_event: usize,
+    ) -> Result<(), DecodeError> {
         self.text.clear();
         self.events.clear();
         let request = match encoding {
             Encoding::Proto => ExportLogsServiceRequest::decode(bytes).ok(),
-            Encoding::Json => serde_json::from_slice::<ExportLogsServiceRequest>(bytes).ok(),
+            Encoding::Json => from_json(bytes),
         }
         .ok_or(DecodeError::MalformedOtlp)?;
         for rl in &request.resource_logs {
@@ -86,7 +134,14 @@ impl Splitter {
                 if let Some(s) = &sl.scope {
                     scope_json(&mut self.scope, s);
                 }
+                if !sl.log_records.is_empty() && self.resource.len() + self.scope.len() > max_event
+                {
+                    return Err(DecodeError::TooLarge);
+                }
                 for record in &sl.log_records {
+                    if self.text.len() > MAX_RENDERED {
+                        return Err(DecodeError::TooLarge);
+                    }
                     let start = self.text.len();
                     render(
                         &mut self.text,
@@ -253,7 +308,7 @@ fn attributes_json(out: &mut String, attributes: &[KeyValue]) {
         a == b || (b.starts_with(a) && b.get(a.len()) == Some(&0))
     }) || order
         .iter()
-        .any(|k| k.starts_with('.') || k.ends_with('.') || k.contains(".."));
+        .any(|k| k.splitn(MAX_NEST, '.').any(str::is_empty));
     if collides {
         out.push_str(&nested(attributes).to_string());
         return;
@@ -271,9 +326,8 @@ fn attributes_json(out: &mut String, attributes: &[KeyValue]) {
     out.push('{');
     for (_, i) in &keyed {
         let kv = &attributes[*i];
-        let mut segments = kv.key.split('.');
-        let leaf = segments.next_back().unwrap_or_default();
-        let path: Vec<&str> = segments.collect();
+        let mut path: Vec<&str> = kv.key.splitn(MAX_NEST, '.').collect();
+        let leaf = path.pop().unwrap_or_default();
         let common = open.iter().zip(&path).take_while(|(a, b)| a == b).count();
         while open.len() > common {
             open.pop();
@@ -302,7 +356,7 @@ fn nested(attributes: &[KeyValue]) -> Value {
     let mut root = Map::new();
     for kv in attributes {
         let value = any_value(kv.value.as_ref());
-        let mut path: Vec<&str> = kv.key.split('.').collect();
+        let mut path: Vec<&str> = kv.key.splitn(MAX_NEST, '.').collect();
         let leaf = path.pop().unwrap_or_default();
         // Walks down the path while it is objects; where it is not (`a` is a string and `a.b`
         // comes), the key stays whole at the level reached.
@@ -492,7 +546,7 @@ mod tests {
                 assert!(!detect_json(&bytes));
                 Encoding::Proto
             };
-            s.split(&bytes, encoding).expect("a valid message");
+            s.split(&bytes, encoding, 1 << 16).expect("a valid message");
             let e = events(&s);
             assert_eq!(e.len(), 2);
             assert_eq!(e[0]["message"], "payment failed");
@@ -569,21 +623,78 @@ mod tests {
         let mut s = Splitter::default();
         let good = request(vec![LogRecord::default(); 3]).encode_to_vec();
         assert_eq!(
-            s.split(&good[..good.len() - 3], Encoding::Proto),
+            s.split(&good[..good.len() - 3], Encoding::Proto, 1 << 16),
             Err(DecodeError::MalformedOtlp)
         );
         assert_eq!(
-            s.split(b"{\"resourceLogs\": [", Encoding::Json),
+            s.split(b"{\"resourceLogs\": [", Encoding::Json, 1 << 16),
             Err(DecodeError::MalformedOtlp)
         );
         assert_eq!(
-            s.split(b"{\"level\":\"info\"}", Encoding::Proto),
+            s.split(b"{\"level\":\"info\"}", Encoding::Proto, 1 << 16),
             Err(DecodeError::MalformedOtlp)
         );
-        s.split(&good, Encoding::Proto).expect("valid");
+        s.split(&good, Encoding::Proto, 1 << 16).expect("valid");
         assert_eq!(s.events.len(), 3);
-        s.split(b"", Encoding::Proto)
+        s.split(b"", Encoding::Proto, 1 << 16)
             .expect("an empty request is valid");
         assert!(s.events.is_empty());
+    }
+
+    #[test]
+    fn what_a_message_can_make_is_bounded() {
+        let mut s = Splitter::default();
+        // A resource larger than an event may be: every event would be too large.
+        let mut big = request(vec![LogRecord::default(); 2]);
+        big.resource_logs[0]
+            .resource
+            .as_mut()
+            .unwrap()
+            .attributes
+            .push(kv("blob", Any::StringValue("x".repeat(70_000))));
+        assert_eq!(
+            s.split(&big.encode_to_vec(), Encoding::Proto, 1 << 16),
+            Err(DecodeError::TooLarge)
+        );
+        // Half a megabyte of resource and a quarter of a million empty records: each event is
+        // under the bound, all of them together are not.
+        let mut bomb = request(vec![LogRecord::default(); 250_000]);
+        bomb.resource_logs[0]
+            .resource
+            .as_mut()
+            .unwrap()
+            .attributes
+            .push(kv("blob", Any::StringValue("x".repeat(500_000))));
+        assert_eq!(
+            s.split(&bomb.encode_to_vec(), Encoding::Proto, 1 << 20),
+            Err(DecodeError::TooLarge)
+        );
+        // A key of a hundred thousand dots nests sixteen deep, the rest kept whole.
+        let deep = ".a".repeat(100_000);
+        let attrs = vec![kv(&deep[1..], Any::IntValue(1))];
+        let mut direct = String::new();
+        attributes_json(&mut direct, &attrs);
+        assert!(
+            direct.starts_with(&"{\"a\":".repeat(MAX_NEST - 1)),
+            "{}",
+            &direct[..80]
+        );
+        let scope = InstrumentationScope {
+            attributes: attrs,
+            ..InstrumentationScope::default()
+        };
+        let mut out = String::new();
+        scope_json(&mut out, &scope);
+        assert!(out.len() > 100_000);
+    }
+
+    #[test]
+    fn empty_arrays_and_maps_may_leave_their_values_out() {
+        let mut s = Splitter::default();
+        let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"kvlistValue":{}},"attributes":[{"key":"tags","value":{"arrayValue":{}}}]}]}]}]}"#;
+        s.split(json, Encoding::Json, 1 << 16)
+            .expect("valid OTLP JSON");
+        let e = events(&s);
+        assert_eq!(e[0]["attributes"]["tags"], serde_json::json!([]));
     }
 }

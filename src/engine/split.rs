@@ -76,7 +76,8 @@ pub fn parts(
     let Some(encoding) = engine.many(topic, payload) else {
         return each(Part::Whole, payload);
     };
-    match splitter.split(payload, encoding) {
+    let max = engine.decoder.limits().max_event_bytes;
+    match splitter.split(payload, encoding, max) {
         Err(e) => each(Part::Unreadable(e), payload),
         Ok(()) if splitter.events.is_empty() => each(Part::Unreadable(DecodeError::Empty), payload),
         Ok(()) => {

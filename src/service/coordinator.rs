@@ -68,7 +68,7 @@ pub struct Coordinator {
     pub(super) checkpoints: Checkpoints,
     slots: Vec<Slot>,
     results: Receiver<Done>,
-    /// Events sent to workers and not merged yet.
+    /// Records sent to workers and not merged yet (a message of many events is one).
     in_flight: u64,
     /// Batches and barriers sent and not answered yet.
     unanswered: u64,
@@ -111,6 +111,7 @@ impl Coordinator {
                 let caps = super::partition_state::Caps {
                     traces: cfg.traces,
                     retain: cfg.retain,
+                    cri_wait: cfg.cri_wait,
                 };
                 let handle = std::thread::Builder::new()
                     .name(format!("logmill-worker-{i}"))
@@ -277,7 +278,10 @@ impl Coordinator {
     }
 
     fn take(&mut self, d: Done) {
-        self.unanswered -= 1;
+        // A worker's own batch (carried CRI records given up) answers no job.
+        if !matches!(&d, Done::Batch(b) if b.unasked) {
+            self.unanswered -= 1;
+        }
         match d {
             Done::Batch(b) => match &mut self.barrier {
                 Some(bar) if bar.answered[b.worker] => bar.held.push(*b),
@@ -332,7 +336,7 @@ impl Coordinator {
         }
     }
 
-    /// Holds the poll loop while too many events are read and not merged. librdkafka's own
+    /// Holds the poll loop while too many records are read and not merged. librdkafka's own
     /// queue then fills and it stops fetching (`queued.max.messages.kbytes`), so memory stays
     /// bounded. Only when the workers make no progress for a while (their outputs' broker is
     /// down and the producer queue is full) are the partitions paused, so the loop can go on

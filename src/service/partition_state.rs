@@ -21,6 +21,8 @@ const VERSION: u8 = 2;
 pub struct Caps {
     pub traces: TracesConfig,
     pub retain: RetainConfig,
+    /// How long records wait for a CRI line's last part (`input.cri_wait`), on the wall clock.
+    pub cri_wait: std::time::Duration,
 }
 
 #[derive(Debug, Default)]

@@ -143,10 +143,8 @@ impl RuleFiles {
                 None
             }
             Some(p) => {
-                if p.pattern_dirs != self.pattern_dirs {
-                    // Watched from now on; the next look sees them as they are, a change.
-                    self.pattern_dirs = p.pattern_dirs.clone();
-                }
+                // Watched from now on (the next look sees them as they are: a change).
+                self.pattern_dirs = p.pattern_dirs.clone();
                 if !self.valid {
                     tracing::info!("rules are valid again");
                 }
@@ -154,10 +152,14 @@ impl RuleFiles {
                 (p.hash != current).then_some(p)
             }
         };
-        Some(Changed {
-            live,
-            candidate: candidate(cfg),
-        })
+        let candidate = candidate(cfg);
+        // The candidate's pattern files are watched too: its shadow follows their edits.
+        if let Ok(Some(c)) = &candidate {
+            self.pattern_dirs.extend(c.pattern_dirs.iter().cloned());
+            self.pattern_dirs.sort();
+            self.pattern_dirs.dedup();
+        }
+        Some(Changed { live, candidate })
     }
 }
 

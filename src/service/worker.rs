@@ -66,6 +66,8 @@ pub struct BatchDone {
     pub counters: Counters,
     /// The records polled (a message of many events is one).
     pub records: usize,
+    /// Not the answer to a job: the worker gave up waiting for a CRI line (`Caps::cri_wait`).
+    pub unasked: bool,
     pub reached: Vec<Reached>,
     pub timestamps: Vec<i64>,
     /// The candidate's evaluation of the batch beside the live one, when there is a candidate.
@@ -104,7 +106,30 @@ pub fn run(
     let mut splitter = Splitter::default();
     // Records waiting for a CRI line's last part (`engine::split::cri_carry`), in order.
     let mut carried: Vec<OwnedRecord> = Vec::new();
-    for job in jobs {
+    // When the records in `carried` were first carried; the last batch's rules, for the batch
+    // that gives them up (`CRI_WAIT`).
+    let mut carried_since: Option<std::time::Instant> = None;
+    let mut last_rules: Option<(Arc<Program>, Option<Arc<Program>>)> = None;
+    loop {
+        // A partition gone quiet in the middle of a line gets no batch to finish it in: its
+        // carried records are evaluated as they are once they have waited `Caps::cri_wait`.
+        let give_up = carried_since.is_some_and(|t| t.elapsed() >= caps.cri_wait);
+        let job = match (give_up, &last_rules) {
+            (true, Some((program, candidate))) => Job::Batch {
+                program: Arc::clone(program),
+                candidate: candidate.clone(),
+                records: Vec::new(),
+            },
+            _ => {
+                let wait =
+                    carried_since.map_or(IDLE, |t| caps.cri_wait.saturating_sub(t.elapsed()));
+                match jobs.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        };
         let (program, candidate, records) = match job {
             Job::Batch {
                 program,
@@ -143,6 +168,9 @@ pub fn run(
                 state,
                 counted,
             } => {
+                // A rollback loads a partition's state again and reads it again from there:
+                // records carried past that point are read again too.
+                carried.retain(|r| !(r.partition == key.partition && *r.topic == *key.topic));
                 let mut loaded = match state.map(|s| PartitionState::decode(&s, caps)) {
                     Some(Ok(s)) => s,
                     Some(Err(_)) => {
@@ -196,7 +224,13 @@ pub fn run(
         // In flight is counted in polled records, whatever they held.
         let polled = records.len();
         let records = split(e, &mut splitter, records);
-        let records = carry(e, &mut carried, records);
+        last_rules = Some((Arc::clone(&program), candidate.clone()));
+        let records = carry(e, &mut carried, records, give_up);
+        carried_since = match (carried.is_empty(), carried_since) {
+            (true, _) => None,
+            (false, Some(t)) if !give_up => Some(t),
+            (false, _) => Some(std::time::Instant::now()),
+        };
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
             if !again.is_empty() {
@@ -383,6 +417,7 @@ pub fn run(
             delta,
             counters,
             records: polled,
+            unasked: give_up,
             reached,
             timestamps,
             shadow: shadowed,
@@ -421,12 +456,16 @@ fn split(e: &Engine, splitter: &mut Splitter, records: Vec<OwnedRecord>) -> Vec<
     out
 }
 
+/// How long a worker without carried records waits for a job before it looks again.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The batch with the records carried from the last one before it, less those that wait for
-/// a CRI line's last part (now in `carried`).
+/// a CRI line's last part (now in `carried`); all of them when the wait is given up.
 fn carry(
     e: &Engine,
     carried: &mut Vec<OwnedRecord>,
     records: Vec<OwnedRecord>,
+    give_up: bool,
 ) -> Vec<OwnedRecord> {
     let records = if carried.is_empty() {
         records
@@ -436,6 +475,9 @@ fn carry(
         all.extend(records);
         all
     };
+    if give_up {
+        return records;
+    }
     let batch: Vec<Record> = records.iter().map(as_record).collect();
     let Some(wait) = crate::engine::split::cri_carry(e, &batch) else {
         return records;

@@ -225,9 +225,7 @@ impl Outputs {
         // its beginning, its size and its digest, so that it fits and can still be found.
         let mut payload: &[u8] = &rec.payload;
         let digest;
-        // A message of many events that could not be split came in one record: it fits in one.
-        let whole_message = matches!(rec.part, crate::decode::Part::Unreadable(_));
-        if payload.len() > self.max_payload && !whole_message {
+        if payload.len() > self.max_payload {
             use sha2::Digest;
             digest = hex(&sha2::Sha256::digest(payload));
             headers = headers

@@ -25,7 +25,15 @@ fn issue12_cri_parts_across_polls_and_a_crash_are_joined_once() {
     let tmp = TempDir::new("svc-cri");
     std::fs::write(tmp.path("rules.yaml"), CRI_RULES).unwrap();
     let port = free_port();
-    let cfg = config(&tmp.0, &c.bootstrap, "cri-0", port);
+    // The line's last part comes after a crash and a restart: longer than the default wait.
+    let cfg = config_with(
+        &tmp.0,
+        &c.bootstrap,
+        "cri-0",
+        port,
+        "0s",
+        "input: {cri_wait: 60s}\n",
+    );
     let child = start(&cfg);
     let now = || {
         std::time::SystemTime::now()
@@ -76,4 +84,29 @@ fn issue12_cri_parts_across_polls_and_a_crash_are_joined_once() {
     .collect();
     assert_exports(&[port], &want, 60, || true, &[&cfg]);
     assert!(consume_all(&c.bootstrap, "dead").is_empty());
+}
+
+/// A partition that goes quiet in the middle of a line: after the worker's wait its parts are
+/// dead letters with their reason and the records after them are counted; nothing waits
+/// forever.
+#[test]
+fn issue12_a_quiet_partition_gives_up_its_unfinished_line() {
+    let c = cluster(1);
+    let tmp = TempDir::new("svc-cri-quiet");
+    std::fs::write(tmp.path("rules.yaml"), CRI_RULES).unwrap();
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "cri-q", port);
+    let _child = start(&cfg);
+    let mut records = vec![Rec::new("logs", cri("stdout", "P", "BEGIN-"))];
+    for i in 0..20 {
+        records.push(Rec::new("logs", cri("stderr", "F", &format!("err {i}"))));
+    }
+    produce_records(&c.bootstrap, &[], records);
+    let want: BTreeMap<String, f64> =
+        [(r#"cri_lines_total{stream="stderr"}"#.to_string(), 20.0)].into();
+    assert_exports(&[port], &want, 60, || true, &[&cfg]);
+    let dead = consume_all(&c.bootstrap, "dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].2, "cri_partial_unfinished");
+    assert_eq!(dead[0].0, cri("stdout", "P", "BEGIN-"));
 }
