@@ -362,6 +362,18 @@ mod tests {
         assert_eq!(m, "pod-b");
     }
 
+    fn items_of<'a>(lines: &[(u32, u64, &'a str)]) -> Vec<Item<'a>> {
+        lines
+            .iter()
+            .map(|(lane, ms, l)| Item {
+                topic: "t",
+                lane: *lane,
+                event_ms: *ms,
+                line: parse(l),
+            })
+            .collect()
+    }
+
     #[test]
     fn young_unfinished_runs_are_carried_from_their_first_part() {
         let lines = [
@@ -379,15 +391,7 @@ mod tests {
             (3, 1_000, "2026-11-26T22:00:00Z stdout P a"),
             (3, 1_000, "2026-11-26T22:00:00Z stdout F b"),
         ];
-        let items: Vec<Item> = lines
-            .iter()
-            .map(|(lane, ms, l)| Item {
-                topic: "t",
-                lane: *lane,
-                event_ms: *ms,
-                line: parse(l),
-            })
-            .collect();
+        let items = items_of(&lines);
         // Partition 0 waits from its open run's first part; partition 1's run is older than the
         // grace and partition 2's larger than the bound: evaluated (dead letters); partition 3
         // finished its line.
@@ -399,15 +403,7 @@ mod tests {
             (0, 9_000, "2026-11-26T22:00:00Z stdout F between"),
             (0, 9_000, "2026-11-26T22:00:00Z stdout P young "),
         ];
-        let items: Vec<Item> = stale_then_young
-            .iter()
-            .map(|(lane, ms, l)| Item {
-                topic: "t",
-                lane: *lane,
-                event_ms: *ms,
-                line: parse(l),
-            })
-            .collect();
+        let items = items_of(&stale_then_young);
         assert_eq!(unfinished_runs(&items, 5_000, 100), vec![(0, 0)]);
     }
 }

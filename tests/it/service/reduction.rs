@@ -35,6 +35,17 @@ fn app_event(p: i32, i: u64) -> String {
     )
 }
 
+/// `n` app events per partition, each partition closed by a far-future event.
+fn app_partitions(partitions: i32, n: u64) -> Vec<Vec<String>> {
+    (0..partitions)
+        .map(|p| {
+            let mut v: Vec<String> = (0..n).map(|i| app_event(p, i)).collect();
+            v.push(closing_event(p));
+            v
+        })
+        .collect()
+}
+
 /// A record far in the future that closes every window of its partition.
 fn closing_event(p: i32) -> String {
     format!("ts=1800000000000 p={p} n=-1 svc=z tid=end msg=\"the end\"")
@@ -169,29 +180,16 @@ fn replay_all(dir: &Path, per_partition: &[Vec<String>]) -> (HashSet<String>, Ve
     (events, summaries)
 }
 
-/// SIGKILL at random points with every action on: after the restart, the kept topic (replays
-/// dropped) equals replay's decisions, summaries included, and the metrics are exact.
-#[test]
-fn issue7_reduction_survives_sigkill_exactly() {
-    let partitions = 4;
-    let c = cluster(partitions);
-    let tmp = TempDir::new("i7-crash");
-    std::fs::write(tmp.path("rules.yaml"), REDUCE_RULES).unwrap();
-    let per: Vec<Vec<String>> = (0..partitions)
-        .map(|p| {
-            let mut v: Vec<String> = (0..3000).map(|i| app_event(p, i)).collect();
-            v.push(closing_event(p));
-            v
-        })
-        .collect();
-    let (want_events, want_summaries) = replay_all(&tmp.0, &per);
-    assert!(want_summaries.len() > 50, "{}", want_summaries.len());
-    produce_partitions(&c.bootstrap, &per);
-    let port = free_port();
-    let cfg = config(&tmp.0, &c.bootstrap, "reduce-0", port);
-    sigkill_rounds(&cfg, 4, 0x1234_5678_9abc_def1u64, 1000, 2000);
-    let _child = start(&cfg);
-    let total: f64 = (partitions as f64) * 3001.0;
+/// The last run counted `total` app events and the kept topic, replays dropped, holds what
+/// replay keeps partition by partition, summaries included.
+fn assert_counted_and_kept_as_replay(
+    bootstrap: &str,
+    cfg: &Path,
+    port: u16,
+    total: f64,
+    want_events: &HashSet<String>,
+    want_summaries: &[String],
+) {
     assert!(
         wait_for(Duration::from_secs(120), || {
             scrape(port).is_some_and(|m| {
@@ -204,18 +202,45 @@ fn issue7_reduction_survives_sigkill_exactly() {
         }),
         "{:?}\n{}",
         scrape(port),
-        log_of(&cfg)
+        log_of(cfg)
     );
-    let (events, summaries) = kept_sets(&c.bootstrap);
+    let (events, summaries) = kept_sets(bootstrap);
     assert_same(
         &events.iter().map(|e| e.as_bytes().to_vec()).collect(),
         &want_events.iter().map(|e| e.as_bytes().to_vec()).collect(),
         "kept events",
     );
     assert_eq!(summaries.len(), want_summaries.len(), "summaries");
-    for (g, w) in summaries.iter().zip(&want_summaries) {
+    for (g, w) in summaries.iter().zip(want_summaries) {
         assert_eq!(g, w);
     }
+}
+
+/// SIGKILL at random points with every action on: after the restart, the kept topic (replays
+/// dropped) equals replay's decisions, summaries included, and the metrics are exact.
+#[test]
+fn issue7_reduction_survives_sigkill_exactly() {
+    let partitions = 4;
+    let c = cluster(partitions);
+    let tmp = TempDir::new("i7-crash");
+    std::fs::write(tmp.path("rules.yaml"), REDUCE_RULES).unwrap();
+    let per = app_partitions(partitions, 3000);
+    let (want_events, want_summaries) = replay_all(&tmp.0, &per);
+    assert!(want_summaries.len() > 50, "{}", want_summaries.len());
+    produce_partitions(&c.bootstrap, &per);
+    let port = free_port();
+    let cfg = config(&tmp.0, &c.bootstrap, "reduce-0", port);
+    sigkill_rounds(&cfg, 4, 0x1234_5678_9abc_def1u64, 1000, 2000);
+    let _child = start(&cfg);
+    let total: f64 = (partitions as f64) * 3001.0;
+    assert_counted_and_kept_as_replay(
+        &c.bootstrap,
+        &cfg,
+        port,
+        total,
+        &want_events,
+        &want_summaries,
+    );
 }
 
 /// A partition moves to another instance in the middle of its windows: the windows go with it
@@ -227,13 +252,7 @@ fn issue7_partition_move_keeps_windows_and_ids() {
     let c = cluster(partitions);
     let tmp = TempDir::new("i7-move");
     std::fs::write(tmp.path("rules.yaml"), REDUCE_RULES).unwrap();
-    let per: Vec<Vec<String>> = (0..partitions)
-        .map(|p| {
-            let mut v: Vec<String> = (0..2000).map(|i| app_event(p, i)).collect();
-            v.push(closing_event(p));
-            v
-        })
-        .collect();
+    let per = app_partitions(partitions, 2000);
     let (want_events, want_summaries) = replay_all(&tmp.0, &per);
     let first: Vec<Vec<String>> = per.iter().map(|v| v[..1000].to_vec()).collect();
     let rest: Vec<Vec<String>> = per.iter().map(|v| v[1000..].to_vec()).collect();
@@ -283,13 +302,7 @@ fn issue9_kept_bytes_budget_survives_sigkill_exactly() {
         "team: it\nbudget: {kept_bytes: 600}\ndefaults:\n  reduce: {time: {field: ts, format: unix_ms}}\nrules:\n  - name: app\n    format: logfmt\n    metrics:\n      - {name: it_app_total, type: counter, help: App events., labels: {svc: svc}}\n",
     )
     .unwrap();
-    let per: Vec<Vec<String>> = (0..partitions)
-        .map(|p| {
-            let mut v: Vec<String> = (0..3000).map(|i| app_event(p, i)).collect();
-            v.push(closing_event(p));
-            v
-        })
-        .collect();
+    let per = app_partitions(partitions, 3000);
     let (want_events, want_summaries) = replay_all(&tmp.0, &per);
     // About 2 KB a second per partition against 600 bytes: every second has a summary.
     assert!(want_summaries.len() > 400, "{}", want_summaries.len());
@@ -302,28 +315,12 @@ fn issue9_kept_bytes_budget_survives_sigkill_exactly() {
     assert!(!state_records(&c.bootstrap, "it-state").is_empty());
     let _child = start(&cfg);
     let total: f64 = (partitions as f64) * 3001.0;
-    assert!(
-        wait_for(Duration::from_secs(120), || {
-            scrape(port).is_some_and(|m| {
-                m.iter()
-                    .filter(|(k, _)| k.starts_with("it_app_total"))
-                    .map(|(_, v)| v)
-                    .sum::<f64>()
-                    == total
-            }) && ready(port) == 200
-        }),
-        "{:?}\n{}",
-        scrape(port),
-        log_of(&cfg)
+    assert_counted_and_kept_as_replay(
+        &c.bootstrap,
+        &cfg,
+        port,
+        total,
+        &want_events,
+        &want_summaries,
     );
-    let (events, summaries) = kept_sets(&c.bootstrap);
-    assert_same(
-        &events.iter().map(|e| e.as_bytes().to_vec()).collect(),
-        &want_events.iter().map(|e| e.as_bytes().to_vec()).collect(),
-        "kept events",
-    );
-    assert_eq!(summaries.len(), want_summaries.len(), "summaries");
-    for (g, w) in summaries.iter().zip(&want_summaries) {
-        assert_eq!(g, w);
-    }
 }
