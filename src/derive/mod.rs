@@ -274,8 +274,9 @@ impl Aggregates {
             Self::entry(state, family, key, at.event_ms, &mut self.team_series);
         series.last_update_ms = series.last_update_ms.max(at.event_ms);
         series.updates += 1;
-        apply(&mut series.value, family, op, v, at);
-        let given = exemplar_slot(family, v)
+        let bucket = apply(&mut series.value, family, op, v, at);
+        // The bucket the observation went to, found once.
+        let given = exemplar_slot(family, || bucket)
             .map(|(n, slot)| (slot, exemplar::replace(&mut series.exemplars, n, slot, e)));
         state.overflowed += u64::from(redirected);
         given
@@ -303,7 +304,9 @@ impl Aggregates {
     /// its exemplar: for a counter, and for a histogram the bucket `v` fell in. Other kinds
     /// have none (OpenMetrics puts exemplars on counters and buckets only).
     pub fn exemplar(&mut self, fid: usize, family: &Family, key: &[u8], e: exemplar::Exemplar) {
-        let Some((n, slot)) = exemplar_slot(family, e.value) else {
+        let v = e.value;
+        let Some((n, slot)) = exemplar_slot(family, || family.buckets.partition_point(|b| *b < v))
+        else {
             return;
         };
         let state = &mut self.families[fid];
@@ -485,19 +488,18 @@ fn empty(family: &Family) -> Value {
 }
 
 #[inline]
-/// How many exemplar slots a series of `family` has, and which one an observation of `v` takes.
-fn exemplar_slot(family: &Family, v: f64) -> Option<(usize, usize)> {
+/// How many exemplar slots a series of `family` has, and which one an observation takes (of a
+/// histogram: the bucket it went to, `bucket`).
+fn exemplar_slot(family: &Family, bucket: impl FnOnce() -> usize) -> Option<(usize, usize)> {
     match family.kind {
         MetricKind::Counter => Some((1, 0)),
-        MetricKind::Histogram => Some((
-            family.buckets.len() + 1,
-            family.buckets.partition_point(|b| *b < v),
-        )),
+        MetricKind::Histogram => Some((family.buckets.len() + 1, bucket())),
         MetricKind::Gauge | MetricKind::Summary => None,
     }
 }
 
-fn apply(value: &mut Value, family: &Family, op: Op, v: f64, at: Stamp) {
+/// Applies an update; returns the bucket a histogram observation went to (its exemplar's).
+fn apply(value: &mut Value, family: &Family, op: Op, v: f64, at: Stamp) -> usize {
     match (value, op) {
         (Value::Counter(c), _) => *c += v,
         (Value::Gauge { value, version }, Op::GaugeSet) => {
@@ -514,9 +516,11 @@ fn apply(value: &mut Value, family: &Family, op: Op, v: f64, at: Stamp) {
             counts[i] += 1;
             *sum += v;
             *count += 1;
+            return i;
         }
         (Value::Summary(s), _) => s.observe(v, at.now_ms),
     }
+    0
 }
 
 fn merge_value(into: &mut Value, from: Value, now_ms: u64) {

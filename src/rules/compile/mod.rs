@@ -981,4 +981,32 @@ mod tests {
             .map(|k| k.per_second);
         assert_eq!(kept, Some(4096));
     }
+
+    /// Issue 8: `trace: false` reads no trace context, so the decoder looks for none of the
+    /// usual spellings; anything else but a mapping is an error.
+    #[test]
+    fn issue8_trace_false_reads_no_trace_context() {
+        let rules = |trace: &str| SourceFile {
+            name: "t.yaml".into(),
+            text: format!(
+                "team: t\nrules:\n  - name: r\n    format: json\n{trace}    metrics: [{{name: t_total, type: counter, labels: {{level: level}}}}]\n"
+            ),
+        };
+        let (on, diags) = compile(&[rules("")]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        assert!(on.event_fields.iter().any(|f| f.name == "trace_id"));
+        assert!(on.rules[0].trace.exemplars);
+        let (off, diags) = compile(&[rules("    trace: false\n")]);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let names: Vec<&str> = off.event_fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["level"]);
+        assert!(off.rules[0].trace.fields.is_empty() && !off.rules[0].trace.exemplars);
+        let (_, diags) = compile(&[rules("    trace: yes\n")]);
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.is_error() && d.message.contains("or `false`")),
+            "{diags:?}"
+        );
+    }
 }

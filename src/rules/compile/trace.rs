@@ -4,7 +4,7 @@
 //! `TRACE_FIELDS`): event fields of JSON and logfmt events, and captures of those names in
 //! any rule. The section names others: `id` (a correlation id such as a request id, kept as
 //! it is unless it is hex), `span`, `parent`; and `exemplars: false` keeps the rule's metrics
-//! without exemplars.
+//! without exemplars. `trace: false` reads no trace context at all.
 
 use super::{Builder, RuleCx, Section};
 use crate::decode::Format;
@@ -50,6 +50,23 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
         ..TraceSources::default()
     };
     let mut named: Vec<(&str, crate::rules::program::FieldRef)> = Vec::new();
+    // `trace: false`: the rule's events carry no trace context worth reading, so its fields
+    // are not looked for at all (the usual spellings are a dozen names in every JSON object).
+    if let Some(node) = m.get("trace")
+        && let Some(text) = node.as_scalar()
+    {
+        if text == "false" {
+            cx.trace = TraceSources::default();
+        } else {
+            sink.error(
+                node.pos,
+                Code::WrongType,
+                format!("`trace` is a mapping, or `false` to read no trace context, not `{text}`"),
+            )
+            .hint("`trace: {id: request_id}` names the field; `trace: false` turns it off");
+        }
+        return;
+    }
     if let Some(node) = m.get("trace")
         && let Some(mut t) = MapView::new(node, "`trace`", sink)
     {
