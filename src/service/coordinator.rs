@@ -43,7 +43,15 @@ struct Slot {
     batch: Vec<OwnedRecord>,
     started: Instant,
     handle: Option<std::thread::JoinHandle<()>>,
+    /// The worker holds records for a CRI line's last part (`BatchDone::carrying`), and when
+    /// it was last sent a batch: a quiet partition brings none, so it is sent empty ones.
+    carrying: bool,
+    sent: Instant,
 }
+
+/// How often a worker holding records for a CRI line's last part is sent an empty batch, in
+/// which it gives them up once they have waited `input.cri_wait`.
+const CARRY_TICK: Duration = Duration::from_millis(200);
 
 /// A barrier in progress: who has answered, with which states, and the results held back.
 struct Barrier {
@@ -124,6 +132,8 @@ impl Coordinator {
                     batch: Vec::new(),
                     started: Instant::now(),
                     handle: Some(handle),
+                    carrying: false,
+                    sent: Instant::now(),
                 }
             })
             .collect();
@@ -195,6 +205,12 @@ impl Coordinator {
         if self.slots[w].batch.is_empty() {
             return;
         }
+        self.send_batch(w);
+    }
+
+    /// Sends worker `w` its slot's records as a batch (none: an empty one).
+    fn send_batch(&mut self, w: usize) {
+        self.slots[w].sent = Instant::now();
         let records = std::mem::take(&mut self.slots[w].batch);
         self.in_flight += records.len() as u64;
         let program = Arc::clone(&self.program);
@@ -215,11 +231,15 @@ impl Coordinator {
         }
     }
 
-    /// Sends batches that have waited `max_wait`.
+    /// Sends batches that have waited `max_wait`, and an empty one every `CARRY_TICK` to a
+    /// worker holding records for a CRI line's last part.
     pub(super) fn dispatch_due(&mut self, max_wait: Duration) {
         for w in 0..self.slots.len() {
-            if !self.slots[w].batch.is_empty() && self.slots[w].started.elapsed() >= max_wait {
+            let slot = &self.slots[w];
+            if !slot.batch.is_empty() && slot.started.elapsed() >= max_wait {
                 self.dispatch(w);
+            } else if slot.batch.is_empty() && slot.carrying && slot.sent.elapsed() >= CARRY_TICK {
+                self.send_batch(w);
             }
         }
     }
@@ -278,9 +298,9 @@ impl Coordinator {
     }
 
     fn take(&mut self, d: Done) {
-        // A worker's own batch (carried CRI records given up) answers no job.
-        if !matches!(&d, Done::Batch(b) if b.unasked) {
-            self.unanswered -= 1;
+        self.unanswered -= 1;
+        if let Done::Batch(b) = &d {
+            self.slots[b.worker].carrying = b.carrying;
         }
         match d {
             Done::Batch(b) => match &mut self.barrier {

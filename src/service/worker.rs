@@ -66,8 +66,8 @@ pub struct BatchDone {
     pub counters: Counters,
     /// The records polled (a message of many events is one).
     pub records: usize,
-    /// Not the answer to a job: the worker gave up waiting for a CRI line (`Caps::cri_wait`).
-    pub unasked: bool,
+    /// The worker holds records for a CRI line's last part after the batch.
+    pub carrying: bool,
     pub reached: Vec<Reached>,
     pub timestamps: Vec<i64>,
     /// The candidate's evaluation of the batch beside the live one, when there is a candidate.
@@ -106,30 +106,12 @@ pub fn run(
     let mut splitter = Splitter::default();
     // Records waiting for a CRI line's last part (`engine::split::cri_carry`), in order.
     let mut carried: Vec<OwnedRecord> = Vec::new();
-    // When the records in `carried` were first carried; the last batch's rules, for the batch
-    // that gives them up (`CRI_WAIT`).
-    let mut carried_since: Option<std::time::Instant> = None;
-    let mut last_rules: Option<(Arc<Program>, Option<Arc<Program>>)> = None;
-    loop {
-        // A partition gone quiet in the middle of a line gets no batch to finish it in: its
-        // carried records are evaluated as they are once they have waited `Caps::cri_wait`.
-        let give_up = carried_since.is_some_and(|t| t.elapsed() >= caps.cri_wait);
-        let job = match (give_up, &last_rules) {
-            (true, Some((program, candidate))) => Job::Batch {
-                program: Arc::clone(program),
-                candidate: candidate.clone(),
-                records: Vec::new(),
-            },
-            _ => {
-                let wait =
-                    carried_since.map_or(IDLE, |t| caps.cri_wait.saturating_sub(t.elapsed()));
-                match jobs.recv_timeout(wait) {
-                    Ok(job) => job,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-            }
-        };
+    // The first record of `carried` and since when it is: the records are given up (evaluated
+    // as they are) in the first batch after `Caps::cri_wait`; the coordinator sends empty
+    // batches while there are any (`BatchDone::carrying`), since a quiet partition brings none.
+    type Since = ((Arc<str>, i32, i64), std::time::Instant);
+    let mut carried_since: Option<Since> = None;
+    for job in jobs {
         let (program, candidate, records) = match job {
             Job::Batch {
                 program,
@@ -224,12 +206,18 @@ pub fn run(
         // In flight is counted in polled records, whatever they held.
         let polled = records.len();
         let records = split(e, &mut splitter, records);
-        last_rules = Some((Arc::clone(&program), candidate.clone()));
+        let give_up = carried_since
+            .as_ref()
+            .is_some_and(|(_, t)| t.elapsed() >= caps.cri_wait);
         let records = carry(e, &mut carried, records, give_up);
-        carried_since = match (carried.is_empty(), carried_since) {
-            (true, _) => None,
-            (false, Some(t)) if !give_up => Some(t),
-            (false, _) => Some(std::time::Instant::now()),
+        let first = carried
+            .first()
+            .map(|r| (Arc::clone(&r.topic), r.partition, r.offset));
+        carried_since = match (first, carried_since.take()) {
+            (None, _) => None,
+            // The same line still waits: since as before.
+            (Some(f), Some((was, t))) if f == was => Some((f, t)),
+            (Some(f), _) => Some((f, std::time::Instant::now())),
         };
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
@@ -417,7 +405,7 @@ pub fn run(
             delta,
             counters,
             records: polled,
-            unasked: give_up,
+            carrying: !carried.is_empty(),
             reached,
             timestamps,
             shadow: shadowed,
@@ -455,9 +443,6 @@ fn split(e: &Engine, splitter: &mut Splitter, records: Vec<OwnedRecord>) -> Vec<
     }
     out
 }
-
-/// How long a worker without carried records waits for a job before it looks again.
-const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The batch with the records carried from the last one before it, less those that wait for
 /// a CRI line's last part (now in `carried`); all of them when the wait is given up.
