@@ -88,55 +88,66 @@ pub fn parts(
     }
 }
 
-/// Splits borrowed batches (replay, explain, the playground); reused across batches.
+/// Plans the split of borrowed records (`(topic, payload)` in order): `(record, part, its
+/// text)` per record after the split, an event's text a range of `text`. What
+/// `Splitting::records` and `lines` build their records from.
+fn plan<'a>(
+    engine: &Engine,
+    splitter: &mut Splitter,
+    records: impl Iterator<Item = (&'a str, &'a [u8])>,
+    text: &mut String,
+    plan: &mut Vec<(usize, Part, Option<Range<usize>>)>,
+) {
+    text.clear();
+    plan.clear();
+    for (i, (topic, payload)) in records.enumerate() {
+        parts(engine, splitter, topic, payload, |part, bytes| {
+            let range = matches!(part, Part::Event(_)).then(|| {
+                let at = text.len();
+                // Events are rendered JSON: valid UTF-8.
+                text.push_str(std::str::from_utf8(bytes).expect("rendered as text"));
+                at..text.len()
+            });
+            plan.push((i, part, range));
+        });
+    }
+}
+
+/// Splits borrowed batches (explain, the playground, `check --sample`, rule tests); reused
+/// across batches.
 #[derive(Debug, Default)]
 pub struct Splitting {
     splitter: Splitter,
     text: String,
-    /// `(record of the batch, part, its text)`; a range into `text` for an event.
-    plan: Vec<(u32, Part, Option<Range<usize>>)>,
+    plan: Vec<(usize, Part, Option<Range<usize>>)>,
 }
 
 impl Splitting {
     /// The batch's records with each message of many events replaced by its events, each
-    /// with the index of the record it came from. A batch without such messages is returned
-    /// as it is.
+    /// with the index of the record it came from.
     pub fn records<'a>(
         &'a mut self,
         engine: &Engine,
         batch: &[Record<'a>],
     ) -> Vec<(u32, Record<'a>)> {
-        self.text.clear();
-        self.plan.clear();
-        for (i, rec) in batch.iter().enumerate() {
-            let (text, plan) = (&mut self.text, &mut self.plan);
-            parts(
-                engine,
-                &mut self.splitter,
-                rec.topic,
-                rec.payload,
-                |part, bytes| {
-                    let range = matches!(part, Part::Event(_)).then(|| {
-                        let at = text.len();
-                        // Events are rendered JSON: valid UTF-8.
-                        text.push_str(std::str::from_utf8(bytes).expect("rendered as text"));
-                        at..text.len()
-                    });
-                    plan.push((i as u32, part, range));
-                },
-            );
-        }
+        plan(
+            engine,
+            &mut self.splitter,
+            batch.iter().map(|r| (r.topic, r.payload)),
+            &mut self.text,
+            &mut self.plan,
+        );
         let text = &self.text;
         self.plan
             .iter()
             .map(|(i, part, range)| {
-                let rec = batch[*i as usize];
+                let rec = batch[*i];
                 let payload = match range {
                     Some(r) => text[r.clone()].as_bytes(),
                     None => rec.payload,
                 };
                 (
-                    *i,
+                    *i as u32,
                     Record {
                         payload,
                         part: *part,
@@ -153,7 +164,7 @@ impl Splitting {
 pub fn lines<'a>(
     engine: &Engine,
     splitter: &mut Splitter,
-    topic: &str,
+    topic: &'a str,
     lines: &[(usize, &'a [u8], &'a [u8])],
     text: &'a mut String,
 ) -> Vec<(usize, &'a [u8], &'a [u8], Part)> {
@@ -163,19 +174,17 @@ pub fn lines<'a>(
             .map(|&(o, e, r)| (o, e, r, Part::Whole))
             .collect();
     }
-    let mut plan = Vec::with_capacity(lines.len());
-    for (i, l) in lines.iter().enumerate() {
-        parts(engine, splitter, topic, l.1, |part, bytes| {
-            let range = matches!(part, Part::Event(_)).then(|| {
-                let at = text.len();
-                text.push_str(std::str::from_utf8(bytes).expect("rendered as text"));
-                at..text.len()
-            });
-            plan.push((i, part, range));
-        });
-    }
+    let mut planned = Vec::with_capacity(lines.len());
+    plan(
+        engine,
+        splitter,
+        lines.iter().map(|l| (topic, l.1)),
+        text,
+        &mut planned,
+    );
     let text: &'a str = text;
-    plan.into_iter()
+    planned
+        .into_iter()
         .map(|(i, part, range)| {
             let (off, event, raw) = lines[i];
             match range {
