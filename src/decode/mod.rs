@@ -356,11 +356,14 @@ impl Decoder {
     pub fn many(&self, topic: &str, bytes: &[u8]) -> Option<otlp::Encoding> {
         match self.declared.of(topic) {
             Some(e) => e.otlp(),
-            None if self.input == InputFormat::Auto && otlp::detect_json(bytes) => {
-                Some(otlp::Encoding::Json)
-            }
-            None => None,
+            None => self.detected_many(bytes),
         }
+    }
+
+    /// `many` for a topic without a declared envelope.
+    fn detected_many(&self, bytes: &[u8]) -> Option<otlp::Encoding> {
+        (self.input == InputFormat::Auto && otlp::detect_json(bytes))
+            .then_some(otlp::Encoding::Json)
     }
 
     /// `topic`'s record `bytes` as a CRI line, when it is one (declared, or detected as
@@ -400,7 +403,8 @@ impl Decoder {
             (Part::Event(_), Some(_)) => {}
             // A source that does not split messages gave one: it cannot be read as one event.
             (Part::Whole, Some(_)) => return Err(DecodeError::MalformedOtlp),
-            (Part::Whole, None) if self.many(topic, bytes).is_some() => {
+            // (The topic's declaration is known already: only detection is left to ask.)
+            (Part::Whole, None) if declared.is_none() && self.detected_many(bytes).is_some() => {
                 return Err(DecodeError::MalformedOtlp);
             }
             _ => {}
