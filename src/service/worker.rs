@@ -104,13 +104,7 @@ pub fn run(
     let mut published_held = (0i64, 0i64);
     let mut shadow: Option<Candidate> = None;
     let mut splitter = Splitter::default();
-    // Records waiting for a CRI line's last part (`engine::split::cri_carry`), in order.
-    let mut carried: Vec<OwnedRecord> = Vec::new();
-    // The first record of `carried` and since when it is: the records are given up (evaluated
-    // as they are) in the first batch after `Caps::cri_wait`; the coordinator sends empty
-    // batches while there are any (`BatchDone::carrying`), since a quiet partition brings none.
-    type Since = ((Arc<str>, i32, i64), std::time::Instant);
-    let mut carried_since: Option<Since> = None;
+    let mut carried = Carried::default();
     for job in jobs {
         let (program, candidate, records) = match job {
             Job::Batch {
@@ -150,9 +144,8 @@ pub fn run(
                 state,
                 counted,
             } => {
-                // A rollback loads a partition's state again and reads it again from there:
-                // records carried past that point are read again too.
-                carried.retain(|r| !(r.partition == key.partition && *r.topic == *key.topic));
+                // A rollback loads a partition's state again and reads it again from there.
+                carried.forget(&key);
                 let mut loaded = match state.map(|s| PartitionState::decode(&s, caps)) {
                     Some(Ok(s)) => s,
                     Some(Err(_)) => {
@@ -173,8 +166,7 @@ pub fn run(
                 continue;
             }
             Job::Drop { key } => {
-                // Its next owner reads them again: the checkpoint ends before them.
-                carried.retain(|r| !(r.partition == key.partition && *r.topic == *key.topic));
+                carried.forget(&key);
                 if let Some(c) = &mut shadow {
                     c.forget(&key.topic, key.partition);
                 }
@@ -206,19 +198,7 @@ pub fn run(
         // In flight is counted in polled records, whatever they held.
         let polled = records.len();
         let records = split(e, &mut splitter, records);
-        let give_up = carried_since
-            .as_ref()
-            .is_some_and(|(_, t)| t.elapsed() >= caps.cri_wait);
-        let records = carry(e, &mut carried, records, give_up);
-        let first = carried
-            .first()
-            .map(|r| (Arc::clone(&r.topic), r.partition, r.offset));
-        carried_since = match (first, carried_since.take()) {
-            (None, _) => None,
-            // The same line still waits: since as before.
-            (Some(f), Some((was, t))) if f == was => Some((f, t)),
-            (Some(f), _) => Some((f, std::time::Instant::now())),
-        };
+        let records = carried.batch(e, records, caps.cri_wait);
         let records = if rereading > 0 {
             let (again, records) = split_reread(records, &mut states, &mut rereading);
             if !again.is_empty() {
@@ -405,7 +385,7 @@ pub fn run(
             delta,
             counters,
             records: polled,
-            carrying: !carried.is_empty(),
+            carrying: !carried.records.is_empty(),
             reached,
             timestamps,
             shadow: shadowed,
@@ -444,39 +424,82 @@ fn split(e: &Engine, splitter: &mut Splitter, records: Vec<OwnedRecord>) -> Vec<
     out
 }
 
-/// The batch with the records carried from the last one before it, less those that wait for
-/// a CRI line's last part (now in `carried`); all of them when the wait is given up.
-fn carry(
-    e: &Engine,
-    carried: &mut Vec<OwnedRecord>,
+/// Records waiting for a CRI line's last part (`engine::split::cri_carry`), in order, and
+/// since when the first of them waits: they are given up (evaluated as they are) in the first
+/// batch after `Caps::cri_wait`. The coordinator sends empty batches while there are any
+/// (`BatchDone::carrying`), since a quiet partition brings none.
+#[derive(Default)]
+struct Carried {
     records: Vec<OwnedRecord>,
-    give_up: bool,
-) -> Vec<OwnedRecord> {
-    let records = if carried.is_empty() {
-        records
-    } else {
-        // Carried records are older than any new one of their partition.
-        let mut all = std::mem::take(carried);
-        all.extend(records);
-        all
-    };
-    if give_up {
-        return records;
-    }
-    let batch: Vec<Record> = records.iter().map(as_record).collect();
-    let Some(wait) = crate::engine::split::cri_carry(e, &batch) else {
-        return records;
-    };
-    drop(batch);
-    let mut now = Vec::with_capacity(records.len());
-    for (r, w) in records.into_iter().zip(wait) {
-        if w {
-            carried.push(r);
+    /// The first record's topic, partition and offset, and when it was first carried.
+    since: Option<(RecordAt, std::time::Instant)>,
+}
+
+type RecordAt = (Arc<str>, i32, i64);
+
+impl Carried {
+    /// The batch with the records carried from the last one before it, less those that wait
+    /// for a CRI line's last part now; all of them once the wait is over.
+    fn batch(
+        &mut self,
+        e: &Engine,
+        records: Vec<OwnedRecord>,
+        wait: std::time::Duration,
+    ) -> Vec<OwnedRecord> {
+        let give_up = self
+            .since
+            .as_ref()
+            .is_some_and(|(_, t)| t.elapsed() >= wait);
+        let records = if self.records.is_empty() {
+            records
         } else {
-            now.push(r);
-        }
+            // Carried records are older than any new one of their partition.
+            let mut all = std::mem::take(&mut self.records);
+            all.extend(records);
+            all
+        };
+        let now = if give_up {
+            records
+        } else {
+            self.take_waiting(e, records)
+        };
+        let first = self
+            .records
+            .first()
+            .map(|r| (Arc::clone(&r.topic), r.partition, r.offset));
+        self.since = match (first, self.since.take()) {
+            (None, _) => None,
+            // The same line still waits: since as before.
+            (Some(f), Some((was, t))) if f == was => Some((f, t)),
+            (Some(f), _) => Some((f, std::time::Instant::now())),
+        };
+        now
     }
-    now
+
+    /// `records` less those that wait, which go to `self.records`.
+    fn take_waiting(&mut self, e: &Engine, records: Vec<OwnedRecord>) -> Vec<OwnedRecord> {
+        let batch: Vec<Record> = records.iter().map(as_record).collect();
+        let Some(wait) = crate::engine::split::cri_carry(e, &batch) else {
+            return records;
+        };
+        drop(batch);
+        let mut now = Vec::with_capacity(records.len());
+        for (r, w) in records.into_iter().zip(wait) {
+            if w {
+                self.records.push(r);
+            } else {
+                now.push(r);
+            }
+        }
+        now
+    }
+
+    /// Forgets a partition's records: whoever reads it next (its next owner, or this worker
+    /// after a rollback) reads them again, since the checkpoint ends before them.
+    fn forget(&mut self, key: &PartitionKey) {
+        self.records
+            .retain(|r| !(r.partition == key.partition && *r.topic == *key.topic));
+    }
 }
 
 /// A polled record as the engine reads it: its version is its event time, partition and
