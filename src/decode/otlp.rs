@@ -645,26 +645,25 @@ mod tests {
     fn what_a_message_can_make_is_bounded() {
         let mut s = Splitter::default();
         // A resource larger than an event may be: every event would be too large.
-        let mut big = request(vec![LogRecord::default(); 2]);
-        big.resource_logs[0]
-            .resource
-            .as_mut()
-            .unwrap()
-            .attributes
-            .push(kv("blob", Any::StringValue("x".repeat(70_000))));
+        // `records` empty records under a resource with a `blob` attribute of `bytes`.
+        let blob = |records: usize, bytes: usize| {
+            let mut r = request(vec![LogRecord::default(); records]);
+            r.resource_logs[0]
+                .resource
+                .as_mut()
+                .unwrap()
+                .attributes
+                .push(kv("blob", Any::StringValue("x".repeat(bytes))));
+            r
+        };
+        let big = blob(2, 70_000);
         assert_eq!(
             s.split(&big.encode_to_vec(), Encoding::Proto, 1 << 16),
             Err(DecodeError::TooLarge)
         );
         // Half a megabyte of resource and a quarter of a million empty records: each event is
         // under the bound, all of them together are not.
-        let mut bomb = request(vec![LogRecord::default(); 250_000]);
-        bomb.resource_logs[0]
-            .resource
-            .as_mut()
-            .unwrap()
-            .attributes
-            .push(kv("blob", Any::StringValue("x".repeat(500_000))));
+        let bomb = blob(250_000, 500_000);
         assert_eq!(
             s.split(&bomb.encode_to_vec(), Encoding::Proto, 1 << 20),
             Err(DecodeError::TooLarge)
