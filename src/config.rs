@@ -55,6 +55,8 @@ pub struct Config {
     /// Per-trace summaries and service-graph edges (from rules with `trace.summaries`).
     pub traces_topic: Option<String>,
     pub traces: crate::correlate::traces::Config,
+    /// Trace events republished keyed by trace id, when traces span partitions.
+    pub repartition: Option<crate::correlate::repartition::Config>,
     /// The caps of `keep_traces`, per partition.
     pub retain: crate::reduce::retain::RetainConfig,
     pub delivery: Delivery,
@@ -133,7 +135,9 @@ const TRACES: &[&str] = &[
     "max_spans",
     "max_held_bytes",
     "max_decisions",
+    "repartition",
 ];
+const REPARTITION: &[&str] = &["topic", "max_lag"];
 const DELIVERY: &[&str] = &[
     "mode",
     "state_topic",
@@ -162,6 +166,7 @@ pub fn consumable(cfg: &Config, topic: &str) -> bool {
         && Some(topic) != cfg.kept_topic.as_deref()
         && Some(topic) != cfg.dead_letter_topic.as_deref()
         && Some(topic) != cfg.traces_topic.as_deref()
+        && Some(topic) != cfg.repartition.as_ref().map(|r| r.topic.as_str())
         && topic != cfg.state_topic
 }
 
@@ -387,6 +392,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
     }
     let mut traces = crate::correlate::traces::Config::default();
     let mut retain = crate::reduce::retain::RetainConfig::default();
+    let mut repartition = None;
     if let Some(mut t) = top
         .get("traces")
         .and_then(|n| MapView::new(n, "`traces`", sink))
@@ -407,6 +413,28 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         if let Some(n) = t.get("max_decisions") {
             retain.max_decisions =
                 limit(n, "`max_decisions`", sink).unwrap_or(retain.max_decisions);
+        }
+        if let Some((node, mut r)) = t
+            .get("repartition")
+            .and_then(|n| Some((n, MapView::new(n, "`repartition`", sink)?)))
+        {
+            let topic = r.get("topic").and_then(|n| text(n, "`topic`", sink));
+            let max_lag_ms = r
+                .get("max_lag")
+                .and_then(|n| duration(n, "`max_lag`", sink))
+                .map_or(crate::correlate::repartition::DEFAULT_MAX_LAG_MS, |d| {
+                    d.as_millis() as u64
+                });
+            match topic {
+                Some(topic) => {
+                    repartition = Some(crate::correlate::repartition::Config { topic, max_lag_ms })
+                }
+                None => {
+                    sink.error(node.pos, Code::MissingKey, "`repartition` needs `topic`")
+                        .hint("name the internal topic trace events are republished to, e.g. `topic: logs-traces-repartition`");
+                }
+            }
+            r.finish(REPARTITION, "`repartition`", sink);
         }
         t.finish(TRACES, "`traces`", sink);
     }
@@ -569,6 +597,13 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         (kept_topic.as_deref(), "the kept topic"),
         (dead_letter_topic.as_deref(), "the dead-letter topic"),
         (Some(state_topic.as_str()), "the state topic"),
+        (traces_topic.as_deref(), "the traces topic"),
+        (
+            repartition
+                .as_ref()
+                .map(|r: &crate::correlate::repartition::Config| r.topic.as_str()),
+            "the repartition topic",
+        ),
     ]
     .into_iter()
     .filter_map(|(t, what)| Some((t?, what)))
@@ -627,6 +662,7 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         dead_letter_topic,
         traces_topic,
         traces,
+        repartition,
         retain,
         delivery,
         checkpoint_interval,
@@ -724,6 +760,31 @@ mod tests {
         assert_eq!(c.budgets["web"].kept_bytes, None);
         let errs = load_str("kafka: {brokers: b, group_id: g, topics: [t]}\nrules: [r]\nbudgets:\n  edge: {sereis: 5}\n").unwrap_err();
         assert!(errs.iter().any(|e| e.contains("sereis")), "{errs:?}");
+    }
+
+    #[test]
+    fn issue8_the_repartition_stage_is_configured_under_traces() {
+        let c = load_str("kafka: {brokers: b, group_id: g, topics: [logs]}\nrules: [r]\ntraces: {repartition: {topic: logs-by-trace, max_lag: 1m}}\n").unwrap();
+        let r = c.repartition.clone().unwrap();
+        assert_eq!((r.topic.as_str(), r.max_lag_ms), ("logs-by-trace", 60_000));
+        // It is read beside the inputs, never as one of them.
+        assert!(!consumable(&c, "logs-by-trace"));
+        let c = load_str("kafka: {brokers: b, group_id: g, topics: [logs]}\nrules: [r]\ntraces: {repartition: {topic: t2}}\n").unwrap();
+        assert_eq!(
+            c.repartition.unwrap().max_lag_ms,
+            crate::correlate::repartition::DEFAULT_MAX_LAG_MS
+        );
+        for (yaml, want) in [
+            ("traces: {repartition: {max_lag: 1m}}", "`repartition` needs `topic`"),
+            ("traces: {repartition: {topic: logs}}", "`kafka.topics` lists the repartition topic `logs`"),
+            ("traces: {repartition: {topic: x, lag: 1m}}", "unknown key `lag`"),
+        ] {
+            let errs = load_str(&format!(
+                "kafka: {{brokers: b, group_id: g, topics: [logs]}}\nrules: [r]\n{yaml}\n"
+            ))
+            .unwrap_err();
+            assert!(errs.iter().any(|e| e.contains(want)), "{want} in {errs:?}");
+        }
     }
 
     #[test]

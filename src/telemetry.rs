@@ -55,6 +55,7 @@ pub const RETENTION_HOLD_MS: &str = "logmill_retention_hold_milliseconds_total";
 pub const RETENTION_HELD_BYTES: &str = "logmill_retention_held_bytes";
 pub const RETENTION_HELD_EVENTS: &str = "logmill_retention_held_events";
 pub const REDUCTION_RATIO: &str = "logmill_reduction_ratio";
+pub const REPARTITION_EVENTS: &str = "logmill_repartition_events_total";
 pub const CHECKPOINT_FAILURES: &str = "logmill_checkpoint_failures_total";
 pub const ROLLBACKS: &str = "logmill_rollbacks_total";
 pub const CHECKPOINT_RECORDS_SKIPPED: &str = "logmill_checkpoint_records_skipped_total";
@@ -521,6 +522,15 @@ pub fn retention_held(bytes: i64, events: i64) {
     }
     if events != 0 {
         gauge!(RETENTION_HELD_EVENTS).increment(events as f64);
+    }
+}
+
+/// Trace events through the repartition stage, by `outcome`: `published` (republished by the
+/// partition that read them), `admitted`, `duplicate` (a replay dropped by its source
+/// position), `late` (admitted after the watermark passed its window), `malformed`.
+pub fn repartition(outcome: &'static str, n: u64) {
+    if n > 0 {
+        counter!(REPARTITION_EVENTS, "outcome" => outcome).increment(n);
     }
 }
 

@@ -288,6 +288,17 @@ fn sum_of(text: &str, name: &str) -> f64 {
 }
 
 /// The trace id a generated line carries, to key its record by.
+/// The demo's traces are keyed by service, as producers often key them: a trace's events are
+/// then in several partitions, and the repartition stage gathers them.
+fn service_key(line: &[u8]) -> Option<&[u8]> {
+    let text = std::str::from_utf8(line).ok()?;
+    let service = match text.find("\"service\":\"") {
+        Some(i) => text[i + 11..].split('"').next()?,
+        None => text.split(' ').nth(2)?,
+    };
+    Some(service.as_bytes())
+}
+
 fn trace_key(line: &[u8]) -> Option<&[u8]> {
     let text = std::str::from_utf8(line).ok()?;
     let at = text
@@ -310,6 +321,7 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
         ("logs-kept", 4),
         ("logs-dead-letter", 1),
         ("logs-traces", 2),
+        ("logmill-demo-repartition", 4),
         ("logmill-demo-state", 2),
     ] {
         cluster.create_topic(t, p, 1)?;
@@ -344,6 +356,12 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             ..Default::default()
         },
         retain: Default::default(),
+        // Within the demo's few seconds of traces: a partition that has carried no trace yet
+        // holds the others' traces open this long at most.
+        repartition: Some(logmill::correlate::repartition::Config {
+            topic: "logmill-demo-repartition".into(),
+            max_lag_ms: 10_000,
+        }),
         delivery: Delivery::ExactlyOnce,
         state_topic: "logmill-demo-state".into(),
         checkpoint_interval: Duration::from_secs(1),
@@ -369,8 +387,8 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
             .set("linger.ms", "10")
             .create()?;
         std::thread::spawn(move || {
-            // Every other line is of a multi-service trace, keyed by its trace id so that a
-            // trace's events share a partition (and so a summary).
+            // Every other line is of a multi-service trace, keyed by its service: the
+            // repartition stage brings each trace's events together again.
             let mut mixed = logmill::workload::Workload::new(logmill::workload::Kind::Mixed, 7);
             let mut traces = logmill::workload::Workload::new(logmill::workload::Kind::Traces, 7);
             let mut line = Vec::new();
@@ -389,7 +407,11 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
                     traces.line(&mut line);
                 }
                 let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-                let key = trace_key(payload);
+                let key = if i % 2 == 0 {
+                    trace_key(payload)
+                } else {
+                    service_key(payload)
+                };
                 let mut record = BaseRecord::<[u8], [u8]>::to("logs").payload(payload);
                 if let Some(k) = key {
                     record = record.key(k);

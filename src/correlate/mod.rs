@@ -5,6 +5,7 @@
 //! its reduction as the default sampling key, and its conditions and labels as `_trace_id`,
 //! `_span_id` and `_parent_span_id`.
 
+pub mod repartition;
 pub mod traces;
 
 use crate::extract::trace::{self, Context, Invalid, Source, SpanId, TraceId};

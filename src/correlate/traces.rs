@@ -81,8 +81,14 @@ struct Open {
     events: u64,
     errors: u64,
     services: Vec<Box<str>>,
-    /// The first event's service and route, until an event without a parent span says the root.
+    /// The time of each service's first event: summaries name the services in that order,
+    /// ties by name, so that the order does not depend on how events from several partitions
+    /// interleave (`correlate::repartition`).
+    service_first: Vec<u64>,
+    /// The earliest event's service and route (ties by service, then route), until an event
+    /// without a parent span says the root.
     first: Option<(u8, Box<str>)>,
+    first_at: u64,
     root: Option<(u8, Box<str>, Option<SpanId>)>,
     spans: HashMap<SpanId, Span>,
     truncated: u64,
@@ -116,9 +122,10 @@ pub struct Gatherer {
 }
 
 const MAGIC: &[u8; 4] = b"LMTR";
-const VERSION: u8 = 1;
+/// 1: services in arrival order; 2: with the times of their first events and of `first`.
+const VERSION: u8 = 2;
 
-fn write_trace_id(w: &mut Writer, t: &TraceId) {
+pub(crate) fn write_trace_id(w: &mut Writer, t: &TraceId) {
     match t {
         TraceId::Hex(v) => {
             w.u8(1);
@@ -132,7 +139,7 @@ fn write_trace_id(w: &mut Writer, t: &TraceId) {
     }
 }
 
-fn read_trace_id(r: &mut Reader<'_>) -> Result<TraceId, Corrupt> {
+pub(crate) fn read_trace_id(r: &mut Reader<'_>) -> Result<TraceId, Corrupt> {
     match r.u8()? {
         1 => {
             let hi = r.u64()?;
@@ -180,13 +187,15 @@ impl Gatherer {
                 w.u64(v);
             }
             w.u32(t.services.len() as u32);
-            for s in &t.services {
+            for (s, at) in t.services.iter().zip(&t.service_first) {
                 w.str(s);
+                w.u64(*at);
             }
             w.bool(t.first.is_some());
             let (fi, fr) = t.first.as_ref().map_or((0, ""), |(i, r)| (*i, &**r));
             w.u8(fi);
             w.str(fr);
+            w.u64(t.first_at);
             w.bool(t.root.is_some());
             let (ri, rr, rs) = t
                 .root
@@ -216,7 +225,11 @@ impl Gatherer {
     /// error, never a panic.
     pub fn decode(bytes: &[u8], config: Config) -> Result<Gatherer, Corrupt> {
         let mut r = Reader(bytes);
-        if r.take(4)? != MAGIC || r.u8()? != VERSION {
+        if r.take(4)? != MAGIC {
+            return Err(Corrupt);
+        }
+        let version = r.u8()?;
+        if !(1..=VERSION).contains(&version) {
             return Err(Corrupt);
         }
         let mut g = Gatherer::new(config);
@@ -235,9 +248,14 @@ impl Gatherer {
             };
             for _ in 0..r.count(4)? {
                 t.services.push(r.str()?.into());
+                // Version 1 kept arrival order only: its services tie at the trace's start
+                // (so they are named by name once, in a trace open across the upgrade).
+                t.service_first
+                    .push(if version > 1 { r.u64()? } else { t.first_ms });
             }
             let (has_first, fi, fr) = (r.bool()?, r.u8()?, r.str()?);
             t.first = has_first.then(|| (fi, fr.into()));
+            t.first_at = if version > 1 { r.u64()? } else { t.first_ms };
             let (has_root, ri, rr, rs) = (r.bool()?, r.u8()?, r.str()?, read_opt_span(&mut r)?);
             t.root = has_root.then(|| (ri, rr.into(), rs));
             for _ in 0..r.count(8)? {
@@ -276,11 +294,17 @@ impl Gatherer {
     }
 
     /// Adds one event (texts in `text`); summaries and edges of the traces it closes or evicts
-    /// are appended to `out` as JSON lines.
+    /// are appended to `out` as JSON lines. The event's time is the clock.
     pub fn observe(&mut self, e: &TraceEvent, text: &str, out: &mut String) {
+        self.observe_at(e, text, out, e.time_ms);
+    }
+
+    /// [`Gatherer::observe`] with the clock at `now_ms` (it never goes back): the watermark of
+    /// a repartitioned stream, where an event's own time says nothing of the other sources'.
+    pub fn observe_at(&mut self, e: &TraceEvent, text: &str, out: &mut String, now_ms: u64) {
         self.stats.events += 1;
         self.dirty = true;
-        self.clock_ms = self.clock_ms.max(e.time_ms);
+        self.clock_ms = self.clock_ms.max(now_ms);
         self.expire(self.clock_ms, out);
         let get = |(a, b): (u32, u32)| text.get(a as usize..b as usize).unwrap_or_default();
         if !self.open.contains_key(&e.trace) && self.open.len() >= self.config.max_open.max(1) {
@@ -310,9 +334,13 @@ impl Gatherer {
         t.errors += u64::from(e.error);
         let service = get(e.service);
         let idx = match t.services.iter().position(|s| &**s == service) {
-            Some(i) => i,
+            Some(i) => {
+                t.service_first[i] = t.service_first[i].min(e.time_ms);
+                i
+            }
             None if t.services.len() < MAX_SERVICES => {
                 t.services.push(service.into());
+                t.service_first.push(e.time_ms);
                 t.services.len() - 1
             }
             None => {
@@ -322,8 +350,20 @@ impl Gatherer {
             }
         } as u8;
         let route = get(e.route);
-        if t.first.is_none() {
+        let earlier = match &t.first {
+            None => true,
+            Some((i, r)) => {
+                let was = (
+                    t.first_at,
+                    t.services.get(*i as usize).map_or("", |s| &**s),
+                    &**r,
+                );
+                (e.time_ms, service, route) < was
+            }
+        };
+        if earlier {
             t.first = Some((idx, route.into()));
+            t.first_at = e.time_ms;
         }
         if e.span.is_some() && e.parent.is_none() {
             match &mut t.root {
@@ -431,11 +471,15 @@ impl Gatherer {
         out.push_str("{\"logmill\":\"trace\",\"trace_id\":");
         json_str(out, &trace_text);
         out.push_str(",\"services\":[");
-        for (i, s) in t.services.iter().enumerate() {
-            if i > 0 {
+        let mut order: Vec<usize> = (0..t.services.len()).collect();
+        order.sort_by(|&a, &b| {
+            (t.service_first[a], &t.services[a]).cmp(&(t.service_first[b], &t.services[b]))
+        });
+        for (k, &i) in order.iter().enumerate() {
+            if k > 0 {
                 out.push(',');
             }
-            json_str(out, s);
+            json_str(out, &t.services[i]);
         }
         out.push_str("],\"root_service\":");
         json_str(out, root_service);
@@ -534,6 +578,48 @@ mod tests {
         g.flush(&mut out);
         assert!(out.contains("\"trace_id\":\"00000000000000000000000000000002\""));
         assert_eq!(g.open_traces(), 0);
+    }
+
+    /// Issue 8, repartitioned traces: one trace's events from two sources, interleaved both
+    /// ways (each source in its order), summarise the same; services of one millisecond are
+    /// named by name whichever came first.
+    #[test]
+    fn issue8_a_summary_does_not_depend_on_how_sources_interleave() {
+        let mut text = String::new();
+        let mut root = ev(&mut text, 1, 10, 0, 1000, "gateway");
+        root.route = root.service;
+        let auth = ev(&mut text, 1, 11, 10, 1002, "auth");
+        let mut cart = ev(&mut text, 1, 12, 10, 1002, "cart");
+        cart.status = Some(200);
+        cart.duration_ms = Some(3.0);
+        let mut end = root.clone();
+        end.time_ms = 1009;
+        end.status = Some(200);
+        end.duration_ms = Some(9.0);
+        let one = [&root, &end];
+        let two = [&cart, &auth];
+        let orders: [Vec<&TraceEvent>; 3] = [
+            vec![one[0], one[1], two[0], two[1]],
+            vec![two[0], one[0], two[1], one[1]],
+            vec![two[0], two[1], one[0], one[1]],
+        ];
+        let mut seen = Vec::new();
+        for order in orders {
+            let mut g = Gatherer::new(Config::default());
+            let mut out = String::new();
+            for e in order {
+                g.observe_at(e, &text, &mut out, 0);
+            }
+            g.flush(&mut out);
+            seen.push(out);
+        }
+        assert!(
+            seen[0].contains("\"services\":[\"gateway\",\"auth\",\"cart\"],\"root_service\":\"gateway\",\"route\":\"gateway\""),
+            "{}",
+            seen[0]
+        );
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[0], seen[2]);
     }
 
     #[test]

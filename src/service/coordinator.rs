@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,9 @@ pub struct Coordinator {
     pub(super) latency: crate::telemetry::Latency,
     pub exported: Arc<Exported>,
     pub counters: Counters,
+    /// How many partitions the input topics have (the subscription counts them): the
+    /// repartition stage's watermark waits for sources not heard from yet.
+    pub source_partitions: Arc<AtomicUsize>,
 }
 
 impl Coordinator {
@@ -110,12 +114,15 @@ impl Coordinator {
             Checkpoints::restore(store, &cfg, &instance, &program)?;
         exported.publish(Arc::clone(&program), pending.clone());
         let (done_tx, done_rx) = channel::<Done>();
+        let source_partitions = Arc::new(AtomicUsize::new(0));
         let slots = (0..cfg.workers.max(1))
             .map(|i| {
                 let (tx, rx) = channel::<Job>();
                 let done = done_tx.clone();
                 let (outputs, input, limits) = (Arc::clone(&outputs), cfg.input, cfg.limits);
                 let envelopes = cfg.envelopes.clone();
+                let repartition = cfg.repartition.clone();
+                let sources = Arc::clone(&source_partitions);
                 let caps = super::partition_state::Caps {
                     traces: cfg.traces,
                     retain: cfg.retain,
@@ -124,7 +131,13 @@ impl Coordinator {
                 let handle = std::thread::Builder::new()
                     .name(format!("logmill-worker-{i}"))
                     .spawn(move || {
-                        worker::run(i, rx, done, outputs, (input, envelopes), limits, caps)
+                        let reading = worker::Reading {
+                            input,
+                            envelopes,
+                            repartition,
+                            sources,
+                        };
+                        worker::run(i, rx, done, outputs, reading, limits, caps)
                     })
                     .expect("spawning a worker thread");
                 Slot {
@@ -138,6 +151,7 @@ impl Coordinator {
             })
             .collect();
         Ok(Coordinator {
+            source_partitions,
             counters: Counters {
                 rule_matches: vec![0; program.rules.len()],
                 ..Counters::default()

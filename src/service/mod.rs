@@ -14,6 +14,7 @@ mod partition_state;
 mod partitions;
 mod rebalance;
 mod reload;
+mod repartition;
 mod shadow;
 mod state;
 mod subscription;
@@ -100,11 +101,12 @@ pub fn run(
         Arc::clone(&exported),
     )?;
     coordinator.set_candidate(reload::candidate(&cfg));
+    let sources = Arc::clone(&coordinator.source_partitions);
     // Statistics carry the consumer lag; only the group consumer asks for them.
     let consumer: BaseConsumer<Ctx> = consumer_config(&cfg, &instance)
         .set("statistics.interval.ms", "5000")
         .create_with_context(Ctx::new(coordinator))?;
-    let mut subscription = subscription::Subscription::new(&cfg);
+    let mut subscription = subscription::Subscription::new(&cfg, sources);
     let result = subscription.start(&cfg, &consumer).and_then(|()| {
         poll(
             &cfg,

@@ -6,6 +6,8 @@
 //! to that list when it changes.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -19,18 +21,21 @@ pub struct Subscription {
     topics: BTreeSet<String>,
     every: Duration,
     last: Instant,
+    /// How many partitions the input topics have, for the repartition stage's watermark.
+    sources: Arc<AtomicUsize>,
 }
 
 impl Subscription {
-    pub fn new(cfg: &Config) -> Subscription {
+    pub fn new(cfg: &Config, sources: Arc<AtomicUsize>) -> Subscription {
         Subscription {
             regex: cfg
                 .topic_regex
                 .as_deref()
                 .map(|re| subscription(re).expect("checked when the config was read")),
-            topics: cfg.topics.iter().cloned().collect(),
+            topics: cfg.topics.iter().chain(repartition(cfg)).cloned().collect(),
             every: cfg.topic_refresh_interval,
             last: Instant::now(),
+            sources,
         }
     }
 
@@ -54,6 +59,14 @@ impl Subscription {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         crate::telemetry::subscribed(topics.len());
+        if cfg.repartition.is_some() {
+            match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+                Ok(m) => self.count_sources(cfg, &m),
+                Err(e) => tracing::warn!(
+                    "listing the input topics' partitions failed ({e}): the repartition stage's watermark does not wait for partitions it has not heard from"
+                ),
+            }
+        }
         Ok(())
     }
 
@@ -86,7 +99,9 @@ impl Subscription {
             .map(|t| t.name())
             .filter(|name| re.is_match(name) && consumable(cfg, name))
             .map(str::to_string)
+            .chain(repartition(cfg).cloned())
             .collect();
+        self.count_sources(cfg, &metadata);
         if now == self.topics {
             return Ok(());
         }
@@ -102,6 +117,29 @@ impl Subscription {
         }
         crate::telemetry::subscribed(list.len());
         self.topics = now;
+        self.count_sources(cfg, &metadata);
         Ok(())
     }
+}
+
+impl Subscription {
+    /// Counts the partitions of the input topics (all subscribed topics but the repartition
+    /// topic): as many sources may republish trace events.
+    fn count_sources(&self, cfg: &Config, metadata: &rdkafka::metadata::Metadata) {
+        let n: usize = metadata
+            .topics()
+            .iter()
+            .filter(|t| {
+                self.topics.contains(t.name())
+                    && Some(t.name()) != repartition(cfg).map(String::as_str)
+            })
+            .map(|t| t.partitions().len())
+            .sum();
+        self.sources.store(n, Ordering::Relaxed);
+    }
+}
+
+/// The repartition topic (`traces.repartition`), which every instance reads beside its inputs.
+fn repartition(cfg: &Config) -> Option<&String> {
+    cfg.repartition.as_ref().map(|r| &r.topic)
 }

@@ -84,15 +84,31 @@ pub enum Done {
     },
 }
 
+/// How a worker reads its records: the input format and envelopes of the topics it consumes,
+/// and the repartition topic, whose records are republished trace events.
+pub struct Reading {
+    pub input: InputFormat,
+    pub envelopes: Declared,
+    pub repartition: Option<crate::correlate::repartition::Config>,
+    /// How many partitions the input topics have (0 while not known).
+    pub sources: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 pub fn run(
     worker: usize,
     jobs: Receiver<Job>,
     done: Sender<Done>,
     outputs: Arc<Outputs>,
-    (input, envelopes): (InputFormat, Declared),
+    reading: Reading,
     limits: Limits,
     caps: Caps,
 ) {
+    let Reading {
+        input,
+        envelopes,
+        repartition,
+        sources,
+    } = reading;
     let mut engine: Option<Engine> = None;
     // Reads the trace summaries and edges as events, so rules derive metrics from them.
     let mut trace_engine: Option<Engine> = None;
@@ -197,6 +213,7 @@ pub fn run(
         Candidate::profile_live(e);
         // In flight is counted in polled records, whatever they held.
         let polled = records.len();
+        let (merged, records) = super::repartition::split_off(repartition.as_ref(), records);
         let records = split(e, &mut splitter, records);
         let records = carried.batch(e, records, caps.cri_wait);
         let records = if rereading > 0 {
@@ -255,7 +272,18 @@ pub fn run(
         // time closed go out before it.
         let mut trace_lines = String::new();
         let mut closed: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-        for t in &e.trace_events {
+        // With a repartition topic, trace events meet there instead, keyed by trace.
+        if repartition.is_some() {
+            super::repartition::republish(&outputs, &records, &e.trace_events, &e.text);
+        }
+        let gathered = repartition
+            .as_ref()
+            .filter(|_| !merged.is_empty())
+            .map(|c| {
+                let sources = sources.load(std::sync::atomic::Ordering::Relaxed);
+                super::repartition::gather((c, sources), caps, &merged, &mut states)
+            });
+        for t in e.trace_events.iter().filter(|_| repartition.is_none()) {
             let i = t.record as usize;
             let rec = &records[i];
             let at = trace_lines.len();
@@ -272,9 +300,17 @@ pub fn run(
         let mut counters = std::mem::take(&mut e.counters);
         // The trace summaries and edges, read as events by the rules.
         let mut lines: Vec<Record> = Vec::new();
-        for (i, range) in &closed {
-            let rec = &records[*i];
-            for l in trace_lines[range.clone()].lines() {
+        let merged_ref = &merged;
+        let from_merged = gathered.iter().flat_map(|g| {
+            g.closed
+                .iter()
+                .map(move |(i, r)| (&merged_ref[*i], &g.lines[r.clone()]))
+        });
+        let from_records = closed
+            .iter()
+            .map(|(i, r)| (&records[*i], &trace_lines[r.clone()]));
+        for (rec, text) in from_records.chain(from_merged) {
+            for l in text.lines() {
                 lines.push(Record {
                     payload: l.as_bytes(),
                     topic: TRACES_TOPIC,
@@ -378,6 +414,14 @@ pub fn run(
                 _ => Meta::default(),
             };
             outputs.route(rec, fate, &program, meta);
+        }
+        if let Some(g) = gathered {
+            for (i, range) in &g.closed {
+                for l in g.lines[range.clone()].lines() {
+                    outputs.route_trace(&merged[*i], l);
+                }
+            }
+            reached.extend(g.reached);
         }
         let timestamps = records.iter().filter_map(|r| r.timestamp_ms).collect();
         let result = BatchDone {

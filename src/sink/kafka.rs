@@ -127,6 +127,8 @@ pub struct Outputs {
     kept: Option<String>,
     dead_letter: Option<String>,
     traces: Option<String>,
+    /// The internal topic trace events are republished to (`correlate::repartition`).
+    repartition: Option<String>,
     /// A dead letter carries at most this much of its event, so it always fits in a record.
     max_payload: usize,
 }
@@ -138,6 +140,7 @@ impl Outputs {
             kept: cfg.kept_topic.clone(),
             dead_letter: cfg.dead_letter_topic.clone(),
             traces: cfg.traces_topic.clone(),
+            repartition: cfg.repartition.as_ref().map(|r| r.topic.clone()),
             max_payload: cfg.limits.max_event_bytes,
         })
     }
@@ -287,6 +290,23 @@ impl Outputs {
         self.send(topic, Some(trace_id.as_bytes()), line.as_bytes(), headers);
     }
 
+    /// Republishes a trace event (`correlate::repartition::encode`) to the repartition topic,
+    /// keyed by its trace id so that one trace's events share a partition there, with the
+    /// timestamp of the record it was read from. In the epoch of that record, like every
+    /// output: a checkpoint past the record is written only once its events are in.
+    pub fn route_repartition(&self, source: &OwnedRecord, trace_id: &[u8], payload: &[u8]) {
+        let Some(topic) = self.repartition.as_deref() else {
+            return;
+        };
+        self.send_at(
+            topic,
+            Some(trace_id),
+            payload,
+            OwnedHeaders::new(),
+            source.timestamp_ms,
+        );
+    }
+
     pub fn route_summary(&self, source_topic: &str, s: &crate::reduce::Summary) {
         let Some(topic) = self.kept.as_deref() else {
             return;
@@ -326,6 +346,17 @@ impl Outputs {
 
     /// Sends one record in the open epoch; a refusal counts as a loss in it.
     fn send(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: OwnedHeaders) {
+        self.send_at(topic, key, payload, headers, None);
+    }
+
+    fn send_at(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+        timestamp_ms: Option<i64>,
+    ) {
         let ctx = self.producer.context();
         let slot = ctx.enter();
         let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, slot)
@@ -333,6 +364,9 @@ impl Outputs {
             .headers(headers);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(t) = timestamp_ms {
+            record = record.timestamp(t);
         }
         loop {
             match self.producer.send(record) {

@@ -19,7 +19,8 @@ pub struct TraceTruth {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceSummary {
-    /// In the order of their first event.
+    /// In the order of their first event's time, ties by name (what the first millisecond
+    /// says; the order lines of one millisecond arrive in does not).
     pub services: Vec<String>,
     /// Service, route and method of the span without a parent.
     pub root_service: Option<String>,
@@ -78,6 +79,8 @@ pub fn trace_truth<'a>(lines: impl Iterator<Item = &'a [u8]>) -> TraceTruth {
     let mut truth = TraceTruth::default();
     let mut spans: BTreeMap<(String, String), SpanState> = BTreeMap::new();
     let mut completions = Vec::new();
+    // The first time of each trace's services, beside `services`.
+    let mut service_first: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for line in lines {
         let Some(e) = std::str::from_utf8(line).ok().and_then(event) else {
             truth.skipped += 1;
@@ -103,8 +106,13 @@ pub fn trace_truth<'a>(lines: impl Iterator<Item = &'a [u8]>) -> TraceTruth {
         summary.error |= e.error;
         summary.first_ms = summary.first_ms.min(e.ms);
         summary.last_ms = summary.last_ms.max(e.ms);
-        if !summary.services.iter().any(|s| s == e.service) {
-            summary.services.push(e.service.to_string());
+        let firsts = service_first.entry(e.trace.to_string()).or_default();
+        match summary.services.iter().position(|s| s == e.service) {
+            Some(i) => firsts[i] = firsts[i].min(e.ms),
+            None => {
+                summary.services.push(e.service.to_string());
+                firsts.push(e.ms);
+            }
         }
         if e.parent.is_none() {
             summary.root_service = Some(e.service.to_string());
@@ -132,6 +140,15 @@ pub fn trace_truth<'a>(lines: impl Iterator<Item = &'a [u8]>) -> TraceTruth {
             span.completion = Some((e.status, duration));
             completions.push(key);
         }
+    }
+    for (trace, firsts) in service_first {
+        let summary = truth.traces.get_mut(&trace).expect("entered above");
+        let mut named: Vec<(u64, String)> = firsts
+            .into_iter()
+            .zip(std::mem::take(&mut summary.services))
+            .collect();
+        named.sort();
+        summary.services = named.into_iter().map(|(_, s)| s).collect();
     }
     // After every line: a parent that logs only its completion names its service after its
     // children have completed.

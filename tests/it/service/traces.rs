@@ -452,3 +452,164 @@ fn issue8_retention_survives_sigkill_exactly() {
         log_of(&cfg)
     );
 }
+
+/// Issue 8, traces spread over partitions: the input keyed by service (as producers often
+/// do), so every trace's events are in several partitions, read by two instances with the
+/// repartition stage on; the first is SIGKILLed and started again while the second joins.
+/// The traces topic (replays removed) holds exactly the summaries and edges replay gives for
+/// the whole stream in one piece, and the metrics derived from them are exact across both.
+#[test]
+fn issue8_repartitioned_traces_across_two_instances_are_exact() {
+    let c = cluster_with(&[
+        ("logs", 4),
+        ("kept", 2),
+        ("dead", 1),
+        ("traces", 2),
+        ("it-state", 2),
+        ("it-repartition", 3),
+    ]);
+    let tmp = TempDir::new("i8-repartition");
+    std::fs::copy(
+        repo().join("tests/data/traces/rules.yaml"),
+        tmp.path("rules.yaml"),
+    )
+    .unwrap();
+    let o = run(&["gen", "traces", "24000"]);
+    assert!(o.status.success());
+    let mut lines: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // Past every trace's window (30 s) and within the sources' allowed lag (5 min): one
+    // event per input partition and key, so each partition of the repartition topic hears
+    // from every input partition that it has gone on.
+    let closing = "2024-03-10T12:03:00.000Z";
+    let last = lines.last().unwrap();
+    let last = last
+        .split("\"ts\":\"")
+        .nth(1)
+        .unwrap_or(last)
+        .get(..24)
+        .unwrap();
+    assert!(last < "2024-03-10T12:02:00", "the stream ends at {last}");
+    let services = [
+        "gateway",
+        "auth",
+        "cart",
+        "orders",
+        "payments",
+        "inventory",
+        "search",
+        "email",
+        "closer",
+    ];
+    let partition_of = |l: &str| -> i32 {
+        let service = l
+            .split("\"service\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .or_else(|| l.split(' ').nth(2))
+            .unwrap();
+        let i = services.iter().position(|s| *s == service).unwrap();
+        (i % 4) as i32
+    };
+    let mut closers = Vec::new();
+    for p in 0..4 {
+        for k in 0..32 {
+            closers.push(format!(
+                r#"{{"ts":"{closing}","level":"info","service":"closer","msg":"end","trace_id":"c1050e{p:02x}{k:024x}","span_id":"00000000000000{:02x}","partition":{p}}}"#,
+                k + 1
+            ));
+        }
+    }
+    lines.extend(closers);
+    // What replay gathers from the whole stream in one piece.
+    let input = tmp.path("all.log");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = tmp.path("all.traces");
+    let o = run(&[
+        "replay",
+        "-q",
+        "--rules",
+        tmp.path("rules.yaml").to_str().unwrap(),
+        "--traces-out",
+        out.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want: BTreeSet<String> = std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"closer\""))
+        .map(str::to_string)
+        .collect();
+    let want_traces = want
+        .iter()
+        .filter(|l| l.contains("\"logmill\":\"trace\""))
+        .count();
+    assert!(want_traces > 1_500, "{want_traces}");
+    let records: Vec<Rec> = lines
+        .iter()
+        .map(|l| {
+            let p = l.split("\"partition\":").nth(1).map_or_else(
+                || partition_of(l),
+                |p| p.trim_end_matches('}').parse().unwrap(),
+            );
+            Rec::new("logs", l.clone()).partition(p)
+        })
+        .collect();
+    produce_records(&c.bootstrap, &[], records);
+    let extra = "traces: {repartition: {topic: it-repartition}}\n";
+    let ports = [free_port(), free_port()];
+    let cfgs: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .zip(ports)
+        .map(|(id, p)| config_with(&tmp.0, &c.bootstrap, id, p, "0s", extra))
+        .collect();
+    let a = start(&cfgs[0]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let _b = start(&cfgs[1]);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(a);
+    eprintln!("killed a");
+    let _a = start(&cfgs[0]);
+    let traces_total = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("traces_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), || {
+            sum(&ports).is_some_and(|m| traces_total(&m) == want_traces as f64)
+        }),
+        "{:?} of {want_traces}\n{}\n{}",
+        sum(&ports).map(|m| traces_total(&m)),
+        log_of(&cfgs[0]),
+        log_of(&cfgs[1])
+    );
+    let got = trace_records(&c.bootstrap);
+    let missing: Vec<&String> = want.difference(&got).take(3).collect();
+    let extra: Vec<&String> = got.difference(&want).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} missing, {} extra: missing {missing:?}\nextra {extra:?}",
+        want.difference(&got).count(),
+        got.difference(&want).count()
+    );
+    // The stage ran: events were republished, and each admitted once.
+    let republished: f64 = ports
+        .iter()
+        .map(|p| {
+            telemetry(*p)
+                .lines()
+                .filter(|l| {
+                    l.starts_with("logmill_repartition_events_total{outcome=\"published\"}")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(republished > 0.0, "nothing was republished");
+}
