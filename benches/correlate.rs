@@ -32,7 +32,11 @@ fn trace_events(n: u64) -> (Vec<TraceEvent>, String) {
             part: logmill::decode::Part::Whole,
         })
         .collect();
-    let mut engine = Engine::new(common::program(&rules), InputFormat::Auto, Limits::default());
+    let mut engine = Engine::new(
+        common::program(&rules),
+        InputFormat::Auto,
+        Limits::default(),
+    );
     let mut fates = Vec::new();
     engine.process(&records, 0, &mut fates);
     (

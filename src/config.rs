@@ -775,9 +775,18 @@ mod tests {
             crate::correlate::repartition::DEFAULT_MAX_LAG_MS
         );
         for (yaml, want) in [
-            ("traces: {repartition: {max_lag: 1m}}", "`repartition` needs `topic`"),
-            ("traces: {repartition: {topic: logs}}", "`kafka.topics` lists the repartition topic `logs`"),
-            ("traces: {repartition: {topic: x, lag: 1m}}", "unknown key `lag`"),
+            (
+                "traces: {repartition: {max_lag: 1m}}",
+                "`repartition` needs `topic`",
+            ),
+            (
+                "traces: {repartition: {topic: logs}}",
+                "`kafka.topics` lists the repartition topic `logs`",
+            ),
+            (
+                "traces: {repartition: {topic: x, lag: 1m}}",
+                "unknown key `lag`",
+            ),
         ] {
             let errs = load_str(&format!(
                 "kafka: {{brokers: b, group_id: g, topics: [logs]}}\nrules: [r]\n{yaml}\n"

@@ -179,7 +179,10 @@ mod tests {
         ));
         assert!(s.dirty());
         let encoded = s.encode();
-        assert!(encoded.starts_with(MAGIC), "no longer the reducer's bytes alone");
+        assert!(
+            encoded.starts_with(MAGIC),
+            "no longer the reducer's bytes alone"
+        );
         let mut back = PartitionState::decode(&encoded, Caps::default()).unwrap();
         assert_eq!(back.merge.admit(&r, 60_000, 1_000, 1), Admit::Duplicate);
     }

@@ -283,7 +283,11 @@ pub fn run(
                 let sources = sources.load(std::sync::atomic::Ordering::Relaxed);
                 super::repartition::gather((c, sources), caps, &merged, &mut states)
             });
-        for t in e.trace_events.iter().filter(|_| repartition.is_none()) {
+        let local: &[crate::correlate::traces::TraceEvent] = match repartition {
+            Some(_) => &[],
+            None => &e.trace_events,
+        };
+        for t in local {
             let i = t.record as usize;
             let rec = &records[i];
             let at = trace_lines.len();

@@ -167,6 +167,30 @@ fn trace_partitions(partitions: usize, n: u64) -> Vec<Vec<String>> {
     per
 }
 
+/// The summaries and edges `replay` writes for `lines` (with tmp's rules.yaml), less the
+/// closing events' own traces, which stay open in the service.
+fn replayed_traces(tmp: &TempDir, name: &str, lines: &[String]) -> BTreeSet<String> {
+    let input = tmp.path(&format!("{name}.log"));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = tmp.path(&format!("{name}.traces"));
+    let o = run(&[
+        "replay",
+        "-q",
+        "--rules",
+        tmp.path("rules.yaml").to_str().unwrap(),
+        "--traces-out",
+        out.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"services\":[\"closer\"]"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Every record of the traces topic, replays removed (a record is its payload: the same
 /// trace closed by the same record gives the same bytes).
 fn trace_records(bootstrap: &str) -> BTreeSet<String> {
@@ -194,26 +218,7 @@ fn issue8_trace_summaries_survive_sigkill_exactly() {
     // open in the service, since nothing comes after them).
     let mut want = BTreeSet::new();
     for (p, lines) in per.iter().enumerate() {
-        let input = tmp.path(&format!("p{p}.log"));
-        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-        let out = tmp.path(&format!("p{p}.traces"));
-        let o = run(&[
-            "replay",
-            "-q",
-            "--rules",
-            tmp.path("rules.yaml").to_str().unwrap(),
-            "--traces-out",
-            out.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        want.extend(
-            std::fs::read_to_string(out)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.contains("\"services\":[\"closer\"]"))
-                .map(str::to_string),
-        );
+        want.extend(replayed_traces(&tmp, &format!("p{p}"), lines));
     }
     let want_traces = want
         .iter()
@@ -525,25 +530,7 @@ fn issue8_repartitioned_traces_across_two_instances_are_exact() {
     }
     lines.extend(closers);
     // What replay gathers from the whole stream in one piece.
-    let input = tmp.path("all.log");
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let out = tmp.path("all.traces");
-    let o = run(&[
-        "replay",
-        "-q",
-        "--rules",
-        tmp.path("rules.yaml").to_str().unwrap(),
-        "--traces-out",
-        out.to_str().unwrap(),
-        input.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let want: BTreeSet<String> = std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.contains("\"closer\""))
-        .map(str::to_string)
-        .collect();
+    let want = replayed_traces(&tmp, "all", &lines);
     let want_traces = want
         .iter()
         .filter(|l| l.contains("\"logmill\":\"trace\""))
