@@ -38,7 +38,14 @@ impl TimeFormat {
 /// Milliseconds since the epoch, `None` when the text is not a time in that format (or before
 /// 1970).
 pub fn parse(text: &str, format: TimeFormat) -> Option<u64> {
-    let t = text.trim().trim_matches('"');
+    // Trimming walks the text as chars: a time with nothing to trim (nearly all of them) is
+    // taken as it is.
+    let bare = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic() && *b != b'"');
+    let t = if bare(text.as_bytes().first()) && bare(text.as_bytes().last()) {
+        text
+    } else {
+        text.trim().trim_matches('"')
+    };
     match format {
         TimeFormat::Rfc3339 => rfc3339(t),
         TimeFormat::Clf => clf(t.trim_start_matches('[').trim_end_matches(']')),

@@ -234,10 +234,25 @@ fn hex(s: &str, digits: usize, case: Case) -> Result<u128, Invalid> {
 
 /// Appends `v`'s low `digits` hex digits, lowercase, to `out`.
 pub fn push_hex(out: &mut String, v: u128, digits: usize) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(DIGITS[((v >> (4 * i)) & 0xf) as usize] as char);
+    // Two digits per byte from a table, pushed at once: a `push` per digit (its capacity
+    // check, its char encoding, a 128-bit shift) was a tenth of an event's cost where rules
+    // sample by trace.
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    let mut buf = [0u8; 32];
+    for (pair, byte) in buf.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
     }
+    let digits = &buf[32 - digits.min(32)..];
+    out.push_str(std::str::from_utf8(digits).expect("hex digits are ASCII"));
 }
 
 /// A trace id of 32 hex digits, or 16 (a 64-bit id, padded).
@@ -590,5 +605,17 @@ mod tests {
         assert_eq!(custom(&"x".repeat(MAX_CUSTOM + 1)), Err(Invalid::Custom));
         assert_eq!(custom("a\nb"), Err(Invalid::Custom));
         assert_eq!(custom("  "), Err(Invalid::Empty));
+    }
+
+    #[test]
+    fn ids_are_written_as_format_writes_them() {
+        let mut x = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128;
+        for _ in 0..1000 {
+            let mut out = String::from("<");
+            push_hex(&mut out, x, 32);
+            push_hex(&mut out, x, 16);
+            assert_eq!(out, format!("<{x:032x}{:016x}", x as u64));
+            x = x.wrapping_mul(0x2545_f491_4f6c_dd1d).rotate_left(17) ^ 0x9e37;
+        }
     }
 }
