@@ -40,6 +40,16 @@ fn bucket(key: &[u8]) -> usize {
 }
 
 impl PathTrie {
+    /// `node`'s child named `key`, compared as `Scanner::child_by_key` compares plain keys.
+    fn child(&self, node: &TrieNode, key: &[u8]) -> Option<u32> {
+        let b = bucket(key);
+        let (lo, hi) = (usize::from(node.from[b]), usize::from(node.from[b + 1]));
+        node.keys[lo..hi]
+            .iter()
+            .find(|(k, _)| **k == *key)
+            .map(|(_, c)| *c)
+    }
+
     pub fn new(fields: &[FieldPath]) -> PathTrie {
         let mut trie = PathTrie {
             nodes: vec![TrieNode::default()],
@@ -100,6 +110,77 @@ impl PathTrie {
     }
 }
 
+/// What a member's value is, for [`fill`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string: the span is its content, between the quotes.
+    String,
+    /// A number, `true` or `false`: the span is its text.
+    Scalar,
+    /// An array of scalars or strings: the span is its text, brackets included.
+    Array,
+}
+
+/// A top-level member of a JSON object that logmill wrote itself (trace summaries): its key
+/// and where its value is in the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Written by logmill: no escapes, no dots.
+    pub key: &'static str,
+    pub start: u32,
+    pub end: u32,
+    pub kind: Kind,
+}
+
+/// Fills `out` as [`scan`] would from `line`, a flat JSON object whose members (in order)
+/// are `members`, without reading the line again. `false` when it cannot say what `scan`
+/// would (a rule reads below a member, or the depth limit is below the array's): the caller
+/// scans.
+pub fn fill(
+    line: &str,
+    members: &[Member],
+    trie: &PathTrie,
+    max_depth: usize,
+    out: &mut Decoded,
+) -> bool {
+    let root = &trie.nodes[0];
+    if max_depth < 2 {
+        return false;
+    }
+    if root.keys.is_empty() {
+        return true;
+    }
+    for m in members {
+        debug_assert!(!m.key.contains(['.', '\\', '"']), "a plain key");
+        let Some(node) = trie.child(root, m.key.as_bytes()) else {
+            continue;
+        };
+        let node = &trie.nodes[node as usize];
+        if !node.keys.is_empty() || !node.indices.is_empty() {
+            return false;
+        }
+        let Some(slot) = node.slot else { continue };
+        let (start, end) = (m.start as usize, m.end as usize);
+        let Some(value) = line.get(start..end) else {
+            return false;
+        };
+        // The last of a duplicate key wins, as in `scan`.
+        out.slots[slot as usize] = Some(match m.kind {
+            Kind::String if value.contains('\\') => {
+                let at = out.scratch.len();
+                super::unescape_json_into(value, &mut out.scratch);
+                Span {
+                    start: at as u32,
+                    end: out.scratch.len() as u32,
+                    scratch: true,
+                }
+            }
+            Kind::String | Kind::Scalar | Kind::Array => Span::raw(start, end),
+        });
+    }
+    true
+}
+
 pub fn scan(
     line: &str,
     trie: &PathTrie,
@@ -131,11 +212,11 @@ struct Scanner<'a> {
     max_depth: usize,
     key_buf: String,
     /// When listing an object's members (`top_level`).
-    top: Option<Vec<Member>>,
+    top: Option<Vec<Listed>>,
 }
 
 /// A member of an object: its key's span, whether the key is escaped, and its value's span.
-type Member = (usize, usize, bool, usize, usize);
+type Listed = (usize, usize, bool, usize, usize);
 
 /// The members of a JSON object, in order: each key, and its value as text when it is a
 /// string (unescaped), a number or a boolean (`None` for objects, arrays and null).

@@ -329,6 +329,34 @@ impl Decoder {
         Ok(line)
     }
 
+    /// `unwrap` for a record logmill wrote itself, a flat JSON object whose members are
+    /// `members` (`json::fill`): its text, decoded as `unwrap` would without reading it again;
+    /// `None` when `unwrap` might decide otherwise (the input format is not fixed JSON, the
+    /// topic declares an envelope, the record is over the size cap, a rule reads below a
+    /// member): the caller unwraps it.
+    pub fn fill<'a>(
+        &self,
+        topic: &str,
+        bytes: &'a [u8],
+        part: Part,
+        members: &[json::Member],
+        out: &mut Decoded,
+    ) -> Option<&'a str> {
+        if part != Part::Whole
+            || self.input != InputFormat::Fixed(Format::Json)
+            || self.declared_of(topic, out).is_some()
+        {
+            return None;
+        }
+        let line = self.validate(bytes).ok()?;
+        self.reset(out);
+        if !json::fill(line, members, &self.json, self.limits.max_json_depth, out) {
+            return None;
+        }
+        out.format = Some(Format::Json);
+        Some(line)
+    }
+
     fn validate<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, DecodeError> {
         if bytes.len() > self.limits.max_event_bytes {
             return Err(DecodeError::TooLarge);

@@ -303,6 +303,29 @@ impl Engine {
 
     /// Processes a batch; `fates[i]` is the fate of `batch[i]`.
     pub fn process(&mut self, batch: &[Record<'_>], now_ms: u64, fates: &mut Vec<Fate>) {
+        self.process_with(batch, None, now_ms, fates);
+    }
+
+    /// `process` for records logmill wrote itself as flat JSON objects (trace summaries and
+    /// edges), whose members are known: `members(i)` are `batch[i]`'s. Their JSON is not
+    /// scanned again; the fates and metrics are those `process` gives.
+    pub fn process_members<'m>(
+        &mut self,
+        batch: &[Record<'_>],
+        members: &dyn Fn(usize) -> &'m [crate::decode::json::Member],
+        now_ms: u64,
+        fates: &mut Vec<Fate>,
+    ) {
+        self.process_with(batch, Some(members), now_ms, fates);
+    }
+
+    fn process_with<'m>(
+        &mut self,
+        batch: &[Record<'_>],
+        members: Option<&dyn Fn(usize) -> &'m [crate::decode::json::Member]>,
+        now_ms: u64,
+        fates: &mut Vec<Fate>,
+    ) {
         let started = std::time::Instant::now();
         self.batch_start = started;
         // One reference count per batch, not per event.
@@ -314,9 +337,15 @@ impl Engine {
         self.late.clear();
         for (i, rec) in batch.iter().enumerate() {
             // A held CRI part's fate is its line's, known at the line's last part.
-            let fate = self
-                .event(&program, rec, i as u32, now_ms)
-                .unwrap_or(Fate::Drop);
+            let fate = match members.and_then(|m| {
+                self.decoder
+                    .fill(rec.topic, rec.payload, rec.part, m(i), &mut self.decoded)
+            }) {
+                Some(line) => self.evaluate(&program, rec, line, now_ms),
+                None => self
+                    .event(&program, rec, i as u32, now_ms)
+                    .unwrap_or(Fate::Drop),
+            };
             if let Some(t) = self
                 .trace_events
                 .last_mut()
