@@ -196,10 +196,11 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                             Vec::new()
                         },
                         dead: String::new(),
-                        events: Vec::new(),
-                        asks: Vec::new(),
+                        // Sized for every line, so that they are not copied as they grow.
+                        events: Vec::with_capacity(if reducing { all.len() } else { 0 }),
+                        asks: Vec::with_capacity(if reducing { all.len() } else { 0 }),
                         text: String::new(),
-                        traces: Vec::new(),
+                        traces: Vec::with_capacity(if gathering { all.len() } else { 0 }),
                     };
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
                     for group in batches(&all, |l| l.1) {
@@ -435,8 +436,11 @@ struct Gathering {
 
 impl Gathering {
     fn new(program: &Arc<Program>, opts: &Options) -> Result<Gathering> {
+        let mut gatherer = Gatherer::new(opts.traces);
+        // The engine below takes the summaries' values from where they were written.
+        gatherer.layout = Some(Default::default());
         Ok(Gathering {
-            gatherer: Gatherer::new(opts.traces),
+            gatherer,
             engine: Engine::new(
                 Arc::clone(program),
                 InputFormat::Fixed(logmill::decode::Format::Json),
@@ -484,10 +488,17 @@ impl Gathering {
                 part: logmill::decode::Part::Whole,
             });
         }
-        for batch in records.chunks(BATCH) {
-            self.engine.process(batch, now, &mut self.fates);
+        let layout = self.gatherer.layout.as_ref().expect("set by `new`");
+        debug_assert_eq!(layout.len(), records.len());
+        for (n, batch) in records.chunks(BATCH).enumerate() {
+            let members = |i: usize| layout.members(n * BATCH + i);
+            self.engine
+                .process_members(batch, &members, now, &mut self.fates);
         }
         self.lines.clear();
+        if let Some(l) = self.gatherer.layout.as_mut() {
+            l.clear();
+        }
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ use hashbrown::HashMap;
 use std::fmt::Write;
 
 use crate::codec::{Corrupt, Reader, Writer};
+use crate::decode::json::{Kind, Member};
 use crate::extract::trace::{SpanId, TraceId};
 use crate::sink::output::json_string as json_str;
 
@@ -119,6 +120,8 @@ pub struct Gatherer {
     pub stats: Stats,
     /// Changed since the last `encode`: the checkpoint's barrier takes only changed states.
     pub dirty: bool,
+    /// Where the values of the lines written are, when a reader asks (`Some`).
+    pub layout: Option<Layout>,
 }
 
 const MAGIC: &[u8; 4] = b"LMTR";
@@ -467,38 +470,34 @@ impl Gatherer {
         } else {
             "ok"
         };
-        let trace_text = trace.to_string();
-        out.push_str("{\"logmill\":\"trace\",\"trace_id\":");
-        json_str(out, &trace_text);
-        out.push_str(",\"services\":[");
+        let mut trace_text = String::with_capacity(32);
+        match trace {
+            TraceId::Hex(v) => crate::extract::trace::push_hex(&mut trace_text, *v, 32),
+            TraceId::Custom(c) => trace_text.push_str(c),
+        }
+        let mut line = Line::new(out, self.layout.as_mut());
+        line.string("logmill", "trace");
+        line.string("trace_id", &trace_text);
         let mut order: Vec<usize> = (0..t.services.len()).collect();
         order.sort_by(|&a, &b| {
             (t.service_first[a], &t.services[a]).cmp(&(t.service_first[b], &t.services[b]))
         });
-        for (k, &i) in order.iter().enumerate() {
-            if k > 0 {
-                out.push(',');
-            }
-            json_str(out, &t.services[i]);
-        }
-        out.push_str("],\"root_service\":");
-        json_str(out, root_service);
-        out.push_str(",\"route\":");
-        json_str(out, route);
-        let _ = writeln!(
-            out,
-            ",\"first_ms\":{},\"last_ms\":{},\"duration_ms\":{},\"events\":{},\"errors\":{},\"spans\":{},\"outcome\":\"{outcome}\",\"truncated\":{},\"evicted\":{evicted}}}",
-            t.first_ms,
-            t.last_ms,
-            duration_ms,
-            t.events,
-            t.errors,
-            t.spans.len(),
-            t.truncated,
-        );
+        line.strings("services", order.iter().map(|&i| &*t.services[i]));
+        line.string("root_service", root_service);
+        line.string("route", route);
+        line.u64("first_ms", t.first_ms);
+        line.u64("last_ms", t.last_ms);
+        line.f64("duration_ms", duration_ms);
+        line.u64("events", t.events);
+        line.u64("errors", t.errors);
+        line.u64("spans", t.spans.len() as u64);
+        line.string("outcome", outcome);
+        line.u64("truncated", t.truncated);
+        line.bool("evicted", evicted);
+        line.end();
         // One edge per call whose both ends are known, in span id order (deterministic).
         let mut calls: Vec<(&SpanId, &Span)> = t.spans.iter().collect();
-        calls.sort_by_key(|(id, _)| **id);
+        calls.sort_unstable_by_key(|(id, _)| **id);
         for (_, child) in calls {
             let Some(parent) = child.parent.and_then(|p| t.spans.get(&p)) else {
                 continue;
@@ -509,19 +508,163 @@ impl Gatherer {
             }
             self.stats.edges += 1;
             let failed = child.error || child.status.is_some_and(|s| s >= 500);
-            out.push_str("{\"logmill\":\"edge\",\"trace_id\":");
-            json_str(out, &trace_text);
-            out.push_str(",\"client\":");
-            json_str(out, name(parent.service));
-            out.push_str(",\"server\":");
-            json_str(out, name(child.service));
-            let _ = write!(out, ",\"failed\":{failed}");
+            let mut line = Line::new(out, self.layout.as_mut());
+            line.string("logmill", "edge");
+            line.string("trace_id", &trace_text);
+            line.string("client", name(parent.service));
+            line.string("server", name(child.service));
+            line.bool("failed", failed);
             if let Some(d) = child.duration_ms {
-                let _ = write!(out, ",\"duration_ms\":{d}");
+                line.f64("duration_ms", d);
             }
-            out.push_str("}\n");
+            line.end();
         }
     }
+}
+
+/// Where the values of the lines a [`Gatherer`] writes are, when it is asked for them
+/// (`Gatherer::layout`): a reader in the same process hands them to rules without parsing
+/// the JSON again (`Engine::process_members`).
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Per line, in order: the range of its members in `members`.
+    lines: Vec<(u32, u32)>,
+    /// Spans are byte offsets in their line.
+    members: Vec<Member>,
+}
+
+impl Layout {
+    /// Forgets every line (when their output is cleared).
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.members.clear();
+    }
+
+    /// Lines recorded since the last `clear`.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Line `i`'s members.
+    pub fn members(&self, i: usize) -> &[Member] {
+        let (a, b) = self.lines[i];
+        &self.members[a as usize..b as usize]
+    }
+}
+
+/// One summary or edge line being written: a flat JSON object, its members noted in the
+/// layout when there is one.
+struct Line<'a> {
+    out: &'a mut String,
+    layout: Option<&'a mut Layout>,
+    /// Where the line starts in `out`, and its first member in the layout.
+    start: usize,
+    first: u32,
+    empty: bool,
+}
+
+impl<'a> Line<'a> {
+    fn new(out: &'a mut String, layout: Option<&'a mut Layout>) -> Line<'a> {
+        out.push('{');
+        let first = layout.as_ref().map_or(0, |l| l.members.len() as u32);
+        Line {
+            start: out.len() - 1,
+            out,
+            layout,
+            first,
+            empty: true,
+        }
+    }
+
+    /// Writes the key; returns where its value starts.
+    fn key(&mut self, key: &str) -> usize {
+        if !std::mem::replace(&mut self.empty, false) {
+            self.out.push(',');
+        }
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
+        self.out.len()
+    }
+
+    fn mark(&mut self, key: &'static str, start: usize, end: usize, kind: Kind) {
+        if let Some(l) = self.layout.as_deref_mut() {
+            l.members.push(Member {
+                key,
+                start: (start - self.start) as u32,
+                end: (end - self.start) as u32,
+                kind,
+            });
+        }
+    }
+
+    fn string(&mut self, key: &'static str, v: &str) {
+        let at = self.key(key);
+        json_str(self.out, v);
+        let end = self.out.len();
+        self.mark(key, at + 1, end - 1, Kind::String);
+    }
+
+    fn strings<'s>(&mut self, key: &'static str, vs: impl Iterator<Item = &'s str>) {
+        let at = self.key(key);
+        self.out.push('[');
+        for (i, v) in vs.enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            json_str(self.out, v);
+        }
+        self.out.push(']');
+        let end = self.out.len();
+        self.mark(key, at, end, Kind::Array);
+    }
+
+    fn u64(&mut self, key: &'static str, v: u64) {
+        let at = self.key(key);
+        push_u64(self.out, v);
+        let end = self.out.len();
+        self.mark(key, at, end, Kind::Scalar);
+    }
+
+    fn f64(&mut self, key: &'static str, v: f64) {
+        let at = self.key(key);
+        let _ = write!(self.out, "{v}");
+        let end = self.out.len();
+        self.mark(key, at, end, Kind::Scalar);
+    }
+
+    fn bool(&mut self, key: &'static str, v: bool) {
+        let at = self.key(key);
+        self.out.push_str(if v { "true" } else { "false" });
+        let end = self.out.len();
+        self.mark(key, at, end, Kind::Scalar);
+    }
+
+    fn end(self) {
+        self.out.push_str("}\n");
+        if let Some(l) = self.layout {
+            l.lines.push((self.first, l.members.len() as u32));
+        }
+    }
+}
+
+/// `v` in decimal, as `Display` writes it.
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[at..]).expect("decimal digits are ASCII"));
 }
 
 #[cfg(test)]
@@ -691,5 +834,132 @@ mod tests {
         assert!(out.lines().all(|l| l.contains("\"events\":5,")));
         // The quietest go first: traces 1 to 90, in order.
         assert!(out.lines().next().unwrap().contains("0000000001\""));
+    }
+
+    #[test]
+    fn numbers_are_written_as_display_writes_them() {
+        let mut v = 1u64;
+        for n in [0, 9, 10, 99, 100, u64::MAX]
+            .into_iter()
+            .chain((0..200).map(|_| {
+                v = v.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                v >> (v % 64)
+            }))
+        {
+            let mut out = String::from("x");
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+    }
+
+    /// What `json::scan` and `json::fill` (from the layout) read of each line, by field.
+    fn read_both(
+        lines: &str,
+        layout: &Layout,
+        names: &[&str],
+        max_depth: usize,
+    ) -> Vec<(Option<Vec<Option<String>>>, Option<Vec<Option<String>>>)> {
+        use crate::decode::Decoded;
+        use crate::decode::json::{PathTrie, fill, scan};
+        let paths: Vec<_> = names
+            .iter()
+            .map(|n| crate::rules::compile::parse_path(n).unwrap())
+            .collect();
+        let trie = PathTrie::new(&paths);
+        let texts = |line: &str, d: &Decoded| -> Vec<Option<String>> {
+            d.slots
+                .iter()
+                .map(|s| s.map(|s| s.get(line, &d.scratch).to_string()))
+                .collect()
+        };
+        assert_eq!(lines.lines().count(), layout.len());
+        lines
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                let mut filled = Decoded::default();
+                filled.slots.resize(names.len(), None);
+                let filled = fill(line, layout.members(i), &trie, max_depth, &mut filled)
+                    .then(|| texts(line, &filled));
+                let mut scanned = Decoded::default();
+                scanned.slots.resize(names.len(), None);
+                let scanned = scan(line, &trie, max_depth, &mut scanned)
+                    .is_ok()
+                    .then(|| texts(line, &scanned));
+                (filled, scanned)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_summary_s_layout_reads_as_its_json() {
+        let mut g = Gatherer::new(Config {
+            window_ms: 10,
+            max_open: 4,
+            max_spans: 3,
+        });
+        g.layout = Some(Layout::default());
+        let mut text = String::new();
+        let mut out = String::new();
+        // Names that JSON escapes, custom ids, errors, durations, evictions, truncation.
+        let services = ["gate\"way", "caf\u{e9}", "a\\b", "tab\there", "c\u{1}"];
+        for i in 0..200u64 {
+            let mut e = ev(
+                &mut text,
+                u128::from(i % 9) + 1,
+                i % 5 + 1,
+                i % 3,
+                i * 3,
+                services[(i % 5) as usize],
+            );
+            if i % 7 == 0 {
+                e.trace = crate::extract::trace::custom("req-\"42\"").unwrap();
+            }
+            let at = text.len() as u32;
+            text.push_str(["/a", "", "/b\\c"][(i % 3) as usize]);
+            e.route = (at, text.len() as u32);
+            e.status = (i % 4 == 0).then_some(200 + (i % 2) as u16 * 300);
+            e.duration_ms = (i % 3 == 0).then_some(i as f64 / 7.0);
+            e.error = i % 11 == 0;
+            g.observe(&e, &text, &mut out);
+        }
+        g.flush(&mut out);
+        let layout = g.layout.take().unwrap();
+        assert!(layout.len() > 50);
+        let names = [
+            "logmill",
+            "trace_id",
+            "services",
+            "root_service",
+            "route",
+            "first_ms",
+            "last_ms",
+            "duration_ms",
+            "events",
+            "errors",
+            "spans",
+            "outcome",
+            "truncated",
+            "evicted",
+            "client",
+            "server",
+            "failed",
+            "absent",
+            "message",
+        ];
+        for (filled, scanned) in read_both(&out, &layout, &names, 32) {
+            assert!(filled.is_some());
+            assert_eq!(filled, scanned);
+        }
+        // A path below a member, or a depth limit the array is over: the caller scans.
+        let below = read_both(&out, &layout, &["outcome", "services[0]"], 32);
+        for ((filled, scanned), line) in below.iter().zip(out.lines()) {
+            let summary = line.starts_with("{\"logmill\":\"trace\"");
+            assert_eq!(filled.is_none(), summary);
+            assert!(filled.is_none() || filled == scanned);
+        }
+        for (filled, _) in read_both(&out, &layout, &["outcome"], 1) {
+            assert_eq!(filled, None);
+        }
     }
 }
