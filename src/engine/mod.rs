@@ -19,6 +19,7 @@ use crate::decode::{
 use crate::derive::exemplar::Exemplar;
 use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
+use crate::extract::time::TimeFormat;
 use crate::extract::value::{ValueError, convert};
 use crate::reduce::hash::{combine, hash_bytes};
 use crate::reduce::{Ask, Decision, Fate, Reason, ValueFailure};
@@ -172,6 +173,9 @@ pub struct Engine {
     /// For each event of the last batch whose rule gathers traces (`trace.summaries`), what
     /// it says of its trace, in order; texts are in `text`.
     pub trace_events: Vec<TraceEvent>,
+    /// The last time read of the rule being evaluated, by field and format: its reduction and
+    /// its trace summary usually read the same one.
+    time_read: Option<(FieldRef, TimeFormat, Option<u64>)>,
 }
 
 /// An exemplar given before its event's fate was known, and what it replaced.
@@ -265,6 +269,7 @@ impl Engine {
             cpu_guard: None,
             batch_start: std::time::Instant::now(),
             trace_events: Vec::new(),
+            time_read: None,
         }
     }
 
@@ -511,6 +516,8 @@ impl Engine {
             }
             matched = true;
             self.counters.rule_matches[r as usize] += 1;
+            // Its captures are new.
+            self.time_read = None;
             // The first matching rule that reduces decides the reduction; its captures are
             // only live now.
             if let (false, Some(reduce)) = (asked, rule.reduce.as_deref()) {
@@ -588,7 +595,7 @@ impl Engine {
                 .is_some_and(|c| self.holds(c, line, topic));
         let time_ms = reduce
             .time
-            .and_then(|t| crate::extract::time::parse(self.text(t.field, line, topic)?, t.format));
+            .and_then(|t| self.time(t.field, t.format, line, topic));
         let keyed = |e: &Engine, k: &KeyFields| -> u64 {
             k.fields.iter().fold(0x6c6d_6b79, |h, f| {
                 combine(
@@ -670,9 +677,7 @@ impl Engine {
         let time_ms = t
             .time
             .iter()
-            .find_map(|ts| {
-                crate::extract::time::parse(self.text(ts.field, line, topic)?, ts.format)
-            })
+            .find_map(|ts| self.time(ts.field, ts.format, line, topic))
             .unwrap_or(rec.event_ms);
         let range = |e: &mut Engine, fs: &[FieldRef]| -> (u32, u32) {
             let at = e.text.len() as u32;
@@ -698,6 +703,24 @@ impl Engine {
             error,
             status,
             duration_ms,
+        }
+    }
+
+    /// The time `field` says in `format`, read once per rule and event.
+    fn time(
+        &mut self,
+        field: FieldRef,
+        format: TimeFormat,
+        line: &str,
+        topic: &str,
+    ) -> Option<u64> {
+        match self.time_read {
+            Some((f, t, ms)) if f == field && t == format => ms,
+            _ => {
+                let ms = crate::extract::time::parse(self.text(field, line, topic)?, format);
+                self.time_read = Some((field, format, ms));
+                ms
+            }
         }
     }
 
