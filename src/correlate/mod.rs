@@ -192,11 +192,13 @@ pub fn resolve<'a>(
     if let Some(t) = &ctx.trace {
         out.trace = out.write_trace(t);
     }
-    if let Some(s) = ctx.span {
-        out.span = out.write_span(s);
-    }
-    if let Some(s) = ctx.parent {
-        out.parent = out.write_span(s);
+    if sources.span_text {
+        if let Some(s) = ctx.span {
+            out.span = out.write_span(s);
+        }
+        if let Some(s) = ctx.parent {
+            out.parent = out.write_span(s);
+        }
     }
     out.ctx = ctx;
 }
@@ -217,6 +219,7 @@ mod tests {
                 .collect(),
             exemplars: true,
             text: true,
+            span_text: true,
             ..TraceSources::default()
         };
         let values: Vec<&str> = fields.iter().map(|(_, v)| *v).collect();

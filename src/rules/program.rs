@@ -135,6 +135,8 @@ pub struct TraceSources {
     pub exemplars: bool,
     /// Whether the rule reads the ids as text (`_trace_id`, sampling by trace).
     pub text: bool,
+    /// Whether it reads the span ids as text too (`_span_id`, `_parent_span_id`).
+    pub span_text: bool,
     /// Whether the rule's events go into per-trace summaries, and where they say what those
     /// need (each list in order of preference; `time` empty means the record's time).
     pub summaries: bool,

@@ -386,8 +386,10 @@ pub fn parse_path(name: &str) -> Option<FieldPath> {
 
 #[derive(Default)]
 struct Builder {
-    /// The rule being compiled reads `_trace_id`, `_span_id` or `_parent_span_id`.
+    /// The rule being compiled reads `_trace_id`, `_span_id` or `_parent_span_id`; the
+    /// latter two.
     reads_trace: bool,
+    reads_spans: bool,
     families: Vec<metrics::FamilyEntry>,
     family_index: HashMap<String, usize>,
     event_fields: Vec<FieldPath>,
@@ -761,6 +763,7 @@ impl Builder {
             reduce: None,
         };
         self.reads_trace = false;
+        self.reads_spans = false;
         for section in SECTIONS {
             (section.compile)(self, &mut m, &mut cx, sink);
         }
@@ -772,6 +775,8 @@ impl Builder {
                 .as_ref()
                 .and_then(|r| r.sample.as_ref())
                 .is_some_and(|s| s.key.fields.is_empty());
+        // Sampling by trace needs the trace id's text only.
+        cx.trace.span_text = self.reads_spans;
         if !cx.has_effect {
             sink.warning(
                 node.pos,
@@ -845,6 +850,7 @@ impl Builder {
             "_topic" => return Some(FieldRef::Topic),
             "_trace_id" | "_span_id" | "_parent_span_id" => {
                 self.reads_trace = true;
+                self.reads_spans |= name != "_trace_id";
                 return Some(FieldRef::Trace(match name {
                     "_trace_id" => TracePart::Trace,
                     "_span_id" => TracePart::Span,
