@@ -606,7 +606,13 @@ impl<'a> Line<'a> {
         let at = self.key(key);
         json_str(self.out, v);
         let end = self.out.len();
-        self.mark(key, at + 1, end - 1, Kind::String);
+        // Every escape is longer than what it stands for.
+        let kind = if end - at - 2 == v.len() {
+            Kind::String
+        } else {
+            Kind::Escaped
+        };
+        self.mark(key, at + 1, end - 1, kind);
     }
 
     fn strings<'s>(&mut self, key: &'static str, vs: impl Iterator<Item = &'s str>) {

@@ -113,8 +113,10 @@ impl PathTrie {
 /// What a member's value is, for [`fill`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A string: the span is its content, between the quotes.
+    /// A string without escapes: the span is its content, between the quotes.
     String,
+    /// A string with escapes: the span is its content, as written.
+    Escaped,
     /// A number, `true` or `false`: the span is its text.
     Scalar,
     /// An array of scalars or strings: the span is its text, brackets included.
@@ -166,7 +168,7 @@ pub fn fill(
         };
         // The last of a duplicate key wins, as in `scan`.
         out.slots[slot as usize] = Some(match m.kind {
-            Kind::String if value.contains('\\') => {
+            Kind::Escaped => {
                 let at = out.scratch.len();
                 super::unescape_json_into(value, &mut out.scratch);
                 Span {
