@@ -60,14 +60,16 @@ const ESCAPED: [bool; 256] = {
 pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
     // Runs between the characters that need escaping are copied whole.
+    let b = s.as_bytes();
     let mut from = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if !ESCAPED[usize::from(b)] {
-            continue;
+    loop {
+        let i = next_escaped(b, from);
+        if i == b.len() {
+            break;
         }
         out.push_str(&s[from..i]);
         from = i + 1;
-        match b {
+        match b[i] {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
             b'\n' => out.push_str("\\n"),
@@ -82,9 +84,81 @@ pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// The first byte at or after `at` that a JSON string escapes (`b.len()` when none), eight
+/// bytes at a time: most strings need nothing escaped.
+fn next_escaped(b: &[u8], mut at: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(at..at + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let quote = w ^ (LO * u64::from(b'"'));
+        let backslash = w ^ (LO * u64::from(b'\\'));
+        // As `json::Scanner::skip_plain`: the lowest flagged byte is exact.
+        let special = ((quote.wrapping_sub(LO) & !quote)
+            | (backslash.wrapping_sub(LO) & !backslash)
+            | (w.wrapping_sub(LO * 0x20) & !w))
+            & HI;
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while at < b.len() && !ESCAPED[usize::from(b[at])] {
+        at += 1;
+    }
+    at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `json_string` as it was written before it looked at eight bytes at a time.
+    fn json_string_by_byte(out: &mut String, s: &str) {
+        out.push('"');
+        // Runs between the characters that need escaping are copied whole.
+        let mut from = 0;
+        for (i, b) in s.bytes().enumerate() {
+            if !ESCAPED[usize::from(b)] {
+                continue;
+            }
+            out.push_str(&s[from..i]);
+            from = i + 1;
+            match b {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                b'\n' => out.push_str("\\n"),
+                b'\r' => out.push_str("\\r"),
+                b'\t' => out.push_str("\\t"),
+                b => {
+                    let _ = write!(out, "\\u{:04x}", b);
+                }
+            }
+        }
+        out.push_str(&s[from..]);
+        out.push('"');
+    }
+
+    #[test]
+    fn strings_are_escaped_as_byte_by_byte() {
+        let alphabet = [
+            "a", "\"", "\\", "\n", "\r", "\t", "\u{1}", "\u{1f}", " ", "\u{7f}", "é", "€", "😀",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let s: String = (0..len)
+                .map(|i| alphabet[((x >> (i % 60)) as usize + i * 7) % alphabet.len()])
+                .collect();
+            let (mut a, mut b) = (String::from("x"), String::from("x"));
+            json_string(&mut a, &s);
+            json_string_by_byte(&mut b, &s);
+            assert_eq!(a, b, "{s:?}");
+        }
+    }
     use crate::decode::DecodeError;
 
     #[test]
