@@ -292,15 +292,16 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         // Traces are gathered, and their summaries read by rules, on a thread of their own
         // that takes the chunks in order after the writer: the writer's reduction and the
         // gathering each took about half of what was the slowest thread.
-        let (trace_tx, trace_rx) = sync_channel::<Arc<ChunkOutput>>(depth);
+        // A chunk's trace events and their texts, the rest of it left to the writer.
+        let (trace_tx, trace_rx) = sync_channel::<(Vec<TraceEvent>, String)>(depth);
         let tracer = match gathering {
             true => {
                 let file = open_out(&opts.traces_out)?;
                 let (program, limits, config) = (Arc::clone(&program), opts.limits, opts.traces);
                 Some(s.spawn(move || -> Result<Gathered> {
                     let mut g = Gathering::new(program, limits, config, file);
-                    for out in trace_rx.iter() {
-                        g.chunk(&out, clock)?;
+                    for (events, text) in trace_rx.iter() {
+                        g.chunk(&events, &text, clock)?;
                     }
                     g.finish(clock)?;
                     if let Some(f) = g.file.as_mut() {
@@ -347,7 +348,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                 }
                 // A tracer that stopped on an error takes no more (its join returns the error);
                 // the chunks are still drained, so that no worker waits forever.
-                if tracing && trace_tx.send(Arc::new(out)).is_err() {
+                if tracing && trace_tx.send((out.traces, out.text)).is_err() {
                     tracing = false;
                 }
                 next += 1;
@@ -490,9 +491,9 @@ impl Gathering {
         }
     }
 
-    fn chunk(&mut self, out: &ChunkOutput, now: u64) -> Result<()> {
-        for e in &out.traces {
-            self.gatherer.observe(e, &out.text, &mut self.lines);
+    fn chunk(&mut self, events: &[TraceEvent], text: &str, now: u64) -> Result<()> {
+        for e in events {
+            self.gatherer.observe(e, text, &mut self.lines);
         }
         self.emit(now)
     }
