@@ -510,11 +510,12 @@ impl Gathering {
         if let Some(f) = self.file.as_mut() {
             f.write_all(self.lines.as_bytes())?;
         }
-        let mut records = Vec::new();
-        for l in self.lines.lines() {
+        let layout = self.gatherer.layout.as_ref().expect("set by `new`");
+        let mut records = Vec::with_capacity(layout.len());
+        for i in 0..layout.len() {
             self.seq += 1;
             records.push(Record {
-                payload: l.as_bytes(),
+                payload: layout.line(&self.lines, i).as_bytes(),
                 topic: TRACES_TOPIC,
                 // A lane of their own, after the input's, for which `set` wins.
                 version: Version {
@@ -526,10 +527,11 @@ impl Gathering {
                 part: logmill::decode::Part::Whole,
             });
         }
-        let layout = self.gatherer.layout.as_ref().expect("set by `new`");
-        debug_assert_eq!(layout.len(), records.len());
         for (n, batch) in records.chunks(BATCH).enumerate() {
-            let members = |i: usize| layout.members(n * BATCH + i);
+            let members = |i: usize| {
+                let i = n * BATCH + i;
+                (layout.line(&self.lines, i), layout.members(i))
+            };
             self.engine
                 .process_members(batch, &members, now, &mut self.fates);
         }

@@ -310,7 +310,7 @@ impl Gatherer {
         self.clock_ms = self.clock_ms.max(now_ms);
         self.expire(self.clock_ms, out);
         let get = |(a, b): (u32, u32)| text.get(a as usize..b as usize).unwrap_or_default();
-        if !self.open.contains_key(&e.trace) && self.open.len() >= self.config.max_open.max(1) {
+        if self.open.len() >= self.config.max_open.max(1) && !self.open.contains_key(&e.trace) {
             if let Some(oldest) = self.quietest() {
                 self.stats.evicted += 1;
                 self.close(&oldest, true, out);
@@ -484,9 +484,11 @@ impl Gatherer {
             TraceId::Hex(v) => crate::extract::trace::push_hex(&mut trace_text, *v, 32),
             TraceId::Custom(c) => trace_text.push_str(c),
         }
+        // Hex ids need no escaping; a rule's own may.
+        let plain_id = matches!(trace, TraceId::Hex(_));
         let mut line = Line::new(out, self.layout.as_mut());
-        line.string("logmill", "trace");
-        line.string("trace_id", &trace_text);
+        line.plain("logmill", "trace");
+        line.id(&trace_text, plain_id);
         let mut order: Vec<usize> = (0..t.services.len()).collect();
         order.sort_by(|&a, &b| {
             (t.service_first[a], &t.services[a]).cmp(&(t.service_first[b], &t.services[b]))
@@ -500,7 +502,7 @@ impl Gatherer {
         line.u64("events", t.events);
         line.u64("errors", t.errors);
         line.u64("spans", t.spans.len() as u64);
-        line.string("outcome", outcome);
+        line.plain("outcome", outcome);
         line.u64("truncated", t.truncated);
         line.bool("evicted", evicted);
         line.end();
@@ -518,8 +520,8 @@ impl Gatherer {
             self.stats.edges += 1;
             let failed = child.error || child.status.is_some_and(|s| s >= 500);
             let mut line = Line::new(out, self.layout.as_mut());
-            line.string("logmill", "edge");
-            line.string("trace_id", &trace_text);
+            line.plain("logmill", "edge");
+            line.id(&trace_text, plain_id);
             line.string("client", name(parent.service));
             line.string("server", name(child.service));
             line.bool("failed", failed);
@@ -536,8 +538,9 @@ impl Gatherer {
 /// the JSON again (`Engine::process_members`).
 #[derive(Debug, Clone, Default)]
 pub struct Layout {
-    /// Per line, in order: the range of its members in `members`.
-    lines: Vec<(u32, u32)>,
+    /// Per line, in order: where it is in the output (without its newline), and the range of
+    /// its members in `members`.
+    lines: Vec<(usize, usize, u32, u32)>,
     /// Spans are byte offsets in their line.
     members: Vec<Member>,
 }
@@ -560,8 +563,14 @@ impl Layout {
 
     /// Line `i`'s members.
     pub fn members(&self, i: usize) -> &[Member] {
-        let (a, b) = self.lines[i];
+        let (_, _, a, b) = self.lines[i];
         &self.members[a as usize..b as usize]
+    }
+
+    /// Line `i` of `out`, the output the lines were appended to (since the last `clear`).
+    pub fn line<'a>(&self, out: &'a str, i: usize) -> &'a str {
+        let (a, b, _, _) = self.lines[i];
+        &out[a..b]
     }
 }
 
@@ -624,6 +633,25 @@ impl<'a> Line<'a> {
         self.mark(key, at + 1, end - 1, kind);
     }
 
+    /// A string known to need no escaping.
+    fn plain(&mut self, key: &'static str, v: &str) {
+        debug_assert!(!v.contains(['"', '\\']) && !v.contains(|c: char| c < ' '));
+        let at = self.key(key);
+        self.out.push('"');
+        self.out.push_str(v);
+        self.out.push('"');
+        let end = self.out.len();
+        self.mark(key, at + 1, end - 1, Kind::String);
+    }
+
+    fn id(&mut self, id: &str, plain: bool) {
+        if plain {
+            self.plain("trace_id", id);
+        } else {
+            self.string("trace_id", id);
+        }
+    }
+
     fn strings<'s>(&mut self, key: &'static str, vs: impl Iterator<Item = &'s str>) {
         let at = self.key(key);
         self.out.push('[');
@@ -647,7 +675,13 @@ impl<'a> Line<'a> {
 
     fn f64(&mut self, key: &'static str, v: f64) {
         let at = self.key(key);
-        let _ = write!(self.out, "{v}");
+        // A whole number of milliseconds (a trace's span, most roots) is written as `Display`
+        // writes it, without its float formatting.
+        if v.fract() == 0.0 && v >= 1.0 && v < 1e15 {
+            push_u64(self.out, v as u64);
+        } else {
+            let _ = write!(self.out, "{v}");
+        }
         let end = self.out.len();
         self.mark(key, at, end, Kind::Scalar);
     }
@@ -660,10 +694,13 @@ impl<'a> Line<'a> {
     }
 
     fn end(self) {
-        self.out.push_str("}\n");
+        self.out.push('}');
         if let Some(l) = self.layout {
-            l.lines.push((self.first, l.members.len() as u32));
+            let end = self.out.len();
+            l.lines
+                .push((self.start, end, self.first, l.members.len() as u32));
         }
+        self.out.push('\n');
     }
 }
 
@@ -975,6 +1012,30 @@ mod tests {
         }
         for (filled, _) in read_both(&out, &layout, &["outcome"], 1) {
             assert_eq!(filled, None);
+        }
+    }
+
+    #[test]
+    fn whole_milliseconds_are_written_as_display_writes_them() {
+        let mut out = String::new();
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            2.5,
+            10.0,
+            999_999_999_999_999.0,
+            1e15,
+            1e16,
+            1e21,
+            0.1,
+            -3.0,
+        ] {
+            out.clear();
+            let mut line = Line::new(&mut out, None);
+            line.f64("d", v);
+            line.end();
+            assert_eq!(out, format!("{{\"d\":{v}}}\n"));
         }
     }
 }

@@ -329,32 +329,33 @@ impl Decoder {
         Ok(line)
     }
 
-    /// `unwrap` for a record logmill wrote itself, a flat JSON object whose members are
-    /// `members` (`json::fill`): its text, decoded as `unwrap` would without reading it again;
-    /// `None` when `unwrap` might decide otherwise (the input format is not fixed JSON, the
+    /// `unwrap` for a record logmill wrote itself, `line`, a flat JSON object whose members
+    /// are `members` (`json::fill`): decoded as `unwrap` would, without reading it again;
+    /// `false` when `unwrap` might decide otherwise (the input format is not fixed JSON, the
     /// topic declares an envelope, the record is over the size cap, a rule reads below a
     /// member): the caller unwraps it.
-    pub fn fill<'a>(
+    pub fn fill(
         &self,
         topic: &str,
-        bytes: &'a [u8],
+        line: &str,
         part: Part,
         members: &[json::Member],
         out: &mut Decoded,
-    ) -> Option<&'a str> {
+    ) -> bool {
         if part != Part::Whole
             || self.input != InputFormat::Fixed(Format::Json)
             || self.declared_of(topic, out).is_some()
+            || line.len() > self.limits.max_event_bytes
+            || line.trim_ascii_start().is_empty()
         {
-            return None;
+            return false;
         }
-        let line = self.validate(bytes).ok()?;
         self.reset(out);
         if !json::fill(line, members, &self.json, self.limits.max_json_depth, out) {
-            return None;
+            return false;
         }
         out.format = Some(Format::Json);
-        Some(line)
+        true
     }
 
     fn validate<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, DecodeError> {

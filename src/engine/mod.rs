@@ -13,6 +13,7 @@ pub mod split;
 use crate::correlate::traces::TraceEvent;
 use crate::correlate::{self, Resolved};
 use crate::decode::envelope::{Declared, Envelope};
+use crate::decode::json::Member;
 use crate::decode::{
     DecodeError, Decoded, Decoder, Format, InputFormat, Limits, Part, Span, Unwrapped, cri,
 };
@@ -312,12 +313,13 @@ impl Engine {
     }
 
     /// `process` for records logmill wrote itself as flat JSON objects (trace summaries and
-    /// edges), whose members are known: `members(i)` are `batch[i]`'s. Their JSON is not
-    /// scanned again; the fates and metrics are those `process` gives.
+    /// edges), whose text and members are known: `members(i)` are `batch[i]`'s payload as
+    /// text (the same slice) and its members. Their JSON is not scanned again; the fates and
+    /// metrics are those `process` gives.
     pub fn process_members<'m>(
         &mut self,
         batch: &[Record<'_>],
-        members: &dyn Fn(usize) -> &'m [crate::decode::json::Member],
+        members: &dyn Fn(usize) -> (&'m str, &'m [Member]),
         now_ms: u64,
         fates: &mut Vec<Fate>,
     ) {
@@ -327,7 +329,7 @@ impl Engine {
     fn process_with<'m>(
         &mut self,
         batch: &[Record<'_>],
-        members: Option<&dyn Fn(usize) -> &'m [crate::decode::json::Member]>,
+        members: Option<&dyn Fn(usize) -> (&'m str, &'m [Member])>,
         now_ms: u64,
         fates: &mut Vec<Fate>,
     ) {
@@ -342,12 +344,19 @@ impl Engine {
         self.late.clear();
         for (i, rec) in batch.iter().enumerate() {
             // A held CRI part's fate is its line's, known at the line's last part.
-            let fate = match members.and_then(|m| {
-                self.decoder
-                    .fill(rec.topic, rec.payload, rec.part, m(i), &mut self.decoded)
-            }) {
-                Some(line) => self.evaluate(&program, rec, line, now_ms),
-                None => self
+            // The payload itself as text (no UTF-8 check), when the caller has it.
+            let known = members
+                .map(|m| m(i))
+                .filter(|(line, _)| std::ptr::eq(line.as_bytes(), rec.payload));
+            let fate = match known {
+                Some((line, members))
+                    if self
+                        .decoder
+                        .fill(rec.topic, line, rec.part, members, &mut self.decoded) =>
+                {
+                    self.evaluate(&program, rec, line, now_ms)
+                }
+                _ => self
                     .event(&program, rec, i as u32, now_ms)
                     .unwrap_or(Fate::Drop),
             };
