@@ -677,7 +677,7 @@ impl<'a> Line<'a> {
         let at = self.key(key);
         // A whole number of milliseconds (a trace's span, most roots) is written as `Display`
         // writes it, without its float formatting.
-        if v.fract() == 0.0 && v >= 1.0 && v < 1e15 {
+        if v.fract() == 0.0 && (1.0..1e15).contains(&v) {
             push_u64(self.out, v as u64);
         } else {
             let _ = write!(self.out, "{v}");
@@ -904,13 +904,16 @@ mod tests {
         }
     }
 
-    /// What `json::scan` and `json::fill` (from the layout) read of each line, by field.
+    /// Each field's text in a line as one reader read it; `None` when it did not.
+    type Read = Option<Vec<Option<String>>>;
+
+    /// What `json::fill` (from the layout) and `json::scan` read of each line, by field.
     fn read_both(
         lines: &str,
         layout: &Layout,
         names: &[&str],
         max_depth: usize,
-    ) -> Vec<(Option<Vec<Option<String>>>, Option<Vec<Option<String>>>)> {
+    ) -> Vec<(Read, Read)> {
         use crate::decode::Decoded;
         use crate::decode::json::{PathTrie, fill, scan};
         let paths: Vec<_> = names
