@@ -79,3 +79,22 @@ done | awk -v n="$N" '
         100 * wall[1] / wall[2], 100 * cpu[1] / cpu[2] }'
 "$bin" replay --rules benches/rules/reduce.yaml --metrics-out /dev/null --logs-out "$OUT/kept.log" "$mixed" 2>&1 \
   | grep -E '^(events|reduction)'
+
+# Traces (issue 8): `gen traces` through benches/rules/traces-{plain,summaries,retention}.yaml
+# (trace context read; per-trace summaries, the service graph and the rules over them; the
+# same and trace-aware retention), wall time and CPU (median of RUNS), each against plain.
+traces="$OUT/traces.log"
+[ -s "$traces" ] && [ "$(wc -l <"$traces")" -eq "$N" ] || "$bin" gen traces "$N" >"$traces"
+for r in plain summaries retention; do
+  runs=$(for _ in $(seq "$RUNS"); do wall_cpu "$bin" replay -q --clock-ms 1700000000000 \
+    --rules "benches/rules/traces-$r.yaml" --metrics-out /dev/null --logs-out "$OUT/kept.log" \
+    --traces-out "$OUT/traces.jsonl" "$traces"; done)
+  w=$(echo "$runs" | awk '{print $1}' | median)
+  c=$(echo "$runs" | awk '{print $2}' | median)
+  echo "$r" "$w" "$c"
+done | awk -v n="$N" '
+  { wall[$1] = $2; cpu[$1] = $3
+    printf "traces %-10s %8.0f k lines/s %8.0f k lines per CPU-s\n", $1, n / $2 / 1000, n / $3 / 1000 }
+  END { for (r in wall) if (r != "plain")
+          printf "%s: %.0f%% of plain throughput (wall), %.0f%% (per CPU-second)\n", r,
+            100 * wall["plain"] / wall[r], 100 * cpu["plain"] / cpu[r] }'
