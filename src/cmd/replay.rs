@@ -196,13 +196,17 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                             Vec::new()
                         },
                         dead: String::new(),
-                        events: Vec::new(),
-                        asks: Vec::new(),
+                        // Grown once rather than doubled along the chunk (each doubling
+                        // copies all of it).
+                        events: Vec::with_capacity(if reducing { all.len() } else { 0 }),
+                        asks: Vec::with_capacity(if reducing { all.len() } else { 0 }),
                         text: String::new(),
                         traces: Vec::new(),
                     };
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-                    for group in batches(&all, |l| l.1) {
+                    let groups = batches(&all, |l| l.1);
+                    let count = groups.len();
+                    for (g, group) in groups.into_iter().enumerate() {
                         batch.clear();
                         // Replay has no event time: the wall clock stands in for it, and line
                         // order decides which gauge `set` wins.
@@ -222,6 +226,8 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         // chunk's.
                         let shift = out.text.len() as u32;
                         if reducing || gathering {
+                            // Room for the chunk's other batches too, at this one's size.
+                            out.text.reserve(engine.text.len() * (count - g));
                             out.text.push_str(&engine.text);
                         }
                         for e in &engine.trace_events {

@@ -147,6 +147,8 @@ pub struct Engine {
     /// text it refers to is in `text`.
     pub asks: Vec<Ask>,
     pub text: String,
+    /// Event times of reducing rules and trace summaries (remembering the last second).
+    times: crate::extract::time::TimeParser,
     /// The trace context of the rule being evaluated (see `correlate`).
     trace: Resolved,
     /// Invalid trace ids of the current event were counted (once per event).
@@ -203,6 +205,10 @@ fn field_text<'a>(
     }
 }
 
+/// A reduction key's hash starts here; a field the event lacks hashes as this.
+const KEY_SEED: u64 = 0x6c6d_6b79;
+const KEY_ABSENT: u64 = 0x6e_6f6e65;
+
 /// Levels an event is never reduced at (compared without case).
 const ERROR_LEVELS: &[&str] = &[
     "error",
@@ -254,6 +260,7 @@ impl Engine {
             program,
             asks: Vec::new(),
             text: String::new(),
+            times: Default::default(),
             trace: Resolved::default(),
             trace_counted: false,
             given: Vec::new(),
@@ -557,15 +564,23 @@ impl Engine {
                 .always_keep
                 .as_ref()
                 .is_some_and(|c| self.holds(c, line, topic));
-        let time_ms = reduce
-            .time
-            .and_then(|t| crate::extract::time::parse(self.text(t.field, line, topic)?, t.format));
+        let time_ms = reduce.time.and_then(|t| {
+            let text = field_text(
+                &self.decoded,
+                &self.captures,
+                &self.trace,
+                t.field,
+                line,
+                topic,
+            )?;
+            self.times.parse(text, t.format)
+        });
         let keyed = |e: &Engine, k: &KeyFields| -> u64 {
-            k.fields.iter().fold(0x6c6d_6b79, |h, f| {
+            k.fields.iter().fold(KEY_SEED, |h, f| {
                 combine(
                     h,
                     e.text(*f, line, topic)
-                        .map_or(0x6e_6f6e65, |v| hash_bytes(v.as_bytes())),
+                        .map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())),
                 )
             })
         };
@@ -597,12 +612,10 @@ impl Engine {
             ..Ask::default()
         };
         if let Some(d) = reduce.dedupe.as_ref().filter(|d| !d.whole) {
-            ask.dedupe_key = keyed(self, &d.key);
-            ask.dedupe_text = self.key_text(&d.key, line, topic);
+            (ask.dedupe_key, ask.dedupe_text) = self.key_text(&d.key, line, topic);
         }
         if let Some(t) = &reduce.throttle {
-            ask.throttle_key = keyed(self, &t.key);
-            ask.throttle_text = self.key_text(&t.key, line, topic);
+            (ask.throttle_key, ask.throttle_text) = self.key_text(&t.key, line, topic);
         }
         if reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole) {
             let at = self.text.len() as u32;
@@ -613,8 +626,12 @@ impl Engine {
                     field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic)
                 })
                 .unwrap_or(line);
-            self.text.push_str(message);
-            ask.message = (at, self.text.len() as u32);
+            if std::ptr::eq(message.as_bytes(), rec.payload) {
+                ask.message_is_event = true;
+            } else {
+                self.text.push_str(message);
+                ask.message = (at, self.text.len() as u32);
+            }
         }
         ask
     }
@@ -642,7 +659,9 @@ impl Engine {
             .time
             .iter()
             .find_map(|ts| {
-                crate::extract::time::parse(self.text(ts.field, line, topic)?, ts.format)
+                let e = &mut *self;
+                let text = field_text(&e.decoded, &e.captures, &e.trace, ts.field, line, topic)?;
+                e.times.parse(text, ts.format)
             })
             .unwrap_or(rec.event_ms);
         let range = |e: &mut Engine, fs: &[FieldRef]| -> (u32, u32) {
@@ -672,20 +691,22 @@ impl Engine {
         }
     }
 
-    /// The key fields' `name=value` pairs, joined by `\x1f`, into the text arena.
-    fn key_text(&mut self, k: &KeyFields, line: &str, topic: &str) -> (u32, u32) {
+    /// A key's hash (as `ask`'s `keyed`), and its fields' `name=value` pairs, joined by
+    /// `\x1f`, into the text arena: each field looked up once for both.
+    fn key_text(&mut self, k: &KeyFields, line: &str, topic: &str) -> (u64, (u32, u32)) {
         let at = self.text.len() as u32;
+        let mut hash = KEY_SEED;
         for (i, (f, name)) in k.fields.iter().zip(&k.names).enumerate() {
             if i > 0 {
                 self.text.push('\u{1f}');
             }
             self.text.push_str(name);
             self.text.push('=');
-            let value = field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic)
-                .unwrap_or("");
-            self.text.push_str(value);
+            let value = field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic);
+            hash = combine(hash, value.map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())));
+            self.text.push_str(value.unwrap_or(""));
         }
-        (at, self.text.len() as u32)
+        (hash, (at, self.text.len() as u32))
     }
 
     fn text<'a>(&'a self, field: FieldRef, line: &'a str, topic: &'a str) -> Option<&'a str> {

@@ -237,12 +237,21 @@ pub struct Ask {
     /// Ranges of the text arena: the message templates are mined from, and the key fields'
     /// `name=value` pairs for summaries.
     pub message: (u32, u32),
+    /// The message is the whole event (a rule without `message:` over a bare line): it is
+    /// read from the event rather than copied into the text arena, which for lines mined whole
+    /// would otherwise hold a second copy of most of the input.
+    pub message_is_event: bool,
     pub dedupe_text: (u32, u32),
     pub throttle_text: (u32, u32),
 }
 
 impl Ask {
-    pub fn message<'a>(&self, text: &'a str) -> &'a str {
+    /// The message to mine: in `text`, or the event itself (its payload, which the engine
+    /// decoded as this text).
+    pub fn message<'a>(&self, text: &'a str, event: &'a [u8]) -> &'a str {
+        if self.message_is_event {
+            return std::str::from_utf8(event).unwrap_or_default();
+        }
         text.get(self.message.0 as usize..self.message.1 as usize)
             .unwrap_or_default()
     }

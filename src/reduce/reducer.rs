@@ -333,7 +333,7 @@ impl Reducer {
         }
         let mined = reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole);
         let mut template = None;
-        let message = ask.message(text);
+        let message = ask.message(text, event);
         if mined {
             let o = self.miner.observe(message);
             template = Some(o.id);
