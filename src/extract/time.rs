@@ -200,15 +200,35 @@ fn rfc3339_tail(b: &[u8]) -> Option<(u64, i64)> {
 
 /// Parses times like [`parse`], remembering the last text's second: consecutive events mostly
 /// share it (a `clf` text whole, an RFC 3339 one up to its fraction), so most are not parsed
-/// again. One per worker; the answers are `parse`'s whatever came before.
+/// again. One per worker, remembering one text of each format (rules of different formats
+/// take turns); the answers are `parse`'s whatever came before.
 #[derive(Debug, Default)]
 pub struct TimeParser {
-    /// The remembered text (whole for `clf`, its first 19 bytes for RFC 3339) and format.
+    clf: Last,
+    rfc3339: Last,
+}
+
+/// A remembered text (whole for `clf`, its first 19 bytes for RFC 3339) and what it gave:
+/// `clf`'s time, or RFC 3339's date and time of day as seconds (see `rfc3339_head`).
+#[derive(Debug, Default)]
+struct Last {
     key: Vec<u8>,
-    format: Option<TimeFormat>,
-    /// `clf`: the text's time; RFC 3339: its date and time of day as seconds (see
-    /// `rfc3339_head`).
+    known: bool,
     value: Option<i64>,
+}
+
+impl Last {
+    /// `value` for `key`, computed by `f` unless it is the remembered one.
+    #[inline]
+    fn get(&mut self, key: &[u8], f: impl FnOnce() -> Option<i64>) -> Option<i64> {
+        if !self.known || self.key != key {
+            self.key.clear();
+            self.key.extend_from_slice(key);
+            self.known = true;
+            self.value = f();
+        }
+        self.value
+    }
 }
 
 impl TimeParser {
@@ -230,11 +250,8 @@ impl TimeParser {
     }
 
     fn clf(&mut self, t: &str) -> Option<u64> {
-        if self.format != Some(TimeFormat::Clf) || self.key != t.as_bytes() {
-            self.remember(TimeFormat::Clf, t.as_bytes());
-            self.value = clf(t.trim_start_matches('[').trim_end_matches(']')).map(|ms| ms as i64);
-        }
-        self.value.map(|ms| ms as u64)
+        let stripped = || clf(t.trim_start_matches('[').trim_end_matches(']')).map(|ms| ms as i64);
+        self.clf.get(t.as_bytes(), stripped).map(|ms| ms as u64)
     }
 
     fn rfc3339(&mut self, t: &str) -> Option<u64> {
@@ -242,19 +259,9 @@ impl TimeParser {
         let Some(head) = b.get(..19) else {
             return rfc3339(t);
         };
-        if self.format != Some(TimeFormat::Rfc3339) || self.key != head {
-            self.remember(TimeFormat::Rfc3339, head);
-            self.value = rfc3339_head(b);
-        }
-        let day_and_time = self.value?;
+        let day_and_time = self.rfc3339.get(head, || rfc3339_head(b))?;
         let (frac_ms, offset) = rfc3339_tail(b)?;
         at_offset(day_and_time, frac_ms, offset)
-    }
-
-    fn remember(&mut self, format: TimeFormat, key: &[u8]) {
-        self.format = Some(format);
-        self.key.clear();
-        self.key.extend_from_slice(key);
     }
 }
 
