@@ -109,3 +109,98 @@ impl Chunks {
         self.map.insert(hash, held);
     }
 }
+
+/// Messages remembered whole, and the bytes and tokens they may hold in all (as for chunks).
+const MAX_MESSAGES: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 64;
+
+/// Where a remembered message's bytes and tokens are, and what cutting it gave.
+#[derive(Debug, Clone, Copy)]
+struct HeldMessage {
+    bytes: u32,
+    len: u32,
+    tokens: u32,
+    count: u32,
+    shape: u64,
+    cut: bool,
+}
+
+/// Short messages tokenised before, whole: their folded tokens, shape, and whether they were
+/// cut at `max_tokens`. A message field (`msg`) repeats word for word more often than not,
+/// and for a short message the look-up costs a fraction of the cut and fold.
+#[derive(Debug, Default)]
+pub(super) struct Messages {
+    map: HashMap<u64, HeldMessage, BuildIdentity>,
+    bytes: Vec<u8>,
+    tokens: Vec<Token>,
+    seen: Vec<u64>,
+    /// The limits the tokens were cut under (`max_tokens`, `max_word_bytes`).
+    limits: (usize, usize),
+}
+
+impl Messages {
+    /// Whether a message of this length is looked up at all.
+    #[inline]
+    pub(super) fn wanted(message: &[u8]) -> bool {
+        message.len() <= MAX_MESSAGE_BYTES
+    }
+
+    /// The folded tokens, shape and cut of `message` (hash `hash`) when it was remembered
+    /// under the same limits.
+    #[inline]
+    pub(super) fn get(
+        &self,
+        hash: u64,
+        message: &[u8],
+        limits: (usize, usize),
+    ) -> Option<(&[Token], u64, bool)> {
+        let h = self.map.get(&hash)?;
+        let at = h.bytes as usize;
+        if self.bytes.get(at..at + h.len as usize) != Some(message) || self.limits != limits {
+            return None;
+        }
+        let k = h.tokens as usize..(h.tokens + h.count) as usize;
+        Some((&self.tokens[k], h.shape, h.cut))
+    }
+
+    /// Remembers a message just tokenised, if it was seen before.
+    pub(super) fn put(
+        &mut self,
+        hash: u64,
+        message: &[u8],
+        tokens: &[Token],
+        shape: u64,
+        cut: bool,
+        limits: (usize, usize),
+    ) {
+        if self.seen.is_empty() {
+            self.seen.resize(SEEN, 0);
+        }
+        let seen = &mut self.seen[hash as usize % SEEN];
+        if *seen != hash {
+            *seen = hash;
+            return;
+        }
+        if self.limits != limits
+            || self.map.len() >= MAX_MESSAGES
+            || self.bytes.len() + message.len() > MAX_HELD_BYTES
+            || self.tokens.len() + tokens.len() > MAX_HELD_TOKENS
+        {
+            self.map.clear();
+            self.bytes.clear();
+            self.tokens.clear();
+            self.limits = limits;
+        }
+        let held = HeldMessage {
+            bytes: self.bytes.len() as u32,
+            len: message.len() as u32,
+            tokens: self.tokens.len() as u32,
+            count: tokens.len() as u32,
+            shape,
+            cut,
+        };
+        self.bytes.extend_from_slice(message);
+        self.tokens.extend_from_slice(tokens);
+        self.map.insert(hash, held);
+    }
+}

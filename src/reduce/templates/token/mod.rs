@@ -28,7 +28,7 @@ mod words;
 use std::collections::HashMap;
 
 use crate::reduce::hash::{BuildIdentity, combine, hash_byte, mix};
-use chunks::Chunks;
+use chunks::{Chunks, Messages};
 use replay::{MAX_REPLAYED, MAX_REPLAYS, REPLAY_START, Replay, shape};
 use scan::{Cursor, Mask, Masks, hash_span};
 use words::{PATH, UNIT, is_date_word, is_ident, is_key, is_name_with_index, is_pathlike, is_unit};
@@ -194,6 +194,8 @@ pub(super) struct Tokenizer {
     replayed_tokens: usize,
     /// Raw tokens of chunks cut before (see [`Chunks`]).
     chunks: Chunks,
+    /// Short messages tokenised before (see [`Messages`]).
+    messages: Messages,
     pub out: Vec<Token>,
     /// [`key_hash`] of `out`.
     pub shape: u64,
@@ -220,6 +222,31 @@ static CLOSER_BIT: [u8; 256] = {
 impl Tokenizer {
     /// Tokenises `message` into `self.out`; returns whether the line was cut at `max_tokens`.
     pub fn run(&mut self, message: &str, limits: Limits) -> bool {
+        let b = message.as_bytes();
+        if !Messages::wanted(b) {
+            return self.cut_and_fold(message, limits);
+        }
+        let (hash, _) = hash_span(b, 0, b.len());
+        let held = (limits.max_tokens, limits.max_word_bytes);
+        if let Some((out, shape, cut)) = self.messages.get(hash, b, held) {
+            self.out.clear();
+            self.out.extend_from_slice(out);
+            self.shape = shape;
+            #[cfg(test)]
+            if self.cross_check {
+                let mut fresh = Tokenizer::default();
+                assert_eq!(fresh.cut_and_fold(message, limits), cut, "{message:?}");
+                assert_eq!((fresh.out, fresh.shape), (self.out.clone(), shape));
+            }
+            return cut;
+        }
+        let cut = self.cut_and_fold(message, limits);
+        self.messages.put(hash, b, &self.out, self.shape, cut, held);
+        cut
+    }
+
+    /// Tokenises `message` (see [`Tokenizer::run`]).
+    fn cut_and_fold(&mut self, message: &str, limits: Limits) -> bool {
         self.raw.clear();
         self.shapes.clear();
         self.out.clear();
@@ -914,8 +941,11 @@ mod tests {
                 lines.push(s.replace(|c: char| c.is_ascii_digit(), &(round + 1).to_string()));
             }
         }
-        lines.extend(sample_lines());
-        lines.extend(sample_lines());
+        // Three times: the third meets chunks and messages remembered (checked against
+        // cutting them by `cross_check`).
+        for _ in 0..3 {
+            lines.extend(sample_lines());
+        }
         for limits in [
             LIMITS,
             Limits {
