@@ -224,7 +224,10 @@ const ERROR_LEVELS: &[&str] = &[
 ];
 
 fn is_error_level(level: &str) -> bool {
-    ERROR_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
+    // Most levels (`info`, `debug`, `warn`) are ruled out by their first letter.
+    let first = level.as_bytes().first().map(|c| c | 0x20);
+    matches!(first, Some(b'e' | b'f' | b'c' | b'a' | b'p' | b's'))
+        && ERROR_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
 }
 
 impl Engine {
@@ -1011,6 +1014,43 @@ mod tests {
         assert!(out.contains("any_total 1\n"), "{out}");
         assert!(out.contains("named_total 1\n"), "{out}");
         assert!(out.contains("glob_total 1\n"), "{out}");
+    }
+
+    #[test]
+    fn error_levels_by_first_letter_are_the_listed_ones() {
+        for level in [
+            "error",
+            "ERROR",
+            "Err",
+            "fatal",
+            "FATAL",
+            "critical",
+            "crit",
+            "alert",
+            "emerg",
+            "Emergency",
+            "panic",
+            "severe",
+            "info",
+            "INFO",
+            "debug",
+            "warn",
+            "warning",
+            "trace",
+            "notice",
+            "e",
+            "",
+            "errors",
+            "\u{e9}rror",
+            "5",
+            "Error ",
+        ] {
+            assert_eq!(
+                is_error_level(level),
+                ERROR_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)),
+                "{level:?}"
+            );
+        }
     }
 
     #[test]
