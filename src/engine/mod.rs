@@ -21,7 +21,7 @@ use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
 use crate::extract::value::{ValueError, convert};
 use crate::reduce::hash::{combine, hash_bytes};
-use crate::reduce::{Ask, Decision, Fate, Reason, ValueFailure};
+use crate::reduce::{Ask, Decision, Fate, KeySpans, MAX_KEY_SPANS, Reason, ValueFailure};
 use crate::rules::program::{
     Cond, FieldRef, KeyFields, LabelSource, Op, Program, Reduce, Rule, Step, Test, TracePart,
 };
@@ -615,10 +615,14 @@ impl Engine {
             ..Ask::default()
         };
         if let Some(d) = reduce.dedupe.as_ref().filter(|d| !d.whole) {
-            (ask.dedupe_key, ask.dedupe_text) = self.key_text(&d.key, line, topic);
+            let whole = std::ptr::eq(line.as_bytes(), rec.payload);
+            (ask.dedupe_key, ask.dedupe_text, ask.dedupe_spans) =
+                self.key(&d.key, line, topic, whole);
         }
         if let Some(t) = &reduce.throttle {
-            (ask.throttle_key, ask.throttle_text) = self.key_text(&t.key, line, topic);
+            let whole = std::ptr::eq(line.as_bytes(), rec.payload);
+            (ask.throttle_key, ask.throttle_text, ask.throttle_spans) =
+                self.key(&t.key, line, topic, whole);
         }
         if reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole) {
             let at = self.text.len() as u32;
@@ -694,9 +698,45 @@ impl Engine {
         }
     }
 
+    /// A key's hash (as `ask`'s `keyed`), and where its text comes from: spans of the event
+    /// when `line` is the event and every value is a span of it (or absent), else its text
+    /// in the arena (`key_text`).
+    fn key(
+        &mut self,
+        k: &KeyFields,
+        line: &str,
+        topic: &str,
+        whole: bool,
+    ) -> (u64, (u32, u32), KeySpans) {
+        let mut spans = KeySpans::default();
+        if whole && k.fields.len() <= MAX_KEY_SPANS {
+            let mut hash = KEY_SEED;
+            for (i, f) in k.fields.iter().enumerate() {
+                let span = match *f {
+                    FieldRef::Line => Some(Span::raw(0, line.len())),
+                    FieldRef::Event(i) => self.decoded.slots[i as usize],
+                    FieldRef::Capture(i) => self.captures[i as usize],
+                    FieldRef::Topic | FieldRef::Trace(_) => return self.key_text(k, line, topic),
+                };
+                let value = match span {
+                    Some(s) if s.scratch => return self.key_text(k, line, topic),
+                    Some(s) => {
+                        spans.spans[i] = (s.start, s.end);
+                        Some(s.get(line, ""))
+                    }
+                    None => None,
+                };
+                hash = combine(hash, value.map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())));
+            }
+            spans.n = k.fields.len() as u8;
+            return (hash, (0, 0), spans);
+        }
+        self.key_text(k, line, topic)
+    }
+
     /// A key's hash (as `ask`'s `keyed`), and its fields' `name=value` pairs, joined by
     /// `\x1f`, into the text arena: each field looked up once for both.
-    fn key_text(&mut self, k: &KeyFields, line: &str, topic: &str) -> (u64, (u32, u32)) {
+    fn key_text(&mut self, k: &KeyFields, line: &str, topic: &str) -> (u64, (u32, u32), KeySpans) {
         let at = self.text.len() as u32;
         let mut hash = KEY_SEED;
         for (i, (f, name)) in k.fields.iter().zip(&k.names).enumerate() {
@@ -709,7 +749,7 @@ impl Engine {
             hash = combine(hash, value.map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())));
             self.text.push_str(value.unwrap_or(""));
         }
-        (hash, (at, self.text.len() as u32))
+        (hash, (at, self.text.len() as u32), KeySpans::default())
     }
 
     fn text<'a>(&'a self, field: FieldRef, line: &'a str, topic: &'a str) -> Option<&'a str> {

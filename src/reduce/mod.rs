@@ -243,6 +243,21 @@ pub struct Ask {
     pub message_is_event: bool,
     pub dedupe_text: (u32, u32),
     pub throttle_text: (u32, u32),
+    /// Instead of those texts, when every value of the key is a span of the event (or
+    /// absent): the text is then written only for the summary that needs it.
+    pub dedupe_spans: KeySpans,
+    pub throttle_spans: KeySpans,
+}
+
+/// Most keys name a few fields.
+pub const MAX_KEY_SPANS: usize = 4;
+
+/// A key's values as spans of the event, in the key's order (an absent value as an empty
+/// span); `n` is 0 when the key's text is in the text arena instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeySpans {
+    pub n: u8,
+    pub spans: [(u32, u32); MAX_KEY_SPANS],
 }
 
 impl Ask {
@@ -259,6 +274,36 @@ impl Ask {
     pub fn key_text<'a>(&self, text: &'a str, range: (u32, u32)) -> &'a str {
         text.get(range.0 as usize..range.1 as usize)
             .unwrap_or_default()
+    }
+
+    /// A key's text (`name=value` pairs joined by `\x1f`): from the text arena, or written
+    /// from the event's spans and the key's field names.
+    pub fn key_text_of(
+        &self,
+        text: &str,
+        event: &[u8],
+        range: (u32, u32),
+        spans: &KeySpans,
+        names: &[String],
+    ) -> Box<str> {
+        if spans.n == 0 {
+            return self.key_text(text, range).into();
+        }
+        let mut out = String::new();
+        for (i, (name, &(a, b))) in names
+            .iter()
+            .zip(&spans.spans[..spans.n as usize])
+            .enumerate()
+        {
+            if i > 0 {
+                out.push('\u{1f}');
+            }
+            out.push_str(name);
+            out.push('=');
+            let value = event.get(a as usize..b as usize).unwrap_or_default();
+            out.push_str(std::str::from_utf8(value).unwrap_or_default());
+        }
+        out.into()
     }
 }
 
