@@ -525,16 +525,13 @@ impl Writer<'_> {
         out: &ChunkOutput,
         mut file: Option<&mut std::io::BufWriter<std::fs::File>>,
     ) -> Result<()> {
-        let asks: Vec<Ask> = out
-            .events
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
-                let mut a = out.asks[e.ask? as usize];
-                a.record = i as u32;
-                Some(a)
-            })
-            .collect();
+        // Sized once: collected from a filter it would grow by doubling, copying each time.
+        let mut asks: Vec<Ask> = Vec::with_capacity(out.asks.len());
+        asks.extend(out.events.iter().enumerate().filter_map(|(i, e)| {
+            let mut a = out.asks[e.ask? as usize];
+            a.record = i as u32;
+            Some(a)
+        }));
         self.outs.clear();
         let event = |i: usize| {
             let e = &out.events[i];
