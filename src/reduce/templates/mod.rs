@@ -281,8 +281,10 @@ pub struct Miner {
     removed: Vec<u64>,
     /// The template the last `observe` evicted, if it evicted one.
     evicted: Option<Template>,
-    /// Greedy alignments already worked out (see [`Aligned`]), by line shape.
+    /// Greedy alignments already worked out (see [`Aligned`]), by line shape, and the steps
+    /// they hold.
     aligned: HashMap<u64, Aligned, BuildIdentity>,
+    aligned_ops: usize,
     /// Tests only: check every search's shortcuts against the plain way (see `tests.rs`), and
     /// every fold the tokenizer replays against the fold.
     #[cfg(test)]
@@ -304,6 +306,9 @@ struct Aligned {
 }
 
 const MAX_ALIGNED: usize = 4096;
+/// Steps all kept alignments may hold (a line has at most `max_tokens` tokens, so one
+/// alignment may be long).
+const MAX_ALIGNED_OPS: usize = 1 << 15;
 
 const ID_SEED: u64 = 0x6c6f_676d_696c_6c31; // "logmill1"
 
@@ -334,6 +339,7 @@ impl Miner {
             removed: Vec::new(),
             evicted: None,
             aligned: HashMap::default(),
+            aligned_ops: 0,
             #[cfg(test)]
             cross_check: false,
         }
@@ -520,10 +526,14 @@ impl Miner {
                 }
                 true
             } else if ctx.greedy(&mut self.alignment) {
-                if self.aligned.len() >= MAX_ALIGNED {
-                    self.aligned.clear();
-                }
                 let a = &self.alignment;
+                if self.aligned.len() >= MAX_ALIGNED
+                    || self.aligned_ops + a.ops.len() > MAX_ALIGNED_OPS
+                {
+                    self.aligned.clear();
+                    self.aligned_ops = 0;
+                }
+                self.aligned_ops += a.ops.len();
                 self.aligned.insert(
                     self.tok.shape,
                     Aligned {
@@ -738,6 +748,7 @@ impl Miner {
         if changed {
             // Alignments with the template as it was no longer hold.
             self.aligned.clear();
+            self.aligned_ops = 0;
             let t = &mut self.store.templates[slot as usize];
             t.slots = slots;
             t.text = text;

@@ -110,9 +110,10 @@ impl Chunks {
     }
 }
 
-/// Messages remembered whole, and the bytes and tokens they may hold in all (as for chunks).
+/// Messages remembered whole, and the bytes and tokens they may hold in all.
 const MAX_MESSAGES: usize = 1024;
 const MAX_MESSAGE_BYTES: usize = 64;
+const MAX_MESSAGE_TOKENS: usize = 1 << 14;
 
 /// Where a remembered message's bytes and tokens are, and what cutting it gave.
 #[derive(Debug, Clone, Copy)]
@@ -183,8 +184,8 @@ impl Messages {
         }
         if self.limits != limits
             || self.map.len() >= MAX_MESSAGES
-            || self.bytes.len() + message.len() > MAX_HELD_BYTES
-            || self.tokens.len() + tokens.len() > MAX_HELD_TOKENS
+            || self.bytes.len() + message.len() > MAX_MESSAGES * MAX_MESSAGE_BYTES
+            || self.tokens.len() + tokens.len() > MAX_MESSAGE_TOKENS
         {
             self.map.clear();
             self.bytes.clear();
