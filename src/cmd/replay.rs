@@ -203,7 +203,9 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         traces: Vec::with_capacity(if gathering { all.len() } else { 0 }),
                     };
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-                    for group in batches(&all, |l| l.1) {
+                    let groups = batches(&all, |l| l.1);
+                    let count = groups.len();
+                    for (g, group) in groups.into_iter().enumerate() {
                         batch.clear();
                         // Replay has no event time: the wall clock stands in for it, and line
                         // order decides which gauge `set` wins.
@@ -223,6 +225,8 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         // chunk's.
                         let shift = out.text.len() as u32;
                         if reducing || gathering {
+                            // Room for the chunk's other batches too, at this one's size.
+                            out.text.reserve(engine.text.len() * (count - g));
                             out.text.push_str(&engine.text);
                         }
                         for e in &engine.trace_events {
@@ -570,16 +574,13 @@ impl Writer<'_> {
         out: &ChunkOutput,
         mut file: Option<&mut std::io::BufWriter<std::fs::File>>,
     ) -> Result<()> {
-        let asks: Vec<Ask> = out
-            .events
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
-                let mut a = out.asks[e.ask? as usize];
-                a.record = i as u32;
-                Some(a)
-            })
-            .collect();
+        // Sized once: collected from a filter it would grow by doubling, copying each time.
+        let mut asks: Vec<Ask> = Vec::with_capacity(out.asks.len());
+        asks.extend(out.events.iter().enumerate().filter_map(|(i, e)| {
+            let mut a = out.asks[e.ask? as usize];
+            a.record = i as u32;
+            Some(a)
+        }));
         self.outs.clear();
         let event = |i: usize| {
             let e = &out.events[i];

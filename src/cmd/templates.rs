@@ -83,7 +83,7 @@ impl MessageSource {
                 };
                 engine.process(&[record], now, fates);
                 let ask = engine.asks.first()?;
-                Some(ask.message(&engine.text))
+                Some(ask.message(&engine.text, line.as_bytes()))
             }
         }
     }

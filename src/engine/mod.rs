@@ -23,7 +23,7 @@ use crate::extract::prefilter;
 use crate::extract::time::TimeFormat;
 use crate::extract::value::{ValueError, convert};
 use crate::reduce::hash::{combine, hash_bytes};
-use crate::reduce::{Ask, Decision, Fate, Reason, ValueFailure};
+use crate::reduce::{Ask, Decision, Fate, KeySpans, MAX_KEY_SPANS, Reason, ValueFailure};
 use crate::rules::program::{
     Cond, FieldRef, KeyFields, LabelSource, Op, Program, Reduce, Rule, Step, Test, TracePart,
 };
@@ -149,6 +149,8 @@ pub struct Engine {
     /// text it refers to is in `text`.
     pub asks: Vec<Ask>,
     pub text: String,
+    /// Event times of reducing rules and trace summaries (remembering the last second).
+    times: crate::extract::time::TimeParser,
     /// The trace context of the rule being evaluated (see `correlate`).
     trace: Resolved,
     /// Invalid trace ids of the current event were counted (once per event).
@@ -208,6 +210,10 @@ fn field_text<'a>(
     }
 }
 
+/// A reduction key's hash starts here; a field the event lacks hashes as this.
+const KEY_SEED: u64 = 0x6c6d_6b79;
+const KEY_ABSENT: u64 = 0x6e_6f6e65;
+
 /// Levels an event is never reduced at (compared without case).
 const ERROR_LEVELS: &[&str] = &[
     "error",
@@ -223,7 +229,10 @@ const ERROR_LEVELS: &[&str] = &[
 ];
 
 fn is_error_level(level: &str) -> bool {
-    ERROR_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
+    // Most levels (`info`, `debug`, `warn`) are ruled out by their first letter.
+    let first = level.as_bytes().first().map(|c| c | 0x20);
+    matches!(first, Some(b'e' | b'f' | b'c' | b'a' | b'p' | b's'))
+        && ERROR_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
 }
 
 impl Engine {
@@ -259,6 +268,7 @@ impl Engine {
             program,
             asks: Vec::new(),
             text: String::new(),
+            times: Default::default(),
             trace: Resolved::default(),
             trace_counted: false,
             given: Vec::new(),
@@ -606,11 +616,11 @@ impl Engine {
             .time
             .and_then(|t| self.time(t.field, t.format, line, topic));
         let keyed = |e: &Engine, k: &KeyFields| -> u64 {
-            k.fields.iter().fold(0x6c6d_6b79, |h, f| {
+            k.fields.iter().fold(KEY_SEED, |h, f| {
                 combine(
                     h,
                     e.text(*f, line, topic)
-                        .map_or(0x6e_6f6e65, |v| hash_bytes(v.as_bytes())),
+                        .map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())),
                 )
             })
         };
@@ -642,12 +652,14 @@ impl Engine {
             ..Ask::default()
         };
         if let Some(d) = reduce.dedupe.as_ref().filter(|d| !d.whole) {
-            ask.dedupe_key = keyed(self, &d.key);
-            ask.dedupe_text = self.key_text(&d.key, line, topic);
+            let whole = std::ptr::eq(line.as_bytes(), rec.payload);
+            (ask.dedupe_key, ask.dedupe_text, ask.dedupe_spans) =
+                self.key(&d.key, line, topic, whole);
         }
         if let Some(t) = &reduce.throttle {
-            ask.throttle_key = keyed(self, &t.key);
-            ask.throttle_text = self.key_text(&t.key, line, topic);
+            let whole = std::ptr::eq(line.as_bytes(), rec.payload);
+            (ask.throttle_key, ask.throttle_text, ask.throttle_spans) =
+                self.key(&t.key, line, topic, whole);
         }
         if reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole) {
             let at = self.text.len() as u32;
@@ -658,8 +670,12 @@ impl Engine {
                     field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic)
                 })
                 .unwrap_or(line);
-            self.text.push_str(message);
-            ask.message = (at, self.text.len() as u32);
+            if std::ptr::eq(message.as_bytes(), rec.payload) {
+                ask.message_is_event = true;
+            } else {
+                self.text.push_str(message);
+                ask.message = (at, self.text.len() as u32);
+            }
         }
         ask
     }
@@ -726,27 +742,67 @@ impl Engine {
         match self.time_read {
             Some((f, t, ms)) if f == field && t == format => ms,
             _ => {
-                let ms = crate::extract::time::parse(self.text(field, line, topic)?, format);
+                let text =
+                    field_text(&self.decoded, &self.captures, &self.trace, field, line, topic)?;
+                let ms = self.times.parse(text, format);
                 self.time_read = Some((field, format, ms));
                 ms
             }
         }
     }
 
-    /// The key fields' `name=value` pairs, joined by `\x1f`, into the text arena.
-    fn key_text(&mut self, k: &KeyFields, line: &str, topic: &str) -> (u32, u32) {
+    /// A key's hash (as `ask`'s `keyed`), and where its text comes from: spans of the event
+    /// when `line` is the event and every value is a span of it (or absent), else its text
+    /// in the arena (`key_text`).
+    fn key(
+        &mut self,
+        k: &KeyFields,
+        line: &str,
+        topic: &str,
+        whole: bool,
+    ) -> (u64, (u32, u32), KeySpans) {
+        let mut spans = KeySpans::default();
+        if whole && k.fields.len() <= MAX_KEY_SPANS {
+            let mut hash = KEY_SEED;
+            for (i, f) in k.fields.iter().enumerate() {
+                let span = match *f {
+                    FieldRef::Line => Some(Span::raw(0, line.len())),
+                    FieldRef::Event(i) => self.decoded.slots[i as usize],
+                    FieldRef::Capture(i) => self.captures[i as usize],
+                    FieldRef::Topic | FieldRef::Trace(_) => return self.key_text(k, line, topic),
+                };
+                let value = match span {
+                    Some(s) if s.scratch => return self.key_text(k, line, topic),
+                    Some(s) => {
+                        spans.spans[i] = (s.start, s.end);
+                        Some(s.get(line, ""))
+                    }
+                    None => None,
+                };
+                hash = combine(hash, value.map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())));
+            }
+            spans.n = k.fields.len() as u8;
+            return (hash, (0, 0), spans);
+        }
+        self.key_text(k, line, topic)
+    }
+
+    /// A key's hash (as `ask`'s `keyed`), and its fields' `name=value` pairs, joined by
+    /// `\x1f`, into the text arena: each field looked up once for both.
+    fn key_text(&mut self, k: &KeyFields, line: &str, topic: &str) -> (u64, (u32, u32), KeySpans) {
         let at = self.text.len() as u32;
+        let mut hash = KEY_SEED;
         for (i, (f, name)) in k.fields.iter().zip(&k.names).enumerate() {
             if i > 0 {
                 self.text.push('\u{1f}');
             }
             self.text.push_str(name);
             self.text.push('=');
-            let value = field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic)
-                .unwrap_or("");
-            self.text.push_str(value);
+            let value = field_text(&self.decoded, &self.captures, &self.trace, *f, line, topic);
+            hash = combine(hash, value.map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())));
+            self.text.push_str(value.unwrap_or(""));
         }
-        (at, self.text.len() as u32)
+        (hash, (at, self.text.len() as u32), KeySpans::default())
     }
 
     fn text<'a>(&'a self, field: FieldRef, line: &'a str, topic: &'a str) -> Option<&'a str> {
@@ -1051,6 +1107,43 @@ mod tests {
         assert!(out.contains("any_total 1\n"), "{out}");
         assert!(out.contains("named_total 1\n"), "{out}");
         assert!(out.contains("glob_total 1\n"), "{out}");
+    }
+
+    #[test]
+    fn error_levels_by_first_letter_are_the_listed_ones() {
+        for level in [
+            "error",
+            "ERROR",
+            "Err",
+            "fatal",
+            "FATAL",
+            "critical",
+            "crit",
+            "alert",
+            "emerg",
+            "Emergency",
+            "panic",
+            "severe",
+            "info",
+            "INFO",
+            "debug",
+            "warn",
+            "warning",
+            "trace",
+            "notice",
+            "e",
+            "",
+            "errors",
+            "\u{e9}rror",
+            "5",
+            "Error ",
+        ] {
+            assert_eq!(
+                is_error_level(level),
+                ERROR_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)),
+                "{level:?}"
+            );
+        }
     }
 
     #[test]

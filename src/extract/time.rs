@@ -122,16 +122,34 @@ fn to_ms(
     frac_ms: u64,
     offset_s: i64,
 ) -> Option<u64> {
+    at_offset(seconds(y, mo, d, h, mi, s)?, frac_ms, offset_s)
+}
+
+/// A civil date and time of day as seconds since the epoch, as if it were UTC.
+fn seconds(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
-    let secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s) - offset_s;
+    Some(days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s))
+}
+
+/// Milliseconds since the epoch of a time of `seconds` (as if UTC) at `offset_s`.
+fn at_offset(seconds: i64, frac_ms: u64, offset_s: i64) -> Option<u64> {
+    let secs = seconds - offset_s;
     (secs >= 0).then(|| secs as u64 * 1000 + frac_ms)
 }
 
 /// `2026-11-26T10:00:00.123Z`, `2026-11-26 10:00:00+01:00`, `2026-11-26T10:00:00` (UTC).
 fn rfc3339(t: &str) -> Option<u64> {
     let b = t.as_bytes();
+    let day_and_time = rfc3339_head(b)?;
+    let (frac_ms, offset) = rfc3339_tail(b)?;
+    at_offset(day_and_time, frac_ms, offset)
+}
+
+/// The date and time of day of an RFC 3339 text (its first 19 bytes), in seconds since the
+/// epoch as if it were UTC.
+fn rfc3339_head(b: &[u8]) -> Option<i64> {
     // The date and time are at fixed places: every digit checked at once, then combined
     // (digit by digit with a check each was most of an event time's cost).
     let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
@@ -152,6 +170,11 @@ fn rfc3339(t: &str) -> Option<u64> {
     let two = |i: usize| digit(i) * 10 + digit(i + 1);
     let y = i64::from(two(0) * 100 + two(2));
     let (mo, d, h, mi, s) = (two(5), two(8), two(11), two(14), two(17));
+    seconds(y, mo, d, h, mi, s)
+}
+
+/// What follows an RFC 3339 text's seconds: the fraction (as milliseconds) and the offset.
+fn rfc3339_tail(b: &[u8]) -> Option<(u64, i64)> {
     let mut i = 19;
     let mut frac_ms = 0u64;
     if matches!(b.get(i), Some(b'.' | b',')) {
@@ -184,7 +207,74 @@ fn rfc3339(t: &str) -> Option<u64> {
         }
         _ => return None,
     };
-    to_ms(y, mo, d, h, mi, s, frac_ms, offset)
+    Some((frac_ms, offset))
+}
+
+/// Parses times like [`parse`], remembering the last text's second: consecutive events mostly
+/// share it (a `clf` text whole, an RFC 3339 one up to its fraction), so most are not parsed
+/// again. One per worker, remembering one text of each format (rules of different formats
+/// take turns); the answers are `parse`'s whatever came before.
+#[derive(Debug, Default)]
+pub struct TimeParser {
+    clf: Last,
+    rfc3339: Last,
+}
+
+/// A remembered text (whole for `clf`, its first 19 bytes for RFC 3339) and what it gave:
+/// `clf`'s time, or RFC 3339's date and time of day as seconds (see `rfc3339_head`).
+#[derive(Debug, Default)]
+struct Last {
+    key: Vec<u8>,
+    known: bool,
+    value: Option<i64>,
+}
+
+impl Last {
+    /// `value` for `key`, computed by `f` unless it is the remembered one.
+    #[inline]
+    fn get(&mut self, key: &[u8], f: impl FnOnce() -> Option<i64>) -> Option<i64> {
+        if !self.known || self.key != key {
+            self.key.clear();
+            self.key.extend_from_slice(key);
+            self.known = true;
+            self.value = f();
+        }
+        self.value
+    }
+}
+
+impl TimeParser {
+    pub fn parse(&mut self, text: &str, format: TimeFormat) -> Option<u64> {
+        // `trim` and `trim_matches` cost more than the rest when there is nothing to trim.
+        let plain = |c: u8| c.is_ascii() && !c.is_ascii_whitespace() && c != b'"';
+        let t = match text.as_bytes() {
+            [first, .., last] if plain(*first) && plain(*last) => text,
+            _ => text.trim().trim_matches('"'),
+        };
+        match format {
+            TimeFormat::Clf => self.clf(t),
+            TimeFormat::Rfc3339 => self.rfc3339(t),
+            TimeFormat::Auto if !t.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                self.rfc3339(t).or_else(|| self.clf(t))
+            }
+            _ => parse(text, format),
+        }
+    }
+
+    fn clf(&mut self, t: &str) -> Option<u64> {
+        let stripped = || clf(t.trim_start_matches('[').trim_end_matches(']')).map(|ms| ms as i64);
+        self.clf.get(t.as_bytes(), stripped).map(|ms| ms as u64)
+    }
+
+    fn rfc3339(&mut self, t: &str) -> Option<u64> {
+        let b = t.as_bytes();
+        let Some(head) = b.get(..19) else {
+            return rfc3339(t);
+        };
+        let day_and_time = self.rfc3339.get(head, || rfc3339_head(b))?;
+        let (frac_ms, offset) = rfc3339_tail(b)?;
+        at_offset(day_and_time, frac_ms, offset)
+    }
 }
 
 /// Whether the bytes of `w` that `mask` selects are all ASCII digits. Bytes of UTF-8 text
@@ -352,5 +442,56 @@ mod tests {
             assert_eq!(parse(bad, TimeFormat::Auto), None, "{bad}");
         }
         assert_eq!(parse("1969-12-31T23:59:59Z", TimeFormat::Auto), None);
+    }
+
+    #[test]
+    fn the_parser_remembering_the_last_second_answers_as_parse() {
+        // Texts in an order where consecutive ones share a second, a prefix, or nothing, in
+        // every format, with the trimming and bad cases `parse` handles.
+        let texts = [
+            "2026-11-26T10:53:20Z",
+            "2026-11-26T10:53:20.5Z",
+            "2026-11-26T10:53:20.123456+01:00",
+            "2026-11-26T10:53:20",
+            "2026-11-26T10:53:20x",
+            "2026-11-26T10:53:21.001Z",
+            " 2026-11-26T10:53:21.002Z ",
+            "\"2026-11-26T10:53:21.003Z\"",
+            "2026-11-26T10:53:2",
+            "2026-13-26T10:53:21Z",
+            "2026-13-26T10:53:21.5Z",
+            "1970-01-01T00:30:00+01:00",
+            "26/Nov/2026:10:53:20 +0000",
+            "[26/Nov/2026:10:53:20 +0000]",
+            "[26/Nov/2026:10:53:20 +0000]",
+            "26/Nov/2026:10:53:20 -0130",
+            "26/Foo/2026:10:53:20 +0000",
+            "1795690400",
+            "1795690400.25",
+            "\" 1795690400\"",
+            "",
+            "\"",
+            "x",
+            "\u{a0}2026-11-26T10:53:20Z",
+        ];
+        let formats = [
+            TimeFormat::Auto,
+            TimeFormat::Rfc3339,
+            TimeFormat::Clf,
+            TimeFormat::UnixSeconds,
+            TimeFormat::UnixMillis,
+        ];
+        let mut p = TimeParser::default();
+        for round in 0..3 {
+            for (i, text) in texts.iter().enumerate() {
+                for (k, &format) in formats.iter().enumerate() {
+                    // Each text twice in a row in some rounds, formats interleaved in others.
+                    let f = formats[(k + i * round) % formats.len()];
+                    for f in [format, f] {
+                        assert_eq!(p.parse(text, f), parse(text, f), "{text:?} {f:?}");
+                    }
+                }
+            }
+        }
     }
 }

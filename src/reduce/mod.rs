@@ -237,12 +237,36 @@ pub struct Ask {
     /// Ranges of the text arena: the message templates are mined from, and the key fields'
     /// `name=value` pairs for summaries.
     pub message: (u32, u32),
+    /// The message is the whole event (a rule without `message:` over a bare line): it is
+    /// read from the event rather than copied into the text arena, which for lines mined whole
+    /// would otherwise hold a second copy of most of the input.
+    pub message_is_event: bool,
     pub dedupe_text: (u32, u32),
     pub throttle_text: (u32, u32),
+    /// Instead of those texts, when every value of the key is a span of the event (or
+    /// absent): the text is then written only for the summary that needs it.
+    pub dedupe_spans: KeySpans,
+    pub throttle_spans: KeySpans,
+}
+
+/// Most keys name a few fields.
+pub const MAX_KEY_SPANS: usize = 4;
+
+/// A key's values as spans of the event, in the key's order (an absent value as an empty
+/// span); `n` is 0 when the key's text is in the text arena instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeySpans {
+    pub n: u8,
+    pub spans: [(u32, u32); MAX_KEY_SPANS],
 }
 
 impl Ask {
-    pub fn message<'a>(&self, text: &'a str) -> &'a str {
+    /// The message to mine: in `text`, or the event itself (its payload, which the engine
+    /// decoded as this text).
+    pub fn message<'a>(&self, text: &'a str, event: &'a [u8]) -> &'a str {
+        if self.message_is_event {
+            return std::str::from_utf8(event).unwrap_or_default();
+        }
         text.get(self.message.0 as usize..self.message.1 as usize)
             .unwrap_or_default()
     }
@@ -250,6 +274,36 @@ impl Ask {
     pub fn key_text<'a>(&self, text: &'a str, range: (u32, u32)) -> &'a str {
         text.get(range.0 as usize..range.1 as usize)
             .unwrap_or_default()
+    }
+
+    /// A key's text (`name=value` pairs joined by `\x1f`): from the text arena, or written
+    /// from the event's spans and the key's field names.
+    pub fn key_text_of(
+        &self,
+        text: &str,
+        event: &[u8],
+        range: (u32, u32),
+        spans: &KeySpans,
+        names: &[String],
+    ) -> Box<str> {
+        if spans.n == 0 {
+            return self.key_text(text, range).into();
+        }
+        let mut out = String::new();
+        for (i, (name, &(a, b))) in names
+            .iter()
+            .zip(&spans.spans[..spans.n as usize])
+            .enumerate()
+        {
+            if i > 0 {
+                out.push('\u{1f}');
+            }
+            out.push_str(name);
+            out.push('=');
+            let value = event.get(a as usize..b as usize).unwrap_or_default();
+            out.push_str(std::str::from_utf8(value).unwrap_or_default());
+        }
+        out.into()
     }
 }
 

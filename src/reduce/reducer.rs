@@ -333,7 +333,7 @@ impl Reducer {
         }
         let mined = reduce.patterns.is_some() || reduce.dedupe.as_ref().is_some_and(|d| !d.whole);
         let mut template = None;
-        let message = ask.message(text);
+        let message = ask.message(text, event);
         if mined {
             let o = self.miner.observe(message);
             template = Some(o.id);
@@ -358,7 +358,13 @@ impl Reducer {
                     // A key's text is only ever read from a summary, so a key that never
                     // repeats does not pay for it.
                     if e.suppressed == 0 {
-                        e.key_text = ask.key_text(text, ask.dedupe_text).into();
+                        e.key_text = ask.key_text_of(
+                            text,
+                            event,
+                            ask.dedupe_text,
+                            &ask.dedupe_spans,
+                            &d.key.names,
+                        );
                     }
                     e.suppress(now, source.offset);
                     return Verdict::Suppressed(Action::Dedupe);
@@ -382,7 +388,13 @@ impl Reducer {
             match self.tables[THROTTLE].get_mut(key) {
                 Some(e) if e.kept >= u64::from(t.limit) => {
                     if e.suppressed == 0 {
-                        e.key_text = ask.key_text(text, ask.throttle_text).into();
+                        e.key_text = ask.key_text_of(
+                            text,
+                            event,
+                            ask.throttle_text,
+                            &ask.throttle_spans,
+                            &t.key.names,
+                        );
                     }
                     e.suppress(now, source.offset);
                     if e.samples.len() < MAX_SAMPLES {

@@ -63,12 +63,13 @@ mod store;
 mod token;
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 
 pub use snapshot::SnapshotError;
 
-use crate::reduce::hash::mix;
+use crate::reduce::hash::{BuildIdentity, mix};
 use align::{Alignment, Ctx, Op, SlotKind};
 use store::{Slot, Store, Summary, Template};
 use token::{Kind, Limits, Tokenizer, VAR_HASH};
@@ -280,11 +281,34 @@ pub struct Miner {
     removed: Vec<u64>,
     /// The template the last `observe` evicted, if it evicted one.
     evicted: Option<Template>,
+    /// Greedy alignments already worked out (see [`Aligned`]), by line shape, and the steps
+    /// they hold.
+    aligned: HashMap<u64, Aligned, BuildIdentity>,
+    aligned_ops: usize,
     /// Tests only: check every search's shortcuts against the plain way (see `tests.rs`), and
     /// every fold the tokenizer replays against the fold.
     #[cfg(test)]
     cross_check: bool,
 }
+
+/// A greedy alignment of a line shape with a template, kept for the next lines of that
+/// shape: [`align::Ctx::greedy`] looks at a token's kind, hash and length only, which its
+/// line's shape stands for, and at the template's slots, which only `apply` changes (every
+/// one is forgotten then) or a reused slot (its generation). Capped like the shape cache.
+#[derive(Debug)]
+struct Aligned {
+    slot: u32,
+    generation: u32,
+    tokens: u32,
+    cost: u32,
+    absorbed: u32,
+    ops: Box<[Op]>,
+}
+
+const MAX_ALIGNED: usize = 4096;
+/// Steps all kept alignments may hold (a line has at most `max_tokens` tokens, so one
+/// alignment may be long).
+const MAX_ALIGNED_OPS: usize = 1 << 15;
 
 const ID_SEED: u64 = 0x6c6f_676d_696c_6c31; // "logmill1"
 
@@ -314,6 +338,8 @@ impl Miner {
             candidates: Vec::new(),
             removed: Vec::new(),
             evicted: None,
+            aligned: HashMap::default(),
+            aligned_ops: 0,
             #[cfg(test)]
             cross_check: false,
         }
@@ -480,8 +506,48 @@ impl Miner {
             self.alignment.ops.clear();
             true
         } else {
-            ctx.greedy(&mut self.alignment)
-                || ctx.varying(&mut self.dp, &mut self.alignment)
+            let generation = self.store.generations[slot as usize];
+            let known = self.aligned.get(&self.tok.shape).filter(|a| {
+                a.slot == slot
+                    && a.generation == generation
+                    && a.tokens as usize == ctx.tokens.len()
+            });
+            if let Some(a) = known {
+                let out = &mut self.alignment;
+                out.ops.clear();
+                out.ops.extend_from_slice(&a.ops);
+                (out.cost, out.substitutions, out.absorbed) = (a.cost, 0, a.absorbed);
+                #[cfg(test)]
+                if self.cross_check {
+                    let mut fresh = Alignment::default();
+                    assert!(ctx.greedy(&mut fresh), "{message:?}");
+                    assert_eq!(fresh.ops, self.alignment.ops, "{message:?}");
+                    assert_eq!((fresh.cost, fresh.absorbed), (a.cost, a.absorbed));
+                }
+                true
+            } else if ctx.greedy(&mut self.alignment) {
+                let a = &self.alignment;
+                if self.aligned.len() >= MAX_ALIGNED
+                    || self.aligned_ops + a.ops.len() > MAX_ALIGNED_OPS
+                {
+                    self.aligned.clear();
+                    self.aligned_ops = 0;
+                }
+                self.aligned_ops += a.ops.len();
+                self.aligned.insert(
+                    self.tok.shape,
+                    Aligned {
+                        slot,
+                        generation,
+                        tokens: ctx.tokens.len() as u32,
+                        cost: a.cost,
+                        absorbed: a.absorbed,
+                        ops: a.ops.as_slice().into(),
+                    },
+                );
+                true
+            } else {
+                ctx.varying(&mut self.dp, &mut self.alignment)
                     && self.alignment.ops.iter().all(|op| match *op {
                         Op::Skip(i) => {
                             matches!(ctx.slots[i as usize].kind, SlotKind::Var { optional: true })
@@ -489,6 +555,7 @@ impl Miner {
                         Op::Match(..) => true,
                         Op::Substitute(..) | Op::Insert(_) => false,
                     })
+            }
         };
         if !ok {
             return false;
@@ -679,6 +746,9 @@ impl Miner {
             self.store.learn(w, cap);
         }
         if changed {
+            // Alignments with the template as it was no longer hold.
+            self.aligned.clear();
+            self.aligned_ops = 0;
             let t = &mut self.store.templates[slot as usize];
             t.slots = slots;
             t.text = text;

@@ -414,16 +414,21 @@ fn long_lines_take_linear_time() {
             ..MinerConfig::default()
         },
     ] {
+        // The fastest of five rounds: other tests share the machine, and a round they slow
+        // down would pass for a superlinear cost.
         let time = |tokens: usize| {
             let l = line(tokens);
-            let mut m = Miner::new(config);
-            let start = std::time::Instant::now();
-            for i in 0..20 {
-                // A new shape each time: the slow path.
-                m.observe(&format!("{i}{}", "z".repeat(i)));
-                m.observe(&l);
-            }
-            (start.elapsed(), l.len())
+            let round = || {
+                let mut m = Miner::new(config);
+                let start = std::time::Instant::now();
+                for i in 0..20 {
+                    // A new shape each time: the slow path.
+                    m.observe(&format!("{i}{}", "z".repeat(i)));
+                    m.observe(&l);
+                }
+                start.elapsed()
+            };
+            ((0..5).map(|_| round()).min().expect("five rounds"), l.len())
         };
         time(100);
         let (small, small_len) = time(1_000);

@@ -20,6 +20,7 @@
 //! [`Replay`]): in steady state most lines come in a few shapes, and the fold is a third of the
 //! cost of tokenising them.
 
+mod chunks;
 mod replay;
 mod scan;
 mod words;
@@ -27,6 +28,7 @@ mod words;
 use std::collections::HashMap;
 
 use crate::reduce::hash::{BuildIdentity, combine, hash_byte, mix};
+use chunks::{Chunks, Messages};
 use replay::{MAX_REPLAYED, MAX_REPLAYS, REPLAY_START, Replay, shape};
 use scan::{Cursor, Mask, Masks, hash_span};
 use words::{PATH, UNIT, is_date_word, is_ident, is_key, is_name_with_index, is_pathlike, is_unit};
@@ -190,6 +192,10 @@ pub(super) struct Tokenizer {
     replays: HashMap<u64, Replay, BuildIdentity>,
     /// Shapes and steps held by `replays`, which are forgotten all at once past a cap.
     replayed_tokens: usize,
+    /// Raw tokens of chunks cut before (see [`Chunks`]).
+    chunks: Chunks,
+    /// Short messages tokenised before (see [`Messages`]).
+    messages: Messages,
     pub out: Vec<Token>,
     /// [`key_hash`] of `out`.
     pub shape: u64,
@@ -216,6 +222,31 @@ static CLOSER_BIT: [u8; 256] = {
 impl Tokenizer {
     /// Tokenises `message` into `self.out`; returns whether the line was cut at `max_tokens`.
     pub fn run(&mut self, message: &str, limits: Limits) -> bool {
+        let b = message.as_bytes();
+        if !Messages::wanted(b) {
+            return self.cut_and_fold(message, limits);
+        }
+        let (hash, _) = hash_span(b, 0, b.len());
+        let held = (limits.max_tokens, limits.max_word_bytes);
+        if let Some((out, shape, cut)) = self.messages.get(hash, b, held) {
+            self.out.clear();
+            self.out.extend_from_slice(out);
+            self.shape = shape;
+            #[cfg(test)]
+            if self.cross_check {
+                let mut fresh = Tokenizer::default();
+                assert_eq!(fresh.cut_and_fold(message, limits), cut, "{message:?}");
+                assert_eq!((fresh.out, fresh.shape), (self.out.clone(), shape));
+            }
+            return cut;
+        }
+        let cut = self.cut_and_fold(message, limits);
+        self.messages.put(hash, b, &self.out, self.shape, cut, held);
+        cut
+    }
+
+    /// Tokenises `message` (see [`Tokenizer::run`]).
+    fn cut_and_fold(&mut self, message: &str, limits: Limits) -> bool {
         self.raw.clear();
         self.shapes.clear();
         self.out.clear();
@@ -247,10 +278,38 @@ impl Tokenizer {
             if plain {
                 let digit = self.masks.any(Mask::Digit, start, i);
                 self.core_known(b, start, i, false, digit, limits);
-            } else if !split {
-                self.simple_piece(b, start, i, false, limits);
             } else {
-                self.chunk(b, start, i, limits);
+                // Chunks to peel or split cost the most, and repeat the most.
+                let (hash, _) = hash_span(b, start, i);
+                let max_word = limits.max_word_bytes;
+                if let Some((raw, shapes)) = self.chunks.get(hash, &b[start..i], max_word) {
+                    let at = start as u32;
+                    self.raw.extend(raw.iter().map(|t| Token {
+                        start: t.start + at,
+                        end: t.end + at,
+                        ..*t
+                    }));
+                    self.shapes.extend_from_slice(shapes);
+                    #[cfg(test)]
+                    if self.cross_check {
+                        self.check_chunk(b, start, i, shapes.len(), limits);
+                    }
+                } else {
+                    let before = self.raw.len();
+                    if !split {
+                        self.simple_piece(b, start, i, false, limits);
+                    } else {
+                        self.chunk(b, start, i, limits);
+                    }
+                    self.chunks.put(
+                        hash,
+                        &b[start..i],
+                        start,
+                        &self.raw[before..],
+                        &self.shapes[before..],
+                        max_word,
+                    );
+                }
             }
             i = self.masks.skip_space(b, i);
         }
@@ -267,6 +326,31 @@ impl Tokenizer {
         }
         self.fold_or_replay(b);
         cut
+    }
+
+    /// Tests only: the `count` raw tokens just taken from [`Chunks`] for the chunk at
+    /// `start..end` are what cutting it gives.
+    #[cfg(test)]
+    fn check_chunk(&self, b: &[u8], start: usize, end: usize, count: usize, limits: Limits) {
+        let mut fresh = Tokenizer::default();
+        assert_eq!(fresh.masks.chunk_end(b, start), end);
+        if fresh.masks.any(Mask::Split, start, end) {
+            fresh.chunk(b, start, end, limits);
+        } else {
+            fresh.simple_piece(b, start, end, false, limits);
+        }
+        let line = String::from_utf8_lossy(b);
+        let n = self.raw.len();
+        assert_eq!(
+            self.raw[n - count..],
+            fresh.raw[..],
+            "{line:?} {start}..{end}"
+        );
+        assert_eq!(
+            self.shapes[n - count..],
+            fresh.shapes[..],
+            "{line:?} {start}..{end}"
+        );
     }
 
     /// The fold, or its replay when raw tokens of these shapes were folded before.
@@ -857,8 +941,11 @@ mod tests {
                 lines.push(s.replace(|c: char| c.is_ascii_digit(), &(round + 1).to_string()));
             }
         }
-        lines.extend(sample_lines());
-        lines.extend(sample_lines());
+        // Three times: the third meets chunks and messages remembered (checked against
+        // cutting them by `cross_check`).
+        for _ in 0..3 {
+            lines.extend(sample_lines());
+        }
         for limits in [
             LIMITS,
             Limits {

@@ -50,6 +50,17 @@ struct Block {
 impl Block {
     /// Block `n`, which starts inside the line.
     fn of(b: &[u8], n: usize) -> Block {
+        if let Some(whole) = b.get(64 * n..64 * n + 64) {
+            // Most blocks: eight words, no end of line to mind.
+            let mut out = Block::default();
+            for (k, w) in whole.chunks_exact(8).enumerate() {
+                let (space, digit, split) = classify(u64::from_le_bytes(w.try_into().expect("8")));
+                out.space |= space << (8 * k);
+                out.digit |= digit << (8 * k);
+                out.split |= split << (8 * k);
+            }
+            return out;
+        }
         let mut out = Block::default();
         let words = (b.len() - 64 * n).min(64).div_ceil(8);
         if words < 8 {
@@ -71,24 +82,31 @@ impl Block {
                     u64::from_le_bytes(buf)
                 }
             };
-            let mut space = below(w, 0x21);
-            if below(w, 0x20) != 0 {
-                // Control characters: the table says which are whitespace.
-                space = 0;
-                for (x, c) in w.to_le_bytes().into_iter().enumerate() {
-                    if CLASS[c as usize] & SPACE != 0 {
-                        space |= 0x80 << (8 * x);
-                    }
-                }
-            }
-            let digit = below(w ^ (ONES * u64::from(b'0')), 10);
-            let split = between(w, b'9', b'?') | equal_to(w, b',') | equal_to(w, b'|');
-            out.space |= pack(space) << (8 * k);
-            out.digit |= pack(digit) << (8 * k);
-            out.split |= pack(split) << (8 * k);
+            let (space, digit, split) = classify(w);
+            out.space |= space << (8 * k);
+            out.digit |= digit << (8 * k);
+            out.split |= split << (8 * k);
         }
         out
     }
+}
+
+/// The whitespace, digit and split-character bits of the 8 bytes of `w` (byte `k` to bit `k`).
+#[inline(always)]
+fn classify(w: u64) -> (u64, u64, u64) {
+    let mut space = below(w, 0x21);
+    if below(w, 0x20) != 0 {
+        // Control characters: the table says which are whitespace.
+        space = 0;
+        for (x, c) in w.to_le_bytes().into_iter().enumerate() {
+            if CLASS[c as usize] & SPACE != 0 {
+                space |= 0x80 << (8 * x);
+            }
+        }
+    }
+    let digit = below(w ^ (ONES * u64::from(b'0')), 10);
+    let split = between(w, b'9', b'?') | equal_to(w, b',') | equal_to(w, b'|');
+    (pack(space), pack(digit), pack(split))
 }
 
 /// The line's bytes as bit masks, made block by block as the tokenizer reaches them (a line

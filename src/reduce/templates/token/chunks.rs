@@ -1,0 +1,207 @@
+//! Raw tokens of chunks already cut, by their bytes: a chunk's raw tokens depend on its bytes
+//! alone, and most lines repeat most of their bracketed, quoted and `key=value` chunks byte
+//! for byte (`"GET`, `HTTP/1.1"`, a user agent's words, the second of a timestamp).
+
+use std::collections::HashMap;
+
+use super::Token;
+use crate::reduce::hash::BuildIdentity;
+
+/// Chunks remembered, and the bytes and tokens they may hold in all; all are forgotten when
+/// one is reached (a chunk costs one cut to learn again). A longer chunk is not remembered.
+const MAX_CHUNKS: usize = 4096;
+const MAX_HELD_BYTES: usize = 1 << 18;
+const MAX_HELD_TOKENS: usize = 1 << 15;
+const MAX_CHUNK_BYTES: usize = 256;
+/// Chunk hashes seen once, by their low bits.
+const SEEN: usize = 1 << 12;
+
+/// Where a remembered chunk's bytes and tokens are.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    bytes: u32,
+    len: u32,
+    tokens: u32,
+    count: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Chunks {
+    map: HashMap<u64, Held, BuildIdentity>,
+    bytes: Vec<u8>,
+    /// Spans relative to the chunk's start.
+    tokens: Vec<Token>,
+    shapes: Vec<u16>,
+    /// Hashes of chunks seen once: a chunk is remembered the second time it is cut, so that
+    /// chunks seen only once (an address, a path with an id) do not push the others out.
+    seen: Vec<u64>,
+    /// The word length limit the tokens were cut under.
+    max_word_bytes: usize,
+}
+
+impl Chunks {
+    /// The raw tokens (spans relative to the chunk) and shapes of `chunk`, whose hash is
+    /// `hash`, when it was remembered under the same word length limit.
+    #[inline]
+    pub(super) fn get(
+        &self,
+        hash: u64,
+        chunk: &[u8],
+        max_word_bytes: usize,
+    ) -> Option<(&[Token], &[u16])> {
+        let h = self.map.get(&hash)?;
+        let at = h.bytes as usize;
+        if self.bytes.get(at..at + h.len as usize) != Some(chunk)
+            || self.max_word_bytes != max_word_bytes
+        {
+            return None;
+        }
+        let k = h.tokens as usize..(h.tokens + h.count) as usize;
+        Some((&self.tokens[k.clone()], &self.shapes[k]))
+    }
+
+    /// Remembers a chunk just cut at `start` into `tokens` and `shapes`, if it was seen before.
+    pub(super) fn put(
+        &mut self,
+        hash: u64,
+        chunk: &[u8],
+        start: usize,
+        tokens: &[Token],
+        shapes: &[u16],
+        max_word_bytes: usize,
+    ) {
+        if chunk.len() > MAX_CHUNK_BYTES {
+            return;
+        }
+        if self.seen.is_empty() {
+            self.seen.resize(SEEN, 0);
+        }
+        let seen = &mut self.seen[hash as usize % SEEN];
+        if *seen != hash {
+            *seen = hash;
+            return;
+        }
+        if self.max_word_bytes != max_word_bytes
+            || self.map.len() >= MAX_CHUNKS
+            || self.bytes.len() + chunk.len() > MAX_HELD_BYTES
+            || self.tokens.len() + tokens.len() > MAX_HELD_TOKENS
+        {
+            self.map.clear();
+            self.bytes.clear();
+            self.tokens.clear();
+            self.shapes.clear();
+            self.max_word_bytes = max_word_bytes;
+        }
+        let held = Held {
+            bytes: self.bytes.len() as u32,
+            len: chunk.len() as u32,
+            tokens: self.tokens.len() as u32,
+            count: tokens.len() as u32,
+        };
+        self.bytes.extend_from_slice(chunk);
+        let start = start as u32;
+        self.tokens.extend(tokens.iter().map(|t| Token {
+            start: t.start - start,
+            end: t.end - start,
+            ..*t
+        }));
+        self.shapes.extend_from_slice(shapes);
+        self.map.insert(hash, held);
+    }
+}
+
+/// Messages remembered whole, and the bytes and tokens they may hold in all.
+const MAX_MESSAGES: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 64;
+const MAX_MESSAGE_TOKENS: usize = 1 << 14;
+
+/// Where a remembered message's bytes and tokens are, and what cutting it gave.
+#[derive(Debug, Clone, Copy)]
+struct HeldMessage {
+    bytes: u32,
+    len: u32,
+    tokens: u32,
+    count: u32,
+    shape: u64,
+    cut: bool,
+}
+
+/// Short messages tokenised before, whole: their folded tokens, shape, and whether they were
+/// cut at `max_tokens`. A message field (`msg`) repeats word for word more often than not,
+/// and for a short message the look-up costs a fraction of the cut and fold.
+#[derive(Debug, Default)]
+pub(super) struct Messages {
+    map: HashMap<u64, HeldMessage, BuildIdentity>,
+    bytes: Vec<u8>,
+    tokens: Vec<Token>,
+    seen: Vec<u64>,
+    /// The limits the tokens were cut under (`max_tokens`, `max_word_bytes`).
+    limits: (usize, usize),
+}
+
+impl Messages {
+    /// Whether a message of this length is looked up at all.
+    #[inline]
+    pub(super) fn wanted(message: &[u8]) -> bool {
+        message.len() <= MAX_MESSAGE_BYTES
+    }
+
+    /// The folded tokens, shape and cut of `message` (hash `hash`) when it was remembered
+    /// under the same limits.
+    #[inline]
+    pub(super) fn get(
+        &self,
+        hash: u64,
+        message: &[u8],
+        limits: (usize, usize),
+    ) -> Option<(&[Token], u64, bool)> {
+        let h = self.map.get(&hash)?;
+        let at = h.bytes as usize;
+        if self.bytes.get(at..at + h.len as usize) != Some(message) || self.limits != limits {
+            return None;
+        }
+        let k = h.tokens as usize..(h.tokens + h.count) as usize;
+        Some((&self.tokens[k], h.shape, h.cut))
+    }
+
+    /// Remembers a message just tokenised, if it was seen before.
+    pub(super) fn put(
+        &mut self,
+        hash: u64,
+        message: &[u8],
+        tokens: &[Token],
+        shape: u64,
+        cut: bool,
+        limits: (usize, usize),
+    ) {
+        if self.seen.is_empty() {
+            self.seen.resize(SEEN, 0);
+        }
+        let seen = &mut self.seen[hash as usize % SEEN];
+        if *seen != hash {
+            *seen = hash;
+            return;
+        }
+        if self.limits != limits
+            || self.map.len() >= MAX_MESSAGES
+            || self.bytes.len() + message.len() > MAX_MESSAGES * MAX_MESSAGE_BYTES
+            || self.tokens.len() + tokens.len() > MAX_MESSAGE_TOKENS
+        {
+            self.map.clear();
+            self.bytes.clear();
+            self.tokens.clear();
+            self.limits = limits;
+        }
+        let held = HeldMessage {
+            bytes: self.bytes.len() as u32,
+            len: message.len() as u32,
+            tokens: self.tokens.len() as u32,
+            count: tokens.len() as u32,
+            shape,
+            cut,
+        };
+        self.bytes.extend_from_slice(message);
+        self.tokens.extend_from_slice(tokens);
+        self.map.insert(hash, held);
+    }
+}
