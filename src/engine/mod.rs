@@ -742,8 +742,14 @@ impl Engine {
         match self.time_read {
             Some((f, t, ms)) if f == field && t == format => ms,
             _ => {
-                let text =
-                    field_text(&self.decoded, &self.captures, &self.trace, field, line, topic)?;
+                let text = field_text(
+                    &self.decoded,
+                    &self.captures,
+                    &self.trace,
+                    field,
+                    line,
+                    topic,
+                )?;
                 let ms = self.times.parse(text, format);
                 self.time_read = Some((field, format, ms));
                 ms
