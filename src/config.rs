@@ -687,11 +687,12 @@ mod tests {
     use super::*;
 
     fn load_str(text: &str) -> Result<Config, Vec<String>> {
-        let dir = std::env::temp_dir().join(format!(
-            "logmill-config-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
+        // Tests run in parallel: each call gets a directory of its own (two texts of one
+        // length once shared one, and one test removed it under the other).
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("logmill-config-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.yaml");
         std::fs::write(&path, text).unwrap();
