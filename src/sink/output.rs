@@ -69,19 +69,24 @@ pub fn json_string(out: &mut String, s: &str) {
         }
         out.push_str(&s[from..i]);
         from = i + 1;
-        match b[i] {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            b => {
-                let _ = write!(out, "\\u{:04x}", b);
-            }
-        }
+        push_escape(out, b[i]);
     }
     out.push_str(&s[from..]);
     out.push('"');
+}
+
+/// Writes byte `b`, one that JSON strings escape, escaped.
+fn push_escape(out: &mut String, b: u8) {
+    match b {
+        b'"' => out.push_str("\\\""),
+        b'\\' => out.push_str("\\\\"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        b'\t' => out.push_str("\\t"),
+        b => {
+            let _ = write!(out, "\\u{:04x}", b);
+        }
+    }
 }
 
 /// The first byte at or after `at` that a JSON string escapes (`b.len()` when none), eight
@@ -124,16 +129,7 @@ mod tests {
             }
             out.push_str(&s[from..i]);
             from = i + 1;
-            match b {
-                b'"' => out.push_str("\\\""),
-                b'\\' => out.push_str("\\\\"),
-                b'\n' => out.push_str("\\n"),
-                b'\r' => out.push_str("\\r"),
-                b'\t' => out.push_str("\\t"),
-                b => {
-                    let _ = write!(out, "\\u{:04x}", b);
-                }
-            }
+            push_escape(out, b);
         }
         out.push_str(&s[from..]);
         out.push('"');
