@@ -167,24 +167,29 @@ fn trace_partitions(partitions: usize, n: u64) -> Vec<Vec<String>> {
     per
 }
 
-/// The summaries and edges `replay` writes for `lines` (with tmp's rules.yaml), less the
-/// closing events' own traces, which stay open in the service.
-fn replayed_traces(tmp: &TempDir, name: &str, lines: &[String]) -> BTreeSet<String> {
+/// What `replay` writes to `out_flag` (`--traces-out`, `--logs-out`) for `lines`, with tmp's
+/// rules.yaml.
+fn replay_to(tmp: &TempDir, name: &str, lines: &[String], out_flag: &str) -> String {
     let input = tmp.path(&format!("{name}.log"));
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let out = tmp.path(&format!("{name}.traces"));
+    let out = tmp.path(&format!("{name}.out"));
     let o = run(&[
         "replay",
         "-q",
         "--rules",
         tmp.path("rules.yaml").to_str().unwrap(),
-        "--traces-out",
+        out_flag,
         out.to_str().unwrap(),
         input.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::read_to_string(out)
-        .unwrap()
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// The summaries and edges `replay` writes for `lines`, less the closing events' own traces,
+/// which stay open in the service.
+fn replayed_traces(tmp: &TempDir, name: &str, lines: &[String]) -> BTreeSet<String> {
+    replay_to(tmp, name, lines, "--traces-out")
         .lines()
         .filter(|l| !l.contains("\"services\":[\"closer\"]"))
         .map(str::to_string)
@@ -359,20 +364,7 @@ fn issue8_retention_survives_sigkill_exactly() {
     let mut lines = 0;
     for (p, part) in per.iter().enumerate() {
         lines += part.len();
-        let input = tmp.path(&format!("p{p}.log"));
-        std::fs::write(&input, part.join("\n") + "\n").unwrap();
-        let out = tmp.path(&format!("p{p}.kept"));
-        let o = run(&[
-            "replay",
-            "-q",
-            "--rules",
-            tmp.path("rules.yaml").to_str().unwrap(),
-            "--logs-out",
-            out.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        for l in std::fs::read_to_string(out).unwrap().lines() {
+        for l in replay_to(&tmp, &format!("p{p}"), part, "--logs-out").lines() {
             *want.entry(l.to_string()).or_default() += 1;
         }
     }
