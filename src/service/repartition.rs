@@ -85,22 +85,7 @@ pub(super) fn gather(
     let mut g = Gathered::default();
     let (mut duplicates, mut late, mut malformed) = (0, 0, 0);
     for (i, rec) in records.iter().enumerate() {
-        match g
-            .reached
-            .iter_mut()
-            .find(|r| r.partition == rec.partition && Arc::ptr_eq(&r.topic, &rec.topic))
-        {
-            Some(r) => {
-                r.next = r.next.max(rec.offset + 1);
-                r.clock = r.clock.max(rec.event_ms);
-            }
-            None => g.reached.push(Reached {
-                topic: Arc::clone(&rec.topic),
-                partition: rec.partition,
-                next: rec.offset + 1,
-                clock: rec.event_ms,
-            }),
-        }
+        super::worker::reach(&mut g.reached, rec);
         let Ok(r) = repartition::decode(&rec.payload) else {
             malformed += 1;
             tracing::warn!(

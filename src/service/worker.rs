@@ -362,22 +362,7 @@ pub fn run(
         let mut releasing = releasing.into_iter().peekable();
         let mut closed_out = closed.into_iter().peekable();
         for (i, (rec, fate)) in records.iter().zip(&fates).enumerate() {
-            // A batch holds a few partitions: a linear scan beats a map.
-            match reached
-                .iter_mut()
-                .find(|r| r.partition == rec.partition && Arc::ptr_eq(&r.topic, &rec.topic))
-            {
-                Some(r) => {
-                    r.next = r.next.max(rec.offset + 1);
-                    r.clock = r.clock.max(rec.event_ms);
-                }
-                None => reached.push(Reached {
-                    topic: Arc::clone(&rec.topic),
-                    partition: rec.partition,
-                    next: rec.offset + 1,
-                    clock: rec.event_ms,
-                }),
-            }
+            reach(&mut reached, rec);
             // Summaries a record's time closed come out before it.
             while let Some((_, s)) = closing.next_if(|(j, _)| *j == i) {
                 outputs.route_summary(&rec.topic, &s);
@@ -547,6 +532,26 @@ impl Carried {
     fn forget(&mut self, key: &PartitionKey) {
         self.records
             .retain(|r| !(r.partition == key.partition && *r.topic == *key.topic));
+    }
+}
+
+/// Notes that `rec` was read: its partition's reading got past it.
+pub(super) fn reach(reached: &mut Vec<Reached>, rec: &OwnedRecord) {
+    // A batch holds a few partitions: a linear scan beats a map.
+    match reached
+        .iter_mut()
+        .find(|r| r.partition == rec.partition && Arc::ptr_eq(&r.topic, &rec.topic))
+    {
+        Some(r) => {
+            r.next = r.next.max(rec.offset + 1);
+            r.clock = r.clock.max(rec.event_ms);
+        }
+        None => reached.push(Reached {
+            topic: Arc::clone(&rec.topic),
+            partition: rec.partition,
+            next: rec.offset + 1,
+            clock: rec.event_ms,
+        }),
     }
 }
 
