@@ -22,7 +22,7 @@ use crate::derive::{Aggregates, Stamp, Version, push_label};
 use crate::extract::prefilter;
 use crate::extract::time::TimeFormat;
 use crate::extract::value::{ValueError, convert};
-use crate::reduce::hash::{combine, hash_bytes};
+use crate::reduce::hash::{combine, hash_bytes, hash_span};
 use crate::reduce::{Ask, Decision, Fate, KeySpans, MAX_KEY_SPANS, Reason, ValueFailure};
 use crate::rules::program::{
     Cond, FieldRef, KeyFields, LabelSource, Op, Program, Reduce, Rule, Step, Test, TracePart,
@@ -781,11 +781,12 @@ impl Engine {
                     Some(s) if s.scratch => return self.key_text(k, line, topic),
                     Some(s) => {
                         spans.spans[i] = (s.start, s.end);
-                        Some(s.get(line, ""))
+                        // The value's bytes read in place, words loaded across its end.
+                        hash_span(line.as_bytes(), s.start as usize, s.end as usize, |_| {})
                     }
-                    None => None,
+                    None => KEY_ABSENT,
                 };
-                hash = combine(hash, value.map_or(KEY_ABSENT, |v| hash_bytes(v.as_bytes())));
+                hash = combine(hash, value);
             }
             spans.n = k.fields.len() as u8;
             return (hash, (0, 0), spans);

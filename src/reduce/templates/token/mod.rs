@@ -23,6 +23,7 @@
 mod chunks;
 mod replay;
 mod scan;
+mod skeletons;
 mod words;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::reduce::hash::{BuildIdentity, combine, hash_byte, mix};
 use chunks::{Chunks, Messages};
 use replay::{MAX_REPLAYED, MAX_REPLAYS, REPLAY_START, Replay, shape};
 use scan::{Cursor, Mask, Masks, hash_span};
+use skeletons::Skeletons;
 use words::{PATH, UNIT, is_date_word, is_ident, is_key, is_name_with_index, is_pathlike, is_unit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +198,8 @@ pub(super) struct Tokenizer {
     chunks: Chunks,
     /// Short messages tokenised before (see [`Messages`]).
     messages: Messages,
+    /// Longer ones, by their skeletons (see [`Skeletons`]).
+    skeletons: Skeletons,
     pub out: Vec<Token>,
     /// [`key_hash`] of `out`.
     pub shape: u64,
@@ -223,11 +227,27 @@ impl Tokenizer {
     /// Tokenises `message` into `self.out`; returns whether the line was cut at `max_tokens`.
     pub fn run(&mut self, message: &str, limits: Limits) -> bool {
         let b = message.as_bytes();
+        let held = (limits.max_tokens, limits.max_word_bytes);
         if !Messages::wanted(b) {
-            return self.cut_and_fold(message, limits);
+            if !Skeletons::wanted(b) {
+                return self.cut_and_fold(message, limits);
+            }
+            self.skeletons.load(b);
+            if let Some((shape, cut)) = self.skeletons.get(held, &mut self.out) {
+                self.shape = shape;
+                #[cfg(test)]
+                if self.cross_check {
+                    let mut fresh = Tokenizer::default();
+                    assert_eq!(fresh.cut_and_fold(message, limits), cut, "{message:?}");
+                    assert_eq!((fresh.out, fresh.shape), (self.out.clone(), shape));
+                }
+                return cut;
+            }
+            let cut = self.cut_and_fold(message, limits);
+            self.skeletons.put(b, &self.out, self.shape, cut, held);
+            return cut;
         }
         let (hash, _) = hash_span(b, 0, b.len());
-        let held = (limits.max_tokens, limits.max_word_bytes);
         if let Some((out, shape, cut)) = self.messages.get(hash, b, held) {
             self.out.clear();
             self.out.extend_from_slice(out);
@@ -941,6 +961,14 @@ mod tests {
                 lines.push(s.replace(|c: char| c.is_ascii_digit(), &(round + 1).to_string()));
             }
         }
+        // Longer than a message remembered whole: remembered by their skeletons, with runs of
+        // digits of one to four (a skeleton tells one from more, not two from four).
+        for digits in ["1", "22", "333", "4444", "4", "55555"] {
+            for s in shapes {
+                let long = format!("{s} then {s} and again {s} eth1 x{digits}");
+                lines.push(long.replace(|c: char| c.is_ascii_digit(), digits));
+            }
+        }
         // Three times: the third meets chunks and messages remembered (checked against
         // cutting them by `cross_check`).
         for _ in 0..3 {
@@ -967,6 +995,10 @@ mod tests {
             assert!(
                 t.replays.len() < lines.len(),
                 "lines of one shape share a replay"
+            );
+            assert!(
+                t.skeletons.len() > 10,
+                "long lines of one skeleton share its tokens"
             );
         }
     }

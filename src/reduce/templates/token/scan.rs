@@ -2,7 +2,6 @@
 //! word-at-a-time helpers the tokenizer cuts and hashes with.
 
 use super::{CLASS, SPACE};
-use crate::reduce::hash::{START, finish, step};
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -10,6 +9,12 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 /// High bit of each byte below `n` (1 ≤ n ≤ 128), exactly: no borrow crosses bytes.
 fn below(w: u64, n: u8) -> u64 {
     !((w & !HIGH).wrapping_add(ONES * u64::from(0x80 - n))) & !w & HIGH
+}
+
+/// High bit of each ASCII digit byte of `w`.
+#[inline]
+pub(super) fn digits(w: u64) -> u64 {
+    below(w ^ (ONES * u64::from(b'0')), 10)
 }
 
 fn equal_to(w: u64, c: u8) -> u64 {
@@ -26,7 +31,7 @@ fn between(w: u64, lo: u8, hi: u8) -> u64 {
 }
 
 /// The high bits of the bytes of `m` as the low 8 bits, byte `k` to bit `k`.
-fn pack(m: u64) -> u64 {
+pub(super) fn pack(m: u64) -> u64 {
     ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
 
@@ -104,7 +109,7 @@ fn classify(w: u64) -> (u64, u64, u64) {
             }
         }
     }
-    let digit = below(w ^ (ONES * u64::from(b'0')), 10);
+    let digit = digits(w);
     let split = between(w, b'9', b'?') | equal_to(w, b',') | equal_to(w, b'|');
     (pack(space), pack(digit), pack(split))
 }
@@ -222,39 +227,15 @@ impl Cursor {
     }
 }
 
-/// `hash_bytes(&b[i..j])`, the last word loaded whole where the line allows; and whether the
-/// bytes hold a `/` or a `.` (else they are not path-like). Inlined: it runs for every word,
-/// and most words are a load or two.
+/// `hash_bytes(&b[i..j])`, and whether the bytes hold a `/` or a `.` (else they are not
+/// path-like). Inlined: it runs for every word, and most words are a load or two.
 #[inline(always)]
 pub(super) fn hash_span(b: &[u8], i: usize, j: usize) -> (u64, bool) {
-    let mut h = START;
     let mut dotted = 0;
-    let mut k = i;
-    while k + 8 <= j {
-        let w = u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"));
-        dotted |= equal_to(w, b'/') | equal_to(w, b'.');
-        h = step(h, w);
-        k += 8;
-    }
-    let n = j - k;
-    if n > 0 {
-        let w = if k + 8 <= b.len() {
-            u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"))
-        } else if b.len() >= 8 {
-            // The line's last 8 bytes, shifted down to start at `k`.
-            let last = u64::from_le_bytes(b[b.len() - 8..].try_into().expect("8 bytes"));
-            last >> (8 * (k + 8 - b.len()))
-        } else {
-            b[k..j]
-                .iter()
-                .enumerate()
-                .fold(0u64, |w, (x, &c)| w | u64::from(c) << (8 * x))
-        };
-        let w = w & (u64::MAX >> (8 * (8 - n)));
-        dotted |= equal_to(w, b'/') | equal_to(w, b'.');
-        h = step(h, w);
-    }
-    (finish(h, j - i), dotted != 0)
+    let h = crate::reduce::hash::hash_span(b, i, j, |w| {
+        dotted |= equal_to(w, b'/') | equal_to(w, b'.')
+    });
+    (h, dotted != 0)
 }
 
 #[cfg(test)]

@@ -1,0 +1,302 @@
+//! Long messages tokenised before, by their skeleton: the message with each run of ASCII
+//! digits written as `0` (one digit) or `00` (more).
+//!
+//! Every decision of the tokenizer is a function of the skeleton. Digits are neither
+//! whitespace, nor split characters, brackets or quotes, so no token starts or ends inside a
+//! run of them; a token holding a digit is a variable whatever its digits, but for a name
+//! with one trailing digit (`eth0`, [`super::words::is_name_with_index`]), which the skeleton
+//! tells from `eth12` by its number of zeros; and words, whose text is hashed, hold no digit.
+//! So the tokens of one message, their spans moved by the lengths of the runs, are the tokens
+//! of every other message of its skeleton: the lines of an access log, which differ in their
+//! addresses, times, sizes and ids, are cut and folded once per kind of path and client.
+
+use std::collections::HashMap;
+
+use super::Token;
+use super::scan::{digits, pack};
+use crate::reduce::hash::{BuildIdentity, hash_bytes};
+
+/// Skeletons remembered, and the bytes and tokens they may hold in all; all are forgotten
+/// when one is reached (a skeleton costs one cut and fold to learn again).
+const MAX_SKELETONS: usize = 2048;
+const MAX_HELD_BYTES: usize = 1 << 18;
+const MAX_HELD_TOKENS: usize = 1 << 15;
+/// Longer messages are cut and folded without looking for their skeleton: a 64 KiB line of
+/// 10,000 tokens is unlikely to come again, and would push out hundreds of others.
+pub(super) const MAX_MESSAGE_BYTES: usize = 4096;
+/// Skeleton hashes seen once, by their low bits.
+const SEEN: usize = 1 << 12;
+
+/// Where a remembered skeleton's bytes and tokens are, and what tokenising it gave.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    bytes: u32,
+    len: u32,
+    tokens: u32,
+    count: u32,
+    shape: u64,
+    cut: bool,
+}
+
+/// From `skeleton` on, a skeleton position is `line - skeleton` short of its message's: the
+/// end of a run of three digits or more (written as two).
+#[derive(Debug, Clone, Copy)]
+struct Shift {
+    skeleton: u32,
+    line: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Skeletons {
+    map: HashMap<u64, Held, BuildIdentity>,
+    bytes: Vec<u8>,
+    /// Folded tokens, spans in skeleton positions.
+    tokens: Vec<Token>,
+    /// Hashes of skeletons seen once: a skeleton is remembered the second time it comes, so
+    /// that messages of their own (a unique file name) do not push the others out.
+    seen: Vec<u64>,
+    /// The limits the tokens were cut under (`max_tokens`, `max_word_bytes`).
+    limits: (usize, usize),
+    /// The skeleton of the message last loaded (its first `len` bytes), its hash and its
+    /// shifts.
+    skeleton: Vec<u8>,
+    len: usize,
+    hash: u64,
+    shifts: Vec<Shift>,
+}
+
+/// `b[from..to]` written at `out[len..]`, a word at a time (`out` has room for a word past
+/// the line's length); the new length.
+#[inline(always)]
+fn copy(out: &mut [u8], mut len: usize, b: &[u8], mut from: usize, to: usize) -> usize {
+    while from < to {
+        out[len..len + 8].copy_from_slice(&word_at(b, from).to_le_bytes());
+        let n = (to - from).min(8);
+        len += n;
+        from += n;
+    }
+    len
+}
+
+/// A run of `n` digits ending at `end`: `0`, or `00` for more than one.
+#[inline(always)]
+fn mark(out: &mut [u8], mut len: usize, shifts: &mut Vec<Shift>, n: usize, end: usize) -> usize {
+    out[len] = b'0';
+    len += 1;
+    if n > 1 {
+        out[len] = b'0';
+        len += 1;
+        if n > 2 {
+            shifts.push(Shift {
+                skeleton: len as u32,
+                line: end as u32,
+            });
+        }
+    }
+    len
+}
+
+/// The eight bytes of `b` from `i`, zeros past its end (no digit).
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> u64 {
+    match b.get(i..i + 8) {
+        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+        None => {
+            let rest = b.get(i..).unwrap_or_default();
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(w)
+        }
+    }
+}
+
+impl Skeletons {
+    /// Whether a message of this length is looked up at all.
+    #[inline]
+    pub(super) fn wanted(message: &[u8]) -> bool {
+        message.len() <= MAX_MESSAGE_BYTES
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Makes `message`'s skeleton the one [`Skeletons::get`] and [`Skeletons::put`] are about.
+    /// A line is read as a bit mask of its digits, 64 bytes a word, whose runs' starts and
+    /// ends are found a bit at a time; the bytes between runs are copied a word at a time.
+    pub(super) fn load(&mut self, message: &[u8]) {
+        self.shifts.clear();
+        let b = message;
+        // Room for a whole word written at the end.
+        if self.skeleton.len() < b.len() + 8 {
+            self.skeleton.resize(b.len() + 8, 0);
+        }
+        let out = &mut self.skeleton[..];
+        let mut len = 0;
+        // The bytes from `from` are not copied yet; a run of digits started at `run`.
+        let (mut from, mut run) = (0, usize::MAX);
+        // Whether the byte before the block is a digit.
+        let mut carry = 0;
+        for block in 0..b.len().div_ceil(64) {
+            let at = 64 * block;
+            let mut digit = 0u64;
+            for k in 0..8 {
+                digit |= pack(digits(word_at(b, at + 8 * k))) << (8 * k);
+            }
+            let after_digit = digit << 1 | carry;
+            carry = digit >> 63;
+            // Bits where a run starts or ends (its first byte past it): they alternate.
+            let mut edges = (digit & !after_digit) | (!digit & after_digit);
+            while edges != 0 {
+                let p = at + edges.trailing_zeros() as usize;
+                edges &= edges - 1;
+                if run == usize::MAX {
+                    len = copy(out, len, b, from, p);
+                    run = p;
+                } else {
+                    len = mark(out, len, &mut self.shifts, p - run, p);
+                    (from, run) = (p, usize::MAX);
+                }
+            }
+        }
+        if run != usize::MAX {
+            // A run to the end of the line, the last block full.
+            len = mark(out, len, &mut self.shifts, b.len() - run, b.len());
+            from = b.len();
+        }
+        len = copy(out, len, b, from, b.len());
+        self.len = len;
+        self.hash = hash_bytes(&self.skeleton[..len]);
+    }
+
+    /// The folded tokens (spans in the loaded message), shape and cut of the loaded message's
+    /// skeleton, into `out`, when it was remembered under the same limits.
+    #[inline]
+    pub(super) fn get(&self, limits: (usize, usize), out: &mut Vec<Token>) -> Option<(u64, bool)> {
+        let h = self.map.get(&self.hash)?;
+        let at = h.bytes as usize;
+        if self.bytes.get(at..at + h.len as usize) != Some(&self.skeleton[..self.len])
+            || self.limits != limits
+        {
+            return None;
+        }
+        out.clear();
+        let (mut next, mut delta) = (0, 0);
+        // Spans only move forward, so the shifts are walked once.
+        let mut line = |p: u32| {
+            while let Some(s) = self.shifts.get(next).filter(|s| s.skeleton <= p) {
+                delta = s.line - s.skeleton;
+                next += 1;
+            }
+            p + delta
+        };
+        let tokens = &self.tokens[h.tokens as usize..(h.tokens + h.count) as usize];
+        out.extend(tokens.iter().map(|t| Token {
+            start: line(t.start),
+            end: line(t.end),
+            ..*t
+        }));
+        Some((h.shape, h.cut))
+    }
+
+    /// Remembers the loaded `message`'s `tokens`, `shape` and `cut` for its skeleton, if it
+    /// was seen before.
+    pub(super) fn put(
+        &mut self,
+        message: &[u8],
+        tokens: &[Token],
+        shape: u64,
+        cut: bool,
+        limits: (usize, usize),
+    ) {
+        if self.seen.is_empty() {
+            self.seen.resize(SEEN, 0);
+        }
+        let seen = &mut self.seen[self.hash as usize % SEEN];
+        if *seen != self.hash {
+            *seen = self.hash;
+            return;
+        }
+        // Spans that only move forward, none inside a run of digits: what the module's
+        // reasoning says of every tokenisation. Checked rather than assumed, since a skeleton
+        // remembered wrongly would give other messages wrong spans.
+        let digit = |x: u32| message.get(x as usize).is_some_and(u8::is_ascii_digit);
+        let inside = |x: u32| x > 0 && digit(x - 1) && digit(x);
+        let mut last = 0;
+        for t in tokens {
+            if t.start < last || t.end < t.start || inside(t.start) || inside(t.end) {
+                debug_assert!(false, "a span inside a run of digits: {t:?}");
+                return;
+            }
+            last = t.end;
+        }
+        if self.limits != limits
+            || self.map.len() >= MAX_SKELETONS
+            || self.bytes.len() + self.len > MAX_HELD_BYTES
+            || self.tokens.len() + tokens.len() > MAX_HELD_TOKENS
+        {
+            self.map.clear();
+            self.bytes.clear();
+            self.tokens.clear();
+            self.limits = limits;
+        }
+        let held = Held {
+            bytes: self.bytes.len() as u32,
+            len: self.len as u32,
+            tokens: self.tokens.len() as u32,
+            count: tokens.len() as u32,
+            shape,
+            cut,
+        };
+        self.bytes.extend_from_slice(&self.skeleton[..self.len]);
+        let (mut next, mut delta) = (0, 0);
+        let shifts = &self.shifts;
+        let mut skeleton = |x: u32| {
+            while let Some(s) = shifts.get(next).filter(|s| s.line <= x) {
+                delta = s.line - s.skeleton;
+                next += 1;
+            }
+            x - delta
+        };
+        self.tokens.extend(tokens.iter().map(|t| Token {
+            start: skeleton(t.start),
+            end: skeleton(t.end),
+            ..*t
+        }));
+        self.map.insert(self.hash, held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skeletons_keep_the_bytes_between_runs_and_mark_one_digit_or_more() {
+        let mut s = Skeletons::default();
+        for (line, skeleton) in [
+            ("", ""),
+            ("abc", "abc"),
+            ("1", "0"),
+            ("12", "00"),
+            ("eth0 eth12 a123456789b", "eth0 eth00 a00b"),
+            (
+                "10.5.141.188 - - [10/Mar/2024:12:00:00",
+                "00.0.00.00 - - [00/Mar/00:00:00:00",
+            ),
+            (
+                "exactly8 bytes12 and a longer tail 7",
+                "exactly0 bytes00 and a longer tail 0",
+            ),
+        ] {
+            s.load(line.as_bytes());
+            assert_eq!(
+                String::from_utf8_lossy(&s.skeleton[..s.len]),
+                skeleton,
+                "{line:?}"
+            );
+            assert_eq!(s.hash, hash_bytes(skeleton.as_bytes()));
+        }
+    }
+}
