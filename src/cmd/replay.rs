@@ -76,6 +76,7 @@ struct ChunkOutput {
 /// A kept event of a chunk, for the reduction: its bytes in `kept`, where it came from, and
 /// what its rule asks of the reduction.
 struct KeptEvent {
+    /// The line in `kept`, and a newline after it.
     start: u32,
     end: u32,
     /// The payload's length (the line without a `\r`).
@@ -263,6 +264,8 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                                     offset: base + *off as u64,
                                     ask,
                                 });
+                                // Events kept as they are go out in runs, newlines and all.
+                                out.kept.push(b'\n');
                             }
                         }
                         if (want_kept && !reducing) || want_dead {
@@ -619,14 +622,7 @@ impl Writer<'_> {
                 Out::Summary(s) => held.push(s),
                 Out::Released(h) => released.push(&h.payload),
                 Out::Decided(j, v) => {
-                    for e in &out.events[next..*j] {
-                        self.write_event(
-                            f,
-                            &out.kept[e.start as usize..e.end as usize],
-                            None,
-                            None,
-                        )?;
-                    }
+                    self.write_events(f, out, next..*j)?;
                     for s in held.drain(..) {
                         self.line.clear();
                         s.json(&mut self.line);
@@ -648,10 +644,27 @@ impl Writer<'_> {
                 }
             }
         }
-        for e in &out.events[next..] {
+        self.write_events(f, out, next..out.events.len())?;
+        self.outs = outs;
+        Ok(())
+    }
+
+    /// Events `range` of `out`, kept as they are.
+    fn write_events(
+        &mut self,
+        f: &mut std::io::BufWriter<std::fs::File>,
+        out: &ChunkOutput,
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let events = &out.events[range];
+        if let (false, Some(first), Some(last)) = (self.json, events.first(), events.last()) {
+            // One write for the run: the lines are contiguous in `kept`, each with its newline.
+            f.write_all(&out.kept[first.start as usize..last.end as usize + 1])?;
+            return Ok(());
+        }
+        for e in events {
             self.write_event(f, &out.kept[e.start as usize..e.end as usize], None, None)?;
         }
-        self.outs = outs;
         Ok(())
     }
 

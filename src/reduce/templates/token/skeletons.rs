@@ -58,7 +58,7 @@ pub(super) struct Skeletons {
     /// The limits the tokens were cut under (`max_tokens`, `max_word_bytes`).
     limits: (usize, usize),
     /// The skeleton of the message last loaded (its first `len` bytes), its hash and its
-    /// shifts.
+    /// shifts, the last one at `u32::MAX`.
     skeleton: Vec<u8>,
     len: usize,
     hash: u64,
@@ -166,6 +166,10 @@ impl Skeletons {
             from = b.len();
         }
         len = copy(out, len, b, from, b.len());
+        self.shifts.push(Shift {
+            skeleton: u32::MAX,
+            line: u32::MAX,
+        });
         self.len = len;
         self.hash = hash_bytes(&self.skeleton[..len]);
     }
@@ -182,21 +186,23 @@ impl Skeletons {
             return None;
         }
         out.clear();
-        let (mut next, mut delta) = (0, 0);
-        // Spans only move forward, so the shifts are walked once.
-        let mut line = |p: u32| {
-            while let Some(s) = self.shifts.get(next).filter(|s| s.skeleton <= p) {
-                delta = s.line - s.skeleton;
-                next += 1;
-            }
-            p + delta
-        };
         let tokens = &self.tokens[h.tokens as usize..(h.tokens + h.count) as usize];
-        out.extend(tokens.iter().map(|t| Token {
-            start: line(t.start),
-            end: line(t.end),
-            ..*t
-        }));
+        out.reserve(tokens.len());
+        // Spans only move forward, so the shifts are walked once; the last is a sentinel.
+        let (mut next, mut delta) = (0, 0);
+        let mut at = self.shifts[0].skeleton;
+        for t in tokens {
+            let mut token = *t;
+            for p in [&mut token.start, &mut token.end] {
+                while *p >= at {
+                    delta = self.shifts[next].line - at;
+                    next += 1;
+                    at = self.shifts[next].skeleton;
+                }
+                *p += delta;
+            }
+            out.push(token);
+        }
         Some((h.shape, h.cut))
     }
 
@@ -251,7 +257,7 @@ impl Skeletons {
         };
         self.bytes.extend_from_slice(&self.skeleton[..self.len]);
         let (mut next, mut delta) = (0, 0);
-        let shifts = &self.shifts;
+        let shifts = &self.shifts[..self.shifts.len() - 1];
         let mut skeleton = |x: u32| {
             while let Some(s) = shifts.get(next).filter(|s| s.line <= x) {
                 delta = s.line - s.skeleton;
