@@ -73,8 +73,8 @@ struct ChunkOutput {
     traces: Vec<TraceEvent>,
 }
 
-/// A kept event of a chunk, for the reduction: its bytes in `kept`, where it came from, and
-/// what its rule asks of the reduction.
+/// A kept event of a chunk, for the reduction: its bytes in `kept` and where it came from
+/// (what its rule asks of the reduction is in the chunk's `asks`, by event index).
 struct KeptEvent {
     /// The line in `kept`, and a newline after it.
     start: u32,
@@ -82,7 +82,6 @@ struct KeptEvent {
     /// The payload's length (the line without a `\r`).
     payload: u32,
     offset: u64,
-    ask: Option<u32>,
 }
 
 pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
@@ -245,16 +244,17 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                                 if *fate != Fate::Keep {
                                     continue;
                                 }
-                                let ask = asks.next_if(|a| a.record as usize == i).map(|a| {
+                                if let Some(a) = asks.next_if(|a| a.record as usize == i) {
                                     let mut a = *a;
+                                    // From here on the index of its event in the chunk.
+                                    a.record = out.events.len() as u32;
                                     for r in
                                         [&mut a.message, &mut a.dedupe_text, &mut a.throttle_text]
                                     {
                                         *r = (r.0 + shift, r.1 + shift);
                                     }
                                     out.asks.push(a);
-                                    out.asks.len() as u32 - 1
-                                });
+                                }
                                 let start = out.kept.len() as u32;
                                 out.kept.extend_from_slice(raw);
                                 out.events.push(KeptEvent {
@@ -262,7 +262,6 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                                     end: out.kept.len() as u32,
                                     payload: payload.len() as u32,
                                     offset: base + *off as u64,
-                                    ask,
                                 });
                                 // Events kept as they are go out in runs, newlines and all.
                                 out.kept.push(b'\n');
@@ -577,13 +576,6 @@ impl Writer<'_> {
         out: &ChunkOutput,
         mut file: Option<&mut std::io::BufWriter<std::fs::File>>,
     ) -> Result<()> {
-        // Sized once: collected from a filter it would grow by doubling, copying each time.
-        let mut asks: Vec<Ask> = Vec::with_capacity(out.asks.len());
-        asks.extend(out.events.iter().enumerate().filter_map(|(i, e)| {
-            let mut a = out.asks[e.ask? as usize];
-            a.record = i as u32;
-            Some(a)
-        }));
         self.outs.clear();
         let event = |i: usize| {
             let e = &out.events[i];
@@ -599,9 +591,10 @@ impl Writer<'_> {
                 },
             )
         };
+        // The workers numbered each ask by its event.
         self.reducer.batch(
             self.program,
-            &asks,
+            &out.asks,
             &out.text,
             event,
             &mut self.reduction,
