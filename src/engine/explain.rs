@@ -313,7 +313,7 @@ impl Engine {
                         "to be one of {}",
                         set.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ")
                     ),
-                    Test::Regex(re) => format!("to match /{}/", re.as_str()),
+                    Test::Regex(re) => format!("to match /{}/", re.re.as_str()),
                     Test::Contains(_) => "to contain its text".to_string(),
                 };
                 match v {

@@ -356,8 +356,58 @@ pub enum Test {
     Exists(bool),
     Equals(String),
     In(Vec<String>),
-    Regex(Box<regex::Regex>),
+    Regex(Box<FieldRegex>),
     Contains(Box<memchr::memmem::Finder<'static>>),
+}
+
+/// A `regex` test. A pattern that is a literal between optional `^` and `$` (`^5`, `^GET$`,
+/// `timeout`) is tested as that literal: a regex shared by the workers takes its cache from a
+/// pool on every match, which costs more than these tests do.
+#[derive(Debug)]
+pub struct FieldRegex {
+    pub re: regex::Regex,
+    literal: Option<(bool, String, bool)>,
+}
+
+impl FieldRegex {
+    pub fn new(re: regex::Regex) -> FieldRegex {
+        let literal = literal_of(re.as_str());
+        FieldRegex { re, literal }
+    }
+
+    pub fn is_match(&self, v: &str) -> bool {
+        match &self.literal {
+            Some((true, l, true)) => v == l,
+            Some((true, l, false)) => v.starts_with(l.as_str()),
+            Some((false, l, true)) => v.ends_with(l.as_str()),
+            Some((false, l, false)) => memchr::memmem::find(v.as_bytes(), l.as_bytes()).is_some(),
+            None => self.re.is_match(v),
+        }
+    }
+}
+
+/// The literal a pattern matches, and whether it is anchored at the start and at the end; none
+/// for any other pattern (classes, alternations, repetitions, case-insensitive letters,
+/// multi-line anchors).
+fn literal_of(pattern: &str) -> Option<(bool, String, bool)> {
+    use regex_syntax::hir::{HirKind, Look};
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let parts = match hir.kind() {
+        HirKind::Concat(parts) => parts.as_slice(),
+        _ => std::slice::from_ref(&hir),
+    };
+    let look =
+        |h: &regex_syntax::hir::Hir, want: Look| matches!(h.kind(), HirKind::Look(l) if *l == want);
+    let start = parts.first().is_some_and(|h| look(h, Look::Start));
+    let end = parts.last().is_some_and(|h| look(h, Look::End)) && parts.len() > usize::from(start);
+    let middle = &parts[usize::from(start)..parts.len() - usize::from(end)];
+    match middle {
+        [h] => match h.kind() {
+            HirKind::Literal(l) => Some((start, String::from_utf8(l.0.to_vec()).ok()?, end)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 #[derive(Debug)]
@@ -529,6 +579,34 @@ pub const OVERFLOW_VALUE: &str = "__overflow__";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn literal_patterns_are_tested_as_literals() {
+        use super::{FieldRegex, literal_of};
+        let lit = |a: bool, l: &str, b: bool| Some((a, l.to_string(), b));
+        assert_eq!(literal_of("^5"), lit(true, "5", false));
+        assert_eq!(literal_of("^GET$"), lit(true, "GET", true));
+        assert_eq!(literal_of("timeout"), lit(false, "timeout", false));
+        assert_eq!(literal_of(r"\.json$"), lit(false, ".json", true));
+        assert_eq!(literal_of("^é"), lit(true, "é", false));
+        for other in [
+            "(?i)^a", "^a|b", "^a.b", "(?m)^a", "^5+", "^[45]", "", "^", "$", "^$",
+        ] {
+            assert_eq!(literal_of(other), None, "{other}");
+        }
+        // Each one matches what its regex matches.
+        let values = [
+            "", "5", "500", "a5", "GET", "GETS", "x.json", "timeout!", "é1", "\n5",
+        ];
+        for pattern in [
+            "^5", "^GET$", "timeout", r"\.json$", "^é", "^[45]", "(?i)^get",
+        ] {
+            let t = FieldRegex::new(regex::Regex::new(pattern).unwrap());
+            for v in values {
+                assert_eq!(t.is_match(v), t.re.is_match(v), "{pattern} on {v:?}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -267,7 +267,7 @@ impl Builder {
             count += 1;
             if let Some(p) = scalar(n, "`regex`", sink) {
                 out = compile_regex(&p, n, self.regex_size_limit, sink)
-                    .map(|r| Test::Regex(Box::new(r)));
+                    .map(|r| Test::Regex(Box::new(FieldRegex::new(r))));
             }
         }
         if let Some(n) = t.get("contains") {
