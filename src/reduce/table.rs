@@ -10,30 +10,47 @@ use hashbrown::HashMap;
 
 use super::hash::BuildIdentity;
 
-/// What one open window holds.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What one open window holds: what every event of its key reads, small and inline, and what
+/// only suppressed events need, boxed. Most windows never suppress anything (their keys carry
+/// ids), so a table at its cap holds mostly the small part and evicts without touching a box.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// `team/rule` of the rule the window belongs to.
     pub rule: std::sync::Arc<str>,
     /// When the window (or interval) started, and when it closes.
     pub start_ms: u64,
     pub deadline: u64,
-    /// Events kept in the window, and events suppressed with their first and last times and
-    /// the records they came from.
+    /// Events kept in the window (bytes, for a budget's second).
     pub kept: u64,
-    pub suppressed: u64,
+    /// The template, for dedupe (its default key) and patterns.
+    pub template: Option<u64>,
+    /// What the window suppressed; `None` until its first suppressed event (a budget's second
+    /// has it from the start, with its key).
+    pub suppression: Option<Box<Suppression>>,
+}
+
+/// The suppressed events of a window: their number, first and last times and the records they
+/// came from, and what a summary shows of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Suppression {
+    pub count: u64,
     pub first_ms: u64,
     pub last_ms: u64,
     pub first_offset: i64,
     pub last_offset: i64,
-    /// The template, for dedupe (its default key) and patterns.
-    pub template: Option<u64>,
     /// The key's field values, for summaries (`name=value` pairs joined by `\x1f`).
     pub key_text: Box<str>,
     /// Suppressed events (throttle), or variable values by variable number (patterns), at most
     /// `MAX_SAMPLES` of each.
     pub samples: Vec<Box<str>>,
     pub variables: Vec<(u16, Vec<Box<str>>)>,
+}
+
+impl Suppression {
+    /// Nothing suppressed and nothing to show: what a window without a box stands for.
+    pub fn is_empty(&self) -> bool {
+        *self == Suppression::default()
+    }
 }
 
 pub const MAX_SAMPLES: usize = 3;
@@ -57,125 +74,155 @@ pub fn cut(s: &str, max: usize) -> Box<str> {
 }
 
 impl Entry {
-    /// Counts a suppressed event.
-    pub fn suppress(&mut self, time_ms: u64, offset: i64) {
-        if self.suppressed == 0 {
-            self.first_ms = time_ms;
-            self.first_offset = offset;
+    /// A window with nothing suppressed yet.
+    pub fn new(
+        rule: &std::sync::Arc<str>,
+        start_ms: u64,
+        deadline: u64,
+        kept: u64,
+        template: Option<u64>,
+    ) -> Entry {
+        Entry {
+            rule: std::sync::Arc::clone(rule),
+            start_ms,
+            deadline,
+            kept,
+            template,
+            suppression: None,
         }
-        self.suppressed += 1;
-        self.last_ms = time_ms;
-        self.last_offset = offset;
+    }
+
+    /// Events suppressed in the window.
+    pub fn suppressed(&self) -> u64 {
+        self.suppression.as_ref().map_or(0, |s| s.count)
+    }
+
+    /// Counts a suppressed event; its window's suppression, to add what a summary shows.
+    pub fn suppress(&mut self, time_ms: u64, offset: i64) -> &mut Suppression {
+        let s = self.suppression.get_or_insert_default();
+        if s.count == 0 {
+            s.first_ms = time_ms;
+            s.first_offset = offset;
+        }
+        s.count += 1;
+        s.last_ms = time_ms;
+        s.last_offset = offset;
+        s
     }
 }
 
-/// Entries live in a dense vector (a removal moves the last one into the hole), the map holds
-/// their positions: an `Entry` is large, and a map of them moves every one when it grows or
-/// cleans up its tombstones.
+/// One place of the slab: an entry, or a free place the next window takes. A cache line each,
+/// so reading an entry to close it touches one line.
+#[derive(Debug, Clone)]
+#[repr(align(64))]
+struct Slot(Option<Entry>);
+
+/// Entries live in a slab (a removal frees its place, which the next insertion takes: at the
+/// cap, the place of the entry just evicted, still in cache), the map holds their places:
+/// no entry moves after it was written, when the table grows or when another leaves.
 #[derive(Debug, Default, Clone)]
 pub struct Table {
     index: HashMap<u64, u32, BuildIdentity>,
-    slots: Vec<(u64, Entry)>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
     /// Every entry's `(deadline, key)`; an entry removed out of turn leaves a stale item.
     heap: BinaryHeap<Reverse<(u64, u64)>>,
 }
 
 impl Table {
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.index.is_empty()
     }
 
+    /// The open entries, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.slots.iter().map(|(_, e)| e)
+        self.slots.iter().filter_map(|s| s.0.as_ref())
     }
 
     pub fn get_mut(&mut self, key: u64) -> Option<&mut Entry> {
         let i = *self.index.get(&key)?;
-        Some(&mut self.slots[i as usize].1)
-    }
-
-    fn get(&self, key: u64) -> Option<&Entry> {
-        let i = *self.index.get(&key)?;
-        Some(&self.slots[i as usize].1)
+        self.slots[i as usize].0.as_mut()
     }
 
     /// Opens a window. At `cap` entries the one that would close first is closed now and
     /// returned.
     pub fn insert(&mut self, key: u64, entry: Entry, cap: usize) -> Option<(u64, Entry)> {
-        let evicted = if self.slots.len() >= cap.max(1) {
-            self.pop()
+        let evicted = if self.index.len() >= cap.max(1) {
+            self.pop_due(u64::MAX)
         } else {
             None
         };
         self.heap.push(Reverse((entry.deadline, key)));
         match self.index.get(&key) {
-            Some(&i) => self.slots[i as usize].1 = entry,
+            Some(&i) => self.slots[i as usize].0 = Some(entry),
             None => {
-                self.index.insert(key, self.slots.len() as u32);
-                self.slots.push((key, entry));
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i as usize].0 = Some(entry);
+                        i
+                    }
+                    None => {
+                        self.slots.push(Slot(Some(entry)));
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.index.insert(key, i);
             }
         }
         evicted
     }
 
-    /// The heap's first item that still stands for its entry (one removed by `remove` leaves
-    /// its item behind, skipped here).
-    fn live_top(&mut self) -> Option<(u64, u64)> {
-        while let Some(Reverse((deadline, key))) = self.heap.peek().copied() {
-            if self.get(key).is_some_and(|e| e.deadline == deadline) {
-                return Some((deadline, key));
+    /// Closes the window that closes first, if its deadline is at or before `now`. Heap items
+    /// that no longer stand for their entry (one removed out of turn, or opened again with
+    /// another deadline) are dropped on the way.
+    fn pop_due(&mut self, now: u64) -> Option<(u64, Entry)> {
+        while let Some(&Reverse((deadline, key))) = self.heap.peek() {
+            if deadline > now {
+                return None;
             }
             self.heap.pop();
+            // One probe of the map finds the entry, checks it and removes it.
+            if let hashbrown::hash_map::Entry::Occupied(o) = self.index.entry(key) {
+                let i = *o.get();
+                let slot = &mut self.slots[i as usize].0;
+                if slot.as_ref().is_some_and(|e| e.deadline == deadline) {
+                    o.remove();
+                    self.free.push(i);
+                    return slot.take().map(|e| (key, e));
+                }
+            }
         }
         None
     }
 
-    fn pop(&mut self) -> Option<(u64, Entry)> {
-        let (_, key) = self.live_top()?;
-        self.heap.pop();
-        let entry = self.remove(key)?;
-        Some((key, entry))
-    }
-
     /// Closes the next window whose deadline is at or before `now`.
     pub fn expire(&mut self, now: u64) -> Option<(u64, Entry)> {
-        // Every item, stale or not, is at or after the top: a top not due means nothing is,
-        // without looking the entry up (most events close nothing).
-        if self
-            .heap
-            .peek()
-            .is_none_or(|Reverse((deadline, _))| *deadline > now)
-        {
-            return None;
-        }
-        match self.live_top() {
-            Some((deadline, _)) if deadline <= now => self.pop(),
-            _ => None,
-        }
+        self.pop_due(now)
     }
 
     /// Closes one window now, whatever its deadline.
     pub fn remove(&mut self, key: u64) -> Option<Entry> {
-        let i = self.index.remove(&key)? as usize;
-        let (_, entry) = self.slots.swap_remove(i);
-        if let Some((moved, _)) = self.slots.get(i) {
-            self.index.insert(*moved, i as u32);
-        }
-        Some(entry)
+        let i = self.index.remove(&key)?;
+        self.free.push(i);
+        self.slots[i as usize].0.take()
     }
 
     /// Closes every window, in deadline order (the end of a replay's input).
     pub fn close_all(&mut self) -> Option<(u64, Entry)> {
-        self.pop()
+        self.pop_due(u64::MAX)
     }
 
     /// Entries in deadline order, for a snapshot.
     pub fn ordered(&self) -> Vec<(u64, &Entry)> {
-        let mut v: Vec<(u64, &Entry)> = self.slots.iter().map(|(k, e)| (*k, e)).collect();
+        let mut v: Vec<(u64, &Entry)> = self
+            .index
+            .iter()
+            .filter_map(|(k, i)| Some((*k, self.slots[*i as usize].0.as_ref()?)))
+            .collect();
         v.sort_by_key(|(k, e)| (e.deadline, *k));
         v
     }
@@ -195,10 +242,7 @@ mod tests {
     use super::*;
 
     fn entry(deadline: u64) -> Entry {
-        Entry {
-            deadline,
-            ..Entry::default()
-        }
+        Entry::new(&"t/r".into(), 0, deadline, 0, None)
     }
 
     #[test]
