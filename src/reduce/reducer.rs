@@ -1247,4 +1247,85 @@ mod tests {
         assert_eq!(cache.len(), 1);
         assert_eq!(cache[0].suppression.count, 1);
     }
+
+    /// Issue 7: the tables' slab and the suppressions boxed on first use changed no byte of a
+    /// snapshot. A state with every table (windows with and without suppressions, samples,
+    /// variables, a budget's second with its key) encodes as the build before them did (its
+    /// hash pinned from that build) and decodes back to the same bytes.
+    #[test]
+    fn issue7_snapshots_keep_their_bytes() {
+        let rules = "team: t\nbudget: {kept_bytes: 60}\nrules:\n  - name: r\n    format: logfmt\n    metrics: [{name: r_total, type: counter}]\n    reduce:\n      dedupe: {window: 10s, key: [svc]}\n      throttle: {limit: 1, per: 1m, key: [svc]}\n      patterns: {keep: 4, per: 1m}\n";
+        let lines: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    "svc={} level={} msg=\"request {} took {}ms\"",
+                    if i == 38 {
+                        "f"
+                    } else {
+                        ["a", "b", "c", "d", "e"][i % 5]
+                    },
+                    if i == 39 { "error" } else { "info" },
+                    i % 7,
+                    i * 3
+                )
+            })
+            .collect();
+        let (program, _) = compile(&[SourceFile {
+            name: "t.yaml".into(),
+            text: rules.into(),
+        }]);
+        let program = Arc::new(program);
+        let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
+        let batch: Vec<Record> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Record {
+                payload: l.as_bytes(),
+                topic: "t",
+                version: Version::default(),
+                event_ms: 1_000 + i as u64 * 600,
+                part: crate::decode::Part::Whole,
+            })
+            .collect();
+        let mut fates = Vec::new();
+        engine.process(&batch, 0, &mut fates);
+        let mut r = Reducer::new();
+        let mut counts = Reduction::new(&program);
+        let mut out = Vec::new();
+        r.batch(
+            &program,
+            &engine.asks,
+            &engine.text,
+            |i| {
+                (
+                    batch[i].payload,
+                    batch[i].event_ms,
+                    Source {
+                        partition: 1,
+                        offset: i as i64,
+                        timestamp_ms: None,
+                        part: crate::decode::Part::Whole,
+                    },
+                )
+            },
+            &mut counts,
+            &mut out,
+        );
+        let bytes = r.encode();
+        assert!(
+            r.tables.iter().all(|t| !t.is_empty()),
+            "every table has windows"
+        );
+        for t in &r.tables[..BUDGET] {
+            assert!(t.entries().any(|e| e.suppressed() > 0));
+        }
+        for t in [super::DEDUPE, THROTTLE, BUDGET] {
+            assert!(r.tables[t].entries().any(|e| e.suppressed() == 0));
+        }
+        assert_eq!(
+            (bytes.len(), super::super::hash::hash_bytes(&bytes)),
+            (1709, 6_699_196_026_749_238_697)
+        );
+        assert_eq!(Reducer::decode(&bytes).unwrap().encode(), bytes);
+    }
 }
