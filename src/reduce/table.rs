@@ -192,6 +192,9 @@ impl Deadlines {
 #[repr(align(64))]
 struct Slot(Option<Entry>);
 
+// An entry that grows past a cache line makes every eviction read two.
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
 /// Entries live in a slab (a removal frees its place, which the next insertion takes: at the
 /// cap, the place of the entry just evicted, still in cache), the map holds their places:
 /// no entry moves after it was written, when the table grows or when another leaves.
