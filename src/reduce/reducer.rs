@@ -7,15 +7,13 @@
 //! summaries come out first); a protected event (an error level, `always_keep`) is kept; then
 //! `sample`, `dedupe`, `throttle` and `patterns`, each of which may suppress it.
 
-use std::sync::Arc;
-
 use hashbrown::HashMap;
 
 use super::hash::{combine, hash_bytes};
 use super::retain::{Held, Retention, Step, TraceEvent};
 use super::summary::Summary;
 use super::table::{
-    Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, MAX_VARIABLES, Table, cut,
+    Entry, MAX_SAMPLE_BYTES, MAX_SAMPLES, MAX_VALUE_BYTES, MAX_VARIABLES, Suppression, Table, cut,
 };
 use super::templates::{Miner, MinerConfig, TemplateId, Variable};
 use super::{Action, Ask, Reduction, Verdict};
@@ -163,7 +161,7 @@ impl Reducer {
         counts: &mut Reduction,
         out: &mut Vec<Summary>,
     ) {
-        if e.suppressed == 0 {
+        if e.suppressed() == 0 {
             return;
         }
         counts.summaries[action_of(table) as usize] += 1;
@@ -357,8 +355,9 @@ impl Reducer {
                 Some(e) => {
                     // A key's text is only ever read from a summary, so a key that never
                     // repeats does not pay for it.
-                    if e.suppressed == 0 {
-                        e.key_text = ask.key_text_of(
+                    let s = e.suppress(now, source.offset);
+                    if s.count == 1 {
+                        s.key_text = ask.key_text_of(
                             text,
                             event,
                             ask.dedupe_text,
@@ -366,18 +365,16 @@ impl Reducer {
                             &d.key.names,
                         );
                     }
-                    e.suppress(now, source.offset);
                     return Verdict::Suppressed(Action::Dedupe);
                 }
                 None => {
-                    let e = Entry {
-                        rule: Arc::clone(rule_name),
-                        start_ms: now,
-                        deadline: now.saturating_add(d.window_ms),
-                        kept: 1,
-                        template: (!d.whole).then_some(template).flatten(),
-                        ..Entry::default()
-                    };
+                    let e = Entry::new(
+                        rule_name,
+                        now,
+                        now.saturating_add(d.window_ms),
+                        1,
+                        (!d.whole).then_some(template).flatten(),
+                    );
                     self.open(DEDUPE, key, e, cap, source.partition, counts, out);
                 }
             }
@@ -387,8 +384,9 @@ impl Reducer {
             let key = combine(combine(rule_hash, ask.throttle_key), start);
             match self.tables[THROTTLE].get_mut(key) {
                 Some(e) if e.kept >= u64::from(t.limit) => {
-                    if e.suppressed == 0 {
-                        e.key_text = ask.key_text_of(
+                    let s = e.suppress(now, source.offset);
+                    if s.count == 1 {
+                        s.key_text = ask.key_text_of(
                             text,
                             event,
                             ask.throttle_text,
@@ -396,22 +394,15 @@ impl Reducer {
                             &t.key.names,
                         );
                     }
-                    e.suppress(now, source.offset);
-                    if e.samples.len() < MAX_SAMPLES {
-                        e.samples
+                    if s.samples.len() < MAX_SAMPLES {
+                        s.samples
                             .push(cut(&String::from_utf8_lossy(event), MAX_SAMPLE_BYTES));
                     }
                     return Verdict::Suppressed(Action::Throttle);
                 }
                 Some(e) => e.kept += 1,
                 None => {
-                    let e = Entry {
-                        rule: Arc::clone(rule_name),
-                        start_ms: start,
-                        deadline: start.saturating_add(t.per_ms),
-                        kept: 1,
-                        ..Entry::default()
-                    };
+                    let e = Entry::new(rule_name, start, start.saturating_add(t.per_ms), 1, None);
                     self.open(THROTTLE, key, e, cap, source.partition, counts, out);
                 }
             }
@@ -421,24 +412,21 @@ impl Reducer {
             let key = combine(combine(rule_hash, id), start);
             match self.tables[PATTERNS].get_mut(key) {
                 Some(e) if e.kept >= u64::from(p.keep) => {
-                    e.suppress(now, source.offset);
-                    sample_values(e, &self.vars, message);
+                    sample_values(e.suppress(now, source.offset), &self.vars, message);
                     return Verdict::Suppressed(Action::Patterns);
                 }
                 Some(e) => e.kept += 1,
                 None => {
-                    let mut e = Entry {
-                        rule: Arc::clone(rule_name),
-                        start_ms: start,
-                        deadline: start.saturating_add(p.per_ms),
-                        kept: 0,
-                        template: Some(id),
-                        ..Entry::default()
-                    };
+                    let mut e = Entry::new(
+                        rule_name,
+                        start,
+                        start.saturating_add(p.per_ms),
+                        0,
+                        Some(id),
+                    );
                     let suppressed = p.keep == 0;
                     if suppressed {
-                        e.suppress(now, source.offset);
-                        sample_values(&mut e, &self.vars, message);
+                        sample_values(e.suppress(now, source.offset), &self.vars, message);
                     } else {
                         e.kept = 1;
                     }
@@ -474,13 +462,12 @@ impl Reducer {
         let e = match self.tables[BUDGET].get_mut(key) {
             Some(e) => e,
             None => {
-                let e = Entry {
-                    rule: Arc::clone(&k.team),
-                    start_ms: start,
-                    deadline: start.saturating_add(1000),
+                // The key is the team's from the start, as snapshots have always had it.
+                let mut e = Entry::new(&k.team, start, start.saturating_add(1000), 0, None);
+                e.suppression = Some(Box::new(Suppression {
                     key_text: format!("team={}", k.team).into(),
-                    ..Entry::default()
-                };
+                    ..Suppression::default()
+                }));
                 self.open(
                     BUDGET,
                     key,
@@ -497,9 +484,9 @@ impl Reducer {
             e.kept += bytes;
             return false;
         }
-        e.suppress(now, source.offset);
-        if e.samples.len() < MAX_SAMPLES {
-            e.samples
+        let s = e.suppress(now, source.offset);
+        if s.samples.len() < MAX_SAMPLES {
+            s.samples
                 .push(cut(&String::from_utf8_lossy(event), MAX_SAMPLE_BYTES));
         }
         true
@@ -537,7 +524,7 @@ impl Reducer {
 
 /// Keeps up to `MAX_SAMPLES` distinct values of each variable of a suppressed event (of the
 /// first `MAX_VARIABLES` variables met, so a summary of a 10,000-token line stays small).
-fn sample_values(e: &mut Entry, vars: &[Variable], message: &str) {
+fn sample_values(e: &mut Suppression, vars: &[Variable], message: &str) {
     for v in vars {
         let value = message.get(v.span()).unwrap_or_default();
         let room = e.variables.len() < MAX_VARIABLES;
@@ -599,6 +586,8 @@ impl Reducer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::decode::{InputFormat, Limits};
     use crate::derive::Version;
@@ -1256,6 +1245,87 @@ mod tests {
             .filter(|s| s.template_text.as_deref() == Some("cache warmed in <*>ms"))
             .collect();
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache[0].entry.suppressed, 1);
+        assert_eq!(cache[0].suppression.count, 1);
+    }
+
+    /// Issue 7: the tables' slab and the suppressions boxed on first use changed no byte of a
+    /// snapshot. A state with every table (windows with and without suppressions, samples,
+    /// variables, a budget's second with its key) encodes as the build before them did (its
+    /// hash pinned from that build) and decodes back to the same bytes.
+    #[test]
+    fn issue7_snapshots_keep_their_bytes() {
+        let rules = "team: t\nbudget: {kept_bytes: 60}\nrules:\n  - name: r\n    format: logfmt\n    metrics: [{name: r_total, type: counter}]\n    reduce:\n      dedupe: {window: 10s, key: [svc]}\n      throttle: {limit: 1, per: 1m, key: [svc]}\n      patterns: {keep: 4, per: 1m}\n";
+        let lines: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    "svc={} level={} msg=\"request {} took {}ms\"",
+                    if i == 38 {
+                        "f"
+                    } else {
+                        ["a", "b", "c", "d", "e"][i % 5]
+                    },
+                    if i == 39 { "error" } else { "info" },
+                    i % 7,
+                    i * 3
+                )
+            })
+            .collect();
+        let (program, _) = compile(&[SourceFile {
+            name: "t.yaml".into(),
+            text: rules.into(),
+        }]);
+        let program = Arc::new(program);
+        let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
+        let batch: Vec<Record> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Record {
+                payload: l.as_bytes(),
+                topic: "t",
+                version: Version::default(),
+                event_ms: 1_000 + i as u64 * 600,
+                part: crate::decode::Part::Whole,
+            })
+            .collect();
+        let mut fates = Vec::new();
+        engine.process(&batch, 0, &mut fates);
+        let mut r = Reducer::new();
+        let mut counts = Reduction::new(&program);
+        let mut out = Vec::new();
+        r.batch(
+            &program,
+            &engine.asks,
+            &engine.text,
+            |i| {
+                (
+                    batch[i].payload,
+                    batch[i].event_ms,
+                    Source {
+                        partition: 1,
+                        offset: i as i64,
+                        timestamp_ms: None,
+                        part: crate::decode::Part::Whole,
+                    },
+                )
+            },
+            &mut counts,
+            &mut out,
+        );
+        let bytes = r.encode();
+        assert!(
+            r.tables.iter().all(|t| !t.is_empty()),
+            "every table has windows"
+        );
+        for t in &r.tables[..BUDGET] {
+            assert!(t.entries().any(|e| e.suppressed() > 0));
+        }
+        for t in [super::DEDUPE, THROTTLE, BUDGET] {
+            assert!(r.tables[t].entries().any(|e| e.suppressed() == 0));
+        }
+        assert_eq!(
+            (bytes.len(), super::super::hash::hash_bytes(&bytes)),
+            (1709, 6_699_196_026_749_238_697)
+        );
+        assert_eq!(Reducer::decode(&bytes).unwrap().encode(), bytes);
     }
 }

@@ -3,33 +3,37 @@
 //! Deterministic (entries in deadline order) and total to decode.
 
 use super::reducer::{BUDGET, Reducer};
-use super::table::{Entry, Table};
+use super::table::{Entry, Suppression, Table};
 use super::templates::Miner;
 use crate::codec::{Corrupt, Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"LMRD";
 const VERSION: u8 = 2;
 
+/// An entry as it was before its suppression was boxed: a window without a box writes the
+/// zeros and empty fields it stands for, so the bytes did not change.
 fn write_entry(w: &mut Writer, key: u64, e: &Entry) {
+    let none = Suppression::default();
+    let s = e.suppression.as_deref().unwrap_or(&none);
     w.u64(key);
     w.str(&e.rule);
     w.u64(e.start_ms);
     w.u64(e.deadline);
     w.u64(e.kept);
-    w.u64(e.suppressed);
-    w.u64(e.first_ms);
-    w.u64(e.last_ms);
-    w.i64(e.first_offset);
-    w.i64(e.last_offset);
+    w.u64(s.count);
+    w.u64(s.first_ms);
+    w.u64(s.last_ms);
+    w.i64(s.first_offset);
+    w.i64(s.last_offset);
     w.bool(e.template.is_some());
     w.u64(e.template.unwrap_or(0));
-    w.str(&e.key_text);
-    w.u32(e.samples.len() as u32);
-    for s in &e.samples {
-        w.str(s);
+    w.str(&s.key_text);
+    w.u32(s.samples.len() as u32);
+    for x in &s.samples {
+        w.str(x);
     }
-    w.u32(e.variables.len() as u32);
-    for (v, values) in &e.variables {
+    w.u32(s.variables.len() as u32);
+    for (v, values) in &s.variables {
         w.u32(u32::from(*v));
         w.u32(values.len() as u32);
         for x in values {
@@ -45,19 +49,23 @@ fn read_entry(r: &mut Reader<'_>) -> Result<(u64, Entry), Corrupt> {
         start_ms: r.u64()?,
         deadline: r.u64()?,
         kept: r.u64()?,
-        suppressed: r.u64()?,
+        template: None,
+        suppression: None,
+    };
+    let mut s = Suppression {
+        count: r.u64()?,
         first_ms: r.u64()?,
         last_ms: r.u64()?,
         first_offset: r.i64()?,
         last_offset: r.i64()?,
-        ..Entry::default()
+        ..Suppression::default()
     };
     let has_template = r.bool()?;
     let t = r.u64()?;
     e.template = has_template.then_some(t);
-    e.key_text = r.str()?.into();
+    s.key_text = r.str()?.into();
     for _ in 0..r.count(4)? {
-        e.samples.push(r.str()?.into());
+        s.samples.push(r.str()?.into());
     }
     for _ in 0..r.count(8)? {
         let v = u16::try_from(r.u32()?).map_err(|_| Corrupt)?;
@@ -65,7 +73,11 @@ fn read_entry(r: &mut Reader<'_>) -> Result<(u64, Entry), Corrupt> {
         for _ in 0..r.count(4)? {
             values.push(r.str()?.into());
         }
-        e.variables.push((v, values));
+        s.variables.push((v, values));
+    }
+    // Exactly the windows written without a box get none back: the bytes round-trip.
+    if !s.is_empty() {
+        e.suppression = Some(Box::new(s));
     }
     Ok((key, e))
 }

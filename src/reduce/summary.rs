@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::Action;
 use super::hash::{combine, hash_bytes};
-use super::table::Entry;
+use super::table::{Entry, Suppression};
 use crate::sink::output::json_string;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +17,9 @@ pub struct Summary {
     /// key and the window. Readers drop a summary seen twice (after a crash) by it.
     pub id: u64,
     pub partition: i32,
+    /// The window, without its suppression (below).
     pub entry: Entry,
+    pub suppression: Box<Suppression>,
     pub template_text: Option<String>,
 }
 
@@ -26,9 +28,10 @@ impl Summary {
         action: Action,
         partition: i32,
         key: u64,
-        entry: Entry,
+        mut entry: Entry,
         template_text: Option<String>,
     ) -> Summary {
+        let suppression = entry.suppression.take().unwrap_or_default();
         let id = combine(
             combine(
                 combine(hash_bytes(action.as_str().as_bytes()), partition as u64),
@@ -41,6 +44,7 @@ impl Summary {
             id,
             partition,
             entry,
+            suppression,
             template_text,
         }
     }
@@ -48,20 +52,20 @@ impl Summary {
     /// One field as text, as a test expectation names it (`testfile::SUMMARY_FIELDS`; a key's
     /// value is `key.<name>`, `samples` is their number).
     pub fn field(&self, name: &str) -> Option<String> {
-        let e = &self.entry;
+        let (e, s) = (&self.entry, &self.suppression);
         Some(match name {
             "action" => self.action.as_str().to_string(),
             "rule" => e.rule.to_string(),
             "template" => self.template_text.clone()?,
-            "repeat_count" | "suppressed" => e.suppressed.to_string(),
+            "repeat_count" | "suppressed" => s.count.to_string(),
             "kept" => e.kept.to_string(),
-            "first_ms" => e.first_ms.to_string(),
-            "last_ms" => e.last_ms.to_string(),
+            "first_ms" => s.first_ms.to_string(),
+            "last_ms" => s.last_ms.to_string(),
             "window_start_ms" => e.start_ms.to_string(),
-            "samples" => e.samples.len().to_string(),
+            "samples" => s.samples.len().to_string(),
             key => {
                 let want = key.strip_prefix("key.")?;
-                e.key_text
+                s.key_text
                     .split('\u{1f}')
                     .find_map(|p| p.split_once('=').filter(|(k, _)| *k == want))?
                     .1
@@ -72,19 +76,19 @@ impl Summary {
 
     /// The offsets of the first and last suppressed events.
     pub fn offsets(&self) -> (i64, i64) {
-        (self.entry.first_offset, self.entry.last_offset)
+        (self.suppression.first_offset, self.suppression.last_offset)
     }
 
     /// One JSON line (with its newline).
     pub fn json(&self, out: &mut String) {
-        let e = &self.entry;
+        let (e, s) = (&self.entry, &*self.suppression);
         out.push_str("{\"logmill\":\"summary\",\"action\":\"");
         out.push_str(self.action.as_str());
         let _ = write!(out, "\",\"id\":\"{:016x}\",\"rule\":", self.id);
         json_string(out, &e.rule);
-        if !e.key_text.is_empty() {
+        if !s.key_text.is_empty() {
             out.push_str(",\"key\":{");
-            for (i, pair) in e.key_text.split('\u{1f}').enumerate() {
+            for (i, pair) in s.key_text.split('\u{1f}').enumerate() {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
                 if i > 0 {
                     out.push(',');
@@ -114,27 +118,27 @@ impl Summary {
         let _ = write!(
             out,
             ",\"{count}\":{},\"{kept}\":{},\"window_start_ms\":{},\"first_ms\":{},\"last_ms\":{},\"partition\":{},\"first_offset\":{},\"last_offset\":{}",
-            e.suppressed,
+            s.count,
             e.kept,
             e.start_ms,
-            e.first_ms,
-            e.last_ms,
+            s.first_ms,
+            s.last_ms,
             self.partition,
-            e.first_offset,
-            e.last_offset
+            s.first_offset,
+            s.last_offset
         );
-        if !e.samples.is_empty() {
+        if !s.samples.is_empty() {
             out.push_str(",\"samples\":[");
-            for (i, s) in e.samples.iter().enumerate() {
+            for (i, x) in s.samples.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                json_string(out, s);
+                json_string(out, x);
             }
             out.push(']');
         }
-        if !e.variables.is_empty() {
-            let mut vars: Vec<&(u16, Vec<Box<str>>)> = e.variables.iter().collect();
+        if !s.variables.is_empty() {
+            let mut vars: Vec<&(u16, Vec<Box<str>>)> = s.variables.iter().collect();
             vars.sort_by_key(|(v, _)| *v);
             out.push_str(",\"variables\":{");
             for (i, (v, values)) in vars.iter().enumerate() {
