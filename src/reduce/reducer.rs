@@ -595,9 +595,18 @@ mod tests {
     use crate::reduce::Fate;
     use crate::rules::{SourceFile, compile};
 
-    /// Runs `lines` (with their times, ms) through the engine and one partition's reduction:
-    /// the lines kept, and the summaries as JSON, in output order.
-    pub(crate) fn reduce(rules: &str, lines: &[(&str, u64)]) -> (Vec<String>, Vec<String>) {
+    /// What [`decided`] gives.
+    struct Decided {
+        program: Arc<Program>,
+        reducer: Reducer,
+        counts: Reduction,
+        out: Vec<Out>,
+        fates: Vec<Fate>,
+    }
+
+    /// `lines` (with their times, ms) through the engine and partition `partition`'s
+    /// reduction, in one batch.
+    fn decided(rules: &str, lines: &[(&str, u64)], partition: i32) -> Decided {
         let (program, diags) = compile(&[SourceFile {
             name: "t.yaml".into(),
             text: rules.into(),
@@ -633,7 +642,7 @@ mod tests {
                     batch[i].payload,
                     batch[i].event_ms,
                     Source {
-                        partition: 0,
+                        partition,
                         offset: i as i64,
                         timestamp_ms: None,
                         part: crate::decode::Part::Whole,
@@ -643,6 +652,25 @@ mod tests {
             &mut counts,
             &mut out,
         );
+        Decided {
+            program,
+            reducer: r,
+            counts,
+            out,
+            fates,
+        }
+    }
+
+    /// Runs `lines` (with their times, ms) through the engine and one partition's reduction:
+    /// the lines kept, and the summaries as JSON, in output order.
+    pub(crate) fn reduce(rules: &str, lines: &[(&str, u64)]) -> (Vec<String>, Vec<String>) {
+        let Decided {
+            program,
+            reducer: mut r,
+            mut counts,
+            mut out,
+            fates,
+        } = decided(rules, lines, 0);
         let mut summaries = Vec::new();
         r.flush(&program, 0, &mut counts, &mut summaries);
         out.extend(summaries.into_iter().map(Out::Summary));
@@ -1270,47 +1298,12 @@ mod tests {
                 )
             })
             .collect();
-        let (program, _) = compile(&[SourceFile {
-            name: "t.yaml".into(),
-            text: rules.into(),
-        }]);
-        let program = Arc::new(program);
-        let mut engine = Engine::new(program.clone(), InputFormat::Auto, Limits::default());
-        let batch: Vec<Record> = lines
+        let timed: Vec<(&str, u64)> = lines
             .iter()
             .enumerate()
-            .map(|(i, l)| Record {
-                payload: l.as_bytes(),
-                topic: "t",
-                version: Version::default(),
-                event_ms: 1_000 + i as u64 * 600,
-                part: crate::decode::Part::Whole,
-            })
+            .map(|(i, l)| (l.as_str(), 1_000 + i as u64 * 600))
             .collect();
-        let mut fates = Vec::new();
-        engine.process(&batch, 0, &mut fates);
-        let mut r = Reducer::new();
-        let mut counts = Reduction::new(&program);
-        let mut out = Vec::new();
-        r.batch(
-            &program,
-            &engine.asks,
-            &engine.text,
-            |i| {
-                (
-                    batch[i].payload,
-                    batch[i].event_ms,
-                    Source {
-                        partition: 1,
-                        offset: i as i64,
-                        timestamp_ms: None,
-                        part: crate::decode::Part::Whole,
-                    },
-                )
-            },
-            &mut counts,
-            &mut out,
-        );
+        let r = decided(rules, &timed, 1).reducer;
         let bytes = r.encode();
         assert!(
             r.tables.iter().all(|t| !t.is_empty()),

@@ -13,8 +13,29 @@ const MAX_CHUNKS: usize = 4096;
 const MAX_HELD_BYTES: usize = 1 << 18;
 const MAX_HELD_TOKENS: usize = 1 << 15;
 const MAX_CHUNK_BYTES: usize = 256;
-/// Chunk hashes seen once, by their low bits.
+/// Hashes seen once, by their low bits.
 const SEEN: usize = 1 << 12;
+
+/// Hashes seen once: a chunk or message is remembered the second time it comes, so that those
+/// seen only once (an address, a path with an id, a unique file name) do not push the others
+/// out.
+#[derive(Debug, Default)]
+struct Seen(Vec<u64>);
+
+impl Seen {
+    /// Whether `hash` was seen before; it is from now on.
+    fn before(&mut self, hash: u64) -> bool {
+        if self.0.is_empty() {
+            self.0.resize(SEEN, 0);
+        }
+        let seen = &mut self.0[hash as usize % SEEN];
+        if *seen != hash {
+            *seen = hash;
+            return false;
+        }
+        true
+    }
+}
 
 /// Where a remembered chunk's bytes and tokens are.
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +53,7 @@ pub(super) struct Chunks {
     /// Spans relative to the chunk's start.
     tokens: Vec<Token>,
     shapes: Vec<u16>,
-    /// Hashes of chunks seen once: a chunk is remembered the second time it is cut, so that
-    /// chunks seen only once (an address, a path with an id) do not push the others out.
-    seen: Vec<u64>,
+    seen: Seen,
     /// The word length limit the tokens were cut under.
     max_word_bytes: usize,
 }
@@ -73,12 +92,7 @@ impl Chunks {
         if chunk.len() > MAX_CHUNK_BYTES {
             return;
         }
-        if self.seen.is_empty() {
-            self.seen.resize(SEEN, 0);
-        }
-        let seen = &mut self.seen[hash as usize % SEEN];
-        if *seen != hash {
-            *seen = hash;
+        if !self.seen.before(hash) {
             return;
         }
         if self.max_word_bytes != max_word_bytes
@@ -110,12 +124,17 @@ impl Chunks {
     }
 }
 
-/// Messages remembered whole, and the bytes and tokens they may hold in all.
-const MAX_MESSAGES: usize = 1024;
+/// Messages remembered whole (up to this length), and the bytes and tokens they may hold.
 const MAX_MESSAGE_BYTES: usize = 64;
-const MAX_MESSAGE_TOKENS: usize = 1 << 14;
+pub(super) type Messages = Memory<1024, { 1024 * MAX_MESSAGE_BYTES }, { 1 << 14 }>;
 
-/// Where a remembered message's bytes and tokens are, and what cutting it gave.
+/// Whether a message of this length is looked up in [`Messages`] at all.
+#[inline]
+pub(super) fn message_wanted(message: &[u8]) -> bool {
+    message.len() <= MAX_MESSAGE_BYTES
+}
+
+/// Where a remembered message's bytes and tokens are, and what tokenising it gave.
 #[derive(Debug, Clone, Copy)]
 struct HeldMessage {
     bytes: u32,
@@ -126,26 +145,23 @@ struct HeldMessage {
     cut: bool,
 }
 
-/// Short messages tokenised before, whole: their folded tokens, shape, and whether they were
-/// cut at `max_tokens`. A message field (`msg`) repeats word for word more often than not,
-/// and for a short message the look-up costs a fraction of the cut and fold.
+/// Messages tokenised before, by their bytes (a message whole, or a long one's skeleton):
+/// their folded tokens, shape, and whether they were cut at `max_tokens`. At most `ENTRIES`
+/// of them, `BYTES` bytes and `TOKENS` tokens in all; all are forgotten when one is reached
+/// (a message costs one cut and fold to learn again). A message field (`msg`) repeats word
+/// for word more often than not, and for a short message the look-up costs a fraction of the
+/// cut and fold.
 #[derive(Debug, Default)]
-pub(super) struct Messages {
+pub(super) struct Memory<const ENTRIES: usize, const BYTES: usize, const TOKENS: usize> {
     map: HashMap<u64, HeldMessage, BuildIdentity>,
     bytes: Vec<u8>,
     tokens: Vec<Token>,
-    seen: Vec<u64>,
+    seen: Seen,
     /// The limits the tokens were cut under (`max_tokens`, `max_word_bytes`).
     limits: (usize, usize),
 }
 
-impl Messages {
-    /// Whether a message of this length is looked up at all.
-    #[inline]
-    pub(super) fn wanted(message: &[u8]) -> bool {
-        message.len() <= MAX_MESSAGE_BYTES
-    }
-
+impl<const ENTRIES: usize, const BYTES: usize, const TOKENS: usize> Memory<ENTRIES, BYTES, TOKENS> {
     /// The folded tokens, shape and cut of `message` (hash `hash`) when it was remembered
     /// under the same limits.
     #[inline]
@@ -164,28 +180,26 @@ impl Messages {
         Some((&self.tokens[k], h.shape, h.cut))
     }
 
-    /// Remembers a message just tokenised, if it was seen before.
+    /// Whether a message of hash `hash` came before (then [`Memory::put`] is worth it); it
+    /// has from now on.
+    pub(super) fn seen(&mut self, hash: u64) -> bool {
+        self.seen.before(hash)
+    }
+
+    /// Remembers a message just tokenised into `tokens`.
     pub(super) fn put(
         &mut self,
         hash: u64,
         message: &[u8],
-        tokens: &[Token],
+        tokens: impl ExactSizeIterator<Item = Token>,
         shape: u64,
         cut: bool,
         limits: (usize, usize),
     ) {
-        if self.seen.is_empty() {
-            self.seen.resize(SEEN, 0);
-        }
-        let seen = &mut self.seen[hash as usize % SEEN];
-        if *seen != hash {
-            *seen = hash;
-            return;
-        }
         if self.limits != limits
-            || self.map.len() >= MAX_MESSAGES
-            || self.bytes.len() + message.len() > MAX_MESSAGES * MAX_MESSAGE_BYTES
-            || self.tokens.len() + tokens.len() > MAX_MESSAGE_TOKENS
+            || self.map.len() >= ENTRIES
+            || self.bytes.len() + message.len() > BYTES
+            || self.tokens.len() + tokens.len() > TOKENS
         {
             self.map.clear();
             self.bytes.clear();
@@ -201,7 +215,12 @@ impl Messages {
             cut,
         };
         self.bytes.extend_from_slice(message);
-        self.tokens.extend_from_slice(tokens);
+        self.tokens.extend(tokens);
         self.map.insert(hash, held);
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
     }
 }

@@ -228,7 +228,7 @@ impl Tokenizer {
     pub fn run(&mut self, message: &str, limits: Limits) -> bool {
         let b = message.as_bytes();
         let held = (limits.max_tokens, limits.max_word_bytes);
-        if !Messages::wanted(b) {
+        if !chunks::message_wanted(b) {
             if !Skeletons::wanted(b) {
                 return self.cut_and_fold(message, limits);
             }
@@ -236,11 +236,7 @@ impl Tokenizer {
             if let Some((shape, cut)) = self.skeletons.get(held, &mut self.out) {
                 self.shape = shape;
                 #[cfg(test)]
-                if self.cross_check {
-                    let mut fresh = Tokenizer::default();
-                    assert_eq!(fresh.cut_and_fold(message, limits), cut, "{message:?}");
-                    assert_eq!((fresh.out, fresh.shape), (self.out.clone(), shape));
-                }
+                self.check_remembered(message, limits, cut);
                 return cut;
             }
             let cut = self.cut_and_fold(message, limits);
@@ -253,16 +249,25 @@ impl Tokenizer {
             self.out.extend_from_slice(out);
             self.shape = shape;
             #[cfg(test)]
-            if self.cross_check {
-                let mut fresh = Tokenizer::default();
-                assert_eq!(fresh.cut_and_fold(message, limits), cut, "{message:?}");
-                assert_eq!((fresh.out, fresh.shape), (self.out.clone(), shape));
-            }
+            self.check_remembered(message, limits, cut);
             return cut;
         }
         let cut = self.cut_and_fold(message, limits);
-        self.messages.put(hash, b, &self.out, self.shape, cut, held);
+        if self.messages.seen(hash) {
+            let tokens = self.out.iter().copied();
+            self.messages.put(hash, b, tokens, self.shape, cut, held);
+        }
         cut
+    }
+
+    /// Tests only: what a memory gave for `message` is what cutting and folding it gives.
+    #[cfg(test)]
+    fn check_remembered(&self, message: &str, limits: Limits, cut: bool) {
+        if self.cross_check {
+            let mut fresh = Tokenizer::default();
+            assert_eq!(fresh.cut_and_fold(message, limits), cut, "{message:?}");
+            assert_eq!((&fresh.out, fresh.shape), (&self.out, self.shape));
+        }
     }
 
     /// Tokenises `message` (see [`Tokenizer::run`]).

@@ -10,33 +10,14 @@
 //! of every other message of its skeleton: the lines of an access log, which differ in their
 //! addresses, times, sizes and ids, are cut and folded once per kind of path and client.
 
-use std::collections::HashMap;
-
 use super::Token;
+use super::chunks::Memory;
 use super::scan::{digits, pack};
-use crate::reduce::hash::{BuildIdentity, hash_bytes};
+use crate::reduce::hash::hash_bytes;
 
-/// Skeletons remembered, and the bytes and tokens they may hold in all; all are forgotten
-/// when one is reached (a skeleton costs one cut and fold to learn again).
-const MAX_SKELETONS: usize = 2048;
-const MAX_HELD_BYTES: usize = 1 << 18;
-const MAX_HELD_TOKENS: usize = 1 << 15;
 /// Longer messages are cut and folded without looking for their skeleton: a 64 KiB line of
 /// 10,000 tokens is unlikely to come again, and would push out hundreds of others.
 pub(super) const MAX_MESSAGE_BYTES: usize = 4096;
-/// Skeleton hashes seen once, by their low bits.
-const SEEN: usize = 1 << 12;
-
-/// Where a remembered skeleton's bytes and tokens are, and what tokenising it gave.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    bytes: u32,
-    len: u32,
-    tokens: u32,
-    count: u32,
-    shape: u64,
-    cut: bool,
-}
 
 /// From `skeleton` on, a skeleton position is `line - skeleton` short of its message's: the
 /// end of a run of three digits or more (written as two).
@@ -48,15 +29,8 @@ struct Shift {
 
 #[derive(Debug, Default)]
 pub(super) struct Skeletons {
-    map: HashMap<u64, Held, BuildIdentity>,
-    bytes: Vec<u8>,
-    /// Folded tokens, spans in skeleton positions.
-    tokens: Vec<Token>,
-    /// Hashes of skeletons seen once: a skeleton is remembered the second time it comes, so
-    /// that messages of their own (a unique file name) do not push the others out.
-    seen: Vec<u64>,
-    /// The limits the tokens were cut under (`max_tokens`, `max_word_bytes`).
-    limits: (usize, usize),
+    /// Skeletons remembered, their tokens' spans in skeleton positions.
+    memory: Memory<2048, { 1 << 18 }, { 1 << 15 }>,
     /// The skeleton of the message last loaded (its first `len` bytes), its hash and its
     /// shifts, the last one at `u32::MAX`.
     skeleton: Vec<u8>,
@@ -119,7 +93,7 @@ impl Skeletons {
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.map.len()
+        self.memory.len()
     }
 
     /// Makes `message`'s skeleton the one [`Skeletons::get`] and [`Skeletons::put`] are about.
@@ -178,15 +152,10 @@ impl Skeletons {
     /// skeleton, into `out`, when it was remembered under the same limits.
     #[inline]
     pub(super) fn get(&self, limits: (usize, usize), out: &mut Vec<Token>) -> Option<(u64, bool)> {
-        let h = self.map.get(&self.hash)?;
-        let at = h.bytes as usize;
-        if self.bytes.get(at..at + h.len as usize) != Some(&self.skeleton[..self.len])
-            || self.limits != limits
-        {
-            return None;
-        }
+        let (tokens, shape, cut) =
+            self.memory
+                .get(self.hash, &self.skeleton[..self.len], limits)?;
         out.clear();
-        let tokens = &self.tokens[h.tokens as usize..(h.tokens + h.count) as usize];
         out.reserve(tokens.len());
         // Spans only move forward, so the shifts are walked once; the last is a sentinel.
         let (mut next, mut delta) = (0, 0);
@@ -203,11 +172,11 @@ impl Skeletons {
             }
             out.push(token);
         }
-        Some((h.shape, h.cut))
+        Some((shape, cut))
     }
 
     /// Remembers the loaded `message`'s `tokens`, `shape` and `cut` for its skeleton, if it
-    /// was seen before.
+    /// came before.
     pub(super) fn put(
         &mut self,
         message: &[u8],
@@ -216,12 +185,7 @@ impl Skeletons {
         cut: bool,
         limits: (usize, usize),
     ) {
-        if self.seen.is_empty() {
-            self.seen.resize(SEEN, 0);
-        }
-        let seen = &mut self.seen[self.hash as usize % SEEN];
-        if *seen != self.hash {
-            *seen = self.hash;
+        if !self.memory.seen(self.hash) {
             return;
         }
         // Spans that only move forward, none inside a run of digits: what the module's
@@ -237,40 +201,22 @@ impl Skeletons {
             }
             last = t.end;
         }
-        if self.limits != limits
-            || self.map.len() >= MAX_SKELETONS
-            || self.bytes.len() + self.len > MAX_HELD_BYTES
-            || self.tokens.len() + tokens.len() > MAX_HELD_TOKENS
-        {
-            self.map.clear();
-            self.bytes.clear();
-            self.tokens.clear();
-            self.limits = limits;
-        }
-        let held = Held {
-            bytes: self.bytes.len() as u32,
-            len: self.len as u32,
-            tokens: self.tokens.len() as u32,
-            count: tokens.len() as u32,
-            shape,
-            cut,
-        };
-        self.bytes.extend_from_slice(&self.skeleton[..self.len]);
         let (mut next, mut delta) = (0, 0);
         let shifts = &self.shifts[..self.shifts.len() - 1];
-        let mut skeleton = |x: u32| {
-            while let Some(s) = shifts.get(next).filter(|s| s.line <= x) {
-                delta = s.line - s.skeleton;
-                next += 1;
+        let skeleton = tokens.iter().map(|t| {
+            let mut t = *t;
+            for x in [&mut t.start, &mut t.end] {
+                while let Some(s) = shifts.get(next).filter(|s| s.line <= *x) {
+                    delta = s.line - s.skeleton;
+                    next += 1;
+                }
+                *x -= delta;
             }
-            x - delta
-        };
-        self.tokens.extend(tokens.iter().map(|t| Token {
-            start: skeleton(t.start),
-            end: skeleton(t.end),
-            ..*t
-        }));
-        self.map.insert(self.hash, held);
+            t
+        });
+        let key = &self.skeleton[..self.len];
+        self.memory
+            .put(self.hash, key, skeleton, shape, cut, limits);
     }
 }
 
