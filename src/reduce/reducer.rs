@@ -353,18 +353,10 @@ impl Reducer {
             };
             match self.tables[DEDUPE].get_mut(key) {
                 Some(e) => {
-                    // A key's text is only ever read from a summary, so a key that never
-                    // repeats does not pay for it.
-                    let s = e.suppress(now, source.offset);
-                    if s.count == 1 {
-                        s.key_text = ask.key_text_of(
-                            text,
-                            event,
-                            ask.dedupe_text,
-                            &ask.dedupe_spans,
-                            &d.key.names,
-                        );
-                    }
+                    e.suppress_keyed(now, source.offset, || {
+                        let (range, spans) = (ask.dedupe_text, &ask.dedupe_spans);
+                        ask.key_text_of(text, event, range, spans, &d.key.names)
+                    });
                     return Verdict::Suppressed(Action::Dedupe);
                 }
                 None => {
@@ -384,16 +376,10 @@ impl Reducer {
             let key = combine(combine(rule_hash, ask.throttle_key), start);
             match self.tables[THROTTLE].get_mut(key) {
                 Some(e) if e.kept >= u64::from(t.limit) => {
-                    let s = e.suppress(now, source.offset);
-                    if s.count == 1 {
-                        s.key_text = ask.key_text_of(
-                            text,
-                            event,
-                            ask.throttle_text,
-                            &ask.throttle_spans,
-                            &t.key.names,
-                        );
-                    }
+                    let s = e.suppress_keyed(now, source.offset, || {
+                        let (range, spans) = (ask.throttle_text, &ask.throttle_spans);
+                        ask.key_text_of(text, event, range, spans, &t.key.names)
+                    });
                     if s.samples.len() < MAX_SAMPLES {
                         s.samples
                             .push(cut(&String::from_utf8_lossy(event), MAX_SAMPLE_BYTES));

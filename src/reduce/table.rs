@@ -106,6 +106,22 @@ impl Entry {
         s.last_offset = offset;
         s
     }
+
+    /// [`Entry::suppress`] for a keyed window (dedupe, throttle): the key's text, read only
+    /// by a summary, is made on the first suppressed event, so a key that never repeats does
+    /// not pay for it.
+    pub fn suppress_keyed(
+        &mut self,
+        time_ms: u64,
+        offset: i64,
+        key_text: impl FnOnce() -> Box<str>,
+    ) -> &mut Suppression {
+        let s = self.suppress(time_ms, offset);
+        if s.count == 1 {
+            s.key_text = key_text();
+        }
+        s
+    }
 }
 
 /// A min-heap of `(deadline, key)`, four children a node: half the levels of a binary heap,
