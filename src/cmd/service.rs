@@ -207,15 +207,29 @@ fn serve_until_stopped(
         let _ = t.join();
     }
     finished.store(true, Ordering::Relaxed);
-    let counters = result.context("the service stopped")?;
-    tracing::info!(
-        events = counters.events_in,
-        "stopped; serving the last checkpoint for {linger:?}"
-    );
+    // A failed final checkpoint leaves the exports at the last one written, which is where the
+    // partitions' next owners resume: still the values to serve while Prometheus scrapes.
+    let failed = match result {
+        Ok(counters) => {
+            tracing::info!(
+                events = counters.events_in,
+                "stopped; serving the last checkpoint for {linger:?}"
+            );
+            None
+        }
+        Err(e @ logmill::service::ServiceError::FinalCheckpoint(_)) => {
+            tracing::error!("{e}; serving the last checkpoint for {linger:?}");
+            Some(e)
+        }
+        Err(e) => return Err(e).context("the service stopped"),
+    };
     std::thread::sleep(linger);
     let _ = stop_http_tx.send(true);
     rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
+    match failed {
+        Some(e) => Err(e).context("the service stopped"),
+        None => Ok(()),
+    }
 }
 
 pub fn broker(port: Option<u16>, partitions: i32, topics: &[String]) -> Result<()> {

@@ -37,6 +37,7 @@ use crate::engine::Counters;
 use crate::rules::Program;
 use crate::sink::http::Exported;
 use crate::source::kafka::consumer_config;
+use crate::telemetry::CheckpointFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -60,6 +61,10 @@ pub enum ServiceError {
     Snapshot(String, crate::derive::snapshot::SnapshotError),
     #[error("{0}")]
     Fatal(String),
+    #[error(
+        "the final checkpoint failed ({0}); nothing is lost: the events since the last one are read again by the partitions' next owner"
+    )]
+    FinalCheckpoint(String),
 }
 
 pub fn now_ms() -> u64 {
@@ -131,14 +136,46 @@ pub fn run(
         return Err(e);
     }
     let deadline = Instant::now() + cfg.state_write_timeout + Duration::from_secs(5);
-    let last = c.checkpoint_now(&consumer, deadline);
+    let (mut c, last) = final_checkpoint(&consumer, c, deadline);
     c.shutdown_workers();
     consumer.unsubscribe();
     match last {
         Ok(()) => Ok(c.counters),
-        Err(f) => Err(ServiceError::Fatal(format!(
-            "the final checkpoint failed ({f}); nothing is lost: the events since the last one are read again after a restart"
-        ))),
+        Err(why) => Err(ServiceError::FinalCheckpoint(why)),
+    }
+}
+
+/// The checkpoint of a graceful stop. A member joining or leaving makes the group refuse
+/// commits until this member has followed the rebalance, and only polling follows it: the
+/// coordinator goes back into the consumer's context meanwhile, so a revocation checkpoints
+/// what it takes away and an assignment restores what it gives, and the checkpoint is tried
+/// again for what is owned then. Records polled meanwhile are not processed: no checkpoint
+/// covers them, and whoever owns their partition next reads them.
+fn final_checkpoint(
+    consumer: &BaseConsumer<Ctx>,
+    mut c: Coordinator,
+    deadline: Instant,
+) -> (Coordinator, Result<(), String>) {
+    loop {
+        let f = match c.checkpoint_now(consumer, deadline) {
+            Ok(()) => return (c, Ok(())),
+            Err(f) if f.why == CheckpointFailure::Rebalancing && Instant::now() < deadline => f,
+            Err(f) => return (c, Err(f.to_string())),
+        };
+        tracing::info!("the final checkpoint waits for the group's rebalance: {f}");
+        *consumer.context().lock() = Some(c);
+        let turn = (Instant::now() + Duration::from_millis(500)).min(deadline);
+        while Instant::now() < turn {
+            let _ = consumer.poll(Duration::from_millis(50));
+        }
+        c = consumer
+            .context()
+            .lock()
+            .take()
+            .expect("put back above, and only this thread takes it");
+        if let Some(why) = consumer.context().take_fatal() {
+            return (c, Err(why));
+        }
     }
 }
 

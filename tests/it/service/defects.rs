@@ -661,6 +661,80 @@ fn issue10_commit_during_rebalance_is_not_a_failure() {
     assert_eq!(warnings_in(&cfg), Vec::<String>::new(), "{}", log_of(&cfg));
 }
 
+/// Issue 10: a graceful stop whose final checkpoint meets a rebalance waits it out, writes the
+/// checkpoint and lingers serving it. It exited with "the final checkpoint failed
+/// (RebalanceInProgress)" instead, and its counts left the sum of the group's exports (CI, in
+/// `issue10_three_instances_with_a_sigkill`).
+#[test]
+fn issue10_final_checkpoint_waits_out_a_rebalance() {
+    let c = cluster(2);
+    let n = 2_000;
+    produce(&c.bootstrap, (0..n).map(|i| event(i, false)));
+    let tmp = TempDir::new("i10-final");
+    let port = free_port();
+    let cfg = config_with(&tmp.0, &c.bootstrap, "final-0", port, "8s", "");
+    let mut child = start(&cfg);
+    let (want, _, _) = truth(n, false);
+    assert_exports(&[port], &want, 60, || ready(port) == 200, &[&cfg]);
+    // Periodic checkpoints take some of these; the final one meets the rest.
+    c._mock.request_errors(
+        rdkafka::types::RDKafkaApiKey::OffsetCommit,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 10],
+    );
+    produce(&c.bootstrap, (n..n + 100).map(|i| event(i, false)));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || log_of(&cfg)
+            .contains("stopped; serving the last checkpoint")),
+        "{}",
+        log_of(&cfg)
+    );
+    assert!(
+        log_of(&cfg).contains("the final checkpoint waits for the group's rebalance"),
+        "the final checkpoint met no refused commit: the test proves nothing\n{}",
+        log_of(&cfg)
+    );
+    // The final checkpoint's counts are served while it lingers, and whoever reads the
+    // partitions next resumes from it: the two add up to the truth, each event once.
+    let last = scrape(port).expect("a lingering instance serves its counts");
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}\n{}", log_of(&cfg));
+    let port2 = free_port();
+    let cfg2 = config_with(&tmp.0, &c.bootstrap, "final-1", port2, "8s", "");
+    let _next = start(&cfg2);
+    let (all, _, _) = truth(n + 100, false);
+    let mut rest = all.clone();
+    for (k, v) in &last {
+        *rest.entry(k.clone()).or_insert(0.0) -= v;
+    }
+    rest.retain(|_, v| *v != 0.0);
+    let mut got = None;
+    let ok = wait_for(Duration::from_secs(60), || {
+        got = scrape(port2).map(|mut m| {
+            m.retain(|_, v| *v != 0.0);
+            m
+        });
+        got.as_ref() == Some(&rest)
+    });
+    assert!(
+        ok,
+        "the next owner exported {got:?}, want {rest:?}\n{}",
+        log_of(&cfg2)
+    );
+}
+
 /// Operability: ready means assigned (a partition at least) and checkpointed since; it said
 /// ready while a joining member's cooperative assignment was still empty.
 #[test]
