@@ -60,6 +60,7 @@ const BATCH: usize = 1024;
 /// read, and what reduction did.
 type Finished = (Vec<(Aggregates, Counters)>, u64, Reduction);
 
+#[derive(Default)]
 struct ChunkOutput {
     id: u64,
     kept: Vec<u8>,
@@ -82,6 +83,18 @@ struct KeptEvent {
     /// The payload's length (the line without a `\r`).
     payload: u32,
     offset: u64,
+}
+
+impl ChunkOutput {
+    /// Empty, its capacity kept for the next chunk.
+    fn clear(&mut self) {
+        self.kept.clear();
+        self.dead.clear();
+        self.events.clear();
+        self.asks.clear();
+        self.text.clear();
+        self.traces.clear();
+    }
 }
 
 pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
@@ -143,13 +156,20 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         opts.threads * 4
     };
     let (out_tx, out_rx) = sync_channel::<ChunkOutput>(depth);
+    // Buffers go round rather than being allocated for every chunk: fresh ones cost a page
+    // fault every 4 KiB, and the allocator hands their pages back when they are freed.
+    let (spare_data_tx, spare_data_rx) = sync_channel::<Vec<u8>>(opts.threads * 2 + 2);
+    let (spare_out_tx, spare_out_rx) = sync_channel::<ChunkOutput>(depth + opts.threads);
+    let spare_out_rx = Arc::new(Mutex::new(spare_out_rx));
 
     let clock = opts.clock_ms.unwrap_or_else(now_ms);
     let mut gathered: Option<Gathered> = None;
     let (results, read, reduction) = std::thread::scope(|s| -> Result<Finished> {
         let reader = s.spawn(|| {
             let tx = chunk_tx;
-            read_chunks(&opts.inputs, &tx, |n| {
+            let spare_data_rx = spare_data_rx;
+            let spare = || spare_data_rx.try_recv().ok();
+            read_chunks(&opts.inputs, &tx, spare, |n| {
                 if let Some(b) = &bar {
                     b.inc(n)
                 }
@@ -159,6 +179,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         for _ in 0..opts.threads {
             let rx = Arc::clone(&chunk_rx);
             let tx = out_tx.clone();
+            let (spare_data, spare_out) = (spare_data_tx.clone(), Arc::clone(&spare_out_rx));
             let program = Arc::clone(&program);
             let names = &names;
             let topic_name = opts.topic.as_deref();
@@ -187,21 +208,21 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                         &all,
                         &mut events_text,
                     );
-                    let mut out = ChunkOutput {
-                        id: chunk.id,
-                        // Most of a chunk is usually kept: one allocation, not a dozen.
-                        kept: if want_kept || reducing {
-                            Vec::with_capacity(chunk.data.len() + all.len())
-                        } else {
-                            Vec::new()
-                        },
-                        dead: String::new(),
-                        // Sized for every line, so that they are not copied as they grow.
-                        events: Vec::with_capacity(if reducing { all.len() } else { 0 }),
-                        asks: Vec::with_capacity(if reducing { all.len() } else { 0 }),
-                        text: String::new(),
-                        traces: Vec::with_capacity(if gathering { all.len() } else { 0 }),
-                    };
+                    let spare = spare_out.lock().ok().and_then(|rx| rx.try_recv().ok());
+                    let mut out = spare.unwrap_or_default();
+                    out.id = chunk.id;
+                    // Most of a chunk is usually kept: one allocation, not a dozen.
+                    if want_kept || reducing {
+                        out.kept.reserve(chunk.data.len() + all.len());
+                    }
+                    // Sized for every line, so that they are not copied as they grow.
+                    if reducing {
+                        out.events.reserve(all.len());
+                        out.asks.reserve(all.len());
+                    }
+                    if gathering {
+                        out.traces.reserve(all.len());
+                    }
                     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
                     let groups = batches(&all, |l| l.1);
                     let count = groups.len();
@@ -290,11 +311,12 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                     if (want_kept || want_dead || reducing || gathering) && tx.send(out).is_err() {
                         break;
                     }
+                    let _ = spare_data.try_send(chunk.data);
                 }
                 (engine.local, engine.counters)
             }));
         }
-        drop(out_tx);
+        drop((out_tx, spare_data_tx));
         // Traces are gathered, and their summaries read by rules, on a thread of their own
         // that takes the chunks in order after the writer: the writer's reduction and the
         // gathering each took about half of what was the slowest thread.
@@ -343,7 +365,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         };
         for out in out_rx.iter() {
             pending.insert(out.id, out);
-            while let Some(out) = pending.remove(&next) {
+            while let Some(mut out) = pending.remove(&next) {
                 if reducing {
                     writer.reduce(&out, kept_file.as_mut())?;
                 } else if let Some(f) = kept_file.as_mut() {
@@ -354,9 +376,18 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                 }
                 // A tracer that stopped on an error takes no more (its join returns the error);
                 // the chunks are still drained, so that no worker waits forever.
-                if tracing && trace_tx.send((out.traces, out.text)).is_err() {
+                if tracing
+                    && trace_tx
+                        .send((
+                            std::mem::take(&mut out.traces),
+                            std::mem::take(&mut out.text),
+                        ))
+                        .is_err()
+                {
                     tracing = false;
                 }
+                out.clear();
+                let _ = spare_out_tx.try_send(out);
                 next += 1;
             }
         }

@@ -17,9 +17,11 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Sends every input's lines as chunks, in order; returns the bytes read.
 /// Lines longer than a chunk are sent whole (the decoder's size limit judges them).
+/// `spare` gives back the buffers of chunks done with: reading into one costs no fresh pages.
 pub fn read_chunks(
     inputs: &[PathBuf],
     tx: &SyncSender<Chunk>,
+    mut spare: impl FnMut() -> Option<Vec<u8>>,
     mut progress: impl FnMut(u64),
 ) -> std::io::Result<u64> {
     let mut id = 0;
@@ -35,20 +37,24 @@ pub fn read_chunks(
         let mut carry: Vec<u8> = Vec::new();
         let mut offset = 0u64;
         loop {
-            let mut buf = std::mem::take(&mut carry);
-            let start = buf.len();
-            buf.resize(start.max(CHUNK_BYTES / 2) + CHUNK_BYTES, 0);
-            let mut filled = start;
-            while filled < buf.len() {
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+            // A long line being read goes on in its own buffer; else the carried start of
+            // a line goes into a spare one.
+            let reuse = (carry.len() <= CHUNK_BYTES / 2).then(&mut spare).flatten();
+            let mut buf = match reuse {
+                Some(mut b) => {
+                    b.clear();
+                    b.extend_from_slice(&carry);
+                    carry.clear();
+                    b
                 }
-            }
-            let eof = filled < buf.len();
-            buf.truncate(filled);
+                None => std::mem::take(&mut carry),
+            };
+            let start = buf.len();
+            let want = start.max(CHUNK_BYTES / 2) + CHUNK_BYTES - start;
+            buf.reserve(want);
+            // Into the spare capacity as it is: `read_to_end` does not zero it first.
+            let filled = start + (&mut reader).take(want as u64).read_to_end(&mut buf)?;
+            let eof = filled < start + want;
             progress((filled - start) as u64);
             total += (filled - start) as u64;
             if !eof {
@@ -131,7 +137,7 @@ mod tests {
         let line = "x".repeat(99) + "\n";
         std::fs::write(&path, line.repeat(30_000)).unwrap();
         let (tx, rx) = std::sync::mpsc::sync_channel(100);
-        let total = read_chunks(&[path], &tx, |_| {}).unwrap();
+        let total = read_chunks(&[path], &tx, || None, |_| {}).unwrap();
         drop(tx);
         let chunks: Vec<Chunk> = rx.iter().collect();
         assert_eq!(total, 3_000_000);
@@ -142,6 +148,41 @@ mod tests {
             assert!(c.data.ends_with(b"\n"));
             offset += c.data.len() as u64;
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Spare buffers, whatever they held, give the same chunks as fresh ones: with a line
+    /// longer than a chunk, and a carried line start.
+    #[test]
+    fn spare_buffers_give_the_same_chunks() {
+        let dir = std::env::temp_dir().join(format!("logmill-spare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("in.log");
+        let mut text = String::new();
+        for i in 0..40_000 {
+            let n = if i % 9_999 == 0 {
+                3 * CHUNK_BYTES
+            } else {
+                i % 250
+            };
+            text.push_str(&"y".repeat(n));
+            text.push_str(if i % 7 == 0 { "\r\n" } else { "\n" });
+        }
+        std::fs::write(&path, &text).unwrap();
+        let read = |spare: &mut dyn FnMut() -> Option<Vec<u8>>| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1_000);
+            let total = read_chunks(std::slice::from_ref(&path), &tx, spare, |_| {}).unwrap();
+            drop(tx);
+            let chunks: Vec<(u64, u64, Vec<u8>)> =
+                rx.iter().map(|c| (c.id, c.offset, c.data)).collect();
+            (total, chunks)
+        };
+        let fresh = read(&mut || None);
+        let mut junk = || Some(vec![b'z'; 777]);
+        let spared = read(&mut junk);
+        assert_eq!(fresh.0, text.len() as u64);
+        assert!(fresh.1.len() > 5, "{}", fresh.1.len());
+        assert!(fresh == spared, "spare buffers changed the chunks");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
