@@ -96,7 +96,7 @@ pub fn evaluate(program: &Arc<Program>, topic: &str, lines: &[&[u8]], profile: b
     for o in outs {
         match o {
             Out::Decided(i, v) => verdicts[i] = Some(v),
-            Out::Summary(s) => summaries.push(s),
+            Out::Summary(s) => summaries.push(*s),
             Out::Released(h) => {
                 released.insert(h.offset);
             }

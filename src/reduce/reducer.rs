@@ -526,16 +526,19 @@ fn sample_values(e: &mut Suppression, vars: &[Variable], message: &str) {
 }
 
 /// What comes out of reducing a batch, in order: each record's verdict, with the summaries
-/// that closed before it.
+/// that closed before it. Every reduced record has one, summaries are few: they are boxed, so
+/// that a verdict takes 32 bytes rather than a summary's 112.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Out {
     /// A record whose rule reduces: what was decided.
     Decided(usize, Verdict),
-    Summary(Summary),
+    Summary(Box<Summary>),
     /// A held event of a trace kept whole (`keep_traces`), written out before the record
     /// whose decision kept it.
-    Released(Held),
+    Released(Box<Held>),
 }
+
+const _: () = assert!(std::mem::size_of::<Out>() <= 32);
 
 impl Reducer {
     /// Reduces the kept events of one partition's records, in order. `asks` are the engine's,
@@ -563,8 +566,8 @@ impl Reducer {
                 counts,
                 &mut summaries,
             );
-            out.extend(summaries.drain(..).map(Out::Summary));
-            out.extend(self.released.drain(..).map(Out::Released));
+            out.extend(summaries.drain(..).map(|s| Out::Summary(Box::new(s))));
+            out.extend(self.released.drain(..).map(|h| Out::Released(Box::new(h))));
             out.push(Out::Decided(i, verdict));
         }
     }
@@ -659,8 +662,8 @@ mod tests {
         } = decided(rules, lines, 0);
         let mut summaries = Vec::new();
         r.flush(&program, 0, &mut counts, &mut summaries);
-        out.extend(summaries.into_iter().map(Out::Summary));
-        out.extend(r.released.drain(..).map(Out::Released));
+        out.extend(summaries.into_iter().map(|s| Out::Summary(Box::new(s))));
+        out.extend(r.released.drain(..).map(|h| Out::Released(Box::new(h))));
         let released: Vec<usize> = out
             .iter()
             .filter_map(|o| match o {

@@ -241,7 +241,7 @@ pub fn evaluate(rules: &str, input: &str, topic: &str, bounds: &Bounds, now_ms: 
     for s in outs
         .iter()
         .filter_map(|o| match o {
-            Out::Summary(s) => Some(s),
+            Out::Summary(s) => Some(&**s),
             Out::Decided(..) | Out::Released(_) => None,
         })
         .chain(&summaries)

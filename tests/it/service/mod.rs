@@ -123,10 +123,14 @@ fn produce_records(bootstrap: &str, settings: &[(&str, &str)], records: Vec<Rec>
     p.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// Produces keyless `payloads` to `logs`, each to a random partition: librdkafka's sticky
+/// partitioner would send a burst to one, past the embedded broker's 5 MiB a partition (it then
+/// drops the oldest before they are read, and the counts come out short).
 fn produce(bootstrap: &str, payloads: impl Iterator<Item = Vec<u8>>) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
+        .set("sticky.partitioning.linger.ms", "0")
         .create()
         .unwrap();
     for payload in payloads {
