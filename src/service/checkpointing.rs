@@ -343,7 +343,9 @@ impl Coordinator {
                 ),
             );
             self.failed(&f);
-            return self.rollback(consumer, "records were not delivered");
+            self.rollback(consumer)?;
+            tracing::warn!("records were not delivered: rolled back to the last checkpoint");
+            return Ok(());
         }
         if let Err(f) = self.write(consumer, cut) {
             self.failed(&f);
@@ -800,11 +802,7 @@ impl Coordinator {
     /// cannot be written before partitions move on. Under `at_least_once` the values stay:
     /// counting the replayed events again is the over-count that mode allows. `Err` when a
     /// partition cannot be rewound: then the process must restart from its checkpoint.
-    pub(super) fn rollback(
-        &mut self,
-        consumer: &BaseConsumer<Ctx>,
-        why: &str,
-    ) -> Result<(), ServiceError> {
+    pub(super) fn rollback(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
         debug_assert!(self.checkpoints.unresolved.is_none());
         self.drop_batches();
         // Batches in flight are read again too: let them land, then forget them.
@@ -875,7 +873,6 @@ impl Coordinator {
             }
         }
         crate::telemetry::rolled_back();
-        tracing::warn!("{why}: rolled back to the last checkpoint");
         Ok(())
     }
 

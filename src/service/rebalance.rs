@@ -24,6 +24,7 @@ use super::partitions::Carried;
 use super::worker::Job;
 use super::{ServiceError, now_ms};
 use crate::checkpoint::PartitionKey;
+use crate::telemetry::CheckpointFailure;
 
 /// The consumer context: rebalances checkpoint revoked partitions and restore assigned ones.
 pub struct Ctx {
@@ -316,10 +317,19 @@ impl Coordinator {
                 )));
             } else {
                 self.failed(&f);
-                result = self.rollback(
-                    consumer,
-                    "a checkpoint failed while partitions were revoked",
-                );
+                result = self.rollback(consumer);
+                // A commit refused because the group is rebalancing is what a revocation can
+                // meet (the embedded broker was seen to refuse one while a member joined): the
+                // next owner reads from the last checkpoint, nothing to look into.
+                match (&result, f.why) {
+                    (Err(_), _) => {}
+                    (Ok(()), CheckpointFailure::Rebalancing) => tracing::info!(
+                        "the group refused the revoked partitions' checkpoint while rebalancing: rolled back to the last checkpoint"
+                    ),
+                    (Ok(()), _) => tracing::warn!(
+                        "a checkpoint failed while partitions were revoked ({f}): rolled back to the last checkpoint"
+                    ),
+                }
             }
         }
         for e in tpl.elements() {
