@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use logmill::engine::Record;
 use logmill::rules::{Program, SourceFile, compile};
 use logmill::workload::{Kind, generate};
 
@@ -11,6 +12,24 @@ pub fn lines(kind: Kind, n: u64) -> Vec<Vec<u8>> {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// `lines` as records of topic `bench`, numbered by their offsets.
+pub fn records(lines: &[Vec<u8>]) -> Vec<Record<'_>> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Record {
+            payload: l,
+            topic: "bench",
+            version: logmill::derive::Version {
+                offset: i as u64,
+                ..Default::default()
+            },
+            event_ms: 0,
+            part: logmill::decode::Part::Whole,
+        })
         .collect()
 }
 

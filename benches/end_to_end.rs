@@ -4,26 +4,13 @@ mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use logmill::decode::{InputFormat, Limits};
-use logmill::engine::{Engine, Record};
+use logmill::engine::Engine;
 use logmill::workload::Kind;
 
 fn end_to_end(c: &mut Criterion) {
     for (kind, name) in [(Kind::Nginx, "nginx"), (Kind::Json, "json")] {
         let lines = common::lines(kind, 4096);
-        let records: Vec<Record> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Record {
-                payload: l,
-                topic: "bench",
-                version: logmill::derive::Version {
-                    offset: i as u64,
-                    ..Default::default()
-                },
-                event_ms: 0,
-                part: logmill::decode::Part::Whole,
-            })
-            .collect();
+        let records = common::records(&lines);
         let mut g = c.benchmark_group(format!("engine_{name}"));
         g.throughput(Throughput::Elements(records.len() as u64));
         for (label, rules) in [

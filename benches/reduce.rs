@@ -8,7 +8,7 @@ mod common;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use logmill::decode::{InputFormat, Limits, Part};
-use logmill::engine::{Engine, Record};
+use logmill::engine::Engine;
 use logmill::reduce::reducer::Out;
 use logmill::reduce::{Ask, Reducer, Reduction, Source};
 use logmill::workload::Kind;
@@ -45,20 +45,7 @@ fn source(i: usize) -> Source {
 
 fn reduction(c: &mut Criterion) {
     let lines = common::lines(Kind::Mixed, LINES);
-    let records: Vec<Record> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Record {
-            payload: l,
-            topic: "bench",
-            version: logmill::derive::Version {
-                offset: i as u64,
-                ..Default::default()
-            },
-            event_ms: 0,
-            part: Part::Whole,
-        })
-        .collect();
+    let records = common::records(&lines);
     let text = common::bench_rules("reduce");
     let plain = common::program(&plain(&text));
     let reducing = common::program(&text);

@@ -683,13 +683,7 @@ fn issue10_final_checkpoint_waits_out_a_rebalance() {
     );
     produce(&c.bootstrap, (n..n + 100).map(|i| event(i, false)));
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     assert!(
         wait_for(Duration::from_secs(30), || log_of(&cfg)
             .contains("stopped; serving the last checkpoint")),
@@ -704,12 +698,7 @@ fn issue10_final_checkpoint_waits_out_a_rebalance() {
     // The final checkpoint's counts are served while it lingers, and whoever reads the
     // partitions next resumes from it: the two add up to the truth, each event once.
     let last = scrape(port).expect("a lingering instance serves its counts");
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exited(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status:?}\n{}", log_of(&cfg));
     let port2 = free_port();
     let cfg2 = config_with(&tmp.0, &c.bootstrap, "final-1", port2, "8s", "");

@@ -310,6 +310,12 @@ fn sigkill_rounds(cfg: &Path, rounds: usize, mut seed: u64, min_ms: u64, spread_
 }
 
 fn stop(mut child: Running) -> std::process::ExitStatus {
+    sigterm(&child);
+    exited(&mut child, Duration::from_secs(30))
+}
+
+/// Asks the instance to stop gracefully.
+fn sigterm(child: &Running) {
     assert!(
         std::process::Command::new("kill")
             .args(["-TERM", &child.0.id().to_string()])
@@ -317,7 +323,11 @@ fn stop(mut child: Running) -> std::process::ExitStatus {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+}
+
+/// The instance's exit status, once it exits within `within`.
+fn exited(child: &mut Running, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {
             return status;
@@ -910,13 +920,7 @@ fn rebalance_three_instances_sum_exactly() {
     let c3 = start(&cfgs[2]);
     std::thread::sleep(Duration::from_millis(1500));
     // A graceful leave: B checkpoints, stops consuming, and keeps serving during its linger.
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &b.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&b);
     let (want, _, _) = truth(n, false);
     assert_exports(&ports, &want, 90, || true, &[&cfgs[0], &cfgs[1], &cfgs[2]]);
     assert!(

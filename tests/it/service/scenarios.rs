@@ -168,13 +168,7 @@ fn issue10_three_instances_with_a_sigkill() {
     std::thread::sleep(Duration::from_millis(1000));
     let _b = start(&cfgs[1]);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &c3.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&c3);
     let (want, _, _) = truth(n + 10_000, false);
     assert_exports(&ports, &want, 120, || true, &[&cfgs[0], &cfgs[1], &cfgs[2]]);
     drop((a, c3));
