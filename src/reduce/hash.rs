@@ -74,23 +74,31 @@ pub(crate) fn hash_span(b: &[u8], i: usize, j: usize, mut each: impl FnMut(u64))
     }
     let n = j - k;
     if n > 0 {
-        let w = if k + 8 <= b.len() {
-            u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"))
-        } else if b.len() >= 8 {
-            // The buffer's last 8 bytes, shifted down to start at `k`.
-            let last = u64::from_le_bytes(b[b.len() - 8..].try_into().expect("8 bytes"));
-            last >> (8 * (k + 8 - b.len()))
-        } else {
-            b[k..j]
-                .iter()
-                .enumerate()
-                .fold(0u64, |w, (x, &c)| w | u64::from(c) << (8 * x))
-        };
-        let w = w & (u64::MAX >> (8 * (8 - n)));
+        let w = word_at(b, k) & (u64::MAX >> (8 * (8 - n)));
         each(w);
         h = step(h, w);
     }
     finish(h, j - i)
+}
+
+/// The eight bytes of `b` from `i` as a little-endian word, zeros past its end.
+#[inline(always)]
+pub(crate) fn word_at(b: &[u8], i: usize) -> u64 {
+    if let Some(w) = b.get(i..i + 8) {
+        return u64::from_le_bytes(w.try_into().expect("8 bytes"));
+    }
+    if i >= b.len() {
+        return 0;
+    }
+    if b.len() >= 8 {
+        // The buffer's last 8 bytes, shifted down to start at `i`.
+        let last = u64::from_le_bytes(b[b.len() - 8..].try_into().expect("8 bytes"));
+        return last >> (8 * (i + 8 - b.len()));
+    }
+    b[i..]
+        .iter()
+        .enumerate()
+        .fold(0, |w, (x, &c)| w | u64::from(c) << (8 * x))
 }
 
 /// Keys that are already hashes need no hashing again.
@@ -135,6 +143,21 @@ mod tests {
                 for j in i..=b.len() {
                     assert_eq!(hash_span(b, i, j, |_| {}), hash_bytes(&b[i..j]), "{i}..{j}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn words_hold_the_bytes_from_their_start_and_zeros_past_the_end() {
+        let b: Vec<u8> = (1..=20u8).collect();
+        for len in [0, 3, 8, 13, 20] {
+            let b = &b[..len];
+            for i in 0..len + 10 {
+                let mut want = [0u8; 8];
+                for (x, w) in want.iter_mut().enumerate() {
+                    *w = b.get(i + x).copied().unwrap_or(0);
+                }
+                assert_eq!(word_at(b, i), u64::from_le_bytes(want), "{len} {i}");
             }
         }
     }

@@ -579,9 +579,10 @@ pub const OVERFLOW_VALUE: &str = "__overflow__";
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn literal_patterns_are_tested_as_literals() {
-        use super::{FieldRegex, literal_of};
         let lit = |a: bool, l: &str, b: bool| Some((a, l.to_string(), b));
         assert_eq!(literal_of("^5"), lit(true, "5", false));
         assert_eq!(literal_of("^GET$"), lit(true, "GET", true));
@@ -606,8 +607,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
 
     #[test]
     fn value_map_precedence() {

@@ -139,10 +139,7 @@ pub fn run(
     let (mut c, last) = final_checkpoint(&consumer, c, deadline);
     c.shutdown_workers();
     consumer.unsubscribe();
-    match last {
-        Ok(()) => Ok(c.counters),
-        Err(why) => Err(ServiceError::FinalCheckpoint(why)),
-    }
+    last.map(|()| c.counters)
 }
 
 /// The checkpoint of a graceful stop. A member joining or leaving makes the group refuse
@@ -150,17 +147,18 @@ pub fn run(
 /// coordinator goes back into the consumer's context meanwhile, so a revocation checkpoints
 /// what it takes away and an assignment restores what it gives, and the checkpoint is tried
 /// again for what is owned then. Records polled meanwhile are not processed: no checkpoint
-/// covers them, and whoever owns their partition next reads them.
+/// covers them, and whoever owns their partition next reads them. A callback that could not
+/// do its part is fatal, as in the poll loop.
 fn final_checkpoint(
     consumer: &BaseConsumer<Ctx>,
     mut c: Coordinator,
     deadline: Instant,
-) -> (Coordinator, Result<(), String>) {
+) -> (Coordinator, Result<(), ServiceError>) {
     loop {
         let f = match c.checkpoint_now(consumer, deadline) {
             Ok(()) => return (c, Ok(())),
             Err(f) if f.why == CheckpointFailure::Rebalancing && Instant::now() < deadline => f,
-            Err(f) => return (c, Err(f.to_string())),
+            Err(f) => return (c, Err(ServiceError::FinalCheckpoint(f.to_string()))),
         };
         tracing::info!("the final checkpoint waits for the group's rebalance: {f}");
         *consumer.context().lock() = Some(c);
@@ -174,7 +172,7 @@ fn final_checkpoint(
             .take()
             .expect("put back above, and only this thread takes it");
         if let Some(why) = consumer.context().take_fatal() {
-            return (c, Err(why));
+            return (c, Err(ServiceError::Fatal(why)));
         }
     }
 }

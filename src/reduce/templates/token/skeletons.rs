@@ -13,7 +13,7 @@
 use super::Token;
 use super::chunks::Memory;
 use super::scan::{digits, pack};
-use crate::reduce::hash::hash_bytes;
+use crate::reduce::hash::{hash_bytes, word_at};
 
 /// Longer messages are cut and folded without looking for their skeleton: a 64 KiB line of
 /// 10,000 tokens is unlikely to come again, and would push out hundreds of others.
@@ -68,20 +68,6 @@ fn mark(out: &mut [u8], mut len: usize, shifts: &mut Vec<Shift>, n: usize, end: 
         }
     }
     len
-}
-
-/// The eight bytes of `b` from `i`, zeros past its end (no digit).
-#[inline(always)]
-fn word_at(b: &[u8], i: usize) -> u64 {
-    match b.get(i..i + 8) {
-        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
-        None => {
-            let rest = b.get(i..).unwrap_or_default();
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            u64::from_le_bytes(w)
-        }
-    }
 }
 
 impl Skeletons {
