@@ -8,6 +8,7 @@
 //! hashed, so the sequential part does little.
 
 pub mod hash;
+mod places;
 pub mod reducer;
 pub mod retain;
 mod snapshot;

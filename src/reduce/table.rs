@@ -3,9 +3,7 @@
 //! them. The number of entries is capped: at the cap the entry that would close first is
 //! closed early (its summary is not lost, it comes out then).
 
-use hashbrown::HashMap;
-
-use super::hash::BuildIdentity;
+use super::places::{Places, prefetch};
 
 /// What one open window holds: what every event of its key reads, small and inline, and what
 /// only suppressed events need, boxed. Most windows never suppress anything (their keys carry
@@ -124,36 +122,42 @@ impl Entry {
     }
 }
 
-/// A min-heap of `(deadline, key)`, four children a node: half the levels of a binary heap,
-/// and a node's children (16 bytes each) in one or two cache lines. Items are `u128`s whose
-/// order is that of the pairs, so choosing the least child compiles to conditional moves
-/// rather than branches that mispredict on every level.
+/// A window's deadline, its key, and its entry's place in the slab: the place lets the next
+/// window to close be prefetched, bucket and entry, while the heap holds it at the top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Item {
+    deadline: u64,
+    key: u64,
+    place: u32,
+}
+
+impl Item {
+    /// The heap's order, `(deadline, key)`, as one number: choosing the least of several
+    /// compiles to conditional moves rather than branches that mispredict on every level.
+    fn order(&self) -> u128 {
+        (u128::from(self.deadline) << 64) | u128::from(self.key)
+    }
+}
+
+/// A min-heap of items by `(deadline, key)`, four children a node: half the levels of a binary
+/// heap, and a node's children (24 bytes each) in two cache lines.
 #[derive(Debug, Default, Clone)]
-struct Deadlines(Vec<u128>);
+struct Deadlines(Vec<Item>);
 
 impl Deadlines {
     const ARITY: usize = 4;
 
-    fn item(deadline: u64, key: u64) -> u128 {
-        (u128::from(deadline) << 64) | u128::from(key)
+    fn peek(&self) -> Option<Item> {
+        self.0.first().copied()
     }
 
-    fn pair(item: u128) -> (u64, u64) {
-        ((item >> 64) as u64, item as u64)
-    }
-
-    fn peek(&self) -> Option<(u64, u64)> {
-        self.0.first().map(|&x| Self::pair(x))
-    }
-
-    fn push(&mut self, deadline: u64, key: u64) {
-        let x = Self::item(deadline, key);
+    fn push(&mut self, x: Item) {
         let h = &mut self.0;
         let mut i = h.len();
         h.push(x);
         while i > 0 {
             let parent = (i - 1) / Self::ARITY;
-            if h[parent] <= x {
+            if h[parent].order() <= x.order() {
                 break;
             }
             h[i] = h[parent];
@@ -162,15 +166,16 @@ impl Deadlines {
         h[i] = x;
     }
 
-    fn pop(&mut self) -> Option<(u64, u64)> {
+    fn pop(&mut self) -> Option<Item> {
         let h = &mut self.0;
         let last = h.pop()?;
         if h.is_empty() {
-            return Some(Self::pair(last));
+            return Some(last);
         }
         let top = h[0];
         // The last item goes down from the root to where it is not above a child.
         let n = h.len();
+        let key = last.order();
         let mut i = 0;
         loop {
             let first = Self::ARITY * i + 1;
@@ -179,26 +184,27 @@ impl Deadlines {
             }
             let c = if first + Self::ARITY <= n {
                 // The least of four by index arithmetic: no branch depends on the items.
-                let a = first + usize::from(h[first + 1] < h[first]);
-                let b = first + 2 + usize::from(h[first + 3] < h[first + 2]);
-                a + usize::from(h[b] < h[a]) * (b - a)
+                let o = |j: usize| h[j].order();
+                let a = first + usize::from(o(first + 1) < o(first));
+                let b = first + 2 + usize::from(o(first + 3) < o(first + 2));
+                a + usize::from(o(b) < o(a)) * (b - a)
             } else {
                 let mut c = first;
                 for j in first + 1..n {
-                    if h[j] < h[c] {
+                    if h[j].order() < h[c].order() {
                         c = j;
                     }
                 }
                 c
             };
-            if h[c] >= last {
+            if h[c].order() >= key {
                 break;
             }
             h[i] = h[c];
             i = c;
         }
         h[i] = last;
-        Some(Self::pair(top))
+        Some(top)
     }
 }
 
@@ -212,14 +218,14 @@ struct Slot(Option<Entry>);
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 /// Entries live in a slab (a removal frees its place, which the next insertion takes: at the
-/// cap, the place of the entry just evicted, still in cache), the map holds their places:
+/// cap, the place of the entry just evicted, still in cache), the index holds their places:
 /// no entry moves after it was written, when the table grows or when another leaves.
 #[derive(Debug, Default, Clone)]
 pub struct Table {
-    index: HashMap<u64, u32, BuildIdentity>,
+    index: Places,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Every entry's `(deadline, key)`; an entry removed out of turn leaves a stale item.
+    /// Every entry's `(deadline, key, place)`; an entry removed out of turn leaves a stale item.
     heap: Deadlines,
 }
 
@@ -238,7 +244,7 @@ impl Table {
     }
 
     pub fn get_mut(&mut self, key: u64) -> Option<&mut Entry> {
-        let i = *self.index.get(&key)?;
+        let i = self.index.get(key)?;
         self.slots[i as usize].0.as_mut()
     }
 
@@ -250,9 +256,12 @@ impl Table {
         } else {
             None
         };
-        self.heap.push(entry.deadline, key);
-        match self.index.get(&key) {
-            Some(&i) => self.slots[i as usize].0 = Some(entry),
+        let deadline = entry.deadline;
+        let place = match self.index.get(key) {
+            Some(i) => {
+                self.slots[i as usize].0 = Some(entry);
+                i
+            }
             None => {
                 let i = match self.free.pop() {
                     Some(i) => {
@@ -265,8 +274,14 @@ impl Table {
                     }
                 };
                 self.index.insert(key, i);
+                i
             }
-        }
+        };
+        self.heap.push(Item {
+            deadline,
+            key,
+            place,
+        });
         evicted
     }
 
@@ -274,23 +289,37 @@ impl Table {
     /// that no longer stand for their entry (one removed out of turn, or opened again with
     /// another deadline) are dropped on the way.
     fn pop_due(&mut self, now: u64) -> Option<(u64, Entry)> {
-        while let Some((deadline, key)) = self.heap.peek() {
-            if deadline > now {
+        while let Some(top) = self.heap.peek() {
+            if top.deadline > now {
                 return None;
             }
             self.heap.pop();
-            // One probe of the map finds the entry, checks it and removes it.
-            if let hashbrown::hash_map::Entry::Occupied(o) = self.index.entry(key) {
-                let i = *o.get();
-                let slot = &mut self.slots[i as usize].0;
-                if slot.as_ref().is_some_and(|e| e.deadline == deadline) {
-                    o.remove();
-                    self.free.push(i);
-                    return slot.take().map(|e| (key, e));
-                }
+            self.warm();
+            let Some(at) = self.index.find(top.key) else {
+                continue;
+            };
+            let i = self.index.place(at);
+            let slot = &mut self.slots[i as usize].0;
+            if i == top.place && slot.as_ref().is_some_and(|e| e.deadline == top.deadline) {
+                self.index.remove_at(at);
+                self.free.push(i);
+                return slot.take().map(|e| (top.key, e));
             }
         }
         None
+    }
+
+    /// Brings the next window to close into cache: its bucket and its entry. It was opened
+    /// long ago, and closing it would otherwise wait on two reads from memory, one after the
+    /// other; by then (the next event with a new key at the cap, or the clock passing its
+    /// deadline) they are in.
+    fn warm(&self) {
+        if let Some(next) = self.heap.peek() {
+            self.index.prefetch(next.key);
+            if let Some(slot) = self.slots.get(next.place as usize) {
+                prefetch(slot);
+            }
+        }
     }
 
     /// Closes the next window whose deadline is at or before `now`.
@@ -300,7 +329,7 @@ impl Table {
 
     /// Closes one window now, whatever its deadline.
     pub fn remove(&mut self, key: u64) -> Option<Entry> {
-        let i = self.index.remove(&key)?;
+        let i = self.index.remove(key)?;
         self.free.push(i);
         self.slots[i as usize].0.take()
     }
@@ -315,7 +344,7 @@ impl Table {
         let mut v: Vec<(u64, &Entry)> = self
             .index
             .iter()
-            .filter_map(|(k, i)| Some((*k, self.slots[*i as usize].0.as_ref()?)))
+            .filter_map(|(k, i)| Some((k, self.slots[i as usize].0.as_ref()?)))
             .collect();
         v.sort_by_key(|(k, e)| (e.deadline, *k));
         v
@@ -391,19 +420,24 @@ mod tests {
         let mut rng = Rng(7);
         let mut heap = Deadlines::default();
         let mut want = std::collections::BinaryHeap::new();
+        let pair = |x: Option<Item>| x.map(|x| (x.deadline, x.key));
         for step in 0..20_000 {
             // Few deadlines and keys, so that ties and equal items are common.
             if rng.below(3) > 0 || step < 100 {
                 let (d, k) = (rng.below(50), rng.below(200));
-                heap.push(d, k);
+                heap.push(Item {
+                    deadline: d,
+                    key: k,
+                    place: step,
+                });
                 want.push(std::cmp::Reverse((d, k)));
             } else {
-                assert_eq!(heap.pop(), want.pop().map(|r| r.0), "step {step}");
+                assert_eq!(pair(heap.pop()), want.pop().map(|r| r.0), "step {step}");
             }
-            assert_eq!(heap.peek(), want.peek().map(|r| r.0));
+            assert_eq!(pair(heap.peek()), want.peek().map(|r| r.0));
         }
         while let Some(r) = want.pop() {
-            assert_eq!(heap.pop(), Some(r.0));
+            assert_eq!(pair(heap.pop()), Some(r.0));
         }
         assert_eq!(heap.pop(), None);
     }
