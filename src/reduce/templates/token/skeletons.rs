@@ -237,4 +237,57 @@ mod tests {
             assert_eq!(s.hash, hash_bytes(skeleton.as_bytes()));
         }
     }
+
+    /// The skeleton and shifts a byte at a time, for the model test.
+    fn reference(b: &[u8]) -> (Vec<u8>, Vec<(u32, u32)>) {
+        let (mut out, mut shifts, mut run) = (Vec::new(), Vec::new(), 0);
+        for (i, &c) in b.iter().chain([&b' ']).enumerate() {
+            if c.is_ascii_digit() && i < b.len() {
+                run += 1;
+                if run <= 2 {
+                    out.push(b'0');
+                }
+                continue;
+            }
+            if run > 2 {
+                shifts.push((out.len() as u32, i as u32));
+            }
+            run = 0;
+            if i < b.len() {
+                out.push(c);
+            }
+        }
+        (out, shifts)
+    }
+
+    /// Lines of every length around the 64-byte blocks, with runs of digits of every length
+    /// across their boundaries and at the line's end.
+    #[test]
+    fn skeletons_and_shifts_agree_with_a_byte_at_a_time_reading() {
+        let mut s = Skeletons::default();
+        let mut x = 7u64;
+        for n in 0..300usize {
+            for _ in 0..20 {
+                let line: Vec<u8> = (0..n)
+                    .map(|_| {
+                        x = crate::reduce::hash::mix(x);
+                        match x % 4 {
+                            0 => b'a' + (x >> 8) as u8 % 26,
+                            1 => b' ',
+                            _ => b'0' + (x >> 8) as u8 % 10,
+                        }
+                    })
+                    .collect();
+                s.load(&line);
+                let (skeleton, shifts) = reference(&line);
+                assert_eq!(&s.skeleton[..s.len], &skeleton[..], "{line:?}");
+                let got: Vec<(u32, u32)> = s.shifts[..s.shifts.len() - 1]
+                    .iter()
+                    .map(|s| (s.skeleton, s.line))
+                    .collect();
+                assert_eq!(got, shifts, "{:?}", String::from_utf8_lossy(&line));
+                assert_eq!(s.hash, hash_bytes(&skeleton));
+            }
+        }
+    }
 }
