@@ -157,7 +157,7 @@ impl Places {
 /// Asks for the cache line holding `r` to be brought in, without waiting for it.
 #[inline]
 #[allow(unsafe_code)]
-pub(super) fn prefetch<T>(r: &T) {
+pub(crate) fn prefetch<T>(r: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing into the program and cannot fault; the address is that
     // of a live reference anyway. SSE is part of every x86_64 target.

@@ -553,7 +553,18 @@ impl Reducer {
         out: &mut Vec<Out>,
     ) {
         let mut summaries = Vec::new();
-        for ask in asks {
+        for (k, ask) in asks.iter().enumerate() {
+            if let Some(next) = asks.get(k + 2) {
+                // The event two ahead and its message: written by another thread (a worker,
+                // the engine), they are cold here, and reading them is where deciding waits.
+                let (payload, _, _) = record(next.record as usize);
+                for line in payload.chunks(64).take(4) {
+                    super::places::prefetch(&line[0]);
+                }
+                if let Some(b) = text.as_bytes().get(next.message.0 as usize) {
+                    super::places::prefetch(b);
+                }
+            }
             let i = ask.record as usize;
             let (payload, record_ms, source) = record(i);
             let verdict = self.decide(
@@ -566,8 +577,13 @@ impl Reducer {
                 counts,
                 &mut summaries,
             );
-            out.extend(summaries.drain(..).map(|s| Out::Summary(Box::new(s))));
-            out.extend(self.released.drain(..).map(|h| Out::Released(Box::new(h))));
+            // Most events close no window and release nothing.
+            if !summaries.is_empty() {
+                out.extend(summaries.drain(..).map(|s| Out::Summary(Box::new(s))));
+            }
+            if !self.released.is_empty() {
+                out.extend(self.released.drain(..).map(|h| Out::Released(Box::new(h))));
+            }
             out.push(Out::Decided(i, verdict));
         }
     }

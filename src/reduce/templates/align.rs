@@ -149,7 +149,8 @@ impl<S: SlotLike> Ctx<'_, S> {
         )
     }
 
-    fn equal(&self, i: usize, j: usize) -> bool {
+    /// Whether slot `i` is the constant token `j` is.
+    pub fn equal(&self, i: usize, j: usize) -> bool {
         let (s, t) = (&self.slots[i], &self.tokens[j]);
         let same_kind = matches!(
             (s.kind(), t.kind),
@@ -158,20 +159,6 @@ impl<S: SlotLike> Ctx<'_, S> {
         // 64-bit hashes of the texts, and their lengths: a false match would take a collision
         // between two words of one length, about 2^-64 for each pair compared.
         same_kind && s.hash() == t.hash && s.len() == (t.end - t.start) as usize
-    }
-
-    /// Whether the line fits the template as it is, token for slot.
-    pub fn matches_positionally(&self) -> bool {
-        self.slots.len() == self.tokens.len()
-            && self
-                .slots
-                .iter()
-                .zip(self.tokens)
-                .enumerate()
-                .all(|(i, (s, t))| match s.kind() {
-                    SlotKind::Var { .. } => t.kind != Kind::Punct,
-                    _ => self.equal(i, i),
-                })
     }
 
     /// Positional alignment of equal-length sequences; false when punctuation differs or a

@@ -489,18 +489,22 @@ impl Miner {
         self.var_slots.clear();
         let ctx = Self::ctx(&self.store, &self.tok.out, &[], slot, message);
         let ok = if ctx.slots.len() == ctx.tokens.len() {
-            // The common case, straight to the variables without an alignment.
-            if !ctx.matches_positionally() {
-                return false;
-            }
+            // The common case, straight to the variables without an alignment: one pass checks
+            // that every constant is its token and no variable takes punctuation, and takes the
+            // variables.
             for (i, (s, t)) in ctx.slots.iter().zip(ctx.tokens).enumerate() {
-                if let SlotKind::Var { .. } = s.kind {
-                    self.vars.push(Variable {
-                        var: s.var,
-                        start: t.start,
-                        end: t.end,
-                    });
-                    self.var_slots.push(i as u32);
+                match s.kind {
+                    SlotKind::Var { .. } if t.kind != Kind::Punct => {
+                        self.vars.push(Variable {
+                            var: s.var,
+                            start: t.start,
+                            end: t.end,
+                        });
+                        self.var_slots.push(i as u32);
+                    }
+                    SlotKind::Var { .. } => return false,
+                    _ if ctx.equal(i, i) => {}
+                    _ => return false,
                 }
             }
             self.alignment.ops.clear();
