@@ -14,8 +14,8 @@ struct Bucket {
 
 /// The buckets, and beside them a byte a bucket: 0 when empty, else 7 bits of its key's hash
 /// (plus one). Most keys asked for are new ones (an event whose window is not open), and a
-/// probe for one reads only tags, a few kilobytes that stay in cache, rather than buckets
-/// sixteen times their size.
+/// probe for one reads only tags (32 KiB at the default cap), which stay in cache, rather
+/// than buckets sixteen times their size.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Places {
     /// Both a power of two long, or empty.

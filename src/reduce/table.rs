@@ -175,7 +175,7 @@ impl Deadlines {
         let top = h[0];
         // The last item goes down from the root to where it is not above a child.
         let n = h.len();
-        let key = last.order();
+        let last_order = last.order();
         let mut i = 0;
         loop {
             let first = Self::ARITY * i + 1;
@@ -197,7 +197,7 @@ impl Deadlines {
                 }
                 c
             };
-            if h[c].order() >= key {
+            if h[c].order() >= last_order {
                 break;
             }
             h[i] = h[c];
