@@ -967,7 +967,8 @@ mod tests {
             }
         }
         // Longer than a message remembered whole: remembered by their skeletons, with runs of
-        // digits of one to four (a skeleton tells one from more, not two from four).
+        // digits of one to five (a skeleton tells one from more only right after a letter,
+        // and never two from four).
         for digits in ["1", "22", "333", "4444", "4", "55555"] {
             for s in shapes {
                 let long = format!("{s} then {s} and again {s} eth1 x{digits}");
