@@ -265,14 +265,14 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
                     .map(|(s, _)| s)
                     .collect();
             }
-            if let Some(n) = k.get("topic_regex") {
-                if let Some(re) = scalar(n, "`topic_regex`", sink) {
-                    if let Err(e) = regex::Regex::new(&re) {
-                        sink.error(n.text_pos, Code::BadRegex, format!("invalid regex: {e}"));
-                    }
-                    topic_regex_pos = n.text_pos;
-                    topic_regex = Some(re);
+            if let Some(n) = k.get("topic_regex")
+                && let Some(re) = scalar(n, "`topic_regex`", sink)
+            {
+                if let Err(e) = regex::Regex::new(&re) {
+                    sink.error(n.text_pos, Code::BadRegex, format!("invalid regex: {e}"));
                 }
+                topic_regex_pos = n.text_pos;
+                topic_regex = Some(re);
             }
             if let Some(n) = k.get("topic_refresh_interval") {
                 topic_refresh_interval =
@@ -344,14 +344,14 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         .get("input")
         .and_then(|n| MapView::new(n, "`input`", sink))
     {
-        if let Some(n) = i.get("format") {
-            if let Some(f) = scalar(n, "`format`", sink) {
-                match f.parse() {
-                    Ok(f) => input = f,
-                    Err(e) => {
-                        sink.error(n.pos, Code::UnknownVariant, e)
-                            .hint(did_you_mean(&f, &["auto", "json", "logfmt", "text"]));
-                    }
+        if let Some(n) = i.get("format")
+            && let Some(f) = scalar(n, "`format`", sink)
+        {
+            match f.parse() {
+                Ok(f) => input = f,
+                Err(e) => {
+                    sink.error(n.pos, Code::UnknownVariant, e)
+                        .hint(did_you_mean(&f, &["auto", "json", "logfmt", "text"]));
                 }
             }
         }
@@ -496,18 +496,18 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         .get("http")
         .and_then(|n| MapView::new(n, "`http`", sink))
     {
-        if let Some(n) = h.get("listen") {
-            if let Some(s) = text(n, "`listen`", sink) {
-                match s.parse() {
-                    Ok(a) => listen = a,
-                    Err(_) => {
-                        sink.error(
-                            n.pos,
-                            Code::WrongType,
-                            format!("invalid listen address `{s}`"),
-                        )
-                        .hint("write HOST:PORT, e.g. `0.0.0.0:9898`");
-                    }
+        if let Some(n) = h.get("listen")
+            && let Some(s) = text(n, "`listen`", sink)
+        {
+            match s.parse() {
+                Ok(a) => listen = a,
+                Err(_) => {
+                    sink.error(
+                        n.pos,
+                        Code::WrongType,
+                        format!("invalid listen address `{s}`"),
+                    )
+                    .hint("write HOST:PORT, e.g. `0.0.0.0:9898`");
                 }
             }
         }
@@ -624,15 +624,15 @@ fn parse(root: &Node, path: &Path, sink: &mut Sink) -> Option<Config> {
         .hint("kept records and dead letters carry at most `max_event_bytes` of their event: keep it 4 KiB under `message.max.bytes`");
     }
     for (t, what) in &own {
-        if let Some(re) = topic_regex.as_deref().and_then(|re| subscription(re).ok()) {
-            if re.is_match(t) {
-                sink.error(
-                    topic_regex_pos,
-                    Code::BadRegex,
-                    format!("`topic_regex` matches {what} `{t}`: logmill would read its own output"),
-                )
-                .hint("narrow the regex (it must match whole topic names), or rename the output topic");
-            }
+        if let Some(re) = topic_regex.as_deref().and_then(|re| subscription(re).ok())
+            && re.is_match(t)
+        {
+            sink.error(
+                topic_regex_pos,
+                Code::BadRegex,
+                format!("`topic_regex` matches {what} `{t}`: logmill would read its own output"),
+            )
+            .hint("narrow the regex (it must match whole topic names), or rename the output topic");
         }
         if topics.iter().any(|x| x == t) {
             sink.error(

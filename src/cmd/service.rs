@@ -415,13 +415,13 @@ pub fn demo(rate: u64, metrics_addr: SocketAddr, rules: &[PathBuf]) -> Result<()
                     continue;
                 }
                 line.clear();
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     mixed.line(&mut line);
                 } else {
                     traces.line(&mut line);
                 }
                 let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-                let key = if i % 2 == 0 {
+                let key = if i.is_multiple_of(2) {
                     trace_key(payload)
                 } else {
                     service_key(payload)

@@ -302,13 +302,13 @@ fn mine(opts: Options) -> Result<()> {
                 if unmined == 1 { "" } else { "s" }
             );
         }
-        if let MessageSource::Field { name, .. } = &source {
-            if fallbacks > 0 {
-                eprintln!(
-                    "{fallbacks} line{} without field `{name}`: mined whole",
-                    if fallbacks == 1 { "" } else { "s" }
-                );
-            }
+        if let MessageSource::Field { name, .. } = &source
+            && fallbacks > 0
+        {
+            eprintln!(
+                "{fallbacks} line{} without field `{name}`: mined whole",
+                if fallbacks == 1 { "" } else { "s" }
+            );
         }
     }
     Ok(())

@@ -310,11 +310,12 @@ impl Gatherer {
         self.clock_ms = self.clock_ms.max(now_ms);
         self.expire(self.clock_ms, out);
         let get = |(a, b): (u32, u32)| text.get(a as usize..b as usize).unwrap_or_default();
-        if self.open.len() >= self.config.max_open.max(1) && !self.open.contains_key(&e.trace) {
-            if let Some(oldest) = self.quietest() {
-                self.stats.evicted += 1;
-                self.close(&oldest, true, out);
-            }
+        if self.open.len() >= self.config.max_open.max(1)
+            && !self.open.contains_key(&e.trace)
+            && let Some(oldest) = self.quietest()
+        {
+            self.stats.evicted += 1;
+            self.close(&oldest, true, out);
         }
         let seq = self.next_seq;
         let t = self.open.entry(e.trace.clone()).or_insert_with(|| Open {

@@ -321,10 +321,10 @@ impl Scanner<'_> {
                         self.ws();
                         let at = self.i;
                         self.value(child, depth + 1, out)?;
-                        if depth == 1 {
-                            if let Some(top) = &mut self.top {
-                                top.push((ks, ke, escaped, at, self.i));
-                            }
+                        if depth == 1
+                            && let Some(top) = &mut self.top
+                        {
+                            top.push((ks, ke, escaped, at, self.i));
                         }
                         self.ws();
                         match self.peek()? {

@@ -391,11 +391,11 @@ impl Aggregates {
                 let mut updated = Vec::with_capacity(state.dirty.len());
                 for key in state.dirty.drain(..) {
                     // A key may have expired after it changed: then it is only removed.
-                    if let Some(s) = state.series.get_mut(&key) {
-                        if s.dirty {
-                            s.dirty = false;
-                            updated.push((key, s.clone()));
-                        }
+                    if let Some(s) = state.series.get_mut(&key)
+                        && s.dirty
+                    {
+                        s.dirty = false;
+                        updated.push((key, s.clone()));
                     }
                 }
                 FamilyChanges {
@@ -414,11 +414,11 @@ impl Aggregates {
     pub fn unmark_failed(&mut self, failed: Changes) {
         for (state, changes) in self.families.iter_mut().zip(failed.families) {
             for (key, _) in changes.updated {
-                if let Some(s) = state.series.get_mut(&key) {
-                    if !s.dirty {
-                        s.dirty = true;
-                        state.dirty.push(key);
-                    }
+                if let Some(s) = state.series.get_mut(&key)
+                    && !s.dirty
+                {
+                    s.dirty = true;
+                    state.dirty.push(key);
                 }
             }
             for key in changes.removed {

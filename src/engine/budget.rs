@@ -60,7 +60,7 @@ impl CpuGuard {
     /// Whether this event's rules are timed.
     pub(super) fn sample(&mut self) -> bool {
         self.events += 1;
-        self.events % SAMPLE == 0
+        self.events.is_multiple_of(SAMPLE)
     }
 
     /// Whether rule `r` is quarantined at `now`.

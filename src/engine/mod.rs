@@ -504,7 +504,7 @@ impl Engine {
         let mut gathered = false;
         let profiling = !self.rule_nanos.is_empty() && {
             self.profile_seen += 1;
-            self.profile_seen % self.profile_every == 0
+            self.profile_seen.is_multiple_of(self.profile_every)
         };
         let guarded = self.cpu_guard.as_mut().is_some_and(|g| g.sample());
         // Each rule's time runs from its turn to the next rule's (whatever path it leaves by).

@@ -128,7 +128,7 @@ impl Decision {
 /// instance and after every restart, and the engine can tell in advance (an event sampled
 /// out is no exemplar).
 pub fn sampled_out(key: u64, rate: u32) -> bool {
-    hash::mix(key) % u64::from(rate) != 0
+    !hash::mix(key).is_multiple_of(u64::from(rate))
 }
 
 #[cfg(test)]

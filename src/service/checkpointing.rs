@@ -442,17 +442,17 @@ impl Coordinator {
         for e in cut.entries.iter().filter(|e| e.owned) {
             let _ = tpl.add_partition_offset(&e.key.topic, e.key.partition, Offset::Offset(e.next));
         }
-        if tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
-                self.abandon(cut);
-                let why = match e.rdkafka_error_code() {
-                    Some(rdkafka::types::RDKafkaErrorCode::RebalanceInProgress) => {
-                        CheckpointFailure::Rebalancing
-                    }
-                    _ => CheckpointFailure::CommitOffsets,
-                };
-                return Err(failure(why, e));
-            }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        {
+            self.abandon(cut);
+            let why = match e.rdkafka_error_code() {
+                Some(rdkafka::types::RDKafkaErrorCode::RebalanceInProgress) => {
+                    CheckpointFailure::Rebalancing
+                }
+                _ => CheckpointFailure::CommitOffsets,
+            };
+            return Err(failure(why, e));
         }
         let aggregates_changed = cut.full.is_some()
             || cut.changes.series() > 0
@@ -683,10 +683,10 @@ impl Coordinator {
                 .get(&e.key)
                 .filter(|o| o.reduce_ours)
                 .and_then(|o| o.reduce.as_ref());
-            if let (Some(old), Some(new)) = (old, &e.reduce) {
-                if old != new {
-                    garbage.extend(self.chunk_keys(old));
-                }
+            if let (Some(old), Some(new)) = (old, &e.reduce)
+                && old != new
+            {
+                garbage.extend(self.chunk_keys(old));
             }
         }
         if let (Some(_), true) = (&written.aggregates, cut.full.is_some()) {

@@ -365,10 +365,10 @@ async fn route(req: hyper::Request<hyper::body::Incoming>, state: Arc<Exported>)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    if state.playground.load(Ordering::Relaxed) {
-        if let Some(r) = playground_route(req, &state, &method, &path).await {
-            return r;
-        }
+    if state.playground.load(Ordering::Relaxed)
+        && let Some(r) = playground_route(req, &state, &method, &path).await
+    {
+        return r;
     }
     if method != Method::GET && method != Method::HEAD {
         return response(405, "text/plain", "only GET\n");

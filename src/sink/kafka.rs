@@ -207,22 +207,22 @@ impl Outputs {
             });
         }
         let _ = &t;
-        if let Fate::DeadLetter(r) = fate {
-            if let Some(c) = r.culprit(program) {
-                headers = headers
-                    .insert(Header {
-                        key: HEADER_RULE,
-                        value: Some(c.rule.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: HEADER_METRIC,
-                        value: Some(c.metric.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: HEADER_FIELD,
-                        value: Some(c.field.as_bytes()),
-                    });
-            }
+        if let Fate::DeadLetter(r) = fate
+            && let Some(c) = r.culprit(program)
+        {
+            headers = headers
+                .insert(Header {
+                    key: HEADER_RULE,
+                    value: Some(c.rule.as_bytes()),
+                })
+                .insert(Header {
+                    key: HEADER_METRIC,
+                    value: Some(c.metric.as_bytes()),
+                })
+                .insert(Header {
+                    key: HEADER_FIELD,
+                    value: Some(c.field.as_bytes()),
+                });
         }
         // Only an event too large to process can be larger than this: its dead letter carries
         // its beginning, its size and its digest, so that it fits and can still be found.

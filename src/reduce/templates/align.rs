@@ -323,10 +323,10 @@ impl<S: SlotLike> Ctx<'_, S> {
                         _ => {}
                     }
                 }
-                if i < m {
-                    if let SlotKind::Var { optional } = self.slots[i].kind() {
-                        relax(i + 1, j, c + if optional { 0 } else { INDEL }, 2);
-                    }
+                if i < m
+                    && let SlotKind::Var { optional } = self.slots[i].kind()
+                {
+                    relax(i + 1, j, c + if optional { 0 } else { INDEL }, 2);
                 }
                 if j < n && self.tokens[j].kind == Kind::Var {
                     relax(i, j + 1, c + INDEL, 3);

@@ -394,10 +394,10 @@ impl Miner {
             self.stats.truncated += 1;
         }
         let shape = self.tok.shape;
-        if let Some(slot) = self.store.cache_get(shape) {
-            if self.extract(slot, message) {
-                return self.seen(slot, false, false);
-            }
+        if let Some(slot) = self.store.cache_get(shape)
+            && self.extract(slot, message)
+        {
+            return self.seen(slot, false, false);
         }
         self.stats.searched += 1;
         self.token_flags.clear();

@@ -41,10 +41,10 @@ fn section(b: &mut Builder, m: &mut MapView<'_>, cx: &mut RuleCx<'_>, sink: &mut
             }
         }
     }
-    if cx.clauses.is_empty() {
-        if let Some(lit) = cx.line_literal.take() {
-            cx.clauses.push(vec![b.literal(lit)]);
-        }
+    if cx.clauses.is_empty()
+        && let Some(lit) = cx.line_literal.take()
+    {
+        cx.clauses.push(vec![b.literal(lit)]);
     }
     for c in &mut cx.clauses {
         c.sort_unstable();

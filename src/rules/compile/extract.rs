@@ -165,10 +165,10 @@ impl Builder {
             (scalar(n, "`regex`", sink)?, n, grok::Expanded::default())
         };
         for f in &expanded.fields {
-            if let Some(ty) = &f.ty {
-                if let Some(ty) = value_type(ty, node.text_pos.shifted(f.offset), sink) {
-                    scope.types.insert(f.name.clone(), ty);
-                }
+            if let Some(ty) = &f.ty
+                && let Some(ty) = value_type(ty, node.text_pos.shifted(f.offset), sink)
+            {
+                scope.types.insert(f.name.clone(), ty);
             }
         }
         compile_regex(&pattern, node, self.regex_size_limit, sink)?;

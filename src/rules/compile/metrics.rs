@@ -152,9 +152,10 @@ impl Builder {
             }
             Some(u)
         });
-        if let (Some(name), Some(MetricKind::Counter)) = (&name, kind) {
-            if !name.ends_with("_total") {
-                sink.warning(
+        if let (Some(name), Some(MetricKind::Counter)) = (&name, kind)
+            && !name.ends_with("_total")
+        {
+            sink.warning(
                     name_node.map_or(node.pos, |n| n.pos),
                     Code::CounterName,
                     format!("counter `{name}` does not end in `_total`"),
@@ -162,7 +163,6 @@ impl Builder {
                 .hint(format!(
                     "name it `{name}_total`: OpenMetrics exposes counters as `<name>_total`, so this one is `{name}` in the Prometheus text format and `{name}_total` in OpenMetrics"
                 ));
-            }
         }
         let shared = match m.get("shared") {
             Some(n) => n.as_bool().unwrap_or_else(|| {

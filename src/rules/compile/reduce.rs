@@ -39,12 +39,12 @@ fn merged<'a>(
     sink: &mut Sink,
 ) -> Vec<(&'a Node, &'a Node)> {
     let mut out: Vec<(&Node, &Node)> = Vec::new();
-    if let Some(own) = own {
-        if let Some(mut m) = MapView::new(own, "`reduce`", sink) {
-            out.extend(m.entries.iter().map(|(k, v)| (k, v)));
-            m.accept_all();
-            m.finish(&[], "`reduce`", sink);
-        }
+    if let Some(own) = own
+        && let Some(mut m) = MapView::new(own, "`reduce`", sink)
+    {
+        out.extend(m.entries.iter().map(|(k, v)| (k, v)));
+        m.accept_all();
+        m.finish(&[], "`reduce`", sink);
     }
     if let Some(d) = defaults.and_then(|d| d.as_map()) {
         for (k, v) in d {

@@ -420,10 +420,10 @@ fn level(i: u64, mostly_debug: bool) -> &'static str {
 /// Event `i` of the test workload: `level=... n=i`; every 97th is malformed JSON and every
 /// 101st invalid UTF-8.
 fn event(i: u64, mostly_debug: bool) -> Vec<u8> {
-    if i % 97 == 0 {
+    if i.is_multiple_of(97) {
         return b"{\"level\":".to_vec();
     }
-    if i % 101 == 0 {
+    if i.is_multiple_of(101) {
         return vec![0xff, 0xfe, b'x'];
     }
     format!("level={} n={i}", level(i, mostly_debug)).into_bytes()

@@ -385,18 +385,18 @@ impl Tokenizer {
         for &s in &self.shapes {
             key = combine(key, u64::from(s));
         }
-        if let Some(r) = self.replays.get(&key) {
-            if r.shapes == self.shapes {
-                r.apply(&self.raw, &mut self.out);
-                self.shape = key_hash(&self.out);
-                #[cfg(test)]
-                if self.cross_check {
-                    let replayed = std::mem::take(&mut self.out);
-                    self.fold(b);
-                    assert_eq!(replayed, self.out, "{:?}", String::from_utf8_lossy(b));
-                }
-                return;
+        if let Some(r) = self.replays.get(&key)
+            && r.shapes == self.shapes
+        {
+            r.apply(&self.raw, &mut self.out);
+            self.shape = key_hash(&self.out);
+            #[cfg(test)]
+            if self.cross_check {
+                let replayed = std::mem::take(&mut self.out);
+                self.fold(b);
+                assert_eq!(replayed, self.out, "{:?}", String::from_utf8_lossy(b));
             }
+            return;
         }
         self.fold(b);
         self.shape = key_hash(&self.out);

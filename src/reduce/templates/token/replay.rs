@@ -58,11 +58,11 @@ impl Replay {
         for t in out {
             let (first, last) = (first_at(t.start)?, last_at(t.end)?);
             if first == last && raw[first] == *t {
-                if let Some(Step::Copy { to, .. }) = steps.last_mut() {
-                    if *to as usize == first {
-                        *to += 1;
-                        continue;
-                    }
+                if let Some(Step::Copy { to, .. }) = steps.last_mut()
+                    && *to as usize == first
+                {
+                    *to += 1;
+                    continue;
                 }
                 steps.push(Step::Copy {
                     from: first as u32,
