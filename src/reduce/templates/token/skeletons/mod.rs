@@ -12,6 +12,8 @@
 //! of every other message of its skeleton: the lines of an access log, which differ in their
 //! addresses, times, sizes and ids, are cut and folded once per kind of path and client.
 
+mod avx512;
+
 use super::Token;
 use super::chunks::Memory;
 use super::scan::{digits, pack};
@@ -89,6 +91,48 @@ fn after_letter(b: &[u8], run: usize) -> bool {
     run > 0 && b[run - 1].is_ascii_alphabetic()
 }
 
+/// The skeleton of `b` written at the start of `out` (at least `b.len() + 8` bytes long), its
+/// shifts pushed to `shifts`; its length. The line is read as a bit mask of its digits, 64
+/// bytes a word, whose runs' starts and ends are found a bit at a time; the bytes between
+/// runs are copied a word at a time.
+fn scalar(b: &[u8], out: &mut [u8], shifts: &mut Vec<Shift>) -> usize {
+    let mut len = 0;
+    // The bytes from `from` are not copied yet; a run of digits started at `run`.
+    let (mut from, mut run) = (0, usize::MAX);
+    // Whether the byte before the block is a digit.
+    let mut carry = 0;
+    for block in 0..b.len().div_ceil(64) {
+        let at = 64 * block;
+        let mut digit = 0u64;
+        for k in 0..8 {
+            digit |= pack(digits(word_at(b, at + 8 * k))) << (8 * k);
+        }
+        let after_digit = digit << 1 | carry;
+        carry = digit >> 63;
+        // Bits where a run starts or ends (its first byte past it): they alternate.
+        let mut edges = (digit & !after_digit) | (!digit & after_digit);
+        while edges != 0 {
+            let p = at + edges.trailing_zeros() as usize;
+            edges &= edges - 1;
+            if run == usize::MAX {
+                len = copy(out, len, b, from, p);
+                run = p;
+            } else {
+                let letter = after_letter(b, run);
+                len = mark(out, len, shifts, p - run, p, letter);
+                (from, run) = (p, usize::MAX);
+            }
+        }
+    }
+    if run != usize::MAX {
+        // A run to the end of the line, the last block full.
+        let letter = after_letter(b, run);
+        len = mark(out, len, shifts, b.len() - run, b.len(), letter);
+        from = b.len();
+    }
+    copy(out, len, b, from, b.len())
+}
+
 impl Skeletons {
     /// Whether a message of this length is looked up at all.
     #[inline]
@@ -102,51 +146,17 @@ impl Skeletons {
     }
 
     /// Makes `message`'s skeleton the one [`Skeletons::get`] and [`Skeletons::put`] are about.
-    /// A line is read as a bit mask of its digits, 64 bytes a word, whose runs' starts and
-    /// ends are found a bit at a time; the bytes between runs are copied a word at a time.
     pub(super) fn load(&mut self, message: &[u8]) {
         self.shifts.clear();
-        let b = message;
-        // Room for a whole word written at the end.
-        if self.skeleton.len() < b.len() + 8 {
-            self.skeleton.resize(b.len() + 8, 0);
+        // Room for a whole block written at the end.
+        if self.skeleton.len() < message.len() + 64 {
+            self.skeleton.resize(message.len() + 64, 0);
         }
         let out = &mut self.skeleton[..];
-        let mut len = 0;
-        // The bytes from `from` are not copied yet; a run of digits started at `run`.
-        let (mut from, mut run) = (0, usize::MAX);
-        // Whether the byte before the block is a digit.
-        let mut carry = 0;
-        for block in 0..b.len().div_ceil(64) {
-            let at = 64 * block;
-            let mut digit = 0u64;
-            for k in 0..8 {
-                digit |= pack(digits(word_at(b, at + 8 * k))) << (8 * k);
-            }
-            let after_digit = digit << 1 | carry;
-            carry = digit >> 63;
-            // Bits where a run starts or ends (its first byte past it): they alternate.
-            let mut edges = (digit & !after_digit) | (!digit & after_digit);
-            while edges != 0 {
-                let p = at + edges.trailing_zeros() as usize;
-                edges &= edges - 1;
-                if run == usize::MAX {
-                    len = copy(out, len, b, from, p);
-                    run = p;
-                } else {
-                    let letter = after_letter(b, run);
-                    len = mark(out, len, &mut self.shifts, p - run, p, letter);
-                    (from, run) = (p, usize::MAX);
-                }
-            }
-        }
-        if run != usize::MAX {
-            // A run to the end of the line, the last block full.
-            let letter = after_letter(b, run);
-            len = mark(out, len, &mut self.shifts, b.len() - run, b.len(), letter);
-            from = b.len();
-        }
-        len = copy(out, len, b, from, b.len());
+        let len = match avx512::skeleton(message, out, &mut self.shifts) {
+            Some(len) => len,
+            None => scalar(message, out, &mut self.shifts),
+        };
         self.shifts.push(Shift {
             skeleton: u32::MAX,
             line: u32::MAX,
@@ -289,30 +299,53 @@ mod tests {
     /// across their boundaries and at the line's end.
     #[test]
     fn skeletons_and_shifts_agree_with_a_byte_at_a_time_reading() {
+        let pairs =
+            |s: &[Shift]| -> Vec<(u32, u32)> { s.iter().map(|s| (s.skeleton, s.line)).collect() };
         let mut s = Skeletons::default();
         let mut x = 7u64;
+        let mut wide = 0;
         for n in 0..300usize {
             for _ in 0..20 {
                 let line: Vec<u8> = (0..n)
                     .map(|_| {
                         x = crate::reduce::hash::mix(x);
-                        match x % 4 {
-                            0 => b'a' + (x >> 8) as u8 % 26,
+                        let y = (x >> 8) as usize;
+                        match x % 8 {
+                            0 => b'a' + (y % 26) as u8,
                             1 => b' ',
-                            _ => b'0' + (x >> 8) as u8 % 10,
+                            2 => b'A' + (y % 26) as u8,
+                            // Next to letters by case or code: none of them is one.
+                            3 => b"@[`{/:\xc3\xa9\x80\xff"[y % 10],
+                            _ => b'0' + (y % 10) as u8,
                         }
                     })
                     .collect();
                 s.load(&line);
                 let (skeleton, shifts) = reference(&line);
                 assert_eq!(&s.skeleton[..s.len], &skeleton[..], "{line:?}");
-                let got: Vec<(u32, u32)> = s.shifts[..s.shifts.len() - 1]
-                    .iter()
-                    .map(|s| (s.skeleton, s.line))
-                    .collect();
+                let got = pairs(&s.shifts[..s.shifts.len() - 1]);
                 assert_eq!(got, shifts, "{:?}", String::from_utf8_lossy(&line));
                 assert_eq!(s.hash, hash_bytes(&skeleton));
+                // Both readings, whichever `load` took.
+                let mut out = vec![0; n + 64];
+                let mut wide_shifts = Vec::new();
+                if let Some(len) = avx512::skeleton(&line, &mut out, &mut wide_shifts) {
+                    wide += 1;
+                    assert_eq!(&out[..len], &skeleton[..], "{line:?}");
+                    assert_eq!(pairs(&wide_shifts), shifts, "{line:?}");
+                }
+                let mut scalar_shifts = Vec::new();
+                let len = scalar(&line, &mut out, &mut scalar_shifts);
+                assert_eq!(&out[..len], &skeleton[..], "{line:?}");
+                assert_eq!(pairs(&scalar_shifts), shifts, "{line:?}");
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            wide > 0,
+            std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vbmi2"),
+            "the wide reading ran where the processor has it"
+        );
     }
 }
