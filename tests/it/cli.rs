@@ -1,7 +1,9 @@
 //! The commands as a user runs them: exit codes, stdin, output order, self-telemetry.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -114,6 +116,62 @@ fn replay_is_parallel_and_ordered() {
         "kept lines are in input order"
     );
     assert!(stderr(&o).contains("reduction 33.3%"), "{}", stderr(&o));
+}
+
+/// An output replay cannot write (a full disk) stops it with the error. It used to return
+/// from the writer's loop while the workers waited, forever, to hand it their next chunks.
+#[test]
+fn replay_stops_on_an_output_it_cannot_write() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let tmp = TempDir::new("full");
+    let input = tmp.path("in.log");
+    // Enough chunks to fill every queue between the workers and the writer.
+    let o = logmill()
+        .args(["gen", "mixed", "100000"])
+        .stdout(std::fs::File::create(&input).unwrap())
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let reduce = repo().join("benches/rules/reduce.yaml");
+    let plain = tmp.path("plain.yaml");
+    std::fs::write(
+        &plain,
+        "team: t\nrules:\n  - name: all\n    metrics: [{name: lines_total, type: counter}]\n",
+    )
+    .unwrap();
+    for rules in [&plain, &reduce] {
+        let mut child = logmill()
+            .args(["replay", "-q", "--metrics-out", "/dev/null"])
+            .args(["--logs-out", "/dev/full", "--rules"])
+            .args([rules, &input])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("replay onto a full disk did not stop ({})", rules.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert!(err.contains("No space left on device"), "{err}");
+    }
 }
 
 #[test]

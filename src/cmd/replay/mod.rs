@@ -1,5 +1,7 @@
 //! `logmill replay`: the engine over files or stdin, on every core.
 
+mod writer;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,12 +16,12 @@ use logmill::correlate::traces::{
 use logmill::decode::{InputFormat, Limits};
 use logmill::derive::{Aggregates, Version};
 use logmill::engine::{Counters, Engine, Record};
-use logmill::reduce::reducer::Out;
-use logmill::reduce::{Ask, Fate, Reducer, Reduction, Source, Verdict};
+use logmill::reduce::{Ask, Fate, Reducer, Reduction};
 use logmill::rules::Program;
 use logmill::sink::exposition::{ExpositionFormat, render};
 use logmill::sink::output::dead_letter_json;
 use logmill::source::file::{Chunk, lines, read_chunks};
+use writer::{Format, Piece, Sink, Writer};
 
 pub struct Options {
     pub inputs: Vec<PathBuf>,
@@ -144,8 +146,8 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
             bar
         });
 
-    let mut kept_file = open_out(&opts.logs_out)?;
-    let mut dead_file = open_out(&opts.dead_letter_out)?;
+    let kept_file = open_out(&opts.logs_out)?;
+    let dead_file = open_out(&opts.dead_letter_out)?;
     let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(opts.threads * 2);
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     // Reduction makes the writer the slowest stage: a deeper queue would only hold more
@@ -347,10 +349,47 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                 None
             }
         };
-        // Write outputs in input order while workers run, reducing on the way.
+        let sink = Sink {
+            kept: kept_file,
+            dead: dead_file,
+            traces: tracer.is_some().then_some(trace_tx),
+            spare: spare_out_tx,
+            format: Format {
+                json: opts.logs_json,
+                line: String::new(),
+            },
+        };
+        // With rules that reduce, the sink takes the chunks on a thread of its own, behind
+        // the writer's decisions; else the writer's thread writes them itself.
+        let (piece_tx, piece_rx) = sync_channel::<Piece>(depth);
+        let (mut inline, behind) = match reducing {
+            true => {
+                let behind = s.spawn(move || -> Result<()> {
+                    let mut sink = sink;
+                    for piece in piece_rx.iter() {
+                        sink.take(piece)?;
+                    }
+                    sink.close()
+                });
+                (None, Some(behind))
+            }
+            false => {
+                drop(piece_rx);
+                (Some(sink), None)
+            }
+        };
+        // A sink that stopped on an error takes no more (it is reported below); the chunks
+        // are still drained, so that no worker waits forever.
+        let mut piece_tx = Some(piece_tx);
+        let mut failed = None;
+        let mut give = |piece: Piece| match (inline.as_mut(), &piece_tx) {
+            (Some(sink), _) if failed.is_none() => failed = sink.take(piece).err(),
+            (None, Some(tx)) if tx.send(piece).is_err() => piece_tx = None,
+            _ => {}
+        };
+        // Outputs in input order while workers run, reduced on the way.
         let mut pending = BTreeMap::new();
         let mut next = 0u64;
-        let mut tracing = tracer.is_some();
         let mut writer = Writer {
             program: &program,
             reducer: {
@@ -359,42 +398,28 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
                 r
             },
             reduction: Reduction::new(&program),
-            json: opts.logs_json,
-            line: String::new(),
-            outs: Vec::new(),
         };
         for out in out_rx.iter() {
             pending.insert(out.id, out);
-            while let Some(mut out) = pending.remove(&next) {
-                if reducing {
-                    writer.reduce(&out, kept_file.as_mut())?;
-                } else if let Some(f) = kept_file.as_mut() {
-                    f.write_all(&out.kept)?;
-                }
-                if let Some(f) = dead_file.as_mut() {
-                    f.write_all(out.dead.as_bytes())?;
-                }
-                // A tracer that stopped on an error takes no more (its join returns the error);
-                // the chunks are still drained, so that no worker waits forever.
-                if tracing
-                    && trace_tx
-                        .send((
-                            std::mem::take(&mut out.traces),
-                            std::mem::take(&mut out.text),
-                        ))
-                        .is_err()
-                {
-                    tracing = false;
-                }
-                out.clear();
-                let _ = spare_out_tx.try_send(out);
+            while let Some(out) = pending.remove(&next) {
+                let decided = reducing.then(|| writer.reduce(&out));
+                give(Piece::Chunk(out, decided));
                 next += 1;
             }
         }
         if reducing {
-            writer.finish(kept_file.as_mut())?;
+            give(Piece::End(writer.finish()));
         }
-        drop(trace_tx);
+        drop(piece_tx);
+        // Closing the sink closes the tracer's channel too.
+        let written = match (inline, behind) {
+            (Some(sink), _) => match failed {
+                Some(e) => Err(e),
+                None => sink.close(),
+            },
+            (None, Some(behind)) => behind.join().expect("sink panicked"),
+            (None, None) => unreachable!("the sink is inline or behind"),
+        };
         let reduction = writer.reduction;
         let results = workers
             .into_iter()
@@ -407,16 +432,11 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         gathered = tracer
             .map(|t| t.join().expect("tracer panicked"))
             .transpose()?;
+        written.context("writing outputs")?;
         Ok((results, read, reduction))
     })?;
     if let Some(b) = &bar {
         b.finish_and_clear();
-    }
-    for f in [kept_file.as_mut(), dead_file.as_mut()]
-        .into_iter()
-        .flatten()
-    {
-        f.flush()?;
     }
 
     let now = opts.clock_ms.unwrap_or_else(now_ms);
@@ -588,155 +608,6 @@ fn open_out(p: &Option<PathBuf>) -> Result<Option<std::io::BufWriter<std::fs::Fi
                 .with_context(|| format!("creating {}", p.display()))
         })
         .transpose()
-}
-
-/// The writer's end of reduction: one partition (the input, in line order), decided as chunks
-/// come in order.
-struct Writer<'p> {
-    program: &'p Program,
-    reducer: Reducer,
-    reduction: Reduction,
-    json: bool,
-    line: String,
-    outs: Vec<Out>,
-}
-
-impl Writer<'_> {
-    fn reduce(
-        &mut self,
-        out: &ChunkOutput,
-        mut file: Option<&mut std::io::BufWriter<std::fs::File>>,
-    ) -> Result<()> {
-        self.outs.clear();
-        let event = |i: usize| {
-            let e = &out.events[i];
-            let payload = &out.kept[e.start as usize..(e.start + e.payload) as usize];
-            (
-                payload,
-                0,
-                Source {
-                    partition: 0,
-                    offset: e.offset as i64,
-                    timestamp_ms: None,
-                    part: logmill::decode::Part::Whole,
-                },
-            )
-        };
-        // The workers numbered each ask by its event.
-        self.reducer.batch(
-            self.program,
-            &out.asks,
-            &out.text,
-            event,
-            &mut self.reduction,
-            &mut self.outs,
-        );
-        let Some(f) = file.as_mut() else {
-            return Ok(());
-        };
-        // Events without an ask are kept as they are; a summary comes right before the event
-        // whose time closed its window.
-        let outs = std::mem::take(&mut self.outs);
-        let mut next = 0;
-        let mut held: Vec<&logmill::reduce::Summary> = Vec::new();
-        // Held events of traces kept whole, written before the event that kept them.
-        let mut released: Vec<&[u8]> = Vec::new();
-        for o in &outs {
-            match o {
-                Out::Summary(s) => held.push(s),
-                Out::Released(h) => released.push(&h.payload),
-                Out::Decided(j, v) => {
-                    self.write_events(f, out, next..*j)?;
-                    for s in held.drain(..) {
-                        self.line.clear();
-                        s.json(&mut self.line);
-                        f.write_all(self.line.as_bytes())?;
-                    }
-                    for raw in released.drain(..) {
-                        self.write_event(f, raw, None, None)?;
-                    }
-                    let e = &out.events[*j];
-                    if let Verdict::Keep {
-                        sample_rate,
-                        template,
-                    } = v
-                    {
-                        let raw = &out.kept[e.start as usize..e.end as usize];
-                        self.write_event(f, raw, *sample_rate, *template)?;
-                    }
-                    next = j + 1;
-                }
-            }
-        }
-        self.write_events(f, out, next..out.events.len())?;
-        self.outs = outs;
-        Ok(())
-    }
-
-    /// Events `range` of `out`, kept as they are.
-    fn write_events(
-        &mut self,
-        f: &mut std::io::BufWriter<std::fs::File>,
-        out: &ChunkOutput,
-        range: std::ops::Range<usize>,
-    ) -> Result<()> {
-        let events = &out.events[range];
-        if let (false, Some(first), Some(last)) = (self.json, events.first(), events.last()) {
-            // One write for the run: the lines are contiguous in `kept`, each with its newline.
-            f.write_all(&out.kept[first.start as usize..last.end as usize + 1])?;
-            return Ok(());
-        }
-        for e in events {
-            self.write_event(f, &out.kept[e.start as usize..e.end as usize], None, None)?;
-        }
-        Ok(())
-    }
-
-    fn write_event(
-        &mut self,
-        f: &mut std::io::BufWriter<std::fs::File>,
-        raw: &[u8],
-        sample_rate: Option<u32>,
-        template: Option<u64>,
-    ) -> Result<()> {
-        if !self.json {
-            f.write_all(raw)?;
-            f.write_all(b"\n")?;
-            return Ok(());
-        }
-        self.line.clear();
-        self.line.push_str("{\"event\":");
-        logmill::sink::output::json_string(&mut self.line, &String::from_utf8_lossy(raw));
-        if let Some(r) = sample_rate {
-            self.line.push_str(&format!(",\"sample_rate\":{r}"));
-        }
-        if let Some(t) = template {
-            self.line
-                .push_str(&format!(",\"template_id\":\"{t:016x}\""));
-        }
-        self.line.push_str("}\n");
-        f.write_all(self.line.as_bytes())?;
-        Ok(())
-    }
-
-    /// The end of the input closes every window.
-    fn finish(&mut self, file: Option<&mut std::io::BufWriter<std::fs::File>>) -> Result<()> {
-        let mut summaries = Vec::new();
-        self.reducer
-            .flush(self.program, 0, &mut self.reduction, &mut summaries);
-        let released = std::mem::take(&mut self.reducer.released);
-        if let Some(f) = file {
-            for h in &released {
-                self.write_event(f, &h.payload, None, None)?;
-            }
-            for s in summaries {
-                self.line.clear();
-                s.json(&mut self.line);
-                f.write_all(self.line.as_bytes())?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A chunk's lines in batches of `BATCH`, a batch ending only after a CRI line's last part
