@@ -3,7 +3,8 @@
 //! operations on their bit masks, and the kept bytes, digits written as `0`, one compress and
 //! one store. The portable reading ([`super::scalar`]) spends a loop turn on each end of each
 //! run of digits, and a line of an access log has thirty runs: it was a tenth of the
-//! reduction's instructions. Both are checked against a byte-at-a-time reading.
+//! instructions of a replay with every reduction on. Both are checked against a byte-at-a-time
+//! reading. (Valgrind does not emulate AVX-512: under it the portable reading runs.)
 //!
 //! This is one of the crate's two `unsafe` places (`unsafe_code` is denied, allowed here):
 //! the block loads and stores take raw pointers, and the kernel may only run where the
