@@ -113,7 +113,8 @@ pub enum CheckpointFailure {
     OutputsTimeout,
     /// Committing the group's offsets failed (a fenced member, or the coordinator).
     CommitOffsets,
-    /// The group is rebalancing: offsets cannot be committed until it settles.
+    /// The group is rebalancing, or moved on to a generation this member has not joined yet:
+    /// offsets cannot be committed until it settles.
     Rebalancing,
     /// Writing to the state topic failed.
     StateWrite,

@@ -446,10 +446,14 @@ impl Coordinator {
             && let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
         {
             self.abandon(cut);
+            // Refused because the group is rebalancing, or has moved on to a generation this
+            // member has not joined yet (librdkafka rejoins at once): the symptoms of a member
+            // joining or leaving, given the same grace.
             let why = match e.rdkafka_error_code() {
-                Some(rdkafka::types::RDKafkaErrorCode::RebalanceInProgress) => {
-                    CheckpointFailure::Rebalancing
-                }
+                Some(
+                    rdkafka::types::RDKafkaErrorCode::RebalanceInProgress
+                    | rdkafka::types::RDKafkaErrorCode::IllegalGeneration,
+                ) => CheckpointFailure::Rebalancing,
                 _ => CheckpointFailure::CommitOffsets,
             };
             return Err(failure(why, e));
