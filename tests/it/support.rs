@@ -1,7 +1,8 @@
 //! Shared helpers: running the binary, temp dirs, expectations that refresh with UPDATE_EXPECT=1.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The binary under test: this build's, or `LOGMILL_BIN` (to show that a regression test fails
 /// on an older build).
@@ -107,4 +108,20 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The child's exit status, once it exits within `within`; past that it is killed and the test
+/// fails.
+pub fn exited(child: &mut Child, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the process did not stop within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

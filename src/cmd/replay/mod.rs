@@ -320,9 +320,9 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         }
         drop((out_tx, spare_data_tx));
         // Traces are gathered, and their summaries read by rules, on a thread of their own
-        // that takes the chunks in order after the writer: the writer's reduction and the
-        // gathering each took about half of what was the slowest thread.
-        // A chunk's trace events and their texts, the rest of it left to the writer.
+        // that takes the chunks in order from the sink, after the writer: the writer's
+        // reduction and the gathering each took about half of what was the slowest thread.
+        // A chunk's trace events and their texts, the rest of it left to the sink.
         let (trace_tx, trace_rx) = sync_channel::<(Vec<TraceEvent>, String)>(depth);
         let tracer = match gathering {
             true => {

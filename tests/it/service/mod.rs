@@ -327,14 +327,7 @@ fn sigterm(child: &Running) {
 
 /// The instance's exit status, once it exits within `within`.
 fn exited(child: &mut Running, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the instance did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::exited(&mut child.0, within)
 }
 
 /// A record of the state topic: partition, key, payload.
