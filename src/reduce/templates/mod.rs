@@ -285,6 +285,16 @@ pub struct Miner {
     /// they hold.
     aligned: HashMap<u64, Aligned, BuildIdentity>,
     aligned_ops: usize,
+    /// What lines of remembered messages matched (see [`Recalled`]), by the name of the
+    /// tokenizer's entry their tokens are in.
+    recalled: HashMap<u64, Recalled, BuildIdentity>,
+    /// How many times a variable's affixes narrowed (see [`Recalled::narrowed`]).
+    narrowings: u64,
+    /// The spans of a recalled line's variables' tokens (scratch).
+    spans: Vec<(u32, u32)>,
+    /// Tests only: lines whose variables were recalled.
+    #[cfg(test)]
+    recalls: u64,
     /// Tests only: check every search's shortcuts against the plain way (see `tests.rs`), and
     /// every fold the tokenizer replays against the fold.
     #[cfg(test)]
@@ -304,6 +314,48 @@ struct Aligned {
     absorbed: u32,
     ops: Box<[Op]>,
 }
+
+/// What a line whose tokens the tokenizer remembered matched: the template, and which tokens
+/// are which variables. The tokens of every line of the entry are the same but for their
+/// spans (a skeleton's lines differ in their digits, which are inside variables), so every
+/// such line matches the same way while its shape leads to the same template, which has not
+/// changed since: its slot's generation is the same, and `apply` (which forgets them all) did
+/// not generalise it. Such a line goes from its memory's entry straight to its variables'
+/// spans, without its tokens or a comparison with the template's slots: on an access log,
+/// those were a quarter of the miner's time.
+#[derive(Debug)]
+struct Recalled {
+    slot: u32,
+    generation: u32,
+    /// The miner's [`Miner::narrowings`] when narrowing the template's affixes with this
+    /// entry's values last changed nothing ([`NARROW`] until then). The part of a value a
+    /// prefix or suffix is compared with is what comes before its first digit and after its
+    /// last, the same for every line of the entry: while no affix of any template changes,
+    /// narrowing with the next line changes nothing either, and is skipped.
+    narrowed: u64,
+    /// Where each variable is.
+    places: Box<[Place]>,
+}
+
+/// A variable of a recalled line: its number, its slot in the template, and the token that is
+/// its value, or, when it is absent (an optional variable), the token it comes right after.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    var: u16,
+    slot: u16,
+    token: u16,
+    absent: bool,
+}
+
+/// A recalled entry's values still to be narrowed with.
+const NARROW: u64 = u64::MAX;
+
+/// An absent variable before any token matched: it is empty at the message's start.
+const NO_TOKEN: u16 = u16::MAX;
+
+/// Lines remembered (the tokenizer's memories hold ~3,000 entries, and forget them all at once
+/// when full: their old names linger here until this is cleared).
+const MAX_RECALLED: usize = 8192;
 
 const MAX_ALIGNED: usize = 4096;
 /// Steps all kept alignments may hold (a line has at most `max_tokens` tokens, so one
@@ -338,10 +390,15 @@ impl Miner {
             candidates: Vec::new(),
             removed: Vec::new(),
             evicted: None,
+            recalled: HashMap::default(),
+            narrowings: 0,
+            spans: Vec::new(),
             aligned: HashMap::default(),
             aligned_ops: 0,
             #[cfg(test)]
             cross_check: false,
+            #[cfg(test)]
+            recalls: 0,
         }
     }
 
@@ -390,13 +447,25 @@ impl Miner {
         {
             self.tok.cross_check = self.cross_check;
         }
-        if self.tok.run(message, self.config.limits()) {
+        let limits = self.config.limits();
+        let begun = self.tok.begin(message, limits);
+        if begun.cut {
             self.stats.truncated += 1;
         }
         let shape = self.tok.shape;
-        if let Some(slot) = self.store.cache_get(shape)
+        let cached = self.store.cache_get(shape);
+        if let (Some(slot), Some(name)) = (cached, begun.remembered)
+            && self.recall(slot, name, message)
+        {
+            return self.seen(slot, false, false);
+        }
+        self.tok.finish(message, limits);
+        if let Some(slot) = cached
             && self.extract(slot, message)
         {
+            if let Some(name) = begun.remembered {
+                self.remember(name, slot);
+            }
             return self.seen(slot, false, false);
         }
         self.stats.searched += 1;
@@ -579,23 +648,173 @@ impl Miner {
                         self.var_slots.push(i);
                     }
                 }
-                Op::Skip(i) => self.vars.push(Variable {
-                    var: ctx.slots[i as usize].var,
-                    start: pos,
-                    end: pos,
-                }),
+                Op::Skip(i) => {
+                    self.vars.push(Variable {
+                        var: ctx.slots[i as usize].var,
+                        start: pos,
+                        end: pos,
+                    });
+                    self.var_slots.push(i);
+                }
                 Op::Substitute(..) | Op::Insert(_) => {}
             }
         }
-        // Values without a template's fixed prefix or suffix shrink it.
+        self.narrow(slot, message);
+        true
+    }
+
+    /// Values without a template's fixed prefix or suffix shrink it (an absent value leaves
+    /// them as they are).
+    fn narrow(&mut self, slot: u32, message: &str) {
         let t = &mut self.store.templates[slot as usize];
         for (v, &i) in self.vars.iter().zip(&self.var_slots) {
             let s = &mut t.slots[i as usize];
-            if s.pre > 0 || s.suf > 0 {
+            if (s.pre > 0 || s.suf > 0) && v.start < v.end {
+                let was = (s.pre, s.suf);
                 s.narrow(&t.text, &message.as_bytes()[v.span()]);
+                if (s.pre, s.suf) != was {
+                    self.narrowings += 1;
+                }
             }
         }
+    }
+
+    /// The variables of a line whose tokens the tokenizer remembered, as the last line of
+    /// its entry matched `slot` (see [`Recalled`]); false when that does not hold.
+    fn recall(&mut self, slot: u32, name: u64, message: &str) -> bool {
+        let Miner {
+            recalled,
+            tok,
+            store,
+            vars,
+            var_slots,
+            spans,
+            ..
+        } = self;
+        let Some(r) = recalled.get(&name) else {
+            return false;
+        };
+        if r.slot != slot || r.generation != store.generations[slot as usize] {
+            return false;
+        }
+        spans.clear();
+        let tokens = r.places.iter().filter(|p| p.token != NO_TOKEN);
+        tok.spans(tokens.map(|p| usize::from(p.token)), |start, end| {
+            spans.push((start, end));
+        });
+        vars.clear();
+        var_slots.clear();
+        let mut spans = spans.iter();
+        for p in &r.places {
+            let (start, end) = match p.token {
+                NO_TOKEN => (0, 0),
+                _ => *spans.next().expect("a span for each token"),
+            };
+            let start = if p.absent { end } else { start };
+            vars.push(Variable {
+                var: p.var,
+                start,
+                end,
+            });
+            var_slots.push(u32::from(p.slot));
+        }
+        let before = self.narrowings;
+        if r.narrowed != before {
+            self.narrow(slot, message);
+            if let Some(r) = self.recalled.get_mut(&name)
+                && self.narrowings == before
+            {
+                // Narrowing with this line's values changed nothing: with the next line's,
+                // the same but for their digits, it changes nothing either, until a slot
+                // changes.
+                r.narrowed = self.narrowings;
+            }
+        }
+        #[cfg(test)]
+        {
+            self.recalls += 1;
+        }
+        #[cfg(test)]
+        if self.cross_check {
+            let recalled = (self.vars.clone(), self.var_slots.clone());
+            self.tok.finish(message, self.config.limits());
+            assert!(self.extract(slot, message), "{message:?}");
+            assert_eq!(
+                recalled,
+                (self.vars.clone(), self.var_slots.clone()),
+                "{message:?}"
+            );
+        }
         true
+    }
+
+    /// Remembers how the line just extracted matched `slot`, for the next lines of the
+    /// tokenizer's entry `name`.
+    fn remember(&mut self, name: u64, slot: u32) {
+        let t = &self.store.templates[slot as usize];
+        let n = usize::from(NO_TOKEN);
+        if self.tok.out.len() >= n || t.slots.len() >= n {
+            return;
+        }
+        let places: Box<[Place]> = if t.slots.len() == self.tok.out.len() {
+            // Token for token (see `extract`).
+            let slots = self.var_slots.iter();
+            let place = |(v, &i): (&Variable, &u32)| Place {
+                var: v.var,
+                slot: i as u16,
+                token: i as u16,
+                absent: false,
+            };
+            self.vars.iter().zip(slots).map(place).collect()
+        } else {
+            // As the alignment gave them (see `extract`): an absent variable is empty where
+            // the last token matched ends.
+            let mut last = NO_TOKEN;
+            let mut places = Vec::with_capacity(self.vars.len());
+            for op in &self.alignment.ops {
+                match *op {
+                    Op::Match(i, j) => {
+                        last = j as u16;
+                        let s = &t.slots[i as usize];
+                        if let SlotKind::Var { .. } = s.kind {
+                            places.push(Place {
+                                var: s.var,
+                                slot: i as u16,
+                                token: last,
+                                absent: false,
+                            });
+                        }
+                    }
+                    Op::Skip(i) => places.push(Place {
+                        var: t.slots[i as usize].var,
+                        slot: i as u16,
+                        token: last,
+                        absent: true,
+                    }),
+                    Op::Substitute(..) | Op::Insert(_) => {}
+                }
+            }
+            places.into()
+        };
+        let narrow = places.iter().any(|p| {
+            let s = &t.slots[usize::from(p.slot)];
+            s.pre > 0 || s.suf > 0
+        });
+        // Narrowing only shrinks: a template without affixes now never narrows again.
+        let narrowed = if narrow { NARROW } else { self.narrowings };
+        if self.recalled.len() >= MAX_RECALLED {
+            self.recalled.clear();
+        }
+        let generation = self.store.generations[slot as usize];
+        self.recalled.insert(
+            name,
+            Recalled {
+                slot,
+                generation,
+                narrowed,
+                places,
+            },
+        );
     }
 
     /// The cheapest acceptable alignment of the line with a candidate, allowing
@@ -750,9 +969,10 @@ impl Miner {
             self.store.learn(w, cap);
         }
         if changed {
-            // Alignments with the template as it was no longer hold.
+            // Alignments with the template as it was no longer hold, nor how lines matched it.
             self.aligned.clear();
             self.aligned_ops = 0;
+            self.recalled.clear();
             let t = &mut self.store.templates[slot as usize];
             t.slots = slots;
             t.text = text;

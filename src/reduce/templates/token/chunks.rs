@@ -143,6 +143,19 @@ struct HeldMessage {
     count: u32,
     shape: u64,
     cut: bool,
+    name: u64,
+}
+
+/// A remembered message: where its tokens are in the memory, its shape, whether it was cut at
+/// `max_tokens`, and its entry's name. Two look-ups give the same name only if they found the
+/// same entry (names are never given again), so what was worked out from an entry's tokens can
+/// be remembered by its name.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Found {
+    tokens: (u32, u32),
+    pub shape: u64,
+    pub cut: bool,
+    pub name: u64,
 }
 
 /// Messages tokenised before, by their bytes (a message whole, or a long one's skeleton):
@@ -159,29 +172,35 @@ pub(super) struct Memory<const ENTRIES: usize, const BYTES: usize, const TOKENS:
     seen: Seen,
     /// The limits the tokens were cut under (`max_tokens`, `max_word_bytes`).
     limits: (usize, usize),
+    /// Entries ever put: the next one's name (see [`Memory::get`]).
+    named: u64,
 }
 
 impl<const ENTRIES: usize, const BYTES: usize, const TOKENS: usize> Memory<ENTRIES, BYTES, TOKENS> {
     /// The folded tokens, shape and cut of `message` (hash `hash`) when it was remembered
     /// under the same limits.
+    /// The entry remembered for `message`: see [`Found`].
     #[inline]
-    pub(super) fn get(
-        &self,
-        hash: u64,
-        message: &[u8],
-        limits: (usize, usize),
-    ) -> Option<(&[Token], u64, bool)> {
+    pub(super) fn get(&self, hash: u64, message: &[u8], limits: (usize, usize)) -> Option<Found> {
         let h = self.map.get(&hash)?;
         let at = h.bytes as usize;
         if self.bytes.get(at..at + h.len as usize) != Some(message) || self.limits != limits {
             return None;
         }
-        let k = h.tokens as usize..(h.tokens + h.count) as usize;
-        Some((&self.tokens[k], h.shape, h.cut))
+        Some(Found {
+            tokens: (h.tokens, h.tokens + h.count),
+            shape: h.shape,
+            cut: h.cut,
+            name: h.name,
+        })
     }
 
-    /// Whether a message of hash `hash` came before (then [`Memory::put`] is worth it); it
-    /// has from now on.
+    /// The tokens of an entry just found.
+    #[inline]
+    pub(super) fn tokens(&self, found: &Found) -> &[Token] {
+        &self.tokens[found.tokens.0 as usize..found.tokens.1 as usize]
+    }
+
     pub(super) fn seen(&mut self, hash: u64) -> bool {
         self.seen.before(hash)
     }
@@ -213,7 +232,9 @@ impl<const ENTRIES: usize, const BYTES: usize, const TOKENS: usize> Memory<ENTRI
             count: tokens.len() as u32,
             shape,
             cut,
+            name: self.named,
         };
+        self.named += 1;
         self.bytes.extend_from_slice(message);
         self.tokens.extend(tokens);
         self.map.insert(hash, held);

@@ -29,7 +29,7 @@ mod words;
 use std::collections::HashMap;
 
 use crate::reduce::hash::{BuildIdentity, combine, hash_byte, mix};
-use chunks::{Chunks, Messages};
+use chunks::{Chunks, Found, Messages};
 use replay::{MAX_REPLAYED, MAX_REPLAYS, REPLAY_START, Replay, shape};
 use scan::{Cursor, Mask, Masks, hash_span};
 use skeletons::Skeletons;
@@ -172,6 +172,36 @@ fn opener_of_bracket(close: u8) -> Option<u8> {
     Some(OPENER_OF[close as usize]).filter(|&o| o != 0)
 }
 
+/// What [`Tokenizer::begin`] found: whether the line is cut at `max_tokens`, and the name of
+/// the memory's entry its tokens are in, when they were remembered.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Begun {
+    pub cut: bool,
+    pub remembered: Option<u64>,
+}
+
+impl Begun {
+    fn cut(cut: bool) -> Begun {
+        Begun {
+            cut,
+            remembered: None,
+        }
+    }
+}
+
+/// Names of the skeletons' memory, apart from the messages' (each counts from 0).
+const SKELETON_NAMES: u64 = 1 << 63;
+
+/// Where the begun message's tokens are until they are needed.
+#[derive(Debug, Default)]
+enum Pending {
+    /// In `out`.
+    #[default]
+    None,
+    Skeleton(Found),
+    Message(Found),
+}
+
 /// Limits on one line's tokens.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
@@ -200,6 +230,7 @@ pub(super) struct Tokenizer {
     messages: Messages,
     /// Longer ones, by their skeletons (see [`Skeletons`]).
     skeletons: Skeletons,
+    pending: Pending,
     pub out: Vec<Token>,
     /// [`key_hash`] of `out`.
     pub shape: u64,
@@ -225,39 +256,84 @@ static CLOSER_BIT: [u8; 256] = {
 
 impl Tokenizer {
     /// Tokenises `message` into `self.out`; returns whether the line was cut at `max_tokens`.
+    #[cfg(test)]
     pub fn run(&mut self, message: &str, limits: Limits) -> bool {
+        let begun = self.begin(message, limits);
+        self.finish(message, limits);
+        begun.cut
+    }
+
+    /// Tokenises `message` as far as its shape: a message remembered (its skeleton, or its
+    /// bytes) has its tokens in a memory, and into `self.out` only on [`Tokenizer::finish`],
+    /// which a caller that remembers what it made of the memory's entry may never need.
+    pub fn begin(&mut self, message: &str, limits: Limits) -> Begun {
         let b = message.as_bytes();
         let held = (limits.max_tokens, limits.max_word_bytes);
+        self.pending = Pending::None;
         if !chunks::message_wanted(b) {
             if !Skeletons::wanted(b) {
-                return self.cut_and_fold(message, limits);
+                return Begun::cut(self.cut_and_fold(message, limits));
             }
             self.skeletons.load(b);
-            if let Some((shape, cut)) = self.skeletons.get(held, &mut self.out) {
-                self.shape = shape;
-                #[cfg(test)]
-                self.check_remembered(message, limits, cut);
-                return cut;
+            if let Some(found) = self.skeletons.find(held) {
+                self.shape = found.shape;
+                self.pending = Pending::Skeleton(found);
+                return Begun {
+                    cut: found.cut,
+                    remembered: Some(found.name | SKELETON_NAMES),
+                };
             }
             let cut = self.cut_and_fold(message, limits);
             self.skeletons.put(b, &self.out, self.shape, cut, held);
-            return cut;
+            return Begun::cut(cut);
         }
         let (hash, _) = hash_span(b, 0, b.len());
-        if let Some((out, shape, cut)) = self.messages.get(hash, b, held) {
-            self.out.clear();
-            self.out.extend_from_slice(out);
-            self.shape = shape;
-            #[cfg(test)]
-            self.check_remembered(message, limits, cut);
-            return cut;
+        if let Some(found) = self.messages.get(hash, b, held) {
+            self.shape = found.shape;
+            self.pending = Pending::Message(found);
+            return Begun {
+                cut: found.cut,
+                remembered: Some(found.name),
+            };
         }
         let cut = self.cut_and_fold(message, limits);
         if self.messages.seen(hash) {
             let tokens = self.out.iter().copied();
             self.messages.put(hash, b, tokens, self.shape, cut, held);
         }
-        cut
+        Begun::cut(cut)
+    }
+
+    /// The tokens of the message begun into `self.out`.
+    #[cfg_attr(not(test), allow(unused_variables))]
+    pub fn finish(&mut self, message: &str, limits: Limits) {
+        let cut = match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::None => return,
+            Pending::Skeleton(found) => {
+                self.skeletons.get(&found, &mut self.out);
+                found.cut
+            }
+            Pending::Message(found) => {
+                self.out.clear();
+                self.out.extend_from_slice(self.messages.tokens(&found));
+                found.cut
+            }
+        };
+        #[cfg(test)]
+        self.check_remembered(message, limits, cut);
+    }
+
+    /// The spans of the begun message's tokens `indices` (ascending), before or after
+    /// [`Tokenizer::finish`].
+    pub fn spans(&self, indices: impl Iterator<Item = usize>, mut each: impl FnMut(u32, u32)) {
+        match &self.pending {
+            Pending::Skeleton(found) => self.skeletons.spans(found, indices, each),
+            Pending::Message(found) => {
+                let tokens = self.messages.tokens(found);
+                indices.for_each(|i| each(tokens[i].start, tokens[i].end));
+            }
+            Pending::None => indices.for_each(|i| each(self.out[i].start, self.out[i].end)),
+        }
     }
 
     /// Tests only: what a memory gave for `message` is what cutting and folding it gives.

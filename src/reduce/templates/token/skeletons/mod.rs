@@ -15,7 +15,7 @@
 mod avx512;
 
 use super::Token;
-use super::chunks::Memory;
+use super::chunks::{Found, Memory};
 use super::scan::{digits, pack};
 use crate::reduce::hash::{hash_bytes, word_at};
 
@@ -165,31 +165,58 @@ impl Skeletons {
         self.hash = hash_bytes(&self.skeleton[..len]);
     }
 
-    /// The folded tokens (spans in the loaded message), shape and cut of the loaded message's
-    /// skeleton, into `out`, when it was remembered under the same limits.
+    /// The loaded message's skeleton, when it was remembered under the same limits.
     #[inline]
-    pub(super) fn get(&self, limits: (usize, usize), out: &mut Vec<Token>) -> Option<(u64, bool)> {
-        let (tokens, shape, cut) =
-            self.memory
-                .get(self.hash, &self.skeleton[..self.len], limits)?;
+    pub(super) fn find(&self, limits: (usize, usize)) -> Option<Found> {
+        self.memory
+            .get(self.hash, &self.skeleton[..self.len], limits)
+    }
+
+    /// The folded tokens of the skeleton found, their spans in the loaded message, into `out`.
+    #[inline]
+    pub(super) fn get(&self, found: &Found, out: &mut Vec<Token>) {
+        let tokens = self.memory.tokens(found);
         out.clear();
         out.reserve(tokens.len());
-        // Spans only move forward, so the shifts are walked once; the last is a sentinel.
+        let mut shift = self.shifter();
+        out.extend(tokens.iter().map(|t| Token {
+            start: shift(t.start),
+            end: shift(t.end),
+            ..*t
+        }));
+    }
+
+    /// The spans in the loaded message of the found skeleton's tokens `indices` (ascending).
+    #[inline]
+    pub(super) fn spans(
+        &self,
+        found: &Found,
+        indices: impl Iterator<Item = usize>,
+        mut each: impl FnMut(u32, u32),
+    ) {
+        let tokens = self.memory.tokens(found);
+        let mut shift = self.shifter();
+        for i in indices {
+            let t = &tokens[i];
+            let start = shift(t.start);
+            each(start, shift(t.end));
+        }
+    }
+
+    /// Skeleton positions to the loaded message's, for positions that only move forward: the
+    /// shifts are walked once; the last is a sentinel.
+    #[inline(always)]
+    fn shifter(&self) -> impl FnMut(u32) -> u32 + '_ {
         let (mut next, mut delta) = (0, 0);
         let mut at = self.shifts[0].skeleton;
-        for t in tokens {
-            let mut token = *t;
-            for p in [&mut token.start, &mut token.end] {
-                while *p >= at {
-                    delta = self.shifts[next].line - at;
-                    next += 1;
-                    at = self.shifts[next].skeleton;
-                }
-                *p += delta;
+        move |p| {
+            while p >= at {
+                delta = self.shifts[next].line - at;
+                next += 1;
+                at = self.shifts[next].skeleton;
             }
-            out.push(token);
+            p + delta
         }
-        Some((shape, cut))
     }
 
     /// Remembers the loaded `message`'s `tokens`, `shape` and `cut` for its skeleton, if it
