@@ -290,8 +290,6 @@ pub struct Miner {
     recalled: HashMap<u64, Recalled, BuildIdentity>,
     /// How many times a variable's affixes narrowed (see [`Recalled::narrowed`]).
     narrowings: u64,
-    /// The spans of a recalled line's variables' tokens (scratch).
-    spans: Vec<(u32, u32)>,
     /// Tests only: lines whose variables were recalled.
     #[cfg(test)]
     recalls: u64,
@@ -337,21 +335,19 @@ struct Recalled {
     places: Box<[Place]>,
 }
 
-/// A variable of a recalled line: its number, its slot in the template, and the token that is
-/// its value, or, when it is absent (an optional variable), the token it comes right after.
+/// A variable of a recalled line: its number, its slot in the template, and its value's span
+/// in the entry (for a skeleton, in its positions; empty where the token before it ends when
+/// the variable is absent). Held here rather than read from the entry's tokens, which are
+/// rarely still in cache.
 #[derive(Debug, Clone, Copy)]
 struct Place {
     var: u16,
     slot: u16,
-    token: u16,
-    absent: bool,
+    span: (u32, u32),
 }
 
 /// A recalled entry's values still to be narrowed with.
 const NARROW: u64 = u64::MAX;
-
-/// An absent variable before any token matched: it is empty at the message's start.
-const NO_TOKEN: u16 = u16::MAX;
 
 /// Lines remembered (the tokenizer's memories hold ~3,000 entries, and forget them all at once
 /// when full: their old names linger here until this is cleared).
@@ -392,7 +388,6 @@ impl Miner {
             evicted: None,
             recalled: HashMap::default(),
             narrowings: 0,
-            spans: Vec::new(),
             aligned: HashMap::default(),
             aligned_ops: 0,
             #[cfg(test)]
@@ -688,7 +683,6 @@ impl Miner {
             store,
             vars,
             var_slots,
-            spans,
             ..
         } = self;
         let Some(r) = recalled.get(&name) else {
@@ -697,27 +691,18 @@ impl Miner {
         if r.slot != slot || r.generation != store.generations[slot as usize] {
             return false;
         }
-        spans.clear();
-        let tokens = r.places.iter().filter(|p| p.token != NO_TOKEN);
-        tok.spans(tokens.map(|p| usize::from(p.token)), |start, end| {
-            spans.push((start, end));
-        });
         vars.clear();
         var_slots.clear();
-        let mut spans = spans.iter();
-        for p in &r.places {
-            let (start, end) = match p.token {
-                NO_TOKEN => (0, 0),
-                _ => *spans.next().expect("a span for each token"),
-            };
-            let start = if p.absent { end } else { start };
+        let mut places = r.places.iter();
+        tok.positions(r.places.iter().map(|p| p.span), |start, end| {
+            let p = places.next().expect("a place for each span");
             vars.push(Variable {
                 var: p.var,
                 start,
                 end,
             });
             var_slots.push(u32::from(p.slot));
-        }
+        });
         let before = self.narrowings;
         if r.narrowed != before {
             self.narrow(slot, message);
@@ -752,44 +737,43 @@ impl Miner {
     /// tokenizer's entry `name`.
     fn remember(&mut self, name: u64, slot: u32) {
         let t = &self.store.templates[slot as usize];
-        let n = usize::from(NO_TOKEN);
-        if self.tok.out.len() >= n || t.slots.len() >= n {
+        if t.slots.len() > usize::from(u16::MAX) {
             return;
         }
+        let tok = &self.tok;
+        let span = |j: usize| tok.entry_span(j).expect("the line's tokens are remembered");
         let places: Box<[Place]> = if t.slots.len() == self.tok.out.len() {
             // Token for token (see `extract`).
             let slots = self.var_slots.iter();
             let place = |(v, &i): (&Variable, &u32)| Place {
                 var: v.var,
                 slot: i as u16,
-                token: i as u16,
-                absent: false,
+                span: span(i as usize),
             };
             self.vars.iter().zip(slots).map(place).collect()
         } else {
             // As the alignment gave them (see `extract`): an absent variable is empty where
             // the last token matched ends.
-            let mut last = NO_TOKEN;
+            let mut end = 0;
             let mut places = Vec::with_capacity(self.vars.len());
             for op in &self.alignment.ops {
                 match *op {
                     Op::Match(i, j) => {
-                        last = j as u16;
+                        let span = span(j as usize);
+                        end = span.1;
                         let s = &t.slots[i as usize];
                         if let SlotKind::Var { .. } = s.kind {
                             places.push(Place {
                                 var: s.var,
                                 slot: i as u16,
-                                token: last,
-                                absent: false,
+                                span,
                             });
                         }
                     }
                     Op::Skip(i) => places.push(Place {
                         var: t.slots[i as usize].var,
                         slot: i as u16,
-                        token: last,
-                        absent: true,
+                        span: (end, end),
                     }),
                     Op::Substitute(..) | Op::Insert(_) => {}
                 }

@@ -192,10 +192,10 @@ impl Begun {
 /// Names of the skeletons' memory, apart from the messages' (each counts from 0).
 const SKELETON_NAMES: u64 = 1 << 63;
 
-/// Where the begun message's tokens are until they are needed.
+/// Where the begun message's tokens are remembered, if they are.
 #[derive(Debug, Default)]
-enum Pending {
-    /// In `out`.
+enum Entry {
+    /// Only in `out`.
     #[default]
     None,
     Skeleton(Found),
@@ -230,7 +230,9 @@ pub(super) struct Tokenizer {
     messages: Messages,
     /// Longer ones, by their skeletons (see [`Skeletons`]).
     skeletons: Skeletons,
-    pending: Pending,
+    entry: Entry,
+    /// Whether `out` holds the begun message's tokens.
+    finished: bool,
     pub out: Vec<Token>,
     /// [`key_hash`] of `out`.
     pub shape: u64,
@@ -269,7 +271,8 @@ impl Tokenizer {
     pub fn begin(&mut self, message: &str, limits: Limits) -> Begun {
         let b = message.as_bytes();
         let held = (limits.max_tokens, limits.max_word_bytes);
-        self.pending = Pending::None;
+        self.entry = Entry::None;
+        self.finished = false;
         if !chunks::message_wanted(b) {
             if !Skeletons::wanted(b) {
                 return Begun::cut(self.cut_and_fold(message, limits));
@@ -277,7 +280,7 @@ impl Tokenizer {
             self.skeletons.load(b);
             if let Some(found) = self.skeletons.find(held) {
                 self.shape = found.shape;
-                self.pending = Pending::Skeleton(found);
+                self.entry = Entry::Skeleton(found);
                 return Begun {
                     cut: found.cut,
                     remembered: Some(found.name | SKELETON_NAMES),
@@ -290,7 +293,7 @@ impl Tokenizer {
         let (hash, _) = hash_span(b, 0, b.len());
         if let Some(found) = self.messages.get(hash, b, held) {
             self.shape = found.shape;
-            self.pending = Pending::Message(found);
+            self.entry = Entry::Message(found);
             return Begun {
                 cut: found.cut,
                 remembered: Some(found.name),
@@ -307,15 +310,19 @@ impl Tokenizer {
     /// The tokens of the message begun into `self.out`.
     #[cfg_attr(not(test), allow(unused_variables))]
     pub fn finish(&mut self, message: &str, limits: Limits) {
-        let cut = match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::None => return,
-            Pending::Skeleton(found) => {
-                self.skeletons.get(&found, &mut self.out);
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let cut = match &self.entry {
+            Entry::None => return,
+            Entry::Skeleton(found) => {
+                self.skeletons.get(found, &mut self.out);
                 found.cut
             }
-            Pending::Message(found) => {
+            Entry::Message(found) => {
                 self.out.clear();
-                self.out.extend_from_slice(self.messages.tokens(&found));
+                self.out.extend_from_slice(self.messages.tokens(found));
                 found.cut
             }
         };
@@ -323,16 +330,34 @@ impl Tokenizer {
         self.check_remembered(message, limits, cut);
     }
 
-    /// The spans of the begun message's tokens `indices` (ascending), before or after
-    /// [`Tokenizer::finish`].
-    pub fn spans(&self, indices: impl Iterator<Item = usize>, mut each: impl FnMut(u32, u32)) {
-        match &self.pending {
-            Pending::Skeleton(found) => self.skeletons.spans(found, indices, each),
-            Pending::Message(found) => {
-                let tokens = self.messages.tokens(found);
-                indices.for_each(|i| each(tokens[i].start, tokens[i].end));
+    /// The span of the remembered message's token `i` in its entry (for a skeleton, in its
+    /// positions, which [`Tokenizer::positions`] maps to any of its messages').
+    pub fn entry_span(&self, i: usize) -> Option<(u32, u32)> {
+        match &self.entry {
+            Entry::Skeleton(found) => Some(self.skeletons.token(found, i)),
+            Entry::Message(found) => {
+                let t = &self.messages.tokens(found)[i];
+                Some((t.start, t.end))
             }
-            Pending::None => indices.for_each(|i| each(self.out[i].start, self.out[i].end)),
+            Entry::None => None,
+        }
+    }
+
+    /// Positions in the begun message's entry (ascending) to the message's.
+    pub fn positions(
+        &self,
+        spans: impl Iterator<Item = (u32, u32)>,
+        mut each: impl FnMut(u32, u32),
+    ) {
+        match &self.entry {
+            Entry::Skeleton(_) => {
+                let mut shift = self.skeletons.shifter();
+                for (start, end) in spans {
+                    let start = shift(start);
+                    each(start, shift(end));
+                }
+            }
+            _ => spans.for_each(|(start, end)| each(start, end)),
         }
     }
 

@@ -186,27 +186,16 @@ impl Skeletons {
         }));
     }
 
-    /// The spans in the loaded message of the found skeleton's tokens `indices` (ascending).
-    #[inline]
-    pub(super) fn spans(
-        &self,
-        found: &Found,
-        indices: impl Iterator<Item = usize>,
-        mut each: impl FnMut(u32, u32),
-    ) {
-        let tokens = self.memory.tokens(found);
-        let mut shift = self.shifter();
-        for i in indices {
-            let t = &tokens[i];
-            let start = shift(t.start);
-            each(start, shift(t.end));
-        }
+    /// The span of the found skeleton's token `i`, in skeleton positions.
+    pub(super) fn token(&self, found: &Found, i: usize) -> (u32, u32) {
+        let t = &self.memory.tokens(found)[i];
+        (t.start, t.end)
     }
 
     /// Skeleton positions to the loaded message's, for positions that only move forward: the
     /// shifts are walked once; the last is a sentinel.
     #[inline(always)]
-    fn shifter(&self) -> impl FnMut(u32) -> u32 + '_ {
+    pub(super) fn shifter(&self) -> impl FnMut(u32) -> u32 + '_ {
         let (mut next, mut delta) = (0, 0);
         let mut at = self.shifts[0].skeleton;
         move |p| {
