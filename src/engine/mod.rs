@@ -788,7 +788,7 @@ impl Engine {
                 };
                 hash = combine(hash, value);
             }
-            spans.n = k.fields.len() as u8;
+            spans.n = k.fields.len() as u32;
             return (hash, (0, 0), spans);
         }
         self.key_text(k, line, topic)

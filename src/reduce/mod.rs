@@ -254,10 +254,12 @@ pub struct Ask {
 pub const MAX_KEY_SPANS: usize = 4;
 
 /// A key's values as spans of the event, in the key's order (an absent value as an empty
-/// span); `n` is 0 when the key's text is in the text arena instead.
+/// span); `n` is 0 when the key's text is in the text arena instead. (`n` is as wide as a span's
+/// half: the padding is there anyway, and a byte stored then copied as a word with the rest
+/// stalled every key's return on the failed store-to-load forwarding.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeySpans {
-    pub n: u8,
+    pub n: u32,
     pub spans: [(u32, u32); MAX_KEY_SPANS],
 }
 
