@@ -27,13 +27,15 @@ pub(super) struct Writer<'p> {
 }
 
 impl Writer<'_> {
-    /// What was decided of a chunk's kept events, in order, each after the summaries and held
-    /// events it let out.
-    pub(super) fn reduce(&mut self, out: &ChunkOutput) -> Vec<Out> {
-        let mut outs = Vec::with_capacity(out.asks.len());
+    /// Decides a chunk's kept events, in order, into its `decided`: each after the summaries
+    /// and held events it let out.
+    pub(super) fn reduce(&mut self, out: &mut ChunkOutput) {
+        let mut decided = std::mem::take(&mut out.decided);
+        decided.reserve(out.asks.len());
+        let chunk = &*out;
         let event = |i: usize| {
-            let e = &out.events[i];
-            let payload = &out.kept[e.start as usize..(e.start + e.payload) as usize];
+            let e = &chunk.events[i];
+            let payload = &chunk.kept[e.start as usize..(e.start + e.payload) as usize];
             (
                 payload,
                 0,
@@ -48,13 +50,13 @@ impl Writer<'_> {
         // The workers numbered each ask by its event.
         self.reducer.batch(
             self.program,
-            &out.asks,
-            &out.text,
+            &chunk.asks,
+            &chunk.text,
             event,
             &mut self.reduction,
-            &mut outs,
+            &mut decided,
         );
-        outs
+        out.decided = decided;
     }
 
     /// The end of the input closes every window: the held events it releases, then the
@@ -74,7 +76,7 @@ impl Writer<'_> {
 /// What the sink is given: a chunk (with what was decided of its events, when rules reduce),
 /// or what the end of the input let out.
 pub(super) enum Piece {
-    Chunk(ChunkOutput, Option<Vec<Out>>),
+    Chunk(ChunkOutput),
     End(Vec<Out>),
 }
 
@@ -86,22 +88,24 @@ pub(super) struct Sink {
     pub traces: Option<SyncSender<(Vec<TraceEvent>, String)>>,
     /// Where a chunk's buffers go back to, for a worker's next chunk.
     pub spare: SyncSender<ChunkOutput>,
+    /// Whether the chunks come with what was decided of their events.
+    pub reduced: bool,
     pub format: Format,
 }
 
 impl Sink {
     pub(super) fn take(&mut self, piece: Piece) -> Result<()> {
         match piece {
-            Piece::Chunk(out, decided) => self.chunk(out, decided.as_deref()),
+            Piece::Chunk(out) => self.chunk(out),
             Piece::End(outs) => self.end(&outs),
         }
     }
 
-    fn chunk(&mut self, mut out: ChunkOutput, decided: Option<&[Out]>) -> Result<()> {
+    fn chunk(&mut self, mut out: ChunkOutput) -> Result<()> {
         if let Some(f) = self.kept.as_mut() {
-            match decided {
-                Some(outs) => self.format.reduced(f, &out, outs)?,
-                None => f.write_all(&out.kept)?,
+            match self.reduced {
+                true => self.format.reduced(f, &out, &out.decided)?,
+                false => f.write_all(&out.kept)?,
             }
         }
         if let Some(f) = self.dead.as_mut() {
