@@ -75,8 +75,8 @@ struct ChunkOutput {
     /// (texts in `text`).
     traces: Vec<TraceEvent>,
     /// When rules reduce: what the writer decided of its events (see `Writer::reduce`). It
-    /// goes round with the other buffers: a fresh one for every chunk cost ~700 page faults
-    /// per 500,000 lines.
+    /// goes round with the other buffers rather than being allocated for every chunk and
+    /// freed on the sink's thread.
     decided: Vec<logmill::reduce::reducer::Out>,
 }
 
@@ -407,8 +407,7 @@ pub fn run(program: Arc<Program>, opts: Options) -> Result<()> {
         };
         for out in out_rx.iter() {
             pending.insert(out.id, out);
-            while let Some(out) = pending.remove(&next) {
-                let mut out = out;
+            while let Some(mut out) = pending.remove(&next) {
                 if reducing {
                     writer.reduce(&mut out);
                 }

@@ -313,14 +313,14 @@ struct Aligned {
     ops: Box<[Op]>,
 }
 
-/// What a line whose tokens the tokenizer remembered matched: the template, and which tokens
-/// are which variables. The tokens of every line of the entry are the same but for their
-/// spans (a skeleton's lines differ in their digits, which are inside variables), so every
-/// such line matches the same way while its shape leads to the same template, which has not
-/// changed since: its slot's generation is the same, and `apply` (which forgets them all) did
-/// not generalise it. Such a line goes from its memory's entry straight to its variables'
-/// spans, without its tokens or a comparison with the template's slots: on an access log,
-/// those were a quarter of the miner's time.
+/// What a line whose tokens the tokenizer remembered matched: the template, and where in the
+/// entry each variable's value is. The tokens of every line of the entry are the same but for
+/// their spans (a skeleton's lines differ in their digits, which are inside variables), so
+/// every such line matches the same way while its shape leads to the same template, which has
+/// not changed since: its slot's generation is the same, and `apply` (which forgets them all)
+/// did not generalise it. Such a line goes from its memory's entry straight to its variables'
+/// spans, without its tokens or a comparison with the template's slots (a quarter of the
+/// miner's instructions on the loghub samples).
 #[derive(Debug)]
 struct Recalled {
     slot: u32,

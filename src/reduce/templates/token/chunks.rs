@@ -177,9 +177,8 @@ pub(super) struct Memory<const ENTRIES: usize, const BYTES: usize, const TOKENS:
 }
 
 impl<const ENTRIES: usize, const BYTES: usize, const TOKENS: usize> Memory<ENTRIES, BYTES, TOKENS> {
-    /// The folded tokens, shape and cut of `message` (hash `hash`) when it was remembered
-    /// under the same limits.
-    /// The entry remembered for `message`: see [`Found`].
+    /// The entry of `message` (hash `hash`) when it was remembered under the same limits: see
+    /// [`Found`].
     #[inline]
     pub(super) fn get(&self, hash: u64, message: &[u8], limits: (usize, usize)) -> Option<Found> {
         let h = self.map.get(&hash)?;
@@ -201,6 +200,8 @@ impl<const ENTRIES: usize, const BYTES: usize, const TOKENS: usize> Memory<ENTRI
         &self.tokens[found.tokens.0 as usize..found.tokens.1 as usize]
     }
 
+    /// Whether a message of hash `hash` came before (then [`Memory::put`] is worth it); it
+    /// has from now on.
     pub(super) fn seen(&mut self, hash: u64) -> bool {
         self.seen.before(hash)
     }
