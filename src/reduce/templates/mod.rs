@@ -288,6 +288,7 @@ pub struct Miner {
     /// What lines of remembered messages matched (see [`Recalled`]), by the name of the
     /// tokenizer's entry their tokens are in.
     recalled: HashMap<u64, Recalled, BuildIdentity>,
+    recalled_places: usize,
     /// How many times a variable's affixes narrowed (see [`Recalled::narrowed`]).
     narrowings: u64,
     /// Tests only: lines whose variables were recalled.
@@ -350,8 +351,10 @@ struct Place {
 const NARROW: u64 = u64::MAX;
 
 /// Lines remembered (the tokenizer's memories hold ~3,000 entries, and forget them all at once
-/// when full: their old names linger here until this is cleared).
+/// when full: their old names linger here until this is cleared), and the variables they may
+/// hold in all, like the memories' tokens (a place is 12 bytes): at most ~1 MiB a miner.
 const MAX_RECALLED: usize = 8192;
+const MAX_RECALLED_PLACES: usize = 1 << 16;
 
 const MAX_ALIGNED: usize = 4096;
 /// Steps all kept alignments may hold (a line has at most `max_tokens` tokens, so one
@@ -387,6 +390,7 @@ impl Miner {
             removed: Vec::new(),
             evicted: None,
             recalled: HashMap::default(),
+            recalled_places: 0,
             narrowings: 0,
             aligned: HashMap::default(),
             aligned_ops: 0,
@@ -786,19 +790,23 @@ impl Miner {
         });
         // Narrowing only shrinks: a template without affixes now never narrows again.
         let narrowed = if narrow { NARROW } else { self.narrowings };
-        if self.recalled.len() >= MAX_RECALLED {
+        if self.recalled.len() >= MAX_RECALLED
+            || self.recalled_places + places.len() > MAX_RECALLED_PLACES
+        {
             self.recalled.clear();
+            self.recalled_places = 0;
         }
+        self.recalled_places += places.len();
         let generation = self.store.generations[slot as usize];
-        self.recalled.insert(
-            name,
-            Recalled {
-                slot,
-                generation,
-                narrowed,
-                places,
-            },
-        );
+        let recalled = Recalled {
+            slot,
+            generation,
+            narrowed,
+            places,
+        };
+        if let Some(old) = self.recalled.insert(name, recalled) {
+            self.recalled_places -= old.places.len();
+        }
     }
 
     /// The cheapest acceptable alignment of the line with a candidate, allowing
@@ -957,6 +965,7 @@ impl Miner {
             self.aligned.clear();
             self.aligned_ops = 0;
             self.recalled.clear();
+            self.recalled_places = 0;
             let t = &mut self.store.templates[slot as usize];
             t.slots = slots;
             t.text = text;

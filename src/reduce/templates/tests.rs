@@ -765,5 +765,41 @@ fn recalled_variables_are_those_the_template_gives() {
             stats.lines
         );
         assert!(max_templates == 1000 || stats.evicted > 0, "{stats:?}");
+        let places: usize = m.recalled.values().map(|r| r.places.len()).sum();
+        assert_eq!(m.recalled_places, places);
     }
+}
+
+/// What is recalled stays within its caps, in entries and in variables, however many
+/// messages the tokenizer remembers in turn.
+#[test]
+fn recalled_lines_are_capped() {
+    let mut m = Miner::new(MinerConfig::default());
+    let mut cleared = false;
+    for i in 0..40_000u32 {
+        // Each line a message of its own (a word differs), with many variables: remembered
+        // by the tokenizer the second time, by how it matched the third, recalled the fourth.
+        let letters = |mut n: u32| -> String {
+            let mut w = String::new();
+            loop {
+                w.push(char::from(b'a' + (n % 26) as u8));
+                n /= 26;
+                if n == 0 {
+                    return w;
+                }
+            }
+        };
+        let line = format!(
+            "event {} a=1 b=2 c=3 d=4 e=5 f=6 g=7 h=8 i=9 j=10 k=11 l=12 m=13 n=14",
+            letters(i)
+        );
+        let before = m.recalled_places;
+        for _ in 0..4 {
+            m.observe(&line);
+        }
+        cleared |= m.recalled_places < before;
+        assert!(m.recalled.len() <= MAX_RECALLED);
+        assert!(m.recalled_places <= MAX_RECALLED_PLACES);
+    }
+    assert!(cleared && m.recalls >= 30_000, "{} recalls", m.recalls);
 }
