@@ -757,7 +757,18 @@ fn recalled_variables_are_those_the_template_gives() {
         for line in text.lines().filter(|l| !l.starts_with('{')) {
             m.observe(line);
         }
+        // Lines cut at `max_tokens` (their last variable runs to the line's end, its length
+        // differing from line to line), recalled; and short messages, remembered by their
+        // bytes, which differ here: not recalled.
+        let before = m.recalls;
+        for i in 0..300u64 {
+            let long: String = (0..200).map(|k| format!("#{} ", i * k + k)).collect();
+            m.observe(&format!("batch {long}done"));
+            m.observe(&format!("took {}ms for {} rows", i * 1013, i % 7));
+        }
         let stats = m.stats();
+        assert!(stats.truncated >= 300, "{stats:?}");
+        assert!(m.recalls - before >= 290, "{} recalled", m.recalls - before);
         assert!(
             m.recalls > stats.lines / 3,
             "{} of {} lines recalled ({stats:?})",
