@@ -1,11 +1,10 @@
 //! Replay's end of the pipeline, after the workers: the reduction of the chunks in line order
 //! (`Writer`), and the sink that writes what is kept, the summaries and the dead letters, hands
 //! the chunks' trace events to the tracer and the chunks' buffers back (`Sink`). With rules
-//! that reduce, deciding is the slowest stage of the pipeline (the workers wait on it), and
-//! writing took a tenth of its thread (copies into the output buffer, the kernel's into the
-//! page cache): the sink then runs on a thread of its own behind the writer, which took the
-//! median wall time of `gen mixed` 500,000 from 432 to 414 ms. Without, the writer's thread
-//! writes.
+//! that reduce, deciding is the one stage that runs in line order, and writing took a tenth of
+//! its thread (copies into the output buffer, the kernel's into the page cache): the sink then
+//! runs on a thread of its own behind the writer, which took the median wall time of
+//! `gen mixed` 500,000 from 432 to 414 ms. Without, the writer's thread writes.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -231,8 +231,6 @@ pub(super) struct Tokenizer {
     /// Longer ones, by their skeletons (see [`Skeletons`]).
     skeletons: Skeletons,
     entry: Entry,
-    /// Whether `out` holds the begun message's tokens.
-    finished: bool,
     pub out: Vec<Token>,
     /// [`key_hash`] of `out`.
     pub shape: u64,
@@ -272,7 +270,6 @@ impl Tokenizer {
         let b = message.as_bytes();
         let held = (limits.max_tokens, limits.max_word_bytes);
         self.entry = Entry::None;
-        self.finished = false;
         if !chunks::message_wanted(b) {
             if !Skeletons::wanted(b) {
                 return Begun::cut(self.cut_and_fold(message, limits));
@@ -310,10 +307,6 @@ impl Tokenizer {
     /// The tokens of the message begun into `self.out`.
     #[cfg_attr(not(test), allow(unused_variables))]
     pub fn finish(&mut self, message: &str, limits: Limits) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
         let cut = match &self.entry {
             Entry::None => return,
             Entry::Skeleton(found) => {
